@@ -1,0 +1,23 @@
+/** Process exit codes (Decisions 1), documented in the README and `--help`. */
+export const ExitCode = {
+  /** Normal stop: signal, tunnel closed by the service, --help, --version, --export-default-settings. */
+  OK: 0,
+  /** Runtime failure: connect retries exhausted, cannot bind after retries, internal error. */
+  FAILURE: 1,
+  /** Usage or configuration error: bad flag or value, missing token, unreadable file. */
+  USAGE: 2,
+  /** Refused by the service or the tunnel: handshake 4xx, SERVICE_IDS that do not match. */
+  REFUSED: 3,
+} as const;
+
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** An error that ends the process with a given code and a one-line message. */
+export class ExitError extends Error {
+  readonly exitCode: ExitCodeValue;
+  constructor(exitCode: ExitCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ExitError';
+    this.exitCode = exitCode;
+  }
+}

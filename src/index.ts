@@ -1,0 +1,10 @@
+/** Library entry point: the protocol codec, settings and logger; the tunnel and relay add their exports here. */
+export { MessageType, typeName, encodeMessage, decodeMessage, readMessage, writeMessage, type Message, type MessageInit } from './protocol/message';
+export { encodeFrame, packFrames, FrameDecoder } from './protocol/framing';
+export { validateMessage, isKnownType } from './protocol/validate';
+export { TunnelError, ErrorCode } from './protocol/errors';
+export * from './protocol/constants';
+export { Logger, LogLevel, silentLogger } from './log';
+export { defaultSettings, mergeSettingsJson, exportSettings, type Settings } from './settings';
+export { ExitCode, ExitError } from './exit';
+export type * from './options';

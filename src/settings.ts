@@ -1,0 +1,208 @@
+/**
+ * Fine-grained settings (`--settings-json`, `--export-default-settings`), under the
+ * reference's key names below `tunneling.proxy.`. Unlike the reference, a settings file
+ * is merged over the defaults (Decisions 9) and a value of the wrong type is an error
+ * naming its key instead of a silent fallback.
+ */
+
+export interface Settings {
+  defaultBindAddress: string;
+  endpointFormat: string;
+  regionEndpointOverrides: Record<string, string>;
+  dataLengthSize: number;
+  dataFrameMaxSize: number;
+  maxPayloadSize: number;
+  maxSize: number;
+  tcpConnectionRetryCount: number;
+  tcpConnectionRetryDelayMs: number;
+  tcpReadBufferSize: number;
+  tcpWriteBufferSize: number;
+  maxActiveConnections: number;
+  pingPeriodMs: number;
+  maxMissedPings: number;
+  retryDelayMs: number;
+  retryMaxDelayMs: number;
+  connectRetryCount: number;
+  reconnectOnDataError: boolean;
+  subprotocol: string;
+  maxFrameSize: number;
+  wsWriteBufferSize: number;
+  wsReadBufferSize: number;
+  /** Total bytes waiting to be written to local applications before the WebSocket reader pauses. */
+  inboundBudgetBytes: number;
+  /** WebSocket send backlog above which local sockets stop being read. */
+  outboundHighWaterBytes: number;
+}
+
+type Kind = 'string' | 'int' | 'bool' | 'map';
+
+interface KeySpec {
+  /** Path below `tunneling.proxy.`. */
+  key: string;
+  field: keyof Settings;
+  kind: Kind;
+  /** Smallest accepted integer (inclusive). */
+  min?: number;
+  max?: number;
+}
+
+/** Every key we honour, in export order (the reference's order, then ours). */
+export const SETTING_KEYS: readonly KeySpec[] = [
+  { key: 'default_bind_address', field: 'defaultBindAddress', kind: 'string' },
+  { key: 'endpoint_format', field: 'endpointFormat', kind: 'string' },
+  { key: 'message.data_length_size', field: 'dataLengthSize', kind: 'int', min: 2, max: 2 },
+  { key: 'message.data_frame_max_size', field: 'dataFrameMaxSize', kind: 'int', min: 1, max: 65538 },
+  { key: 'message.max_payload_size', field: 'maxPayloadSize', kind: 'int', min: 1, max: 64512 },
+  { key: 'message.max_size', field: 'maxSize', kind: 'int', min: 16, max: 65536 },
+  { key: 'tcp.connection_retry_count', field: 'tcpConnectionRetryCount', kind: 'int', min: -1 },
+  { key: 'tcp.connection_retry_delay_ms', field: 'tcpConnectionRetryDelayMs', kind: 'int', min: 0 },
+  { key: 'tcp.read_buffer_size', field: 'tcpReadBufferSize', kind: 'int', min: 1 },
+  { key: 'tcp.write_buffer_size', field: 'tcpWriteBufferSize', kind: 'int', min: 1 },
+  { key: 'tcp.max_active_connections', field: 'maxActiveConnections', kind: 'int', min: 1 },
+  { key: 'websocket.ping_period_ms', field: 'pingPeriodMs', kind: 'int', min: 1 },
+  { key: 'websocket.max_missed_pings', field: 'maxMissedPings', kind: 'int', min: 0 },
+  { key: 'websocket.retry_delay_ms', field: 'retryDelayMs', kind: 'int', min: 0 },
+  { key: 'websocket.retry_max_delay_ms', field: 'retryMaxDelayMs', kind: 'int', min: 0 },
+  { key: 'websocket.connect_retry_count', field: 'connectRetryCount', kind: 'int', min: -1 },
+  { key: 'websocket.reconnect_on_data_error', field: 'reconnectOnDataError', kind: 'bool' },
+  { key: 'websocket.subprotocol', field: 'subprotocol', kind: 'string' },
+  { key: 'websocket.max_frame_size', field: 'maxFrameSize', kind: 'int', min: 1 },
+  { key: 'websocket.write_buffer_size', field: 'wsWriteBufferSize', kind: 'int', min: 1 },
+  { key: 'websocket.read_buffer_size', field: 'wsReadBufferSize', kind: 'int', min: 1 },
+  { key: 'flow.inbound_budget_bytes', field: 'inboundBudgetBytes', kind: 'int', min: 65536 },
+  { key: 'flow.outbound_high_water_bytes', field: 'outboundHighWaterBytes', kind: 'int', min: 65536 },
+  { key: 'region_endpoint_overrides', field: 'regionEndpointOverrides', kind: 'map' },
+];
+
+export function defaultSettings(): Settings {
+  return {
+    defaultBindAddress: 'localhost',
+    endpointFormat: 'data.tunneling.iot.%s.amazonaws.com',
+    regionEndpointOverrides: {
+      'cn-north-1': 'data.tunneling.iot.cn-north-1.amazonaws.com.cn',
+      'cn-northwest-1': 'data.tunneling.iot.cn-northwest-1.amazonaws.com.cn',
+    },
+    dataLengthSize: 2,
+    dataFrameMaxSize: 65538,
+    maxPayloadSize: 64512,
+    maxSize: 65536,
+    tcpConnectionRetryCount: 5,
+    tcpConnectionRetryDelayMs: 2500,
+    tcpReadBufferSize: 131076,
+    tcpWriteBufferSize: 131076,
+    maxActiveConnections: 128,
+    pingPeriodMs: 20000,
+    maxMissedPings: 3,
+    retryDelayMs: 2500,
+    retryMaxDelayMs: 60000,
+    connectRetryCount: -1,
+    reconnectOnDataError: true,
+    subprotocol: 'aws.iot.securetunneling-3.0',
+    maxFrameSize: 131076,
+    wsWriteBufferSize: 131076,
+    wsReadBufferSize: 131076,
+    inboundBudgetBytes: 16 * 1024 * 1024,
+    outboundHighWaterBytes: 1024 * 1024,
+  };
+}
+
+export class SettingsError extends Error {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super(message);
+    this.name = 'SettingsError';
+    this.key = key;
+  }
+}
+
+const PREFIX = 'tunneling.proxy.';
+
+function convert(spec: KeySpec, value: unknown): string | number | boolean | Record<string, string> {
+  const name = PREFIX + spec.key;
+  switch (spec.kind) {
+    case 'string':
+      if (typeof value !== 'string' && typeof value !== 'number') throw new SettingsError(name, `setting ${name} must be a string`);
+      return String(value);
+    case 'bool':
+      if (value === true || value === 'true' || value === 1 || value === '1') return true;
+      if (value === false || value === 'false' || value === 0 || value === '0') return false;
+      throw new SettingsError(name, `setting ${name} must be true or false, got ${JSON.stringify(value)}`);
+    case 'int': {
+      const n = typeof value === 'number' ? value : typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+      if (!Number.isSafeInteger(n)) throw new SettingsError(name, `setting ${name} must be an integer, got ${JSON.stringify(value)}`);
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        const range = spec.max === undefined ? `at least ${spec.min}` : spec.min === spec.max ? `exactly ${spec.min}` : `between ${spec.min} and ${spec.max}`;
+        throw new SettingsError(name, `setting ${name} must be ${range}, got ${n}`);
+      }
+      return n;
+    }
+    case 'map': {
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new SettingsError(name, `setting ${name} must be an object of region to endpoint`);
+      const out: Record<string, string> = {};
+      for (const [k, v] of Object.entries(value)) {
+        if (typeof v !== 'string') throw new SettingsError(`${name}.${k}`, `setting ${name}.${k} must be a string`);
+        out[k] = v;
+      }
+      return out;
+    }
+  }
+}
+
+function lookup(tree: unknown, path: string): unknown {
+  let node: unknown = tree;
+  for (const part of path.split('.')) {
+    if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return node;
+}
+
+/** Every leaf key of a parsed JSON tree, dotted, for reporting unknown keys. */
+function leafKeys(tree: unknown, prefix = ''): string[] {
+  if (tree === null || typeof tree !== 'object' || Array.isArray(tree)) return [prefix];
+  return Object.entries(tree).flatMap(([k, v]) => leafKeys(v, prefix ? `${prefix}.${k}` : k));
+}
+
+/**
+ * Merges a settings JSON text over `base` (the defaults). Returns the settings and the
+ * keys that were present but unknown (the caller logs them at debug level).
+ * Throws SettingsError for malformed JSON or a value of the wrong type.
+ */
+export function mergeSettingsJson(text: string, base: Settings = defaultSettings()): { settings: Settings; unknownKeys: string[] } {
+  let tree: unknown;
+  try {
+    tree = JSON.parse(text);
+  } catch (err) {
+    throw new SettingsError('', `settings file is not valid JSON: ${(err as Error).message}`);
+  }
+  if (tree === null || typeof tree !== 'object' || Array.isArray(tree)) throw new SettingsError('', 'settings file must contain a JSON object');
+  const settings: Settings = { ...base, regionEndpointOverrides: { ...base.regionEndpointOverrides } };
+  const known = new Set<string>();
+  for (const spec of SETTING_KEYS) {
+    const value = lookup(tree, PREFIX + spec.key);
+    if (value === undefined) continue;
+    const converted = convert(spec, value);
+    if (spec.kind === 'map') {
+      Object.assign(settings.regionEndpointOverrides, converted);
+      for (const k of Object.keys(converted as object)) known.add(`${PREFIX}${spec.key}.${k}`);
+    } else {
+      (settings as unknown as Record<string, unknown>)[spec.field] = converted;
+      known.add(PREFIX + spec.key);
+    }
+  }
+  const unknownKeys = leafKeys(tree).filter((k) => k && !known.has(k));
+  return { settings, unknownKeys };
+}
+
+/** The export file: nested objects, every value a string, as the reference writes it. */
+export function exportSettings(settings: Settings): string {
+  const proxy: Record<string, unknown> = {};
+  for (const spec of SETTING_KEYS) {
+    const parts = spec.key.split('.');
+    let node = proxy;
+    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    const value = settings[spec.field];
+    node[parts[parts.length - 1]] = spec.kind === 'map' ? { ...(value as Record<string, string>) } : String(value);
+  }
+  return JSON.stringify({ tunneling: { proxy } }, null, 4) + '\n';
+}

@@ -1,0 +1,85 @@
+// Runs every test file (test/**/*.test.ts) in its own Node process with the tsx loader,
+// a few at a time, and ends with one plain line: `N passed, N failed`.
+//
+//   node test/run.mjs [substring ...]     only files whose path contains a substring
+//   TEST_JOBS=3 TEST_FILE_TIMEOUT_S=600   parallelism and per-file limit
+//
+// A file that crashes, times out or reports skipped tests counts as failed.
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const jobs = Number(process.env.TEST_JOBS ?? 2);
+const fileTimeoutMs = Number(process.env.TEST_FILE_TIMEOUT_S ?? 900) * 1000;
+const filters = process.argv.slice(2);
+
+function findTests(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...findTests(path));
+    else if (name.endsWith('.test.ts')) out.push(path);
+  }
+  return out;
+}
+
+const files = findTests(join(root, 'test')).filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+// Files named *.slow.test.ts start first so the run is not stretched by a late long file.
+files.sort((a, b) => Number(b.includes('.slow.')) - Number(a.includes('.slow.')));
+
+let passed = 0;
+let failed = 0;
+
+function runFile(file) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, ['--import', 'tsx', file], {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let output = '';
+    child.stdout.on('data', (d) => { output += d; });
+    child.stderr.on('data', (d) => { output += d; });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { child.kill('SIGKILL'); }
+    }, fileTimeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      // uvu prints one summary per process: Total / Passed / Skipped.
+      const total = Number(/Total:\s+(\d+)/.exec(output)?.[1] ?? 0);
+      const ok = Number(/Passed:\s+(\d+)/.exec(output)?.[1] ?? 0);
+      const skipped = Number(/Skipped:\s+(\d+)/.exec(output)?.[1] ?? 0);
+      let fileFailed = total - ok;
+      const problems = [];
+      if (timedOut) problems.push(`timed out after ${fileTimeoutMs / 1000} s`);
+      if (skipped > 0) problems.push(`${skipped} skipped`);
+      if (code !== 0 || signal) problems.push(`exit ${code ?? signal}`);
+      if (total === 0) problems.push('ran no test');
+      if (problems.length > 0 && fileFailed === 0) fileFailed = 1;
+      passed += Math.min(ok, total);
+      failed += fileFailed;
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      const name = relative(root, file);
+      if (problems.length > 0 || fileFailed > 0) {
+        process.stdout.write(`\n--- FAIL ${name} (${seconds} s) ${problems.join(', ')}\n${output}\n`);
+      } else {
+        process.stdout.write(`ok   ${name}  ${ok} tests  ${seconds} s\n`);
+      }
+      resolve();
+    });
+  });
+}
+
+const queue = [...files];
+await Promise.all(Array.from({ length: Math.max(1, jobs) }, async () => {
+  while (queue.length > 0) await runFile(queue.shift());
+}));
+
+if (files.length === 0) failed += 1;
+process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
+process.exitCode = failed > 0 ? 1 : 0;
