@@ -8,3 +8,6 @@ export { Logger, LogLevel, silentLogger } from './log';
 export { defaultSettings, mergeSettingsJson, exportSettings, type Settings } from './settings';
 export { ExitCode, ExitError } from './exit';
 export type * from './options';
+export { startRelay, type Relay, type RelayOptions, type RelayFaults } from './relay/server';
+export { generateSelfSigned, loadOrCreateSelfSigned, opensslSubjectHash, type SelfSignedCert } from './relay/certs';
+export { startProxy, type LocalProxy } from './tunnel/proxy';

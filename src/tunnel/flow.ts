@@ -1,0 +1,194 @@
+/**
+ * Flow control (Decisions 4), in one place so the policy can be reviewed at once:
+ *
+ * - Outbound (apps → WebSocket): every connection queues its frames; `Outbound` hands them to
+ *   the WebSocket round-robin, one frame per connection per turn, packed into WebSocket
+ *   messages of ≤ 131076 bytes, at most once per event-loop turn (setImmediate). Only a small
+ *   window is handed to `ws` at a time, so an interactive connection's frame waits behind at
+ *   most one window of bulk data, not behind the whole backlog. Local sockets stop being read
+ *   while the backlog (ws.bufferedAmount + queued) is above the high-water mark, and resume
+ *   below half of it.
+ * - Inbound (WebSocket → apps): each DATA payload is written to its app socket at once;
+ *   `InboundBudget` counts bytes not yet taken by the kernel for all apps together and pauses
+ *   the WebSocket reader only when that total exceeds the budget (resumed below half). A slow
+ *   app therefore delays nobody until the shared budget is used up.
+ */
+import type WebSocket from 'ws';
+import { packFrames } from '../protocol/framing';
+import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+
+/** Bytes handed to `ws` before waiting for its send callbacks (two full WebSocket messages). */
+export const WS_SEND_WINDOW_BYTES = 2 * MAX_WS_MESSAGE_BYTES;
+/** A closing local socket whose app does not take the last bytes is destroyed after this. */
+export const CLOSE_FLUSH_TIMEOUT_MS = 30_000;
+/** Connections accepted while there is no session wait this long for the next one. */
+export const PENDING_ACCEPT_TIMEOUT_MS = 30_000;
+/** At most this many connections wait for the next session (all listeners together). */
+export const PENDING_ACCEPT_LIMIT = 64;
+/** A session that lived longer than this resets the reconnect backoff. */
+export const STABLE_SESSION_MS = 30_000;
+/** One destination connect attempt gives up after this. */
+export const CONNECT_ATTEMPT_TIMEOUT_MS = 15_000;
+/** `close()` forces the WebSocket down after this if the close handshake does not finish. */
+export const CLOSE_HANDSHAKE_TIMEOUT_MS = 1_500;
+
+/** Something with an outbound frame queue: a tunneled connection, or the session itself. */
+export interface Producer {
+  queue: Buffer[];
+  queuedBytes: number;
+  inRing: boolean;
+  /** Called when the last queued frame was handed to the WebSocket. */
+  onQueueEmpty?(): void;
+}
+
+/** A local socket that the outbound policy may pause. */
+export interface Throttled {
+  setOutboundPaused(paused: boolean): void;
+}
+
+export class Outbound {
+  private readonly ring: Producer[] = [];
+  private readonly throttled = new Set<Throttled>();
+  private queuedBytes = 0;
+  private scheduled = false;
+  private closed = false;
+  paused = false;
+
+  constructor(private readonly ws: WebSocket, private readonly highWaterBytes: number) {}
+
+  /** Bytes not yet on the wire: ours plus what `ws` has not written to its socket. */
+  backlog(): number {
+    return this.queuedBytes + this.ws.bufferedAmount;
+  }
+
+  push(producer: Producer, frame: Buffer): void {
+    if (this.closed) return;
+    producer.queue.push(frame);
+    producer.queuedBytes += frame.length;
+    this.queuedBytes += frame.length;
+    if (!producer.inRing) {
+      producer.inRing = true;
+      this.ring.push(producer);
+    }
+    if (!this.paused && this.backlog() > this.highWaterBytes) {
+      this.paused = true;
+      for (const t of this.throttled) t.setOutboundPaused(true);
+    }
+    this.schedule();
+  }
+
+  /** Forgets a producer's queued frames (its connection was reset by the peer). */
+  drop(producer: Producer): void {
+    this.queuedBytes -= producer.queuedBytes;
+    producer.queue = [];
+    producer.queuedBytes = 0;
+    if (producer.inRing) {
+      producer.inRing = false;
+      const at = this.ring.indexOf(producer);
+      if (at >= 0) this.ring.splice(at, 1);
+    }
+    this.checkResume();
+  }
+
+  register(t: Throttled): void {
+    this.throttled.add(t);
+    if (this.paused) t.setOutboundPaused(true);
+  }
+
+  unregister(t: Throttled): void {
+    this.throttled.delete(t);
+  }
+
+  /** Stops sending; queued frames are dropped (the session is over). */
+  close(): void {
+    this.closed = true;
+    this.ring.length = 0;
+    this.queuedBytes = 0;
+    this.throttled.clear();
+  }
+
+  /** Sends whatever is queued now instead of on the next turn (used right before closing). */
+  flushNow(): void {
+    this.flush(Infinity);
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(onFlushTurn, this);
+  }
+
+  /** @internal */
+  flush(windowBytes = WS_SEND_WINDOW_BYTES): void {
+    this.scheduled = false;
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    const room = windowBytes - this.ws.bufferedAmount;
+    if (room <= 0) return;   // a send callback schedules the next turn
+    const frames: Buffer[] = [];
+    let bytes = 0;
+    const emptied: Producer[] = [];
+    while (bytes < room && this.ring.length > 0) {
+      const producer = this.ring.shift()!;
+      const frame = producer.queue.shift()!;
+      producer.queuedBytes -= frame.length;
+      this.queuedBytes -= frame.length;
+      frames.push(frame);
+      bytes += frame.length;
+      if (producer.queue.length > 0) this.ring.push(producer);
+      else {
+        producer.inRing = false;
+        emptied.push(producer);
+      }
+    }
+    if (frames.length === 0) return;
+    for (const message of packFrames(frames)) this.ws.send(message, { binary: true }, this.onSent);
+    for (const producer of emptied) if (producer.queue.length === 0) producer.onQueueEmpty?.();
+    if (this.ring.length > 0 && this.ws.bufferedAmount < windowBytes) this.schedule();
+    this.checkResume();
+  }
+
+  private readonly onSent = (err?: Error): void => {
+    if (err || this.closed) return;   // the WebSocket's close event ends the session
+    if (this.ring.length > 0) this.schedule();
+    this.checkResume();
+  };
+
+  private checkResume(): void {
+    if (this.paused && this.backlog() < this.highWaterBytes / 2) {
+      this.paused = false;
+      for (const t of this.throttled) t.setOutboundPaused(false);
+    }
+  }
+}
+
+function onFlushTurn(outbound: Outbound): void {
+  outbound.flush();
+}
+
+/** Bytes received from the WebSocket and not yet taken by the apps' sockets. */
+export class InboundBudget {
+  private pending = 0;
+  private paused = false;
+
+  constructor(private readonly ws: WebSocket, private readonly budgetBytes: number) {}
+
+  get pendingBytes(): number {
+    return this.pending;
+  }
+
+  add(n: number): void {
+    this.pending += n;
+    if (!this.paused && this.pending > this.budgetBytes) {
+      this.paused = true;
+      this.ws.pause();
+    }
+  }
+
+  release(n: number): void {
+    this.pending -= n;
+    if (this.paused && this.pending < this.budgetBytes / 2) {
+      this.paused = false;
+      this.ws.resume();
+    }
+  }
+}

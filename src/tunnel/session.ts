@@ -1,0 +1,426 @@
+/**
+ * One WebSocket session: decodes frames, dispatches messages to services and connections,
+ * allocates stream and connection ids. Sockets are attached by source.ts (accepted) and
+ * destination.ts (connected); the runner (proxy.ts) owns the session's lifetime.
+ *
+ * Every received message has a defined reaction that never stops reading the WebSocket
+ * (Decisions 3; fixes reference bugs 9.3#16-#24, #30, 44a).
+ */
+import type { Socket } from 'node:net';
+import type WebSocket from 'ws';
+import type { Logger } from '../log';
+import type { ProxyOptions, ServiceTarget, DestinationTarget } from '../options';
+import type { Settings } from '../settings';
+import type { ProtocolVersion } from '../protocol/constants';
+import { ErrorCode, type TunnelError } from '../protocol/errors';
+import { encodeFrame, FrameDecoder } from '../protocol/framing';
+import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
+import { isKnownType, validateMessage } from '../protocol/validate';
+import { Connection } from './connection';
+import { InboundBudget, Outbound, type Producer } from './flow';
+
+const INT32_MAX = 0x7fffffff;
+
+/** One service of the session: its current stream and its connections. */
+export class ServiceState {
+  /** Current stream id; 0 = none (source: the next connection sends STREAM_START). */
+  streamId = 0;
+  private lastStreamId = 0;
+  private lastConnectionId = 0;
+  readonly connections = new Map<number, Connection>();
+
+  constructor(
+    readonly session: Session,
+    readonly id: string,
+    readonly target: ServiceTarget,
+    /** Message format spoken with the peer for this service: 3, or 2/1 for older peers. */
+    public version: ProtocolVersion,
+  ) {}
+
+  /** The service id on the wire: none in the V1 form. */
+  get wireId(): string {
+    return this.version === 1 ? '' : this.id;
+  }
+
+  /** Stream ids never repeat within a session (INT32_MAX wraps to 1, as in the reference). */
+  nextStreamId(): number {
+    this.lastStreamId = this.lastStreamId >= INT32_MAX ? 1 : this.lastStreamId + 1;
+    return this.lastStreamId;
+  }
+
+  nextConnectionId(): number {
+    this.lastConnectionId = this.lastConnectionId >= 0xffffffff ? 1 : this.lastConnectionId + 1;
+    return this.lastConnectionId;
+  }
+
+  /** The connection a received message is for, or undefined (unknown or stale). */
+  find(msg: Message): Connection | undefined {
+    if (msg.connectionId !== 0) {
+      const conn = this.connections.get(msg.connectionId);
+      return conn && conn.streamId === msg.streamId ? conn : undefined;
+    }
+    // V1/V2 form: one connection per stream, found by stream id.
+    for (const conn of this.connections.values()) if (conn.streamId === msg.streamId) return conn;
+    return undefined;
+  }
+
+  /** A local close: with V1/V2 peers the stream ends with it (its STREAM_RESET is queued). */
+  onLocalClose(conn: Connection): void {
+    if (this.version < 3 && conn.streamId === this.streamId) this.streamId = 0;
+  }
+
+  remove(conn: Connection): void {
+    if (this.connections.get(conn.id) === conn) this.connections.delete(conn.id);
+  }
+
+  /** Closes every connection of the stream (after writing what was received). */
+  closeAll(reason: string): void {
+    for (const conn of [...this.connections.values()]) conn.closeFromPeer(reason);
+    this.streamId = 0;
+  }
+}
+
+export interface SessionHooks {
+  /**
+   * Completes the configured mapping from the received SERVICE_IDS (undefined for a 1.0
+   * subprotocol, which has none). Returns undefined when the session must end instead.
+   */
+  completeMapping(ids: string[] | undefined): Map<string, ServiceTarget> | undefined;
+  /** The services exist: bind listeners (source), resolve `ready`. */
+  onStarted(session: Session): void;
+  /** Destination: connect a new connection's local socket. */
+  connect(conn: Connection, target: DestinationTarget): void;
+}
+
+export interface SessionInit {
+  ws: WebSocket;
+  version: ProtocolVersion;
+  options: ProxyOptions;
+  log: Logger;
+  hooks: SessionHooks;
+}
+
+export class Session implements Producer {
+  queue: Buffer[] = [];
+  queuedBytes = 0;
+  inRing = false;
+  readonly ws: WebSocket;
+  readonly version: ProtocolVersion;
+  readonly log: Logger;
+  readonly settings: Settings;
+  readonly mode: ProxyOptions['mode'];
+  readonly outbound: Outbound;
+  readonly inbound: InboundBudget;
+  readonly services = new Map<string, ServiceState>();
+  started = false;
+  private ended = false;
+  private serviceIds?: string[];
+  private readonly decoder: FrameDecoder;
+  private readonly options: ProxyOptions;
+  private readonly hooks: SessionHooks;
+  /** Warnings logged once per session (per message type, per unknown service id, per detection). */
+  private readonly warned = new Set<string>();
+
+  constructor(init: SessionInit) {
+    this.ws = init.ws;
+    this.version = init.version;
+    this.options = init.options;
+    this.settings = init.options.settings;
+    this.mode = init.options.mode;
+    this.log = init.log;
+    this.hooks = init.hooks;
+    this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes);
+    this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
+    this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
+    this.ws.on('message', this.onWsMessage);
+  }
+
+  /** With a 1.0 subprotocol there is no SERVICE_IDS: the configured mapping applies at once. */
+  startWithoutServiceIds(): void {
+    const mapping = this.hooks.completeMapping(undefined);
+    if (mapping) this.start(mapping);
+  }
+
+  private readonly onWsMessage = (data: WebSocket.RawData): void => {
+    if (this.ended) return;
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+    this.decoder.push(bytes, this.onMessage, this.onDecodeError);
+  };
+
+  private readonly onDecodeError = (err: TunnelError): void => {
+    this.log.warn(`Dropping a malformed message from the service: ${err.message}`);
+  };
+
+  private readonly onMessage = (msg: Message): void => {
+    if (this.ended) return;
+    const invalid = validateMessage(msg, { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize });
+    if (invalid) {
+      this.onInvalid(msg, invalid);
+      return;
+    }
+    if (!isKnownType(msg.type, this.version)) {
+      this.log.debug(`Ignoring ignorable message of unknown type ${msg.type}`);
+      return;
+    }
+    if (msg.type === MessageType.SERVICE_IDS) {
+      this.onServiceIds(msg);
+      return;
+    }
+    if (!this.started) {
+      // The reference stops reading here (9.3#16); we drop the message and go on.
+      this.log.debug(`Expect:Message_Type_SERVICE_IDS. Ignore message type: ${msg.type}`);
+      return;
+    }
+    if (msg.type === MessageType.SESSION_RESET) {
+      this.log.info('Session reset received: resetting every connection');
+      for (const svc of this.services.values()) svc.closeAll('session reset');
+      return;
+    }
+    const svc = this.route(msg);
+    if (!svc) return;
+    switch (msg.type) {
+      case MessageType.DATA: return this.onData(svc, msg);
+      case MessageType.STREAM_START: return this.onStreamStart(svc, msg);
+      case MessageType.CONNECTION_START: return this.onConnectionStart(svc, msg);
+      case MessageType.STREAM_RESET: return this.onStreamReset(svc, msg);
+      case MessageType.CONNECTION_RESET: return this.onConnectionReset(svc, msg);
+    }
+  };
+
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.log.warn(message);
+  }
+
+  private onInvalid(msg: Message, err: TunnelError): void {
+    if (err.code === ErrorCode.PAYLOAD_TOO_LARGE && this.started) {
+      const svc = this.route(msg);
+      const conn = svc?.find(msg);
+      this.log.warn(`${err.message}: resetting the connection`);
+      conn?.reset('payload too large');
+      return;
+    }
+    this.warnOnce(`invalid:${msg.type}:${err.code}`, `Dropping ${typeName(msg.type)} message from the service: ${err.message}`);
+  }
+
+  /** The service state a message is for, detecting V1 peers (no service id) on the way. */
+  private route(msg: Message): ServiceState | undefined {
+    const first = this.services.values().next().value as ServiceState | undefined;
+    if (this.version === 1 || this.options.clientType === 'V1') return first;
+    if (msg.serviceId === '') {
+      const v1 = this.services.get('');
+      if (v1) return v1;
+      let svc: ServiceState | undefined;
+      if (this.mode === 'source') {
+        for (const s of this.services.values()) if (s.streamId === msg.streamId && s.connections.size > 0) { svc = s; break; }
+      } else {
+        svc = first;
+      }
+      if (!svc) {
+        this.log.debug(`Dropping ${typeName(msg.type)} without a service id for stream ${msg.streamId}`);
+        return undefined;
+      }
+      if (svc.version !== 1) {
+        svc.version = 1;
+        this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
+      }
+      return svc;
+    }
+    const svc = this.services.get(msg.serviceId);
+    if (!svc) {
+      this.warnOnce(`service:${msg.serviceId}`, `Dropping messages for unknown service id ${msg.serviceId} (configured: ${[...this.services.keys()].join(', ')})`);
+      if (msg.type === MessageType.CONNECTION_START && msg.connectionId !== 0) {
+        this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId });
+      }
+    }
+    return svc;
+  }
+
+  private onServiceIds(msg: Message): void {
+    const ids: string[] = [];
+    for (const id of msg.availableServiceIds) {
+      if (ids.includes(id)) this.log.warn(`Duplicate service Id received, ignore: ${id}`);
+      else ids.push(id);
+    }
+    if (this.serviceIds) {
+      const same = ids.length === this.serviceIds.length && ids.every((id) => this.serviceIds!.includes(id));
+      if (same) this.log.debug('Repeated SERVICE_IDS received: ignored');
+      else this.log.warn(`Receive service Ids during data transfer. ignore (received ${ids.join(', ') || 'none'})`);
+      return;
+    }
+    this.serviceIds = ids;
+    const mapping = this.hooks.completeMapping(ids);
+    if (mapping) this.start(mapping);
+  }
+
+  private start(mapping: Map<string, ServiceTarget>): void {
+    const version: ProtocolVersion = this.options.clientType === 'V1' ? 1 : this.options.clientType === 'V2' ? 2 : 3;
+    for (const [id, target] of mapping) {
+      this.services.set(id, new ServiceState(this, id, target, Math.min(version, this.version) as ProtocolVersion));
+    }
+    this.started = true;
+    this.hooks.onStarted(this);
+  }
+
+  private onData(svc: ServiceState, msg: Message): void {
+    if (msg.connectionId === 0 && svc.version === 3 && this.mode === 'source') this.detectV2(svc, msg.streamId);
+    const conn = svc.find(msg);
+    if (!conn) {
+      this.log.trace(`Dropping DATA for unknown or stale stream ${msg.streamId} connection ${msg.connectionId} of service ${svc.id}`);
+      return;
+    }
+    conn.deliver(msg.payload);
+  }
+
+  /** A DATA without connection id on a V3 service: the peer speaks V2 (Decisions 6). */
+  private detectV2(svc: ServiceState, streamId: number): void {
+    if (streamId !== svc.streamId) return;
+    svc.version = 2;
+    this.log.info(`The peer omits connection ids (V2 message format): service ${svc.id} now uses one connection per stream`);
+    let kept = false;
+    for (const conn of [...svc.connections.values()]) {
+      if (conn.streamId !== streamId) continue;
+      if (!kept && conn.state !== 'closed') kept = true;
+      // Further connections of the stream were started with CONNECTION_START, which a V2 peer ignores.
+      else conn.closeFromPeer('the peer allows only one connection per stream');
+    }
+  }
+
+  private onStreamStart(svc: ServiceState, msg: Message): void {
+    if (this.mode === 'source') {
+      this.warnOnce('source-stream-start', `Ignoring STREAM_START received in source mode (service ${svc.id}, stream ${msg.streamId})`);
+      return;
+    }
+    if (svc.streamId !== 0 && svc.streamId !== msg.streamId) {
+      // The guides say a new stream replaces the old one at once (fixes reference bug 9.3#20).
+      this.log.info(`Stream start received for service id ${svc.id} with new stream id ${msg.streamId}: resetting stream ${svc.streamId}`);
+      svc.closeAll('a new stream started');
+    } else if (svc.streamId === msg.streamId && svc.find(msg)) {
+      this.log.debug(`Ignoring repeated STREAM_START for stream ${msg.streamId} of service ${svc.id}`);
+      return;
+    }
+    if (msg.connectionId === 0 && svc.version === 3) {
+      svc.version = 2;
+      this.log.info(`The peer omits connection ids (V2 message format) for service ${svc.id}: reverting to v2 message format`);
+    }
+    svc.streamId = msg.streamId;
+    this.log.debug(`Received service id : ${svc.id}, stream id: ${msg.streamId}`);
+    this.openDestination(svc, msg.streamId, msg.connectionId);
+  }
+
+  private onConnectionStart(svc: ServiceState, msg: Message): void {
+    if (this.mode === 'source') {
+      // The reference aborts here (9.3#44a); the V3 guide's answer to a connection we cannot have is a reset.
+      this.warnOnce('source-connection-start', `CONNECTION_START received in source mode (service ${svc.id}, connection ${msg.connectionId}): answering with CONNECTION_RESET`);
+      this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: svc.wireId, streamId: msg.streamId, connectionId: msg.connectionId });
+      return;
+    }
+    if (svc.streamId === 0) svc.streamId = msg.streamId;
+    if (msg.streamId !== svc.streamId) {
+      this.log.warn(`CONNECTION_START for stream ${msg.streamId} of service ${svc.id}, whose stream is ${svc.streamId}: answering with CONNECTION_RESET`);
+      this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: svc.wireId, streamId: msg.streamId, connectionId: msg.connectionId });
+      return;
+    }
+    const existing = svc.connections.get(msg.connectionId);
+    if (existing) {
+      // Fixes reference bug 9.3#23: only this connection is reset, the others go on.
+      this.log.warn(`CONNECTION_START for existing connection id ${msg.connectionId} of service ${svc.id}: resetting that connection`);
+      existing.reset('duplicate connection id');
+      return;
+    }
+    this.openDestination(svc, msg.streamId, msg.connectionId);
+  }
+
+  private openDestination(svc: ServiceState, streamId: number, connectionId: number): void {
+    if (svc.connections.size >= this.settings.maxActiveConnections) {
+      this.log.warn(`Refusing connection ${connectionId} of service ${svc.id}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
+      const reset: MessageInit = svc.version >= 3
+        ? { type: MessageType.CONNECTION_RESET, serviceId: svc.wireId, streamId, connectionId }
+        : { type: MessageType.STREAM_RESET, serviceId: svc.wireId, streamId };
+      this.sendControl(reset);
+      return;
+    }
+    const conn = new Connection(this, svc, streamId, connectionId);
+    svc.connections.set(connectionId, conn);
+    this.hooks.connect(conn, svc.target as DestinationTarget);
+  }
+
+  private onStreamReset(svc: ServiceState, msg: Message): void {
+    if (msg.streamId !== svc.streamId) {
+      this.log.trace(`Stale STREAM_RESET for stream ${msg.streamId} of service ${svc.id}: dropped`);
+      return;
+    }
+    this.log.debug(`Stream reset received for service ${svc.id} stream ${msg.streamId}`);
+    // Reading goes on (fixes reference bug 9.3#21); the next connection starts a new stream.
+    svc.closeAll('stream reset by the peer');
+  }
+
+  private onConnectionReset(svc: ServiceState, msg: Message): void {
+    const conn = svc.find(msg);
+    if (!conn) {
+      this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.id}`);
+      return;
+    }
+    conn.closeFromPeer('connection reset by the peer');
+  }
+
+  /** Source: an accepted local socket starts a stream or a connection in it. */
+  accept(serviceId: string, socket: Socket): void {
+    const svc = this.services.get(serviceId);
+    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (!svc || this.ended) {
+      socket.destroy();
+      return;
+    }
+    if (svc.version < 3 && svc.connections.size > 0) {
+      // Fixes reference bug 9.4#36: the second connection used to break both.
+      this.log.info(`Refusing connection from ${from} for service ${svc.id}: the peer's V${svc.version} message format allows one connection at a time`);
+      socket.destroy();
+      return;
+    }
+    if (svc.connections.size >= this.settings.maxActiveConnections) {
+      this.log.warn(`Refusing connection from ${from} for service ${svc.id}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
+      socket.destroy();
+      return;
+    }
+    const id = svc.nextConnectionId();
+    let type: number = MessageType.CONNECTION_START;
+    if (svc.version < 3 || svc.streamId === 0) {
+      svc.streamId = svc.nextStreamId();
+      type = MessageType.STREAM_START;
+    }
+    const conn = new Connection(this, svc, svc.streamId, id);
+    svc.connections.set(id, conn);
+    this.log.info(`Accepted tcp connection on port ${socket.localPort} from ${from}`);
+    if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.id}`);
+    else this.log.debug(`sending connection start for service id: ${svc.id} connection id: ${id}`);
+    conn.sendStart(type);
+    conn.attach(socket);
+  }
+
+  sendControl(msg: MessageInit): void {
+    this.outbound.push(this, encodeFrame(msg));
+  }
+
+  /** Every connection of the session. */
+  connections(): Connection[] {
+    return [...this.services.values()].flatMap((svc) => [...svc.connections.values()]);
+  }
+
+  /** close(): tells the peer about every active connection, then closes them locally. */
+  resetAll(reason: string): void {
+    for (const conn of this.connections()) conn.reset(reason);
+    this.outbound.flushNow();
+  }
+
+  /** The WebSocket is gone: local connections close after writing what they received. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.ws.off('message', this.onWsMessage);
+    this.decoder.reset();
+    this.outbound.close();
+    for (const conn of this.connections()) conn.teardown();
+  }
+}
