@@ -1,0 +1,9 @@
+/** The service connection: what the tunnel and the CLI use from src/transport. */
+export { connectToService, refusalHint, USER_AGENT, CONNECT_ATTEMPT_TIMEOUT_MS, type ServiceConnection, type ConnectOptions } from './connect';
+export { connectWithRetry, Backoff, delay, type RetryOptions } from './retry';
+export { startKeepalive, type KeepaliveOptions } from './keepalive';
+export { deriveClientToken, CLIENT_TOKEN_PATTERN } from './client-token';
+export { ConnectError, ConnectErrorCode, isConnectError, type ConnectErrorCodeValue } from './errors';
+export { parseProxyUrl, proxyFromEnv, noProxyFromEnv, shouldBypassProxy, urlDecode, describeProxy, DEFAULT_WEB_PROXY_PORT, type ProxyEnvValue } from './web-proxy';
+export { openProxyTunnel, connectRequest, CONNECT_RESPONSE_MAX_BYTES } from './http-connect';
+export { loadCaDirectory, trustedCertificates } from './ca';
