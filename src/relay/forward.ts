@@ -1,0 +1,285 @@
+/**
+ * The data plane of one tunnel: two peers (source and destination) and the messages between
+ * them. Each peer's byte stream is decoded with FrameDecoder, validated as a client's
+ * message, normalised (V1 service ids), re-framed and forwarded in order to the other peer,
+ * several frames per WebSocket message up to 131076 bytes.
+ *
+ * Flow control: when the receiving peer's unsent bytes pass HIGH_WATER_BYTES the sending
+ * peer's socket is paused, and resumed once they fall below LOW_WATER_BYTES. Nothing else
+ * queues, so memory per tunnel stays bounded.
+ */
+import type { Socket } from 'node:net';
+import type { WebSocket, RawData } from 'ws';
+import type { Logger } from '../log';
+import type { ProtocolVersion } from '../protocol/constants';
+import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
+import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
+import { validateMessage } from '../protocol/validate';
+import type { PeerMode, TunnelRecord } from './tunnels';
+
+/** Pause the sender while the receiver has more than this many bytes not yet written to its socket. */
+export const HIGH_WATER_BYTES = 1024 * 1024;
+/** Resume the sender when the receiver's unsent bytes drop below this. */
+export const LOW_WATER_BYTES = 256 * 1024;
+/** How long a socket may stay half-closed after our close frame before it is destroyed. */
+const CLOSE_LINGER_MS = 2000;
+
+export const CLOSE_NORMAL = 1000;
+export const CLOSE_POLICY = 1008;
+export const REPLACED_REASON = 'connection is replaced by another connection';
+
+export interface PeerInit {
+  ws: WebSocket;
+  socket: Socket;
+  mode: PeerMode;
+  version: ProtocolVersion;
+  channelId: string;
+  log: Logger;
+}
+
+/** Runtime state of one open tunnel: its connected peers and the streams between them. */
+export class TunnelLink {
+  readonly tunnel: TunnelRecord;
+  readonly peers: { source?: Peer; destination?: Peer } = {};
+  /** Active stream id per service id ("" for a tunnel without services); one stream per service at a time. */
+  readonly activeStreams = new Map<string, number>();
+  private readonly onPeerGone: (peer: Peer) => void;
+
+  constructor(tunnel: TunnelRecord, onPeerGone: (peer: Peer) => void) {
+    this.tunnel = tunnel;
+    this.onPeerGone = onPeerGone;
+  }
+
+  /** Installs a peer; an existing peer of the same mode is replaced (closed with 1008). */
+  attach(init: PeerInit): Peer {
+    const peer = new Peer(this, init);
+    const old = this.peers[init.mode];
+    this.peers[init.mode] = peer;
+    if (old) {
+      old.log.info(`replaced by a new connection (channel ${init.channelId})`);
+      old.detached = true;
+      old.close(CLOSE_POLICY, REPLACED_REASON);
+      this.resetActiveStreams(init.mode);
+    }
+    peer.start();
+    return peer;
+  }
+
+  other(mode: PeerMode): Peer | undefined {
+    return this.peers[mode === 'source' ? 'destination' : 'source'];
+  }
+
+  /** Closes both peers with a close frame (CloseTunnel, expiry). */
+  closeAll(code: number, reason: string): void {
+    for (const peer of [this.peers.source, this.peers.destination]) peer?.close(code, reason);
+  }
+
+  /** A peer of `mode` went away: the other peer learns that every active stream is gone. */
+  resetActiveStreams(mode: PeerMode): void {
+    const other = this.other(mode);
+    if (other && !other.detached) {
+      const frames: Buffer[] = [];
+      for (const [serviceId, streamId] of this.activeStreams) frames.push(other.frameFor({ type: MessageType.STREAM_RESET, serviceId, streamId }));
+      if (frames.length) other.log.debug(`sending STREAM_RESET for ${frames.length} active stream(s): the ${mode} disconnected`);
+      other.sendFrames(frames);
+    }
+    this.activeStreams.clear();
+  }
+
+  /** Called by a peer whose socket closed. */
+  peerClosed(peer: Peer): void {
+    if (this.peers[peer.mode] === peer) {
+      delete this.peers[peer.mode];
+      this.resetActiveStreams(peer.mode);
+      this.onPeerGone(peer);
+    }
+    // A sender paused because of this peer must not stay paused forever.
+    this.other(peer.mode)?.resumeReading();
+  }
+
+  /** Tracks streams from the messages the source/destination exchange. */
+  track(msg: Message): void {
+    switch (msg.type) {
+      case MessageType.STREAM_START:
+        this.activeStreams.set(msg.serviceId, msg.streamId);
+        break;
+      case MessageType.STREAM_RESET:
+        if (this.activeStreams.get(msg.serviceId) === msg.streamId) this.activeStreams.delete(msg.serviceId);
+        break;
+      case MessageType.CONNECTION_START:
+        // A V3 peer that reconnected may continue a stream the relay has not seen start.
+        this.activeStreams.set(msg.serviceId, msg.streamId);
+        break;
+    }
+  }
+}
+
+export class Peer {
+  readonly link: TunnelLink;
+  readonly ws: WebSocket;
+  readonly socket: Socket;
+  readonly mode: PeerMode;
+  readonly version: ProtocolVersion;
+  readonly channelId: string;
+  readonly log: Logger;
+  /** Set when this peer was replaced: it no longer takes part in the tunnel. */
+  detached = false;
+  bytesIn = 0;
+  bytesOut = 0;
+  answerPings = true;
+  private readonly decoder = new FrameDecoder();
+  /** Bytes handed to ws.send whose write callback has not run yet. */
+  private unsent = 0;
+  /** Peers paused because this peer's backlog is above the high-water mark. */
+  private readonly pausedSenders = new Set<Peer>();
+  private closing = false;
+  private readonly startedAt = Date.now();
+
+  constructor(link: TunnelLink, init: PeerInit) {
+    this.link = link;
+    this.ws = init.ws;
+    this.socket = init.socket;
+    this.mode = init.mode;
+    this.version = init.version;
+    this.channelId = init.channelId;
+    this.log = init.log;
+    this.onWsMessage = this.onWsMessage.bind(this);
+    this.onWsClose = this.onWsClose.bind(this);
+    this.onWsPing = this.onWsPing.bind(this);
+    this.onWsError = this.onWsError.bind(this);
+  }
+
+  start(): void {
+    this.ws.on('message', this.onWsMessage);
+    this.ws.on('close', this.onWsClose);
+    this.ws.on('ping', this.onWsPing);
+    this.ws.on('error', this.onWsError);
+    if (this.version >= 2) this.sendFrames([encodeFrame({ type: MessageType.SERVICE_IDS, availableServiceIds: this.link.tunnel.services })]);
+  }
+
+  /** Sends a close frame, then ends the socket instead of waiting for the peer's reply. */
+  close(code: number, reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.resumeReading();
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // Still CONNECTING or already closed: nothing to send.
+    }
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  /** Encodes a message for this peer, in the form its protocol version expects. */
+  frameFor(msg: MessageInit): Buffer {
+    if (this.version === 1 && msg.serviceId) return encodeFrame({ ...msg, serviceId: '' });
+    return encodeFrame(msg);
+  }
+
+  sendFrames(frames: Buffer[]): void {
+    if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
+    for (const payload of packFrames(frames)) {
+      const length = payload.length;
+      this.unsent += length;
+      this.bytesOut += length;
+      this.ws.send(payload, { binary: true }, () => this.onSent(length));
+    }
+  }
+
+  resumeReading(): void {
+    if (this.ws.isPaused) this.ws.resume();
+  }
+
+  private onSent(length: number): void {
+    this.unsent -= length;
+    if (this.unsent < LOW_WATER_BYTES && this.pausedSenders.size > 0) {
+      for (const sender of this.pausedSenders) sender.resumeReading();
+      this.pausedSenders.clear();
+    }
+  }
+
+  private onWsPing(data: Buffer): void {
+    // The server runs with autoPong off so that setFaults({answerPings:false}) can stop answering.
+    if (this.answerPings && this.ws.readyState === this.ws.OPEN) this.ws.pong(data);
+  }
+
+  private onWsError(err: Error): void {
+    this.log.debug(`WebSocket error: ${err.message}`);
+  }
+
+  private onWsMessage(data: RawData, isBinary: boolean): void {
+    if (this.closing) return;
+    if (!isBinary) return this.violation('text frames are not allowed');
+    const chunk = data as Buffer;
+    this.bytesIn += chunk.length;
+    const other = this.detached ? undefined : this.link.other(this.mode);
+    const forward: Buffer[] = [];
+    const replies: Buffer[] = [];
+    let error: string | undefined;
+    this.decoder.push(chunk, (msg) => {
+      if (error) return;
+      error = this.check(msg);
+      if (error) return;
+      this.link.track(msg);
+      if (other && !other.closing) forward.push(other.frameFor(msg));
+      else this.answerAbsent(msg, replies);
+    }, (err) => {
+      error ??= `undecodable frame: ${err.message}`;
+    });
+    // Whatever arrived before a violation is still delivered, in order.
+    if (other) other.sendFrames(forward);
+    this.sendFrames(replies);
+    if (error) return this.violation(error);
+    if (other && other.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
+      this.ws.pause();
+      other.pausedSenders.add(this);
+    }
+  }
+
+  /**
+   * With the other peer absent nobody can answer a start, so the relay refuses it at once
+   * (STREAM_RESET / CONNECTION_RESET) and drops every other message.
+   */
+  private answerAbsent(msg: Message, replies: Buffer[]): void {
+    if (msg.type === MessageType.STREAM_START) {
+      this.link.activeStreams.delete(msg.serviceId);
+      replies.push(this.frameFor({ type: MessageType.STREAM_RESET, serviceId: msg.serviceId, streamId: msg.streamId }));
+    } else if (msg.type === MessageType.CONNECTION_START) {
+      replies.push(this.frameFor({ type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId }));
+    }
+  }
+
+  /** Returns a violation text, or undefined; fills in the service id of V1-style messages. */
+  private check(msg: Message): string | undefined {
+    const invalid = validateMessage(msg, { version: this.version, from: 'client' });
+    if (invalid) return invalid.message;
+    if (this.mode === 'destination' && (msg.type === MessageType.STREAM_START || msg.type === MessageType.CONNECTION_START)) {
+      return `${typeName(msg.type)} may only be sent by a source`;
+    }
+    const services = this.link.tunnel.services;
+    if (msg.serviceId === '') {
+      // V1 form: with exactly one service it can only mean that one (V2 guide, compatibility).
+      if (services.length === 1) msg.serviceId = services[0];
+      else if (services.length > 1) return `${typeName(msg.type)} without a service id in a tunnel with ${services.length} services`;
+    } else if (!services.includes(msg.serviceId)) {
+      return `service id ${JSON.stringify(msg.serviceId)} is not part of this tunnel`;
+    }
+    return undefined;
+  }
+
+  private violation(reason: string): void {
+    this.log.warn(`protocol violation, closing with 1008: ${reason}`);
+    this.close(CLOSE_POLICY, reason.slice(0, 120));
+  }
+
+  private onWsClose(code: number): void {
+    this.ws.off('message', this.onWsMessage);
+    this.ws.off('ping', this.onWsPing);
+    this.ws.off('close', this.onWsClose);
+    this.decoder.reset();
+    const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(1);
+    this.log.info(`disconnected (code ${code}) after ${seconds} s: received ${this.bytesIn} bytes, sent ${this.bytesOut} bytes`);
+    this.link.peerClosed(this);
+  }
+}

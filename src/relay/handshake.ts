@@ -1,0 +1,83 @@
+/**
+ * Checks a WebSocket upgrade request against the service's rules (V1 guide, "Handshake").
+ * Pure apart from the registry lookups: returns either a refusal (status + one-line reason)
+ * or what the upgrade needs.
+ */
+import type { IncomingMessage } from 'node:http';
+import { SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
+import type { PeerMode, TokenOwner, TunnelRegistry } from './tunnels';
+
+/** The guide's limit for the whole upgrade request. */
+export const MAX_HANDSHAKE_BYTES = 4096;
+const CLIENT_TOKEN_PATTERN = /^[a-zA-Z0-9-]{32,128}$/;
+const TOKEN_COOKIE = 'awsiot-tunnel-token';
+
+/** Highest first. */
+const OFFERED_ORDER: Array<[string, ProtocolVersion]> = [[SUBPROTOCOL_V3, 3], [SUBPROTOCOL_V2, 2], [SUBPROTOCOL_V1, 1]];
+
+export interface Refusal {
+  status: number;
+  reason: string;
+}
+
+export interface Accepted {
+  owner: TokenOwner;
+  mode: PeerMode;
+  subprotocol: string;
+  version: ProtocolVersion;
+  clientToken?: string;
+}
+
+function requestBytes(req: IncomingMessage): number {
+  let n = (req.method ?? '').length + (req.url ?? '').length + 12; // "GET <url> HTTP/1.1\r\n"
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) n += raw[i].length + raw[i + 1].length + 4;
+  return n + 2;
+}
+
+function cookieToken(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === TOKEN_COOKIE) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+export function checkHandshake(req: IncomingMessage, registry: TunnelRegistry): Accepted | Refusal {
+  const url = new URL(req.url ?? '/', 'http://relay');
+  if (req.method !== 'GET' || url.pathname !== '/tunnel') return { status: 400, reason: 'WebSocket upgrades are only served on GET /tunnel' };
+  if (requestBytes(req) > MAX_HANDSHAKE_BYTES) return { status: 400, reason: `Handshake request exceeds ${MAX_HANDSHAKE_BYTES} bytes` };
+  const mode = url.searchParams.get('local-proxy-mode');
+  if (mode !== 'source' && mode !== 'destination') return { status: 400, reason: 'Missing or invalid local-proxy-mode query parameter (source or destination)' };
+
+  const offered = new Set(String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  const chosen = OFFERED_ORDER.find(([name]) => offered.has(name));
+  if (!chosen) return { status: 400, reason: `No supported Sec-WebSocket-Protocol offered (expected one of ${SUBPROTOCOL_V1}, ${SUBPROTOCOL_V2}, ${SUBPROTOCOL_V3})` };
+
+  const headerToken = single(req.headers['access-token']);
+  const cookie = cookieToken(single(req.headers.cookie));
+  if (headerToken !== undefined && cookie !== undefined) return { status: 400, reason: 'Provide the access token in the access-token header or the awsiot-tunnel-token cookie, not both' };
+  const token = headerToken ?? cookie;
+  if (!token) return { status: 401, reason: 'Missing access token' };
+
+  const clientToken = single(req.headers['client-token']);
+  if (clientToken !== undefined && !CLIENT_TOKEN_PATTERN.test(clientToken)) {
+    return { status: 400, reason: 'Invalid client token: must be 32-128 characters of a-z, A-Z, 0-9 and -' };
+  }
+
+  const owner = registry.lookup(token);
+  if (!owner) return { status: 403, reason: 'Invalid access token' };
+  if (owner.mode !== mode) return { status: 400, reason: `Invalid access token: the token is for local-proxy-mode=${owner.mode}, not ${mode}` };
+  const refused = registry.checkClientToken(owner, clientToken);
+  if (refused) return { status: 400, reason: refused };
+  return { owner, mode, subprotocol: chosen[0], version: chosen[1], clientToken };
+}
+
+export function isRefusal(result: Accepted | Refusal): result is Refusal {
+  return 'status' in result;
+}

@@ -1,0 +1,78 @@
+import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { generateSelfSigned, loadOrCreateSelfSigned } from '../../src/relay/certs';
+import { startRelay } from '../../src/relay/server';
+import { within } from '../helpers/wait';
+
+const certs = suite('relay certificates');
+
+certs('a generated certificate names localhost, 127.0.0.1 and ::1 and is a CA', () => {
+  const { certPem } = generateSelfSigned();
+  const x509 = new X509Certificate(certPem);
+  assert.is(x509.ca, true);
+  assert.is(x509.subjectAltName, 'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1');
+  assert.ok(x509.checkHost('localhost'));
+  assert.ok(x509.checkIP('127.0.0.1'));
+  assert.ok(x509.checkIP('::1'));
+  assert.ok(x509.verify(x509.publicKey), 'self-signature verifies');
+  assert.ok(new Date(x509.validTo).getTime() > Date.now() + 5 * 365 * 24 * 3600 * 1000, 'valid for years');
+});
+
+certs('the subject hash matches `openssl x509 -subject_hash` and openssl verifies the hashed directory', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-certs-'));
+  try {
+    const cert = loadOrCreateSelfSigned(dir);
+    assert.equal(readdirSync(dir).sort(), [`${cert.subjectHash}.0`, 'cert.pem', 'key.pem'].sort());
+    const opensslHash = execFileSync('openssl', ['x509', '-noout', '-subject_hash', '-in', join(dir, 'cert.pem')]).toString().trim();
+    assert.is(cert.subjectHash, opensslHash);
+    const verified = execFileSync('openssl', ['verify', '-x509_strict', '-CApath', dir, join(dir, 'cert.pem')]).toString();
+    assert.match(verified, /: OK/);
+    // A second start reuses the certificate (proxies configured with -c DIR keep working).
+    const again = loadOrCreateSelfSigned(dir);
+    assert.is(again.certPem, readFileSync(join(dir, 'cert.pem'), 'utf8'));
+    assert.is(again.certPem, cert.certPem);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+certs('Node verifies the relay over TLS when trusting only relay.caPem, for 127.0.0.1 and localhost', async () => {
+  const relay = await startRelay({ port: 0, tls: 'self-signed' });
+  try {
+    assert.match(relay.url, /^wss:\/\/127\.0\.0\.1:\d+$/);
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const status = await within(new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', servername: host === 'localhost' ? 'localhost' : '', port: relay.port, path: '/health', ca: relay.caPem, headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on('error', reject).end();
+      }), 5000, `GET /health as ${host}`);
+      assert.is(status, 200);
+    }
+  } finally {
+    await relay.close();
+  }
+});
+
+certs('curl verifies the relay with --capath pointing at the --tls-self-signed directory', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-capath-'));
+  const relay = await startRelay({ port: 0, selfSignedDir: dir });
+  try {
+    const { execFile } = await import('node:child_process');
+    const out = await within(new Promise<string>((resolve, reject) => {
+      execFile('curl', ['-sS', '--capath', dir, `https://localhost:${relay.port}/health`], (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)));
+    }), 10000, 'curl');
+    assert.is(out, 'ok\n');
+  } finally {
+    await relay.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+certs.run();

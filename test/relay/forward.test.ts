@@ -1,0 +1,155 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { SUBPROTOCOL_V1, SUBPROTOCOL_V2 } from '../../src/protocol/constants';
+import { encodeFrame } from '../../src/protocol/framing';
+import { MessageType } from '../../src/protocol/message';
+import { silentLogger } from '../../src/log';
+import { startRelay, type Relay } from '../../src/relay/server';
+import { connectPeer, connectReady, type TestPeer } from './peer';
+
+const { DATA, STREAM_START, STREAM_RESET, SERVICE_IDS, SESSION_RESET, CONNECTION_START, CONNECTION_RESET } = MessageType;
+
+interface Ctx { relay: Relay; peers: TestPeer[] }
+const forward = suite<Ctx>('relay data plane: forwarding');
+
+forward.before.each(async (ctx) => {
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger() });
+  ctx.peers = [];
+});
+forward.after.each(async (ctx) => {
+  for (const p of ctx.peers) p.terminate();
+  await ctx.relay.close();
+});
+
+async function pair(ctx: Ctx, services: string[], protocols?: { source?: string[]; destination?: string[] }) {
+  const t = ctx.relay.openTunnel({ services });
+  const src = await connectPeer(ctx.relay, t.sourceAccessToken, { mode: 'source', protocols: protocols?.source });
+  const dst = await connectPeer(ctx.relay, t.destinationAccessToken, { mode: 'destination', protocols: protocols?.destination });
+  ctx.peers.push(src, dst);
+  return { t, src, dst };
+}
+
+forward('sends SERVICE_IDS with the tunnel services right after a 3.0 upgrade', async (ctx) => {
+  const { src, dst } = await pair(ctx, ['SSH', 'HTTP']);
+  for (const p of [src, dst]) {
+    const m = await p.next();
+    assert.is(m.type, SERVICE_IDS);
+    assert.equal(m.availableServiceIds, ['SSH', 'HTTP']);
+  }
+});
+
+forward('sends an empty SERVICE_IDS for a tunnel without services, none on 1.0', async (ctx) => {
+  const { src, dst } = await pair(ctx, [], { destination: [SUBPROTOCOL_V1] });
+  const m = await src.next();
+  assert.is(m.type, SERVICE_IDS);
+  assert.equal(m.availableServiceIds, []);
+  // The 1.0 destination gets no SERVICE_IDS: the first thing it sees is forwarded traffic.
+  src.send({ type: STREAM_START, streamId: 1 });
+  const first = await dst.next();
+  assert.is(first.type, STREAM_START);
+  assert.is(first.streamId, 1);
+});
+
+forward('forwards messages in order both ways, aggregated into WebSocket messages of at most 131076 bytes', async (ctx) => {
+  const { src, dst } = await pair(ctx, ['SSH']);
+  await src.next();
+  await dst.next();
+  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
+  const sizes: number[] = [];
+  dst.ws.on('message', (d: Buffer) => sizes.push(d.length));
+  const payload = Buffer.alloc(64512, 7);
+  const count = 40;
+  // Several frames per WebSocket message from the sender, a frame split across two messages.
+  const frames = Buffer.concat(Array.from({ length: count }, (_, i) => encodeFrame({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: payload.subarray(0, 1000 + i) })));
+  src.ws.send(frames.subarray(0, 12345));
+  src.ws.send(frames.subarray(12345));
+  for (let i = 0; i < 20; i++) src.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload });
+  const start = await dst.next();
+  assert.is(start.type, STREAM_START);
+  for (let i = 0; i < count; i++) {
+    const m = await dst.next();
+    assert.is(m.type, DATA);
+    assert.is(m.payload.length, 1000 + i);
+  }
+  for (let i = 0; i < 20; i++) assert.is((await dst.next()).payload.length, 64512);
+  assert.ok(sizes.every((n) => n <= 131076), `largest message ${Math.max(...sizes)}`);
+  assert.ok(sizes.length < count + 21, 'small frames were aggregated');
+  dst.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: Buffer.from('back') });
+  const back = await src.next();
+  assert.is(Buffer.from(back.payload).toString(), 'back');
+  assert.is(back.serviceId, 'SSH');
+});
+
+forward('fills in the service id of a V1 message in a one-service tunnel and strips it towards a 1.0 peer', async (ctx) => {
+  const { src, dst } = await pair(ctx, ['SSH'], { source: [SUBPROTOCOL_V1], destination: [SUBPROTOCOL_V2] });
+  await dst.next(); // SERVICE_IDS (2.0)
+  src.send({ type: STREAM_START, streamId: 3 });
+  const m = await dst.next();
+  assert.is(m.type, STREAM_START);
+  assert.is(m.serviceId, 'SSH');
+  dst.send({ type: DATA, streamId: 3, serviceId: 'SSH', payload: Buffer.from('x') });
+  const back = await src.next();
+  assert.is(back.serviceId, '');
+  assert.is(back.streamId, 3);
+});
+
+async function expectViolation(ctx: Ctx, sender: 'source' | 'destination', msg: Parameters<TestPeer['send']>[0], reason: RegExp, services = ['SSH']) {
+  const { src, dst } = await pair(ctx, services);
+  await src.next();
+  await dst.next();
+  const peer = sender === 'source' ? src : dst;
+  peer.send(msg);
+  const { code, reason: text } = await peer.waitClosed();
+  assert.is(code, 1008);
+  assert.match(text, reason);
+}
+
+forward('closes with 1008 on STREAM_START from a destination', (ctx) => expectViolation(ctx, 'destination', { type: STREAM_START, streamId: 1, serviceId: 'SSH' }, /only be sent by a source/));
+forward('closes with 1008 on CONNECTION_START from a destination', (ctx) => expectViolation(ctx, 'destination', { type: CONNECTION_START, streamId: 1, serviceId: 'SSH', connectionId: 2 }, /only be sent by a source/));
+forward('closes with 1008 on stream id 0', (ctx) => expectViolation(ctx, 'source', { type: DATA, streamId: 0, serviceId: 'SSH', payload: Buffer.from('x') }, /without a stream id/));
+forward('closes with 1008 on a service id not in the tunnel', (ctx) => expectViolation(ctx, 'source', { type: STREAM_START, streamId: 1, serviceId: 'RDP' }, /not part of this tunnel/));
+forward('closes with 1008 on SERVICE_IDS from a client', (ctx) => expectViolation(ctx, 'source', { type: SERVICE_IDS, availableServiceIds: ['SSH'] }, /only be sent by the service/));
+forward('closes with 1008 on SESSION_RESET from a client', (ctx) => expectViolation(ctx, 'destination', { type: SESSION_RESET }, /only be sent by the service/));
+forward('closes with 1008 on a message without service id in a tunnel with several services', (ctx) => expectViolation(ctx, 'source', { type: STREAM_START, streamId: 1 }, /without a service id/, ['SSH', 'HTTP']));
+
+forward('closes with 1008 on an undecodable frame and on a text frame', async (ctx) => {
+  const { src, dst } = await pair(ctx, ['SSH']);
+  await src.next();
+  await dst.next();
+  src.ws.send(Buffer.from([0, 3, 0xff, 0xff, 0xff]));
+  assert.is((await src.waitClosed()).code, 1008);
+  dst.ws.send('hello');
+  const closed = await dst.waitClosed();
+  assert.is(closed.code, 1008);
+  assert.match(closed.reason, /text frames/);
+});
+
+forward('delivers what arrived before a violation, then closes only the offender', async (ctx) => {
+  const { src, dst } = await pair(ctx, ['SSH']);
+  await src.next();
+  await dst.next();
+  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' }, { type: DATA, streamId: 1, serviceId: 'SSH', payload: Buffer.from('ok') }, { type: SERVICE_IDS });
+  assert.is((await dst.next()).type, STREAM_START);
+  assert.is(Buffer.from((await dst.next()).payload).toString(), 'ok');
+  assert.is((await src.waitClosed()).code, 1008);
+  // The destination learns the stream is gone, and stays connected.
+  const reset = await dst.next();
+  assert.is(reset.type, STREAM_RESET);
+  assert.is(reset.streamId, 1);
+  assert.is(dst.closeCode, undefined);
+});
+
+forward('answers STREAM_START and CONNECTION_START with a reset while the other peer is absent, drops the rest', async (ctx) => {
+  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const src = await connectReady(ctx.relay, t.sourceAccessToken);
+  ctx.peers.push(src);
+  src.send({ type: DATA, streamId: 1, serviceId: 'SSH', payload: Buffer.from('dropped') }, { type: STREAM_START, streamId: 4, serviceId: 'SSH', connectionId: 1 });
+  const reset = await src.next();
+  assert.equal([reset.type, reset.streamId, reset.serviceId], [STREAM_RESET, 4, 'SSH']);
+  src.send({ type: CONNECTION_START, streamId: 4, serviceId: 'SSH', connectionId: 2 });
+  const creset = await src.next();
+  assert.equal([creset.type, creset.streamId, creset.serviceId, creset.connectionId], [CONNECTION_RESET, 4, 'SSH', 2]);
+  assert.is(src.messages.length, 0);
+});
+
+forward.run();
