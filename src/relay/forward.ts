@@ -28,6 +28,13 @@ export const CLOSE_NORMAL = 1000;
 export const CLOSE_POLICY = 1008;
 export const REPLACED_REASON = 'connection is replaced by another connection';
 
+/** A close reason must fit in 123 bytes of UTF-8 (RFC 6455 5.5); cut whole characters. */
+export function fitCloseReason(text: string): string {
+  let out = text;
+  while (Buffer.byteLength(out) > 123) out = out.slice(0, -1);
+  return out;
+}
+
 export interface PeerInit {
   ws: WebSocket;
   socket: Socket;
@@ -188,7 +195,9 @@ export class Peer {
   }
 
   resumeReading(): void {
-    if (this.ws.isPaused) this.ws.resume();
+    if (!this.ws.isPaused) return;
+    this.log.debug('resumed reading');
+    this.ws.resume();
   }
 
   private onSent(length: number): void {
@@ -232,6 +241,7 @@ export class Peer {
     this.sendFrames(replies);
     if (error) return this.violation(error);
     if (other && other.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
+      this.log.debug(`paused reading: the ${other.mode} has ${other.unsent} bytes unsent`);
       this.ws.pause();
       other.pausedSenders.add(this);
     }
@@ -270,7 +280,7 @@ export class Peer {
 
   private violation(reason: string): void {
     this.log.warn(`protocol violation, closing with 1008: ${reason}`);
-    this.close(CLOSE_POLICY, reason.slice(0, 120));
+    this.close(CLOSE_POLICY, fitCloseReason(reason));
   }
 
   private onWsClose(code: number): void {

@@ -101,6 +101,7 @@ export class TunnelRegistry {
   private readonly byToken = new Map<string, TokenOwner>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private readonly options: RegistryOptions;
+  private disposed = false;
 
   constructor(options: RegistryOptions = {}) {
     this.options = options;
@@ -223,6 +224,7 @@ export class TunnelRegistry {
 
   /** Stops expiry timers; the state file is already up to date. */
   dispose(): void {
+    this.disposed = true;
     for (const timer of this.expiryTimers.values()) clearTimeout(timer);
     this.expiryTimers.clear();
   }
@@ -276,7 +278,7 @@ export class TunnelRegistry {
 
   private save(): void {
     const path = this.options.statePath;
-    if (!path) return;
+    if (!path || this.disposed) return;
     const text = JSON.stringify({ format: STATE_FORMAT, tunnels: [...this.tunnels.values()] }, null, 1);
     // Temp file + rename: a crash mid-write leaves the previous state intact.
     const tmp = `${path}.${process.pid}.tmp`;
