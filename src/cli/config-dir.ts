@@ -1,0 +1,143 @@
+/**
+ * `--config-dir` service mapping files (behaviour spec 1.14, Decisions 9), read once at start.
+ *
+ *   # SSHDestination.ini
+ *   SSH1 = 22
+ *   SSH2 = 10.0.0.1:80
+ *
+ * Every regular file under the directory, recursively, in name order. Unlike the
+ * reference, values are validated like `-s`/`-d` values, and one id defined differently
+ * in two files is an error naming both, instead of "first file wins" in iteration order.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { ExitCode, ExitError } from '../exit';
+import type { Mode, ServiceTarget } from '../options';
+import { formatTarget, parseTarget } from './service-spec';
+import { validateServiceId } from './validate';
+
+/** Bounds a runaway directory (a mount point, a symlink loop). */
+const MAX_CONFIG_FILES = 1000;
+const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+export interface ConfigDirResult {
+  mappings: Map<string, ServiceTarget>;
+  files: string[];
+  /** Lines to log once a logger exists (skipped files). */
+  warnings: string[];
+}
+
+function invalid(message: string): ExitError {
+  return new ExitError(ExitCode.USAGE, message);
+}
+
+function listFiles(dir: string, out: string[]): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir).sort();
+  } catch (err) {
+    throw invalid(`Cannot read configuration directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  for (const name of names) {
+    const path = join(dir, name);
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) continue;
+    if (st.isDirectory()) listFiles(path, out);
+    else if (st.isFile()) out.push(path);
+    if (out.length > MAX_CONFIG_FILES) throw invalid(`Configuration directory has more than ${MAX_CONFIG_FILES} files: ${dir}`);
+  }
+}
+
+/** `ID = value` lines of one file; a line that is not of that form makes the file "not ours". */
+function parseFile(text: string): { entries: Array<[string, string, number]>; notIni?: string } {
+  const entries: Array<[string, string, number]> = [];
+  let inSection = false;
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    if (line.startsWith('[') && line.endsWith(']')) {
+      // Keys under a section are not top-level ids; the reference never finds them either.
+      inSection = true;
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (eq <= 0) return { entries, notIni: `line ${i + 1} is not "ID = value": ${line.slice(0, 60)}` };
+    if (!inSection) entries.push([line.slice(0, eq).trim(), line.slice(eq + 1).trim(), i + 1]);
+  }
+  return { entries };
+}
+
+export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
+  const files: string[] = [];
+  listFiles(dir, files);
+  const mappings = new Map<string, ServiceTarget>();
+  const origin = new Map<string, string>();
+  const warnings: string[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      if (statSync(file).size > MAX_CONFIG_FILE_BYTES) throw invalid(`Configuration file is larger than 1 MiB: ${file}`);
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      if (err instanceof ExitError) throw err;
+      throw invalid(`Cannot read configuration file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const { entries, notIni } = parseFile(text);
+    if (notIni) {
+      // As the reference: a file that is not in this format is skipped with a warning.
+      warnings.push(`Fail to parse ${file} .Please make sure your file is in .ini format. (${notIni}) Continue to the next file.`);
+      continue;
+    }
+    for (const [id, value, line] of entries) {
+      let target: ServiceTarget;
+      try {
+        validateServiceId(id);
+        target = parseTarget(value, mode);
+      } catch (err) {
+        throw invalid(`${file}:${line}: ${(err as Error).message}`);
+      }
+      const previous = mappings.get(id);
+      if (previous) {
+        if (formatTarget(previous) === formatTarget(target)) continue;
+        throw invalid(`Service id ${id} is defined twice with different values: ${formatTarget(previous)} in ${origin.get(id)} and ${formatTarget(target)} in ${file}:${line}`);
+      }
+      mappings.set(id, target);
+      origin.set(id, `${file}:${line}`);
+    }
+  }
+  return { mappings, files, warnings };
+}
+
+/** The explicit `--config-dir`: must be an existing, non-empty directory (as the reference). */
+export function checkConfigDir(dir: string): void {
+  const st = statSync(dir, { throwIfNoEntry: false });
+  if (!st) throw invalid(`Invalid configuration directory: ${dir} (does not exist)`);
+  if (!st.isDirectory()) throw invalid(`Invalid configuration directory: ${dir} (not a directory)`);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    throw invalid(`Invalid configuration directory: ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (names.length === 0) throw invalid(`Invalid configuration directory: ${dir} (empty)`);
+}
+
+/**
+ * Without `--config-dir`: `<cwd>/config` as the reference's code does, else `config/`
+ * beside the executable as its documentation says (Decisions 9). Undefined when neither
+ * is a non-empty directory.
+ */
+export function defaultConfigDir(cwd: string, executable: string): string | undefined {
+  for (const dir of [join(cwd, 'config'), join(dirname(executable), 'config')]) {
+    const st = statSync(dir, { throwIfNoEntry: false });
+    if (st?.isDirectory()) {
+      try {
+        if (readdirSync(dir).length > 0) return dir;
+      } catch {
+        return dir;
+      }
+    }
+  }
+  return undefined;
+}

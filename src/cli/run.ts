@@ -1,0 +1,86 @@
+/**
+ * The proxy command line: build the options, start the proxy, stop it on SIGTERM/SIGINT
+ * (Decisions 13) and return the exit code (Decisions 1).
+ */
+import { ExitCode, ExitError } from '../exit';
+import type { Logger } from '../log';
+import { startProxy, type LocalProxy } from '../tunnel/proxy';
+import { PRODUCT } from '../version';
+import { buildProxyOptions, type CliContext } from './proxy-options';
+
+/** Decisions 13: exit within 2 s of the first signal even if the close handshake stalls. */
+const SHUTDOWN_GRACE_MS = 1800;
+const TRY_HELP = "Try 'localproxy --help' for a list of options.";
+
+export function defaultContext(): CliContext {
+  return {
+    env: process.env,
+    cwd: process.cwd(),
+    executable: process.argv[1] ?? process.execPath,
+    stdout: (text) => process.stdout.write(text),
+  };
+}
+
+/** One line for a failure; usage errors add the "Try --help" line (Decisions 1). */
+export function reportError(err: unknown, scrub: (text: string) => string = (t) => t): number {
+  if (err instanceof ExitError) {
+    const tail = err.exitCode === ExitCode.USAGE ? `\n${TRY_HELP}` : '';
+    process.stderr.write(`${scrub(err.message)}${tail}\n`);
+    return err.exitCode;
+  }
+  process.stderr.write(`${PRODUCT}: internal error: ${scrub(err instanceof Error ? err.message : String(err))}\n`);
+  return ExitCode.FAILURE;
+}
+
+function stopOnSignals(proxy: LocalProxy, log: Logger): () => void {
+  let stopping = false;
+  function onSignal(signal: NodeJS.Signals): void {
+    if (stopping) {
+      log.warn(`Received ${signal} again, exiting now`);
+      process.exit(ExitCode.OK);
+    }
+    stopping = true;
+    log.info(`Received ${signal}, closing the tunnel`);
+    setTimeout(onShutdownTimeout, SHUTDOWN_GRACE_MS).unref();
+    proxy.close().catch(onCloseError);
+  }
+  function onShutdownTimeout(): void {
+    log.warn(`Shutdown did not finish within ${SHUTDOWN_GRACE_MS} ms, exiting`);
+    process.exit(ExitCode.OK);
+  }
+  function onCloseError(err: unknown): void {
+    log.error(`Error while closing: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return () => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  };
+}
+
+export async function runProxyCli(argv: string[], ctx: CliContext = defaultContext()): Promise<number> {
+  let plan;
+  try {
+    plan = buildProxyOptions(argv, ctx);
+  } catch (err) {
+    return reportError(err);
+  }
+  if (plan.action === 'exit') return plan.exitCode;
+  const { options } = plan;
+  // The token given with -t is visible in `ps` through the original argv; the process
+  // title overwrites that memory on Linux, so the token does not stay listed.
+  if (plan.tokenFromArgv) process.title = PRODUCT;
+  let proxy: LocalProxy;
+  try {
+    proxy = startProxy(options);
+  } catch (err) {
+    return reportError(err, (t) => options.log.scrub(t));
+  }
+  const detach = stopOnSignals(proxy, options.log);
+  const { exitCode, message } = await proxy.done;
+  detach();
+  if (exitCode !== ExitCode.OK && message) options.log.fatal(message);
+  else if (message) options.log.info(message);
+  return exitCode;
+}

@@ -1,0 +1,93 @@
+/**
+ * `-s` / `-d` mapping lists (behaviour spec 2.9, 2.10) and the values of `--config-dir` files.
+ *
+ *   -s 5555                     "" → listen on 5555 (V1 form)
+ *   -s SSH1=5555,HTTP1=8080     SSH1 → 5555, HTTP1 → 8080
+ *   -s SSH1=0.0.0.0:5555        SSH1 → listen on 0.0.0.0 port 5555 (Decisions 10)
+ *   -d 22                       "" → 127.0.0.1:22 (or -b host)
+ *   -d SSH1=22,WEB=10.0.0.5:80  SSH1 → port 22, WEB → 10.0.0.5:80
+ *   -d SSH1=[::1]:22            IPv6 in brackets
+ *   -d SSH1=/run/ssh.sock       Unix socket (a value containing "/")
+ */
+import { ExitCode, ExitError } from '../exit';
+import type { Mode, ServiceTarget } from '../options';
+import { parsePort, validateBindAddress, validatePath, validateServiceId } from './validate';
+
+function invalid(message: string): ExitError {
+  return new ExitError(ExitCode.USAGE, message);
+}
+
+/** One endpoint value of a mapping, validated for the mode it is used in. */
+export function parseTarget(value: string, mode: Mode): ServiceTarget {
+  if (value === '') throw invalid('Endpoint cannot be empty');
+  if (/^\d+$/.test(value)) return { kind: 'tcp', port: parsePort(value) };
+  if (value.includes('/')) {
+    validatePath(value, 'Unix socket');
+    // The reference accepts a path for -s and then crashes setting up the listener (9.4#38).
+    if (mode === 'source') throw invalid(`A source listens on PORT or HOST:PORT, not on a path: ${value}`);
+    return { kind: 'unix', path: value };
+  }
+  if (!/^[a-zA-Z0-9.:[\]-]+$/.test(value)) throw invalid(`Bind address contains invalid characters: ${value}`);
+  let host: string;
+  let portText: string;
+  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(value);
+  if (bracketed) {
+    host = validateBindAddress(`[${bracketed[1]}]`);
+    portText = bracketed[2];
+  } else {
+    const colons = value.split(':').length - 1;
+    if (colons === 0 || value.startsWith('[')) throw invalid(`Endpoint must be PORT or HOST:PORT: ${value}`);
+    if (colons > 1) throw invalid(`Endpoint has an IPv6 address without brackets; write [address]:port: ${value}`);
+    const colon = value.indexOf(':');
+    host = value.slice(0, colon);
+    portText = value.slice(colon + 1);
+  }
+  if (host === '') throw invalid(`Endpoint has an empty host: ${value}`);
+  // `host:` passes the reference's validation and then fails to resolve (2.9).
+  if (portText === '') throw invalid(`Endpoint has no port after ':': ${value}`);
+  return { kind: 'tcp', host, port: parsePort(portText) };
+}
+
+/** How a target is shown in logs and messages. */
+export function formatTarget(target: ServiceTarget): string {
+  if (target.kind === 'unix') return target.path;
+  if (target.host === undefined) return String(target.port);
+  return target.host.includes(':') ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
+}
+
+export interface ParsedMappings {
+  services: Map<string, ServiceTarget>;
+  /** Warnings to log once a logger exists (duplicates). */
+  warnings: string[];
+}
+
+/**
+ * A comma-separated list of `ID=ENDPOINT` items, or a single `ENDPOINT` (the V1 form,
+ * stored under the id ""). Insertion order is kept: it decides the "first service".
+ */
+export function parseMappings(list: string, mode: Mode): ParsedMappings {
+  const services = new Map<string, ServiceTarget>();
+  const warnings: string[] = [];
+  const items = list.split(/,+/);
+  if (items.length === 1 && !items[0].includes('=')) {
+    services.set('', parseTarget(items[0].trim(), mode));
+    return { services, warnings };
+  }
+  for (const item of items) {
+    if (item === '') continue;
+    const parts = item.split(/=+/);
+    if (parts.length !== 2) throw invalid('Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.');
+    const id = parts[0].trim();
+    const endpoint = parts[1].trim();
+    if (id === '' || endpoint === '') throw invalid(`Wrong format for the port mappings: ${item} .Example: SSH1=5555`);
+    validateServiceId(id);
+    const target = parseTarget(endpoint, mode);
+    const first = services.get(id);
+    if (first) {
+      warnings.push(`Duplicate mappings, ignore. This mapping already exists: ${id} : ${formatTarget(first)}`);
+      continue;
+    }
+    services.set(id, target);
+  }
+  return { services, warnings };
+}

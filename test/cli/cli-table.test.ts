@@ -1,0 +1,308 @@
+/**
+ * The proxy command line, table-driven against the built CLI: every option, validation
+ * rule, precedence rule, config file and config dir case, settings file errors and every
+ * example command of the reference's README. Accepted invocations are stopped at the
+ * line that ends option processing (see run-cli.ts), so nothing reaches the network.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { runCli, type CliResult } from './run-cli';
+
+const TOKEN = 'AQGAAXh0ZXN0LWFjY2Vzcy10b2tlbi1mb3ItdGhlLWNsaQ';
+const CLIENT_TOKEN = '3f1c6e0e-7f5b-4f4b-9a44-7b2c5f0f0a11';
+const TRY = "Try 'localproxy --help' for a list of options.";
+const ACCEPTED = 'accepted' as const;
+
+const dir = mkdtempSync(join(tmpdir(), 'localproxy-cli-'));
+const version = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  mkdirSync(join(path, '..'), { recursive: true });
+  writeFileSync(path, text);
+  return path;
+}
+
+// Files the cases refer to.
+const seedConfig1 = file('seed/config.ini', 'region = us-east-1\naccess-token = foobar\nsource-listen-port = 5000\n');
+const seedConfig2 = file('seed2/config.ini', 'capath = /opt/rootca\nregion = us-west-2\nlocal-bind-address = ::1\nsource-listen-port = 6000\n');
+const settingsPing = file('ping.json', JSON.stringify({ tunneling: { proxy: { websocket: { ping_period_ms: 5000 } } } }));
+const settingsOverride = file('override.json', JSON.stringify({ tunneling: { proxy: { region_endpoint_overrides: { 'us-east-1': 'OVERRIDE.Example.test:9443' } } } }));
+const settingsBadJson = file('bad.json', '{ "tunneling": ');
+const settingsBadType = file('badtype.json', JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: 'abc' } } } }));
+const settingsBadBool = file('badbool.json', JSON.stringify({ tunneling: { proxy: { websocket: { reconnect_on_data_error: 'maybe' } } } }));
+const settingsUnknown = file('unknown.json', JSON.stringify({ tunneling: { proxy: { bogus_key: '1' } } }));
+const settingsArray = file('array.json', '[1, 2]');
+const cfgUnknown = file('unknown.ini', 'bogus-key = 1\n');
+const cfgInvalidLine = file('invalid.ini', 'region\n');
+const cfgDuplicate = file('dup.ini', 'region = us-east-1\nregion = us-west-2\n');
+const cfgSection = file('section.ini', '[sec]\nregion = us-east-1\n');
+const cfgVerbose = file('verbose.ini', `verbose = 5\nregion = us-east-1\naccess-token = ${TOKEN}\nsource-listen-port = 5555\n`);
+const cfgInsecure = file('insecure.ini', 'no-ssl-host-verify = true\n');
+const cfgRegion = file('region.ini', 'region = us-west-2   # where the tunnel is\n');
+const cfgEmptyToken = file('emptytoken.ini', 'access-token =\n');
+const cfgHelp = file('help.ini', 'help = true\n');
+const cfgBadSwitch = file('badswitch.ini', 'no-ssl-host-verify = perhaps\n');
+const unreadable = join(dir, 'unreadable.ini');
+symlinkSync('/proc/self/mem', unreadable); // as root, chmod cannot make a file unreadable; this always fails with EIO
+const cdGood = join(dir, 'cd-good');
+file('cd-good/SSHSource.ini', '# source ports\nSSH1=3333\nSSH2=5555\n');
+file('cd-good/more/HTTP.ini', '; nested\nHTTP1 = 8080\n');
+const cdDest = join(dir, 'cd-dest');
+file('cd-dest/SSHDestination.ini', 'SSH1=22\nSSH2=10.0.0.1:80\n');
+const cdDup = join(dir, 'cd-dup');
+file('cd-dup/a.ini', 'SSH1 = 3333\n');
+file('cd-dup/b.ini', 'SSH1 = 4444\n');
+const cdSame = join(dir, 'cd-same');
+file('cd-same/a.ini', 'SSH1 = 3333\n');
+file('cd-same/b.ini', 'SSH1 = 3333\n');
+const cdBadValue = join(dir, 'cd-bad');
+file('cd-bad/SSHSource.ini', 'SSH1 = abc\n');
+const cdNotIni = join(dir, 'cd-notini');
+file('cd-notini/README', 'This directory holds the service mappings\n');
+file('cd-notini/ports.ini', 'SSH1 = 3333\n');
+const cdUnreadable = join(dir, 'cd-unreadable');
+mkdirSync(cdUnreadable);
+symlinkSync('/proc/self/mem', join(cdUnreadable, 'mem.ini'));
+const cdEmpty = join(dir, 'cd-empty');
+mkdirSync(cdEmpty);
+const cwdWithConfig = join(dir, 'cwd');
+file('cwd/config/dest.ini', 'SSH1 = 2222\n');
+const certs = join(dir, 'certs');
+mkdirSync(certs);
+
+interface Case {
+  args: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  code: number | typeof ACCEPTED;
+  out: string | string[];
+  /** Run exactly as written (no `-v 5` added for the accepted marker). */
+  exact?: boolean;
+  /** Text that must not appear anywhere in the output. */
+  absent?: string[];
+}
+
+const t = ['-t', TOKEN];
+const src = ['-r', 'us-east-1', '-s', '5555'];
+const envToken = { AWSIOT_TUNNEL_ACCESS_TOKEN: TOKEN };
+
+const cases: Record<string, Case> = {
+  // --version, --help
+  '-V prints name and version': { args: ['-V'], code: 0, out: `localproxy ${version}` },
+  'syntax errors come before --version': { args: ['--version', '-Z'], code: 2, out: "unrecognised option '-Z'" },
+  '--version alone': { args: ['--version'], code: 0, out: `localproxy ${version}` },
+  '-h lists every option': { args: ['-h'], code: 0, out: ['--access-token', '--client-token', '--proxy-endpoint', '--region', '--source-listen-port', '--destination-app', '--local-bind-address', '--capath', '--no-ssl-host-verify', '--export-default-settings', '--settings-json', '--config ', '--verbose', '--mode', '--destination-client-type', '--config-dir'] },
+  '--help names the subcommands and exit codes': { args: ['--help'], code: 0, out: ['localproxy relay', 'localproxy tunnel', 'Exit codes', '3  refused'] },
+  '--help with a value is an error': { args: ['--help=yes'], code: 2, out: "option '--help' does not take any arguments" },
+
+  // syntax
+  'unknown short option': { args: ['-Z'], code: 2, out: ["unrecognised option '-Z'", TRY] },
+  'unknown long option': { args: ['--bogus', 'x'], code: 2, out: "unrecognised option '--bogus'" },
+  'ambiguous prefix': { args: ['--dest', 'x'], code: 2, out: "option '--dest' is ambiguous and matches '--destination-app', and '--destination-client-type'" },
+  'ambiguous prefix of --config': { args: ['--conf', 'x'], code: 2, out: "option '--conf' is ambiguous and matches '--config', and '--config-dir'" },
+  'value option twice': { args: [...t, '-r', 'us-east-1', '--region', 'us-west-2', '-s', '1'], code: 2, out: "option '--region' cannot be specified more than once" },
+  'missing argument at the end': { args: ['-v'], code: 2, out: "the required argument for option '--verbose' is missing" },
+  'missing argument before another option': { args: ['-t', '-r', 'us-east-1'], code: 2, out: "the required argument for option '--access-token' is missing" },
+  'bad verbose value': { args: [...t, ...src, '-v', 'abc'], code: 2, out: "the argument ('abc') for option '--verbose' is invalid" },
+  'verbose above 65535': { args: [...t, ...src, '-v', '70000'], code: 2, out: "the argument ('70000') for option '--verbose' is invalid" },
+  'fixes reference bug 9.5#64: stray positional argument is an error': { args: [...t, ...src, 'extra'], code: 2, out: ["unexpected argument 'extra'", TRY] },
+  'unambiguous long prefix --reg': { args: [...t, '--reg', 'us-east-1', '-s', '5555'], code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443' },
+  '--name=value form': { args: [...t, '--region=eu-west-1', '--source-listen-port=5555'], code: ACCEPTED, out: 'data.tunneling.iot.eu-west-1.amazonaws.com:443' },
+  'short option with attached value and a switch cluster': { args: [`-t${TOKEN}`, '-kv5', '-reu-west-1', '-s5555'], code: ACCEPTED, out: ['eu-west-1', 'SSL host verification is DISABLED'] },
+
+  // required options and mode inference
+  'missing token': { args: src, code: 2, out: ["the option '--access-token' is required but missing", TRY] },
+  'neither region nor endpoint': { args: [...t, '-s', '5555'], code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
+  'both region and endpoint': { args: [...t, ...src, '-e', 'example.com'], code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
+  'no mapping and no mode': { args: [...t, '-r', 'us-east-1'], code: 2, out: 'Must specify one of --source-listen-port/-s or --destination-app/-d or --mode' },
+  'both -s and -d': { args: [...t, ...src, '-d', '22'], code: 2, out: 'Must specify one and only one of --source-listen-port/-s or --destination-app/-d' },
+  '-s with mode destination': { args: [...t, ...src, '-m', 'dst'], code: 2, out: '-s and --mode have mismatched mode. Mode is set to destination!' },
+  '-d with mode source names -d': { args: [...t, '-r', 'us-east-1', '-d', '22', '-m', 'source'], code: 2, out: '-d and --mode have mismatched mode. Mode is set to source!' },
+  'bad mode value': { args: [...t, '-r', 'us-east-1', '-m', 'Source'], code: 2, out: 'Mode value is wrong! Allowed values are: src, dst, source, destination' },
+  '-m alone runs in source mode': { args: [...t, '-r', 'us-east-1', '-m', 'src'], code: ACCEPTED, out: 'source mode' },
+  '-d implies destination mode': { args: [...t, '-r', 'us-east-1', '-d', '22'], code: ACCEPTED, out: 'destination mode' },
+
+  // tokens
+  'empty token from the environment': { args: src, env: { AWSIOT_TUNNEL_ACCESS_TOKEN: '' }, code: 2, out: 'Access token cannot be empty' },
+  'token with a control character': { args: ['-t', 'abc\u0001def', ...src], code: 2, out: 'Access token contains invalid control characters' },
+  'token longer than 4096': { args: ['-t', 'a'.repeat(4097), ...src], code: 2, out: 'Access token exceeds maximum allowed length' },
+  'fixes reference bug 9.5#55: non-ASCII token accepted': { args: ['-t', 'tökén-ü', ...src], code: ACCEPTED, out: ACCEPTED_LINE() },
+  'warning when the token came from -t': { args: [...t, ...src], code: ACCEPTED, out: 'Found access token supplied via CLI arg. Consider using environment variable AWSIOT_TUNNEL_ACCESS_TOKEN instead', absent: [TOKEN] },
+  'no warning when the token came from the environment': { args: src, env: envToken, code: ACCEPTED, out: 'source mode', absent: ['Found access token supplied via CLI arg', TOKEN] },
+  'client token too short': { args: [...t, ...src, '-i', 'short'], code: 2, out: 'Client token must be between 32 and 128 characters' },
+  'fixes reference bug 9.5#56: client token character class enforced': { args: [...t, ...src, '-i', 'a_b'.repeat(12)], code: 2, out: 'Client token must contain only letters, digits and hyphens' },
+  'valid client token from the environment': { args: src, env: { ...envToken, AWSIOT_TUNNEL_CLIENT_TOKEN: CLIENT_TOKEN }, code: ACCEPTED, out: 'source mode', absent: [CLIENT_TOKEN] },
+
+  // region and endpoint
+  'upper-case region': { args: [...t, '-r', 'US-EAST-1', '-s', '1'], code: 2, out: 'Region must contain only lowercase letters, numbers, and hyphens' },
+  'empty region': { args: [...t, '--region=', '-s', '1'], code: 2, out: 'Region cannot be empty' },
+  'endpoint with invalid characters': { args: [...t, '-e', 'h_x', '-s', '1'], code: 2, out: 'Proxy endpoint contains invalid characters' },
+  'endpoint with an empty port': { args: [...t, '-e', 'host:', '-s', '1'], code: 2, out: 'Invalid endpoint specified: host:' },
+  'bare IPv6 endpoint': { args: [...t, '-e', 'a:b:c', '-s', '1'], code: 2, out: 'Invalid endpoint specified: a:b:c' },
+  'endpoint port out of range': { args: [...t, '-e', 'host:70000', '-s', '1'], code: 2, out: 'Invalid endpoint specified: host:70000' },
+  'IPv6 endpoint in brackets (Decisions 10)': { args: [...t, '-e', '[::1]:9443', '-s', '1'], code: ACCEPTED, out: 'Service endpoint: [::1]:9443' },
+  'endpoint lower-cased, default port 443': { args: [...t, '-e', 'Example.COM', '-s', '1'], code: ACCEPTED, out: 'Service endpoint: example.com:443' },
+  'region to endpoint': { args: [...t, '-r', 'ap-northeast-1', '-s', '1'], code: ACCEPTED, out: 'data.tunneling.iot.ap-northeast-1.amazonaws.com:443' },
+  'cn region ends in .com.cn': { args: [...t, '-r', 'cn-north-1', '-s', '1'], code: ACCEPTED, out: 'data.tunneling.iot.cn-north-1.amazonaws.com.cn:443' },
+  'fixes reference bug 9.5#48: cn endpoints survive --settings-json': { args: [...t, '-r', 'cn-northwest-1', '-s', '1', '--settings-json', settingsPing], code: ACCEPTED, out: 'data.tunneling.iot.cn-northwest-1.amazonaws.com.cn:443' },
+  'region override from settings, lower-cased': { args: [...t, '-r', 'us-east-1', '-s', '1', '--settings-json', settingsOverride], code: ACCEPTED, out: 'Service endpoint: override.example.test:9443' },
+
+  // -s / -d mappings
+  'source port 0': { args: [...t, '-r', 'us-east-1', '-s', '0'], code: 2, out: 'Port must be between 1 and 65535' },
+  'source port above 65535': { args: [...t, '-r', 'us-east-1', '-s', '70000'], code: 2, out: 'Port must be between 1 and 65535' },
+  'source port too large': { args: [...t, '-r', 'us-east-1', '-s', '99999999999'], code: 2, out: 'Port value is too large' },
+  'source port not a number': { args: [...t, '-r', 'us-east-1', '-s', 'abc'], code: 2, out: 'Endpoint must be PORT or HOST:PORT: abc' },
+  'trailing comma': { args: [...t, '-r', 'us-east-1', '-s', '5555,'], code: 2, out: 'Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.' },
+  'empty service id': { args: [...t, '-r', 'us-east-1', '-s', '=5'], code: 2, out: 'Wrong format for the port mappings: =5 .Example: SSH1=5555' },
+  'two equals signs': { args: [...t, '-r', 'us-east-1', '-s', 'a=b=c'], code: 2, out: 'Wrong format for the port mappings! Example' },
+  'bad service id': { args: [...t, '-r', 'us-east-1', '-s', 'SSH.1=5555'], code: 2, out: 'Service ID must contain only alphanumeric characters, hyphens, and underscores' },
+  'duplicate service id: first wins with a warning': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=5555,SSH1=6666', '-v', '5'], code: ACCEPTED, out: ['Duplicate mappings, ignore. This mapping already exists: SSH1 : 5555', 'SSH1 = 5555'] },
+  'fixes reference bug 9.4#37: -s host:port is a bind address and port (Decisions 10)': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=0.0.0.0:5555', '-v', '5'], code: ACCEPTED, out: 'SSH1 = 0.0.0.0:5555' },
+  'fixes reference bug 9.4#38: -s with a path is refused': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=/tmp/ssh.sock'], code: 2, out: 'not on a path' },
+  'destination IPv6 in brackets': { args: [...t, '-r', 'us-east-1', '-d', 'SSH1=[::1]:22', '-v', '5'], code: ACCEPTED, out: 'SSH1 = [::1]:22' },
+  'destination IPv6 without brackets': { args: [...t, '-r', 'us-east-1', '-d', '::1:22'], code: 2, out: 'IPv6 address without brackets' },
+  'destination Unix socket': { args: [...t, '-r', 'us-east-1', '-d', 'SSH1=/run/ssh.sock,WEB=10.0.0.5:80', '-v', '5'], code: ACCEPTED, out: ['SSH1 = /run/ssh.sock', 'WEB = 10.0.0.5:80'] },
+  'destination host without port': { args: [...t, '-r', 'us-east-1', '-d', 'host:'], code: 2, out: "Endpoint has no port after ':': host:" },
+  'destination host with an underscore': { args: [...t, '-r', 'us-east-1', '-d', 'my_host:22'], code: 2, out: 'Bind address contains invalid characters' },
+  'bind address with an underscore': { args: [...t, ...src, '-b', 'my_host'], code: 2, out: 'Bind address contains invalid characters' },
+  'bind address IPv6 in brackets': { args: [...t, ...src, '-b', '[::1]'], code: ACCEPTED, out: ACCEPTED_LINE() },
+  'missing CA directory is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: 'does not exist or is not a directory; only the system CAs are used' },
+  '-y V1': { args: [...t, ...src, '-y', 'V1'], code: ACCEPTED, out: 'setting source protocol to V1' },
+  '-y in lower case falls back to V3': { args: [...t, ...src, '-y', 'v2'], code: ACCEPTED, out: 'unknown value for destination-client-type, assuming default protocol V3.' },
+  '-k prints the five-line banner': { args: [...t, ...src, '-k'], code: ACCEPTED, out: ['*' + '*'.repeat(69), '* SECURITY WARNING: SSL host verification is DISABLED (-k flag)     *', '* to potential man-in-the-middle attacks. DO NOT use in production! *'] },
+  '-s given twice': { args: [...t, ...src, '-s', '1'], code: 2, out: "option '--source-listen-port' cannot be specified more than once" },
+
+  // precedence: command line > --config > environment (Decisions 9 for region/endpoint)
+  'env region': { args: ['-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'eu-west-1.amazonaws.com:443' },
+  'env endpoint': { args: ['-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_ENDPOINT: '127.0.0.1:9' }, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:9' },
+  'env region and env endpoint conflict': { args: ['-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1', AWSIOT_TUNNEL_ENDPOINT: 'x' }, code: 2, out: 'Must specify one and only one' },
+  'fixes reference bug 9.5#50: CLI region overrides env endpoint': { args: ['-r', 'us-east-1', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_ENDPOINT: '127.0.0.1:9' }, code: ACCEPTED, out: 'us-east-1.amazonaws.com:443' },
+  'CLI endpoint overrides env region': { args: ['-e', '127.0.0.1:9', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:9' },
+  'CLI region overrides env region': { args: ['-r', 'us-east-1', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-east-1.amazonaws.com' },
+  'config region overrides env region': { args: ['--config', cfgRegion, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-west-2.amazonaws.com' },
+  'CLI region overrides config region': { args: ['--config', cfgRegion, '-r', 'eu-central-1', '-s', '1'], env: envToken, code: ACCEPTED, out: 'eu-central-1.amazonaws.com' },
+  'config token overrides env token': { args: ['--config', cfgEmptyToken, ...src], env: envToken, code: 2, out: 'Access token cannot be empty' },
+  'CLI token overrides config token': { args: ['--config', cfgEmptyToken, ...t, ...src], code: ACCEPTED, out: 'source mode' },
+
+  // --config file
+  'config: unknown key': { args: ['--config', cfgUnknown], code: 2, out: ["unrecognised option 'bogus-key'", 'unknown.ini', TRY] },
+  'config: line without =': { args: ['--config', cfgInvalidLine], code: 2, out: "the options configuration file contains an invalid line 'region'" },
+  'config: unreadable file': { args: ['--config', unreadable, ...t, ...src], code: 2, out: `can not read options configuration file '${unreadable}'` },
+  'config: missing file': { args: ['--config', join(dir, 'nope.ini')], code: 2, out: 'can not read options configuration file' },
+  'config: same key twice': { args: ['--config', cfgDuplicate], code: 2, out: "option '--region' cannot be specified more than once" },
+  'config: section makes keys unknown': { args: ['--config', cfgSection], code: 2, out: "unrecognised option 'sec.region'" },
+  'config: help is refused': { args: ['--config', cfgHelp], code: 2, out: "option 'help' cannot be used in a configuration file" },
+  'config: bad switch value': { args: ['--config', cfgBadSwitch], code: 2, out: "the argument ('perhaps') for option '--no-ssl-host-verify' is invalid" },
+  'fixes reference bug 9.5#49: verbose from --config works': { args: ['--config', cfgVerbose], exact: true, code: ACCEPTED, out: '[debug] v2 local proxy starts with v1 local proxy format' },
+  'config: no-ssl-host-verify = true': { args: ['--config', cfgInsecure, ...t, ...src], code: ACCEPTED, out: 'SSL host verification is DISABLED' },
+
+  // --settings-json and --export-default-settings
+  'settings: unreadable file': { args: [...t, ...src, '--settings-json', unreadable], code: 2, out: 'can not read settings file' },
+  'settings: malformed JSON': { args: [...t, ...src, '--settings-json', settingsBadJson], code: 2, out: 'settings file is not valid JSON' },
+  'settings: not an object': { args: [...t, ...src, '--settings-json', settingsArray], code: 2, out: 'settings file must contain a JSON object' },
+  'settings: wrong type names the key': { args: [...t, ...src, '--settings-json', settingsBadType], code: 2, out: 'tunneling.proxy.tcp.max_active_connections must be an integer' },
+  'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false' },
+  'settings: unknown key is a debug line': { args: [...t, ...src, '--settings-json', settingsUnknown, '-v', '5'], code: ACCEPTED, out: ['Using settings specified in file', 'Ignoring unknown setting tunneling.proxy.bogus_key'] },
+  'export to a directory that does not exist': { args: ['--export-default-settings', join(dir, 'no/such/dir.json')], code: 2, out: 'cannot open file' },
+  'export ignores everything else': { args: ['--export-default-settings', join(dir, 'export.json'), '-s', '0'], code: 0, out: '' },
+
+  // --config-dir
+  'config-dir: missing': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', join(dir, 'nope')], code: 2, out: 'Invalid configuration directory' },
+  'config-dir: empty': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdEmpty], code: 2, out: `Invalid configuration directory: ${cdEmpty} (empty)` },
+  'config-dir: a file, not a directory': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', seedConfig1], code: 2, out: '(not a directory)' },
+  'config-dir: unreadable file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdUnreadable], code: 2, out: `Cannot read configuration file ${join(cdUnreadable, 'mem.ini')}` },
+  'config-dir: conflicting ids name both files': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdDup], code: 2, out: ['Service id SSH1 is defined twice', join(cdDup, 'a.ini'), join(cdDup, 'b.ini')] },
+  'config-dir: same value twice is fine': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSame, '-v', '5'], code: ACCEPTED, out: 'SSH1 = 3333 (configuration files)' },
+  'config-dir: bad value names file and line': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBadValue], code: 2, out: `${join(cdBadValue, 'SSHSource.ini')}:1: Endpoint must be PORT or HOST:PORT: abc` },
+  'config-dir: nested files read': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdGood, '-v', '5'], code: ACCEPTED, out: ['Detect configuration files', join(cdGood, 'more/HTTP.ini'), 'HTTP1 = 8080 (configuration files)', 'SSH2 = 5555 (configuration files)'] },
+  'config-dir: destination values': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '--config-dir', cdDest, '-v', '5'], code: ACCEPTED, out: 'SSH2 = 10.0.0.1:80 (configuration files)' },
+  'config-dir: file not in ini format skipped with a warning': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdNotIni, '-v', '5'], code: ACCEPTED, out: ['Fail to parse', 'SSH1 = 3333 (configuration files)'] },
+  'config-dir: default ./config in the current directory': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '-v', '5'], cwd: cwdWithConfig, code: ACCEPTED, out: 'SSH1 = 2222 (configuration files)' },
+  'config-dir: default ./config ignored when -d is given': { args: [...t, '-r', 'us-east-1', '-d', '22', '-v', '5'], cwd: cwdWithConfig, code: ACCEPTED, out: ACCEPTED_LINE(), absent: ['configuration files'] },
+
+  // web proxy environment
+  'https_proxy that cannot be parsed': { args: [...t, ...src], env: { https_proxy: 'http://user@proxy:3128' }, code: 2, out: 'Failed to parse the value of environment variable https_proxy' },
+  'HTTPS_PROXY with an unsupported scheme': { args: [...t, ...src], env: { HTTPS_PROXY: 'socks5://proxy:1080' }, code: 2, out: ['environment variable HTTPS_PROXY', 'Unsupported protocol'] },
+  'https_proxy="" masks HTTPS_PROXY': { args: [...t, ...src], env: { https_proxy: '', HTTPS_PROXY: 'socks5://proxy:1080' }, code: ACCEPTED, out: ACCEPTED_LINE(), absent: ['Web proxy'] },
+  'HTTPS_PROXY is used': { args: [...t, ...src], env: { HTTPS_PROXY: 'http://user:secret@proxy.example:3128' }, code: ACCEPTED, out: 'Found Web proxy information in the environment variables', absent: ['secret'] },
+
+  // the examples of the reference's README
+  'README: -r us-east-1 -d localhost:3389 -t': { args: ['-r', 'us-east-1', '-d', 'localhost:3389', '-t', TOKEN], code: ACCEPTED, out: 'destination mode' },
+  'README: -r us-east-1 -d HTTP1=80,SSH1=22 -t': { args: ['-r', 'us-east-1', '-d', 'HTTP1=80,SSH1=22', '-t', TOKEN], code: ACCEPTED, out: 'destination mode' },
+  'README: -r us-east-1 -s 3389 -t': { args: ['-r', 'us-east-1', '-s', '3389', '-t', TOKEN], code: ACCEPTED, out: 'source mode' },
+  'README: -r us-east-1 -s HTTP1=5555,SSH1=3333 -t': { args: ['-r', 'us-east-1', '-s', 'HTTP1=5555,SSH1=3333', '-t', TOKEN], code: ACCEPTED, out: 'source mode' },
+  'README: -r us-east-1 -s 3389 -c ./certs (token from the environment)': { args: ['-r', 'us-east-1', '-s', '3389', '-c', './certs'], cwd: dir, env: envToken, code: ACCEPTED, out: 'source mode' },
+  'README: -r us-east-1 -s 3389 -c ./certs without a token': { args: ['-r', 'us-east-1', '-s', '3389', '-c', './certs'], cwd: dir, code: 2, out: "the option '--access-token' is required but missing" },
+  'README: -s 5000 with env token and region': { args: ['-s', '5000'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'us-east-1' }, code: ACCEPTED, out: 'source mode' },
+  'README: -s SSH1=$port1,SSH2=$port2': { args: ['-s', 'SSH1=5555,SSH2=6666'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'us-east-1' }, code: ACCEPTED, out: 'source mode' },
+  'README: -d SSH1=$port1,SSH2=$port2': { args: ['-d', 'SSH1=22,SSH2=80'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'us-east-1' }, code: ACCEPTED, out: 'destination mode' },
+  'README: --config config.ini': { args: ['--config', 'config.ini'], cwd: join(dir, 'seed'), code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443, source mode' },
+  'README: -r us-east-1 -t foobar -s 5000': { args: ['-r', 'us-east-1', '-t', 'foobar', '-s', '5000'], code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443, source mode' },
+  'README: --config config.ini -t foobar': { args: ['--config', 'config.ini', '-t', 'foobar'], cwd: join(dir, 'seed2'), code: ACCEPTED, out: 'data.tunneling.iot.us-west-2.amazonaws.com:443, source mode' },
+  'README: -c /opt/rootca -r us-west-2 -b ::1 -s 6000 -t foobar': { args: ['-c', '/opt/rootca', '-r', 'us-west-2', '-b', '::1', '-s', '6000', '-t', 'foobar'], code: ACCEPTED, out: 'data.tunneling.iot.us-west-2.amazonaws.com:443, source mode' },
+  'README: --export-default-settings lpsettings.json': { args: ['--export-default-settings', 'lpsettings.json'], cwd: dir, code: 0, out: '' },
+  'README: -r us-east-1 -t foobar -d localhost:22 --settings-json lpsettings.json': { args: ['-r', 'us-east-1', '-t', 'foobar', '-d', 'localhost:22', '--settings-json', settingsPing], code: ACCEPTED, out: 'destination mode' },
+  'README: -b 0.0.0.0 in a container': { args: ['-r', 'us-east-1', '-s', '5555', '-b', '0.0.0.0'], env: envToken, code: ACCEPTED, out: 'source mode' },
+};
+
+function ACCEPTED_LINE(): string {
+  return 'Service endpoint: ';
+}
+
+const table = suite('cli table');
+
+table.after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function check(name: string, c: Case, r: CliResult): void {
+  const output = r.stdout + r.stderr;
+  const context = `${name}: localproxy ${c.args.join(' ')}\n--- output ---\n${output}`;
+  assert.is(r.code, c.code, `exit code\n${context}`);
+  for (const text of Array.isArray(c.out) ? c.out : [c.out]) assert.ok(output.includes(text), `missing ${JSON.stringify(text)}\n${context}`);
+  for (const text of c.absent ?? []) assert.not.ok(output.includes(text), `must not contain ${JSON.stringify(text)}\n${context}`);
+  if (c.code === 2) {
+    // Decisions 1: one line naming the problem, then the "Try" line, nothing on stdout.
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.is(lines[lines.length - 1], TRY, context);
+    assert.not.match(r.stderr, /\n\s+at /, `no stack trace\n${context}`);
+    assert.is(r.stdout, '', context);
+  }
+}
+
+table(`at least 60 invocations (${Object.keys(cases).length})`, () => {
+  assert.ok(Object.keys(cases).length >= 60);
+});
+
+// Four children at a time: the machine has two cores shared with other test files.
+table('every invocation gives its exit code and message', async () => {
+  const entries = Object.entries(cases);
+  const failures: string[] = [];
+  let next = 0;
+  async function worker(): Promise<void> {
+    while (next < entries.length) {
+      const [name, c] = entries[next++];
+      // Accepted cases need the debug line that ends option processing.
+      const args = c.code === ACCEPTED && !c.exact && !c.args.includes('-v') && !c.args.some((a) => a.startsWith('-kv')) ? [...c.args, '-v', '5'] : c.args;
+      const r = await runCli(args, { env: c.env, cwd: c.cwd, untilAccepted: c.code === ACCEPTED });
+      try {
+        check(name, { ...c, args }, r);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+    }
+  }
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  assert.is(failures.length, 0, failures.join('\n\n'));
+});
+
+table('the README example writes lpsettings.json in the current directory', () => {
+  const text = readFileSync(join(dir, 'lpsettings.json'), 'utf8');
+  assert.match(text, /"connect_retry_count": "-1"/);
+});
+
+table.run();

@@ -1,0 +1,70 @@
+/**
+ * Runs the built CLI (`node dist/localproxy.cjs`) as a child process and collects its output.
+ * `untilAccepted`: the run is stopped (SIGKILL) as soon as the debug line that ends option
+ * processing (`Service endpoint: …`) appears, so accepted invocations never reach the network.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+const root = new URL('../..', import.meta.url).pathname;
+export const CLI = process.env.LOCALPROXY_TEST_CLI ?? join(root, 'dist/localproxy.cjs');
+export const ACCEPTED_MARKER = 'Service endpoint: ';
+
+export interface CliResult {
+  /** Exit code, or 'accepted' when stopped at the marker. */
+  code: number | 'accepted';
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  untilAccepted?: boolean;
+  /** Hard failure bound. */
+  timeoutMs?: number;
+}
+
+/** The environment without anything that would change the proxy's configuration. */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^AWSIOT_TUNNEL_|^https?_proxy$|^no_proxy$/i.test(k)) continue;
+    env[k] = v;
+  }
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
+export function runCli(args: string[], options: RunOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: options.cwd ?? root,
+      env: cleanEnv(options.env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let accepted = false;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`localproxy ${args.join(' ')} did not finish in time:\n${stderr}`));
+    }, options.timeoutMs ?? 15_000);
+    child.stdout.on('data', (d: Buffer) => { stdout += d; });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+      if (options.untilAccepted && !accepted && stderr.includes(ACCEPTED_MARKER)) {
+        accepted = true;
+        child.kill('SIGKILL');
+      }
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: accepted ? 'accepted' : (code ?? -1), stdout, stderr });
+    });
+  });
+}
