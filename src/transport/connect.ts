@@ -264,6 +264,7 @@ function statusError(res: IncomingMessage, reason: string, mode: Mode): ConnectE
 export function refusalHint(status: number, reason: string, mode: Mode): string {
   const other = mode === 'source' ? 'destination' : 'source';
   if (/client[ -]?token/i.test(reason)) {
+    if (/must be|characters|format|length/i.test(reason)) return 'the client token must be 32-128 characters of a-z, A-Z, 0-9 and - (check -i or AWSIOT_TUNNEL_CLIENT_TOKEN)';
     return 'the client token does not match the one first used with this access token: use the same -i value as before (or run on the same host), or rotate the access token';
   }
   if (/previously used|already (been )?used|in use|consumed|already connected/i.test(reason)) {

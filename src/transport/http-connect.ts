@@ -100,14 +100,14 @@ function refusal(name: string, statusLine: string, status: number): ConnectError
   return new ConnectError(ConnectErrorCode.PROXY_REFUSED, `Web proxy ${name}: ${what}; ${hint}`, { status, reason: statusLine, hint });
 }
 
-interface ConnectResponse {
+export interface ConnectResponse {
   statusLine: string;
   status: number;
   leftover: Buffer;
 }
 
 /** Reads the proxy's reply header completely (the reference parsed whatever one read returned). */
-function readConnectResponse(socket: Duplex, timeoutMs: number, signal?: AbortSignal): Promise<ConnectResponse> {
+export function readConnectResponse(socket: Duplex, timeoutMs: number, signal?: AbortSignal): Promise<ConnectResponse> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     let received: Buffer = Buffer.alloc(0);

@@ -5,5 +5,5 @@ export { startKeepalive, type KeepaliveOptions } from './keepalive';
 export { deriveClientToken, CLIENT_TOKEN_PATTERN } from './client-token';
 export { ConnectError, ConnectErrorCode, isConnectError, type ConnectErrorCodeValue } from './errors';
 export { parseProxyUrl, proxyFromEnv, noProxyFromEnv, shouldBypassProxy, urlDecode, describeProxy, DEFAULT_WEB_PROXY_PORT, type ProxyEnvValue } from './web-proxy';
-export { openProxyTunnel, connectRequest, CONNECT_RESPONSE_MAX_BYTES } from './http-connect';
+export { openProxyTunnel, connectRequest, readConnectResponse, CONNECT_RESPONSE_MAX_BYTES, CONNECT_RESPONSE_TIMEOUT_MS } from './http-connect';
 export { loadCaDirectory, trustedCertificates } from './ca';

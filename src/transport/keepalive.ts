@@ -32,18 +32,21 @@ export function startKeepalive(ws: WebSocket, options: KeepaliveOptions): () => 
   }
   function tick(): void {
     if (stopped) return;
+    // A socket already closing is not "dead": its close event ends the session instead.
+    if (ws.readyState !== ws.OPEN) {
+      stop();
+      return;
+    }
     if (maxMissed > 0 && unanswered >= maxMissed) {
       log.error(`No pong for ${unanswered} pings sent ${periodMs} ms apart: the service connection is dead`);
       stop();
       onDead();
       return;
     }
-    if (ws.readyState === ws.OPEN) {
-      const payload = String(Date.now());
-      ws.ping(payload, undefined, onPingSent);
-      unanswered++;
-      log.trace(`Sent ping data: ${payload}`);
-    }
+    const payload = String(Date.now());
+    ws.ping(payload, undefined, onPingSent);
+    unanswered++;
+    log.trace(`Sent ping data: ${payload}`);
     timer = setTimeout(tick, periodMs);
   }
   function onClose(): void {

@@ -4,7 +4,7 @@
  * request it receives.
  */
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { defaultSettings, Logger, type ProxyOptions, type Settings } from '../../src/index';
+import { within } from '../helpers/wait';
 
 export interface Pki {
   dir: string;
@@ -29,13 +30,13 @@ function openssl(dir: string, args: string[]): void {
 }
 
 /** A CA and a leaf for localhost, 127.0.0.1 and ::1 signed by it, in a fresh temp dir. */
-export function makePki(name = 'localproxy test CA'): Pki {
+export function makePki(name = 'localproxy test CA', subjectAltName = 'DNS:localhost,IP:127.0.0.1,IP:::1'): Pki {
   const dir = mkdtempSync(join(tmpdir(), 'lp-pki-'));
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   openssl(dir, ['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', `/CN=${name}`,
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
   openssl(dir, ['req', ...ec, '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=localhost']);
-  writeFileSync(join(dir, 'leaf.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  writeFileSync(join(dir, 'leaf.ext'), `subjectAltName=${subjectAltName}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
   openssl(dir, ['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '2', '-extfile', 'leaf.ext']);
   return {
     dir,
@@ -57,6 +58,8 @@ export interface UpgradeRecord {
 export interface ServiceBehaviour {
   /** Answer the upgrade with this status and body instead of accepting. */
   reject?: { status: number; text?: string; body?: string };
+  /** Answer only the next `count` upgrades with `status`, then accept. */
+  rejectNext?: { status: number; count: number };
   /** Subprotocol to choose: a name, 'none' to send no header, default the first offered. */
   subprotocol?: string | 'none';
   channelId?: string;
@@ -110,7 +113,12 @@ export async function startFakeService(tls: { certPem: string; keyPem: string },
   server.on('upgrade', (req, socket: Socket, head) => {
     const tlsSocket = socket as Socket & { servername?: string | false };
     service.requests.push({ url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, servername: tlsSocket.servername ?? false });
-    const reject = service.behaviour.reject;
+    let reject = service.behaviour.reject;
+    const next = service.behaviour.rejectNext;
+    if (!reject && next && next.count > 0) {
+      next.count--;
+      reject = { status: next.status, text: 'Service Unavailable', body: 'injected' };
+    }
     if (reject) {
       const body = reject.body ?? '';
       socket.end(`HTTP/1.1 ${reject.status} ${reject.text ?? 'Refused'}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
@@ -132,21 +140,37 @@ export interface CapturedLog {
   log: Logger;
   lines: string[];
   text(): string;
+  /** Resolves with the first line (already written or to come) containing `text`; bounded by `ms`. */
+  waitFor(text: string, ms?: number): Promise<string>;
 }
 
 /** A logger at `level` that keeps its lines (and echoes them with LOCALPROXY_TEST_LOG set). */
 export function captureLog(level = 5): CapturedLog {
   const lines: string[] = [];
+  const events = new EventEmitter();
   const echo = process.env.LOCALPROXY_TEST_LOG !== undefined;
   const log = new Logger({
     level,
     id: 'test',
     sink: (line) => {
       lines.push(line);
+      events.emit('line', line);
       if (echo) process.stderr.write(line);
     },
   });
-  return { log, lines, text: () => lines.join('') };
+  const waitFor = (text: string, ms = 10_000): Promise<string> => {
+    const found = lines.find((l) => l.includes(text));
+    if (found) return Promise.resolve(found);
+    let listener: ((line: string) => void) | undefined;
+    const next = new Promise<string>((resolve) => {
+      listener = (line) => {
+        if (line.includes(text)) resolve(line);
+      };
+      events.on('line', listener);
+    });
+    return within(next, ms, `log line "${text}"`).finally(() => events.off('line', listener!));
+  };
+  return { log, lines, text: () => lines.join(''), waitFor };
 }
 
 export const ACCESS_TOKEN = 'AQGAAXi-access-token-for-tests-0123456789abcdef';

@@ -1,0 +1,93 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { connectToService, startKeepalive, type ServiceConnection } from '../../src/transport/index';
+import { within } from '../helpers/wait';
+import { captureLog, makePki, optionsFor, startFakeService, type FakeService, type Pki } from './fixtures';
+
+const test = suite('startKeepalive');
+let pki: Pki;
+let service: FakeService;
+
+test.before(async () => {
+  pki = makePki();
+  service = await startFakeService(pki);
+});
+test.after(async () => {
+  await service.close();
+  pki.remove();
+});
+test.before.each(() => {
+  service.behaviour = {};
+});
+
+async function open(): Promise<{ conn: ServiceConnection; peer: import('ws').WebSocket }> {
+  const { log } = captureLog(0);
+  const peer = service.nextConnection();
+  const conn = await within(connectToService(optionsFor(service.port, log, { ca: [pki.caPem] })), 10_000, 'connect');
+  return { conn, peer: await within(peer, 5000, 'server side') };
+}
+
+test('pings at once and then every period, with decimal epoch milliseconds; pongs logged at debug', async () => {
+  const { conn, peer } = await open();
+  const { log, waitFor } = captureLog(5);
+  const payloads: string[] = [];
+  const third = new Promise<void>((resolve) => {
+    peer.on('ping', (data: Buffer) => {
+      payloads.push(data.toString());
+      if (payloads.length === 3) resolve();
+    });
+  });
+  const before = Date.now();
+  let dead = false;
+  const stop = startKeepalive(conn.ws, { periodMs: 40, maxMissed: 3, log, onDead: () => { dead = true; } });
+  await within(third, 5000, 'three pings');
+  await waitFor('Pong reply latency: ');
+  stop();
+  conn.ws.terminate();
+  for (const p of payloads) {
+    assert.match(p, /^\d{13}$/);
+    assert.ok(Number(p) >= before - 1 && Number(p) <= Date.now(), p);
+  }
+  assert.is(dead, false, 'answered pings keep the connection alive');
+});
+
+test('a peer that never answers pings is declared dead within maxMissed periods', async () => {
+  service.behaviour.silent = true;
+  const { conn, peer } = await open();
+  let pings = 0;
+  peer.on('ping', () => pings++);
+  const { log, text } = captureLog(5);
+  const started = Date.now();
+  const periodMs = 50;
+  const dead = new Promise<number>((resolve) => startKeepalive(conn.ws, { periodMs, maxMissed: 3, log, onDead: () => resolve(Date.now() - started) }));
+  const elapsed = await within(dead, 3000, 'dead peer detection');
+  conn.ws.terminate();
+  assert.ok(elapsed >= 3 * periodMs - 5, `declared dead after ${elapsed} ms, before 3 periods`);
+  assert.ok(elapsed < 3 * periodMs + 1000, `declared dead after ${elapsed} ms`);
+  assert.match(text(), 'No pong for 3 pings');
+});
+
+test('fixes reference bug 3.8: a non-numeric or unsolicited pong is accepted, not fatal', async () => {
+  const { conn, peer } = await open();
+  const { log, waitFor } = captureLog(6);
+  // An unsolicited empty pong (the reference died on it with a bad lexical cast).
+  peer.pong('');
+  let dead = false;
+  const stop = startKeepalive(conn.ws, { periodMs: 30, maxMissed: 2, log, onDead: () => { dead = true; } });
+  await waitFor('Pong received with a non-numeric payload');
+  stop();
+  conn.ws.terminate();
+  assert.is(dead, false);
+});
+
+test('stops by itself when the socket closes, and onDead is not called', async () => {
+  const { conn } = await open();
+  const { log } = captureLog(0);
+  let dead = false;
+  startKeepalive(conn.ws, { periodMs: 10, maxMissed: 1, log, onDead: () => { dead = true; } });
+  conn.ws.terminate();
+  await within(new Promise((resolve) => conn.ws.once('close', resolve)), 5000, 'close');
+  assert.is(dead, false);
+});
+
+test.run();

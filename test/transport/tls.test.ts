@@ -1,0 +1,158 @@
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, lstatSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { connectToService, ConnectErrorCode, type ConnectError } from '../../src/transport/index';
+import { loadCaDirectory } from '../../src/transport/ca';
+import { within } from '../helpers/wait';
+import { captureLog, makePki, optionsFor, startFakeService, type FakeService, type Pki } from './fixtures';
+
+const test = suite('TLS and -c');
+let pki: Pki;
+let otherCa: Pki;
+let service: FakeService;
+let scratch: string;
+
+test.before(async () => {
+  pki = makePki('service CA');
+  otherCa = makePki('some other CA');
+  service = await startFakeService(pki);
+  scratch = mkdtempSync(join(tmpdir(), 'lp-cadir-'));
+});
+test.after(async () => {
+  await service.close();
+  pki.remove();
+  otherCa.remove();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+function freshDir(name: string): string {
+  const dir = join(scratch, name);
+  mkdirSync(dir);
+  return dir;
+}
+
+async function expectFailure(promise: Promise<unknown>): Promise<ConnectError> {
+  try {
+    const conn = (await within(promise, 10_000, 'connect attempt')) as { ws: { terminate(): void } };
+    conn.ws.terminate();
+  } catch (err) {
+    return err as ConnectError;
+  }
+  throw new Error('the connection unexpectedly succeeded');
+}
+
+async function connects(caPath: string | undefined, extra: Parameters<typeof optionsFor>[2] = {}): Promise<string> {
+  const { log, text } = captureLog();
+  const conn = await within(connectToService(optionsFor(service.port, log, { caPath, ...extra })), 10_000, 'connect');
+  assert.is(conn.version, 3);
+  conn.ws.terminate();
+  return text();
+}
+
+test('-c with an `openssl rehash` directory (hash links only name the CA)', async () => {
+  const dir = freshDir('hashed');
+  copyFileSync(otherCa.caFile, join(dir, 'other.pem'));
+  copyFileSync(pki.caFile, join(dir, 'service.pem'));
+  execFileSync('openssl', ['rehash', dir], { stdio: 'ignore' });
+  const links = readdirSync(dir).filter((n) => /^[0-9a-f]{8}\.0$/.test(n));
+  assert.is(links.length, 2, 'openssl rehash made the hash links');
+  assert.ok(lstatSync(join(dir, links[0])).isSymbolicLink());
+  await connects(dir);
+});
+
+test('-c with a hashed directory holding copies named <hash>.0 (c_rehash on Windows)', async () => {
+  const dir = freshDir('hash-copies');
+  const hash = execFileSync('openssl', ['x509', '-hash', '-noout', '-in', pki.caFile], { encoding: 'utf8' }).trim();
+  copyFileSync(pki.caFile, join(dir, `${hash}.0`));
+  await connects(dir);
+});
+
+test('-c with plain .crt and .pem files; every certificate of a bundle is read', async () => {
+  const dir = freshDir('plain');
+  writeFileSync(join(dir, 'bundle.crt'), `${otherCa.caPem}\r\n${pki.caPem.replace(/\n/g, '\r\n')}`);
+  writeFileSync(join(dir, 'README.txt'), 'not a certificate');
+  const loaded = await loadCaDirectory(dir);
+  assert.is(loaded.certificates.length, 2);
+  assert.equal(loaded.problems, []);
+  await connects(dir);
+});
+
+test('-c with a DER .cer file', async () => {
+  const dir = freshDir('der');
+  writeFileSync(join(dir, 'service.cer'), new X509Certificate(pki.caPem).raw);
+  await connects(dir);
+});
+
+test('-c given as a Windows-style path such as D:\\certs is just a directory path', async () => {
+  const dir = join(scratch, 'D:\\certs');
+  mkdirSync(dir);
+  copyFileSync(pki.caFile, join(dir, 'service.pem'));
+  await connects(dir);
+});
+
+test('a wrong CA fails with a clear certificate error that is retryable', async () => {
+  const dir = freshDir('wrong');
+  copyFileSync(otherCa.caFile, join(dir, 'other.pem'));
+  const { log } = captureLog();
+  const err = await expectFailure(connectToService(optionsFor(service.port, log, { caPath: dir })));
+  assert.is(err.code, ConnectErrorCode.CERTIFICATE);
+  assert.is(err.refused, false);
+  assert.match(err.message, 'Could not perform SSL handshake with proxy server: certificate verify failed:');
+  assert.match(err.message, 'trust its CA with -c DIR');
+  assert.not.match(err.message, '\n');
+});
+
+test('without any extra CA the default store does not trust a private CA', async () => {
+  const { log } = captureLog();
+  const err = await expectFailure(connectToService(optionsFor(service.port, log)));
+  assert.is(err.code, ConnectErrorCode.CERTIFICATE);
+});
+
+test('a certificate for another name fails with a certificate error', async () => {
+  const named = makePki('named CA', 'DNS:other.example');
+  const other = await startFakeService(named);
+  try {
+    const { log } = captureLog();
+    const err = await expectFailure(connectToService(optionsFor(other.port, log, { ca: [named.caPem] })));
+    assert.is(err.code, ConnectErrorCode.CERTIFICATE);
+    assert.match(err.message, '127.0.0.1');
+  } finally {
+    await other.close();
+    named.remove();
+  }
+});
+
+test('a missing -c directory is logged and then fails verification (not silently)', async () => {
+  const { log, text } = captureLog();
+  const err = await expectFailure(connectToService(optionsFor(service.port, log, { caPath: join(scratch, 'nope') })));
+  assert.is(err.code, ConnectErrorCode.CERTIFICATE);
+  assert.match(text(), `[warning] CA directory ${join(scratch, 'nope')} does not exist`);
+});
+
+test('-k succeeds without a trusted CA and warns on each attempt', async () => {
+  const out = await connects(undefined, { insecure: true });
+  assert.match(out, '[warning] SECURITY WARNING: SSL host verification is disabled - connection is vulnerable to MITM attacks');
+  assert.is(out.split('SECURITY WARNING').length - 1, 1);
+});
+
+test('TLS below 1.2 is not offered', async () => {
+  const { createServer } = await import('node:tls');
+  const old = createServer({ cert: pki.certPem, key: pki.keyPem, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' });
+  old.on('tlsClientError', () => {});
+  old.listen(0, '127.0.0.1');
+  await new Promise((resolve) => old.once('listening', resolve));
+  try {
+    const { log } = captureLog();
+    const err = await expectFailure(connectToService(optionsFor((old.address() as { port: number }).port, log, { ca: [pki.caPem] })));
+    assert.is(err.code, ConnectErrorCode.TLS);
+    assert.match(err.message, 'Could not perform SSL handshake with proxy server');
+  } finally {
+    old.close();
+  }
+});
+
+test.run();
