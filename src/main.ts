@@ -1,9 +1,23 @@
-/** Process entry: dispatches to the proxy command line (src/cli), `relay` or `tunnel`. */
-import { PRODUCT, VERSION } from './version';
+/** Process entry: `relay`, `tunnel`, or the proxy command line (src/cli). */
+import { runTunnelCli } from './api/cli';
+import { reportError, runProxyCli } from './cli/run';
+import { runRelayCli } from './relay/cli';
 
-const argv = process.argv.slice(2);
-if (argv.includes('--version') || argv.includes('-V')) {
-  process.stdout.write(`${PRODUCT} ${VERSION}\n`);
-} else {
-  process.stdout.write(`${PRODUCT} ${VERSION}: AWS IoT Secure Tunneling local proxy\nUsage: localproxy [options]\n`);
+function dispatch(argv: string[]): Promise<number> {
+  if (argv[0] === 'relay') return runRelayCli(argv.slice(1));
+  if (argv[0] === 'tunnel') return runTunnelCli(argv.slice(1));
+  return runProxyCli(argv);
 }
+
+function onExitCode(code: number): void {
+  process.exit(code);
+}
+
+// Anything that escapes is one line and exit 1, never a stack trace.
+function onEscapedError(err: unknown): void {
+  process.exit(reportError(err));
+}
+
+process.on('uncaughtException', onEscapedError);
+process.on('unhandledRejection', onEscapedError);
+dispatch(process.argv.slice(2)).then(onExitCode, onEscapedError);

@@ -72,15 +72,15 @@ export async function runProxyCli(argv: string[], ctx: CliContext = defaultConte
   // title overwrites that memory on Linux, so the token does not stay listed.
   if (plan.tokenFromArgv) process.title = PRODUCT;
   let proxy: LocalProxy;
+  options.log.info(`Starting proxy in ${options.mode} mode`);
   try {
     proxy = startProxy(options);
   } catch (err) {
     return reportError(err, (t) => options.log.scrub(t));
   }
   const detach = stopOnSignals(proxy, options.log);
-  const { exitCode, message } = await proxy.done;
+  // The proxy logs how it ended; only the exit code is left to report.
+  const { exitCode } = await proxy.done;
   detach();
-  if (exitCode !== ExitCode.OK && message) options.log.fatal(message);
-  else if (message) options.log.info(message);
   return exitCode;
 }

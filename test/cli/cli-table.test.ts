@@ -28,7 +28,7 @@ function file(name: string, text: string): string {
 
 // Files the cases refer to.
 const seedConfig1 = file('seed/config.ini', 'region = us-east-1\naccess-token = foobar\nsource-listen-port = 5000\n');
-const seedConfig2 = file('seed2/config.ini', 'capath = /opt/rootca\nregion = us-west-2\nlocal-bind-address = ::1\nsource-listen-port = 6000\n');
+file('seed2/config.ini', 'capath = /opt/rootca\nregion = us-west-2\nlocal-bind-address = ::1\nsource-listen-port = 6000\n');
 const settingsPing = file('ping.json', JSON.stringify({ tunneling: { proxy: { websocket: { ping_period_ms: 5000 } } } }));
 const settingsOverride = file('override.json', JSON.stringify({ tunneling: { proxy: { region_endpoint_overrides: { 'us-east-1': 'OVERRIDE.Example.test:9443' } } } }));
 const settingsBadJson = file('bad.json', '{ "tunneling": ');
