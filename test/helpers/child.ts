@@ -1,0 +1,187 @@
+/**
+ * Proxies as separate processes, for peak-RSS and kill tests. By default the built CLI
+ * (`node dist/localproxy.cjs -e 127.0.0.1:<relay port> -c <dir with the relay cert> -s|-d ...`,
+ * token in AWSIOT_TUNNEL_ACCESS_TOKEN) when it can run a proxy; otherwise, or with
+ * `LOCALPROXY_TEST_CHILD=lib`, test/helpers/proxy-child.ts through the library API. `-v 4` so the readiness lines ("Listening for new connection
+ * on port", "Successfully established websocket connection") can be awaited.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Settings } from '../../src/index';
+import { freePort, within } from './wait';
+import { startRelayForTests, type Relay } from './tunnel';
+
+const root = new URL('../..', import.meta.url).pathname;
+export const CLI = join(root, 'dist/localproxy.cjs');
+
+/** A directory holding the relay's self-signed certificate, for `-c`. Removed by the returned function. */
+export function caDir(relay: Relay): { dir: string; file: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'localproxy-ca-'));
+  const file = join(dir, 'relay.pem');
+  writeFileSync(file, relay.caPem ?? '');
+  return { dir, file, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Peak resident set size (VmHWM) of a live process in MiB, from /proc/<pid>/status. */
+export function peakRssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = /^VmHWM:\s+(\d+) kB/m.exec(status);
+  if (!kib) throw new Error(`no VmHWM in /proc/${pid}/status`);
+  return Number(kib[1]) / 1024;
+}
+
+export interface ChildSpec {
+  relay: Relay;
+  ca: { dir: string; file: string };
+  mode: 'source' | 'destination';
+  accessToken: string;
+  /** Service id → port ("" = V1 form). Source port 0 is replaced by a free port. */
+  services: Record<string, number>;
+  clientType?: 'V1' | 'V2';
+  /** Only with the library child (the CLI takes settings from --settings-json). */
+  settings?: Partial<Settings>;
+  extraArgs?: string[];
+}
+
+export interface ChildProxy {
+  process: ChildProcess;
+  /** Source: service id → listening port. */
+  ports: Record<string, number>;
+  /** Resolves when the proxy is ready (bounded by 15 s); rejects if it exits first. */
+  ready: Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The last 64 KiB of its stderr and stdout. */
+  output(): string;
+  peakRssMiB(): number;
+  /** SIGTERM (or the given signal) and wait for the exit, bounded; SIGKILL after 5 s. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+let detected: 'cli' | 'lib' | undefined;
+
+/** 'cli' when LOCALPROXY_TEST_CHILD=cli, or unset and the built CLI can run a proxy; else 'lib'. */
+export function childKind(): 'cli' | 'lib' {
+  const wanted = process.env.LOCALPROXY_TEST_CHILD;
+  if (wanted === 'cli' || wanted === 'lib') return wanted;
+  if (detected === undefined) {
+    let help = '';
+    try {
+      help = existsSync(CLI) ? execFileSync(process.execPath, [CLI, '--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) : '';
+    } catch {
+      help = '';
+    }
+    detected = help.includes('--destination-app') ? 'cli' : 'lib';
+  }
+  return detected;
+}
+
+export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
+  const ports: Record<string, number> = {};
+  for (const [id, port] of Object.entries(spec.services)) ports[id] = spec.mode === 'source' && port === 0 ? await freePort() : port;
+  const mapping = Object.entries(ports).map(([id, port]) => (id === '' ? String(port) : `${id}=${port}`)).join(',');
+  const env = { ...process.env, AWSIOT_TUNNEL_ACCESS_TOKEN: spec.accessToken };
+  let child: ChildProcess;
+  if (childKind() === 'cli') {
+    const args = [CLI, '-e', `127.0.0.1:${spec.relay.port}`, '-c', spec.ca.dir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', '4'];
+    if (spec.clientType) args.push('-y', spec.clientType);
+    child = spawn(process.execPath, [...args, ...(spec.extraArgs ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  } else {
+    const targets = Object.fromEntries(Object.entries(ports).map(([id, port]) => [id, { kind: 'tcp', ...(spec.mode === 'destination' ? { host: '127.0.0.1' } : {}), port }]));
+    const childSpec = { mode: spec.mode, endpoint: { host: '127.0.0.1', port: spec.relay.port }, caFile: spec.ca.file, services: targets, settings: spec.settings, clientType: spec.clientType };
+    child = spawn(process.execPath, ['--import', 'tsx', join(root, 'test/helpers/proxy-child.ts')], {
+      cwd: root,
+      env: { ...env, LOCALPROXY_TEST_CHILD: JSON.stringify(childSpec) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  }
+  let output = '';
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  const ready = new Promise<void>((resolve, reject) => {
+    const wanted = spec.mode === 'source' ? Object.keys(ports).length : 1;
+    const onOutput = (data: Buffer) => {
+      output = (output + data.toString()).slice(-65536);
+      if (process.env.LOCALPROXY_TEST_LOG) process.stderr.write(data);
+      const seen = spec.mode === 'source'
+        ? (output.match(/Listening for new connection on port \d+|^READY /gm) ?? []).length
+        : (output.match(/Successfully established websocket connection|^READY /gm) ?? []).length;
+      if (seen >= wanted || /^READY /m.test(output)) resolve();
+    };
+    child.stdout!.on('data', onOutput);
+    child.stderr!.on('data', onOutput);
+    void exited.then(({ code, signal }) => reject(new Error(`${spec.mode} exited (${code ?? signal}) before ready:\n${output}`)));
+  });
+  ready.catch(() => {});
+  return {
+    process: child,
+    ports,
+    ready: within(ready, 15_000, `${spec.mode} child ready`),
+    exited,
+    output: () => output,
+    peakRssMiB: () => peakRssMiB(child.pid!),
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export interface ChildTunnel {
+  relay: Relay;
+  tunnel: ReturnType<Relay['openTunnel']>;
+  source: ChildProxy;
+  destination: ChildProxy;
+  /** Starts (again) the source or destination process with the same token and mapping. */
+  restart(side: 'source' | 'destination'): Promise<ChildProxy>;
+  close(): Promise<void>;
+}
+
+/**
+ * An in-process relay with a source and a destination as child processes (see `spawnProxy`).
+ * `destinationMap`: service id → application port on 127.0.0.1; the source listens on free ports.
+ */
+export async function startChildTunnel(destinationMap: Record<string, number>, options: { settings?: Partial<Settings> } = {}): Promise<ChildTunnel> {
+  const relay = await startRelayForTests();
+  const tunnel = relay.openTunnel({ services: Object.keys(destinationMap) });
+  const ca = caDir(relay);
+  const sourceMap = Object.fromEntries(Object.keys(destinationMap).map((id) => [id, 0]));
+  const start = async (side: 'source' | 'destination') => {
+    const child = await spawnProxy({
+      relay, ca, mode: side,
+      accessToken: side === 'source' ? tunnel.sourceAccessToken : tunnel.destinationAccessToken,
+      services: side === 'source' ? sourceMap : destinationMap,
+      settings: options.settings,
+    });
+    await child.ready;
+    return child;
+  };
+  const result: ChildTunnel = {
+    relay,
+    tunnel,
+    source: undefined as unknown as ChildProxy,
+    destination: undefined as unknown as ChildProxy,
+    async restart(side) {
+      const child = await start(side);
+      result[side] = child;
+      return child;
+    },
+    async close() {
+      await Promise.allSettled([result.source?.stop(), result.destination?.stop()]);
+      await relay.close();
+      ca.remove();
+    },
+  };
+  try {
+    await result.restart('destination');
+    await result.restart('source');
+  } catch (err) {
+    await result.close();
+    throw err;
+  }
+  return result;
+}
