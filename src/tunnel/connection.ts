@@ -192,8 +192,10 @@ export class Connection implements Producer, Throttled {
   private closeLocal(): void {
     const socket = this.socket;
     if (!socket) return;
-    socket.pause();
+    // Keep reading (and discarding): an app blocked writing to us could otherwise never see
+    // our FIN through, and neither side would close until the flush timeout.
     this.session.outbound.unregister(this);
+    socket.resume();
     if (!this.socketClosed) {
       socket.end();
       this.flushTimer = setTimeout(() => socket.destroy(), CLOSE_FLUSH_TIMEOUT_MS);
