@@ -88,6 +88,10 @@ function refusal(name: string, statusLine: string, status: number): ConnectError
   if (status === 407) {
     what = `proxy authentication required (${statusLine})`;
     hint = 'check the user and password in the https_proxy URL (percent-encode special characters)';
+  } else if (status === 401) {
+    // tinyproxy answers a CONNECT with wrong credentials this way (407 only when none were sent).
+    what = `proxy authentication failed (${statusLine})`;
+    hint = 'check the user and password in the https_proxy URL (percent-encode special characters)';
   } else if (status >= 300 && status < 400) {
     hint = "make sure you're using the correct Web proxy address";
   } else if (status >= 400 && status < 500) {
