@@ -1,5 +1,171 @@
-/** `localproxy tunnel open|close|describe|list|rotate`: a client for the management API. */
-export async function runTunnelCli(_argv: string[]): Promise<number> {
-  process.stderr.write('localproxy tunnel: not implemented yet\n');
-  return 1;
+/**
+ * `localproxy tunnel open|close|describe|list|rotate`: a client for the management API of
+ * the cloud service or a relay. Prints the JSON response on stdout.
+ * Exit codes: 0 ok, 1 the call failed (network or API error), 2 usage.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ExitCode } from '../exit';
+import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
+
+const HELP = `Usage: localproxy tunnel COMMAND [options]
+
+Commands:
+  open       Open a tunnel          [--services a,b] [--lifetime MINUTES] [--description TEXT] [--thing-name NAME]
+  close      Close a tunnel         --tunnel-id ID [--delete]
+  describe   Describe a tunnel      --tunnel-id ID
+  list       List tunnels           [--max-results N] [--next-token TOKEN] [--thing-name NAME]
+  rotate     Rotate access tokens   --tunnel-id ID --client-mode SOURCE|DESTINATION|ALL [--services a,b]
+
+Common options:
+  --endpoint URL      API endpoint, e.g. https://127.0.0.1:8443 for a relay
+                      (default https://api.tunneling.iot.REGION.amazonaws.com)
+  --region R          Signing region (default AWS_REGION, AWS_DEFAULT_REGION or us-east-1)
+  --ca FILE           Also trust the PEM certificate(s) in FILE (e.g. a relay's cert.pem)
+  -h, --help          Show this help and exit
+
+Credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN.
+For a relay, use the values it was started with (LOCALPROXY_RELAY_ACCESS_KEY_ID/...SECRET_ACCESS_KEY).
+`;
+
+const COMMANDS: Record<string, Operation> = {
+  open: 'OpenTunnel',
+  close: 'CloseTunnel',
+  describe: 'DescribeTunnel',
+  list: 'ListTunnels',
+  rotate: 'RotateTunnelAccessToken',
+};
+
+class UsageError extends Error {}
+
+type Values = Record<string, string | boolean | undefined>;
+
+function need(values: Values, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+function services(value: string | boolean | undefined): string[] | undefined {
+  if (typeof value !== 'string') return undefined;
+  return value.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function buildInput(command: string, v: Values): object {
+  switch (command) {
+    case 'open': {
+      const input: Record<string, unknown> = {};
+      const list = services(v.services);
+      if (list || v['thing-name']) input.destinationConfig = { services: list ?? [], thingName: v['thing-name'] };
+      if (v.lifetime !== undefined) {
+        const minutes = Number(v.lifetime);
+        if (!Number.isInteger(minutes) || minutes < 1 || minutes > 720) throw new UsageError(`invalid --lifetime '${v.lifetime}': expected 1-720 minutes`);
+        input.timeoutConfig = { maxLifetimeTimeoutMinutes: minutes };
+      }
+      if (typeof v.description === 'string') input.description = v.description;
+      return input;
+    }
+    case 'close':
+      return { tunnelId: need(v, 'tunnel-id'), delete: v.delete === true };
+    case 'describe':
+      return { tunnelId: need(v, 'tunnel-id') };
+    case 'list': {
+      const input: Record<string, unknown> = {};
+      if (v['max-results'] !== undefined) {
+        const n = Number(v['max-results']);
+        if (!Number.isInteger(n) || n < 1 || n > 100) throw new UsageError(`invalid --max-results '${v['max-results']}': expected 1-100`);
+        input.maxResults = n;
+      }
+      if (typeof v['next-token'] === 'string') input.nextToken = v['next-token'];
+      if (typeof v['thing-name'] === 'string') input.thingName = v['thing-name'];
+      return input;
+    }
+    case 'rotate': {
+      const mode = need(v, 'client-mode').toUpperCase();
+      if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw new UsageError(`invalid --client-mode '${v['client-mode']}': expected SOURCE, DESTINATION or ALL`);
+      const input: Record<string, unknown> = { tunnelId: need(v, 'tunnel-id'), clientMode: mode };
+      const list = services(v.services);
+      if (list) input.destinationConfig = { services: list };
+      return input;
+    }
+    default:
+      throw new UsageError(`unknown command '${command}' (open, close, describe, list or rotate)`);
+  }
+}
+
+export async function runTunnelCli(argv: string[]): Promise<number> {
+  let client: TunnelApiClient;
+  let operation: Operation;
+  let input: object;
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        strict: true,
+        allowPositionals: true,
+        options: {
+          endpoint: { type: 'string' },
+          region: { type: 'string' },
+          ca: { type: 'string' },
+          services: { type: 'string' },
+          lifetime: { type: 'string' },
+          description: { type: 'string' },
+          'thing-name': { type: 'string' },
+          'tunnel-id': { type: 'string' },
+          delete: { type: 'boolean' },
+          'client-mode': { type: 'string' },
+          'max-results': { type: 'string' },
+          'next-token': { type: 'string' },
+          help: { type: 'boolean', short: 'h' },
+        },
+      });
+    } catch (err) {
+      throw new UsageError(String((err as Error).message).split('. ')[0]);
+    }
+    const v = parsed.values as Values;
+    if (v.help) {
+      process.stdout.write(HELP);
+      return ExitCode.OK;
+    }
+    if (parsed.positionals.length !== 1) throw new UsageError(parsed.positionals.length === 0 ? 'missing command (open, close, describe, list or rotate)' : `unexpected argument '${parsed.positionals[1]}'`);
+    const command = parsed.positionals[0];
+    input = buildInput(command, v);
+    operation = COMMANDS[command];
+    const region = (typeof v.region === 'string' && v.region) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
+    const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
+    const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
+    if (!accessKeyId || !secretAccessKey) throw new UsageError('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)');
+    let ca: string | undefined;
+    if (typeof v.ca === 'string') {
+      try {
+        ca = readFileSync(v.ca, 'utf8');
+      } catch (err) {
+        throw new UsageError(`cannot read --ca '${v.ca}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    try {
+      client = new TunnelApiClient({
+        endpoint: typeof v.endpoint === 'string' ? v.endpoint : defaultEndpoint(region),
+        region,
+        credentials: { accessKeyId, secretAccessKey, sessionToken: process.env.AWS_SESSION_TOKEN || undefined },
+        ca,
+      });
+    } catch (err) {
+      throw new UsageError(`invalid --endpoint: ${(err as Error).message}`);
+    }
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`localproxy tunnel: ${err.message} (try 'localproxy tunnel --help')\n`);
+    return ExitCode.USAGE;
+  }
+  try {
+    const output = await client.call(operation, input);
+    process.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
+    return ExitCode.OK;
+  } catch (err) {
+    const text = err instanceof ApiError ? `${err.type}: ${err.message}` : (err as Error).message;
+    process.stderr.write(`localproxy tunnel: ${operation} failed: ${text}\n`);
+    return ExitCode.FAILURE;
+  }
 }

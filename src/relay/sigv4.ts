@@ -3,7 +3,7 @@
  * with the AWS SDK's own signer (@smithy/signature-v4) over exactly the headers the client
  * signed, then comparing in constant time.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 
@@ -55,6 +55,12 @@ export async function verifySigV4(req: SignedRequest, credentials: Credentials, 
   const signedHeaders = signedHeaderList.split(';');
   if (!signedHeaders.includes('host')) return { type: 'InvalidSignatureException', message: 'The host header must be signed' };
 
+  // The signer trusts a body hash given in x-amz-content-sha256 (the SDKs send one), so the
+  // claim must be checked against the body actually received.
+  const claimed = req.headers['x-amz-content-sha256'];
+  if (claimed !== undefined && claimed !== createHash('sha256').update(req.body).digest('hex')) {
+    return { type: 'InvalidSignatureException', message: "The provided 'x-amz-content-sha256' header does not match what was computed." };
+  }
   const headers: Record<string, string> = {};
   for (const name of signedHeaders) {
     const value = req.headers[name];

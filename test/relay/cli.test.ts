@@ -1,0 +1,119 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { runCli, startRelayCli } from './cli-run';
+
+const cli = suite('localproxy relay (command line)');
+
+cli('--help prints the options and exits 0', async () => {
+  const r = await runCli('relay', ['--help']);
+  assert.is(r.code, 0);
+  assert.match(r.stdout, /--listen HOST:PORT/);
+  assert.match(r.stdout, /--tls-self-signed DIR/);
+});
+
+for (const [args, pattern] of [
+  [['--bogus'], /--bogus/],
+  [['--listen', 'localhost'], /invalid --listen 'localhost'/],
+  [['--listen', '127.0.0.1:99999'], /invalid --listen/],
+  [['--plain', '--tls-self-signed', '/tmp/x'], /cannot be combined/],
+  [['--tls-cert', 'a.pem'], /--tls-cert and --tls-key must be given together/],
+  [['--tls-cert', '/nonexistent/a.pem', '--tls-key', '/nonexistent/k.pem'], /cannot read certificate '\/nonexistent\/a.pem': ENOENT/],
+  [['-v', '9'], /invalid --verbose/],
+] as Array<[string[], RegExp]>) {
+  cli(`bad usage exits 2 with one line: ${args.join(' ')}`, async () => {
+    const r = await runCli('relay', args);
+    assert.is(r.code, 2);
+    assert.match(r.stderr, pattern);
+    assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.not.match(r.stderr, /\n\s+at /);
+  });
+}
+
+cli('a port in use is one line and exit 1', async () => {
+  const first = await startRelayCli(['--listen', '127.0.0.1:0', '--plain']);
+  try {
+    const port = new URL(first.url).port;
+    const r = await runCli('relay', ['--listen', `127.0.0.1:${port}`, '--plain']);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /address 127\.0\.0\.1:\d+ is already in use/);
+  } finally {
+    await first.stop();
+  }
+});
+
+cli('--plain warns; SIGTERM stops the relay with exit 0', async () => {
+  const relay = await startRelayCli(['--listen', '127.0.0.1:0', '--plain']);
+  assert.match(relay.url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+  assert.match(relay.stderr(), /\[warning\] --plain/);
+  assert.is(await relay.stop(), 0);
+});
+
+cli('--tls-self-signed DIR, --state FILE and the tunnel CLI: a tunnel survives a restart', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-cli-'));
+  const env = { LOCALPROXY_RELAY_ACCESS_KEY_ID: 'AKIDCLI', LOCALPROXY_RELAY_SECRET_ACCESS_KEY: 'cli-secret', AWS_ACCESS_KEY_ID: 'AKIDCLI', AWS_SECRET_ACCESS_KEY: 'cli-secret', AWS_SESSION_TOKEN: '' };
+  const args = ['--listen', '127.0.0.1:0', '--tls-self-signed', join(dir, 'certs'), '--state', join(dir, 'state.json')];
+  try {
+    let relay = await startRelayCli(args, env);
+    let endpoint = relay.url.replace('wss:', 'https:');
+    const common = ['--endpoint', endpoint, '--region', 'us-west-2', '--ca', join(dir, 'certs', 'cert.pem')];
+    const opened = await runCli('tunnel', ['open', '--services', 'SSH,HTTP', '--lifetime', '60', ...common], env);
+    assert.is(opened.code, 0, opened.stderr);
+    const tunnel = JSON.parse(opened.stdout);
+    assert.type(tunnel.sourceAccessToken, 'string');
+    assert.not.ok(readFileSync(join(dir, 'state.json'), 'utf8').includes(tunnel.sourceAccessToken));
+    assert.is(await relay.stop(), 0);
+
+    relay = await startRelayCli(args, env);
+    endpoint = relay.url.replace('wss:', 'https:');
+    const common2 = ['--endpoint', endpoint, '--ca', join(dir, 'certs', 'cert.pem')];
+    const described = await runCli('tunnel', ['describe', '--tunnel-id', tunnel.tunnelId, ...common2], env);
+    assert.is(described.code, 0, described.stderr);
+    const d = JSON.parse(described.stdout).tunnel;
+    assert.is(d.status, 'OPEN');
+    assert.equal(d.destinationConfig.services, ['SSH', 'HTTP']);
+
+    const rotated = await runCli('tunnel', ['rotate', '--tunnel-id', tunnel.tunnelId, '--client-mode', 'destination', ...common2], env);
+    assert.is(rotated.code, 0, rotated.stderr);
+    assert.type(JSON.parse(rotated.stdout).destinationAccessToken, 'string');
+
+    const listed = await runCli('tunnel', ['list', ...common2], env);
+    assert.is(JSON.parse(listed.stdout).tunnelSummaries[0].tunnelId, tunnel.tunnelId);
+
+    assert.is((await runCli('tunnel', ['close', '--tunnel-id', tunnel.tunnelId, ...common2], env)).code, 0);
+    const after = await runCli('tunnel', ['describe', '--tunnel-id', tunnel.tunnelId, ...common2], env);
+    assert.is(JSON.parse(after.stdout).tunnel.status, 'CLOSED');
+
+    const missing = await runCli('tunnel', ['describe', '--tunnel-id', 'nope', ...common2], env);
+    assert.is(missing.code, 1);
+    assert.match(missing.stderr, /^localproxy tunnel: DescribeTunnel failed: ResourceNotFoundException: Tunnel nope not found\n$/);
+
+    const wrongKey = await runCli('tunnel', ['list', ...common2], { ...env, AWS_SECRET_ACCESS_KEY: 'wrong' });
+    assert.is(wrongKey.code, 1);
+    assert.match(wrongKey.stderr, /InvalidSignatureException/);
+    assert.is(await relay.stop(), 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+cli('tunnel CLI usage errors exit 2 with one line', async () => {
+  const env = { AWS_ACCESS_KEY_ID: 'A', AWS_SECRET_ACCESS_KEY: 'S' };
+  for (const [args, pattern, extra] of [
+    [[], /missing command/, {}],
+    [['frobnicate'], /unknown command 'frobnicate'/, {}],
+    [['describe', '--endpoint', 'https://127.0.0.1:1'], /--tunnel-id is required/, {}],
+    [['rotate', '--tunnel-id', 'x', '--client-mode', 'both'], /invalid --client-mode 'both'/, {}],
+    [['open', '--lifetime', '900'], /invalid --lifetime/, {}],
+    [['list'], /set AWS_ACCESS_KEY_ID/, { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '' }],
+  ] as Array<[string[], RegExp, Record<string, string>]>) {
+    const r = await runCli('tunnel', args, { ...env, ...extra });
+    assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+    assert.is(r.stderr.trim().split('\n').length, 1);
+  }
+});
+
+cli.run();
