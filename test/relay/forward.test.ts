@@ -152,4 +152,22 @@ forward('answers STREAM_START and CONNECTION_START with a reset while the other 
   assert.is(src.messages.length, 0);
 });
 
+forward('rejects a WebSocket message over 131076 bytes (close 1009) and accepts one of exactly 131076', async (ctx) => {
+  const { src, dst } = await pair(ctx, ['SSH']);
+  await src.next();
+  await dst.next();
+  // Exactly 131076 bytes: two full DATA frames and a small one that fills the rest.
+  const frame = (n: number) => encodeFrame({ type: DATA, streamId: 1, serviceId: 'SSH', payload: Buffer.alloc(n, 9) });
+  const full = frame(64512);
+  let size = 131076 - 2 * full.length;
+  while (frame(size).length > 131076 - 2 * full.length) size--;
+  const two = Buffer.concat([full, full, frame(size)]);
+  assert.is(two.length, 131076);
+  src.ws.send(two);
+  await dst.until(() => dst.messages.length === 3, 5000, 'three DATA messages');
+  assert.is(src.closeCode, undefined);
+  src.ws.send(Buffer.concat([two, Buffer.of(0)]));
+  assert.is((await src.waitClosed()).code, 1009);
+});
+
 forward.run();
