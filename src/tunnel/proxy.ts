@@ -257,7 +257,7 @@ export function startProxy(options: ProxyOptions): LocalProxy {
     .catch((err: unknown): Outcome => ({ exitCode: ExitCode.FAILURE, message: `internal error: ${options.log.scrub(String((err as Error)?.stack ?? err))}` }))
     .then(async (outcome) => {
       finished ??= outcome;
-      await listeners.close();
+      listeners.close();
       if (!isReady) readyReject(new Error(finished.message));
       if (finished.exitCode !== ExitCode.OK) log.error(finished.message);
       return finished;

@@ -13,6 +13,7 @@ interface Waiting {
   serviceId: string;
   socket: Socket;
   timer: NodeJS.Timeout;
+  onEarlyClose: () => void;
 }
 
 export interface ListenerHost {
@@ -101,14 +102,14 @@ export class Listeners {
     const entry: Waiting = {
       serviceId,
       socket,
+      onEarlyClose: () => this.forget(entry),
       timer: setTimeout(() => {
         this.log.info(`Closing a connection for service ${serviceId}: the service connection did not come back within ${PENDING_ACCEPT_TIMEOUT_MS} ms`);
         this.forget(entry);
         socket.destroy();
       }, PENDING_ACCEPT_TIMEOUT_MS),
     };
-    const onEarlyClose = (): void => this.forget(entry);
-    socket.once('close', onEarlyClose);
+    socket.once('close', entry.onEarlyClose);
     socket.on('error', noop);
     this.waiting.push(entry);
   }
@@ -123,14 +124,14 @@ export class Listeners {
   drain(): void {
     for (const entry of this.waiting.splice(0)) {
       clearTimeout(entry.timer);
-      entry.socket.removeAllListeners('close');
+      entry.socket.off('close', entry.onEarlyClose);
       entry.socket.off('error', noop);
       if (entry.socket.destroyed) continue;
       if (!this.host.accept(entry.serviceId, entry.socket)) entry.socket.destroy();
     }
   }
 
-  async close(): Promise<void> {
+  close(): void {
     this.closed = true;
     for (const entry of this.waiting.splice(0)) {
       clearTimeout(entry.timer);
@@ -139,7 +140,9 @@ export class Listeners {
     const servers = [...this.servers.values()];
     this.servers.clear();
     this.bound.clear();
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    // server.close() unbinds at once; its callback and 'close' event would also wait for
+    // every accepted connection, which close() must not (they are closing, bounded).
+    for (const server of servers) server.close();
   }
 }
 

@@ -4,7 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { connectTo, echoServer } from '../helpers/apps';
 import { within } from '../helpers/wait';
 import { MessageType as T } from '../../src/protocol/message';
@@ -95,6 +95,25 @@ proxy('close() sends resets for active connections, closes with 1000 and ends wi
     s.then(() => resolve(false), () => resolve(true));
   });
   assert.ok(refused, 'listener unbound');
+  await service.close();
+});
+
+proxy('close() does not wait for an app that keeps its half of the connection open', async () => {
+  const service = await startFakeService();
+  const options = fakeOptions(service, 'source', { SSH1: { kind: 'tcp', port: 0 } });
+  const p = startProxy(options);
+  const peer = await service.peer();
+  peer.serviceIds('SSH1');
+  await within(p.ready, 3000, 'ready');
+  const app = connect({ port: p.ports().get('SSH1')!, host: '127.0.0.1', allowHalfOpen: true });
+  app.on('error', () => {});
+  await once(app, 'connect');
+  await peer.takeType(T.STREAM_START);
+  const ended = once(app, 'end');
+  await within(p.close(), 2000, 'close() with a half-open app');
+  await within(ended, 2000, 'the app sees our FIN');
+  assert.is((await p.done).exitCode, 0);
+  app.destroy();
   await service.close();
 });
 
