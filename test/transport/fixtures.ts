@@ -142,35 +142,41 @@ export interface CapturedLog {
   text(): string;
   /** Resolves with the first line (already written or to come) containing `text`; bounded by `ms`. */
   waitFor(text: string, ms?: number): Promise<string>;
+  /** Resolves once `count` lines contain `text`; bounded by `ms`. */
+  waitForCount(text: string, count: number, ms?: number): Promise<void>;
+  /** How many lines so far contain `text`. */
+  count(text: string): number;
 }
 
 /** A logger at `level` that keeps its lines (and echoes them with LOCALPROXY_TEST_LOG set). */
-export function captureLog(level = 5): CapturedLog {
+export function captureLog(level = 5, id = 'test'): CapturedLog {
   const lines: string[] = [];
   const events = new EventEmitter();
   const echo = process.env.LOCALPROXY_TEST_LOG !== undefined;
   const log = new Logger({
     level,
-    id: 'test',
+    id,
     sink: (line) => {
       lines.push(line);
       events.emit('line', line);
       if (echo) process.stderr.write(line);
     },
   });
-  const waitFor = (text: string, ms = 10_000): Promise<string> => {
-    const found = lines.find((l) => l.includes(text));
-    if (found) return Promise.resolve(found);
-    let listener: ((line: string) => void) | undefined;
-    const next = new Promise<string>((resolve) => {
-      listener = (line) => {
-        if (line.includes(text)) resolve(line);
+  const count = (text: string): number => lines.filter((l) => l.includes(text)).length;
+  const waitForCount = (text: string, wanted: number, ms = 10_000): Promise<void> => {
+    if (count(text) >= wanted) return Promise.resolve();
+    let listener: (() => void) | undefined;
+    const reached = new Promise<void>((resolve) => {
+      listener = () => {
+        if (count(text) >= wanted) resolve();
       };
       events.on('line', listener);
     });
-    return within(next, ms, `log line "${text}"`).finally(() => events.off('line', listener!));
+    return within(reached, ms, `${wanted} log lines with "${text}"`).finally(() => events.off('line', listener!));
   };
-  return { log, lines, text: () => lines.join(''), waitFor };
+  const waitFor = (text: string, ms = 10_000): Promise<string> =>
+    waitForCount(text, 1, ms).then(() => lines.find((l) => l.includes(text))!);
+  return { log, lines, text: () => lines.join(''), waitFor, waitForCount, count };
 }
 
 export const ACCESS_TOKEN = 'AQGAAXi-access-token-for-tests-0123456789abcdef';
