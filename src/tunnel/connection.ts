@@ -50,13 +50,14 @@ export class Connection implements Producer, Throttled {
   /** Attaches the local socket; reading starts at once (the start message is already queued). */
   attach(socket: Socket): void {
     this.socket = socket;
-    this.state = 'open';
+    // A peer reset that arrived while connecting leaves the state at 'closing'.
+    if (!this.endWhenConnected) this.state = 'open';
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onSocketData(chunk));
     socket.on('end', () => this.onSocketEnd());
     socket.on('error', (err: Error) => this.onSocketError(err));
     socket.on('close', () => this.onSocketClose());
-    this.session.outbound.register(this);
+    if (this.state === 'open') this.session.outbound.register(this);
     for (const payload of this.early) this.writeToApp(payload);
     this.early = [];
     if (this.endWhenConnected) this.closeLocal();
@@ -148,7 +149,14 @@ export class Connection implements Producer, Throttled {
     this.log.debug(`resetting: ${reason}`);
     this.send(this.resetType());
     this.state = 'closing';
-    this.abortConnect?.();
+    if (!this.socket) {
+      // Still connecting: there is no socket to wait for, only the reset to send.
+      this.abortConnect?.();
+      for (const payload of this.early) this.session.inbound.release(payload.length);
+      this.early = [];
+      this.socketClosed = true;
+      return;
+    }
     this.closeLocal();
   }
 

@@ -234,7 +234,7 @@ export function startProxy(options: ProxyOptions): LocalProxy {
         return finished ?? { exitCode: ExitCode.OK, message: 'closed' };
       }
       current = conn;
-      log.info(`Successfully established websocket connection with proxy server${conn.channelId ? ` (channel ${conn.channelId})` : ''}`);
+      log.debug(`Web socket session ID: ${conn.channelId || '(none)'}; protocol V${conn.version}`);
       const startedAt = Date.now();
       const end = await runSession(conn);
       current = undefined;

@@ -156,6 +156,37 @@ dest('fixes reference bugs 9.3#22/#24: a failing connect resets only that connec
   }
 });
 
+dest('a reset that arrives while the destination is still connecting: the app still gets the bytes sent before it, then EOF', async () => {
+  const port = await freePort();
+  const service = await startFakeService();
+  const options = fakeOptions(service, 'destination', { SSH1: port }, {}, { tcpConnectionRetryCount: 20, tcpConnectionRetryDelayMs: 50 });
+  const proxy = startProxy(options);
+  const late = createServer();
+  try {
+    const peer = await service.peer();
+    peer.serviceIds('SSH1');
+    peer.send(
+      { type: T.STREAM_START, serviceId: 'SSH1', streamId: 1, connectionId: 1 },
+      { type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: text('request') },
+      { type: T.CONNECTION_RESET, serviceId: 'SSH1', streamId: 1, connectionId: 1 },
+    );
+    await options.capture.waitFor('Could not connect to destination', 3000);
+    const received = new Promise<string>((resolve) => late.on('connection', (s) => {
+      let got = '';
+      s.on('data', (d: Buffer) => { got += d.toString(); });
+      s.on('end', () => { resolve(got); s.end(); });
+    }));
+    late.listen(port, '127.0.0.1');
+    assert.is(await within(received, 5000, 'late app gets the bytes and EOF'), 'request');
+    // The peer already reset the connection: nothing is sent back for it.
+    assert.not.ok(peer.messages.some((m) => m.type === T.CONNECTION_RESET), `no reset echoed: ${peer.describe()}`);
+  } finally {
+    await within(proxy.close(), 3000, 'close');
+    await service.close();
+    late.close();
+  }
+});
+
 dest('SESSION_RESET closes every connection of every service and the session goes on', async () => {
   const a = await echoServer();
   const b = await echoServer();

@@ -4,7 +4,7 @@
  * received messages are decoded and queued, and to which tests send hand-made frames —
  * several frames in one WebSocket message when they want to test coalescing.
  */
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { createServer, type Server } from 'node:https';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -12,7 +12,7 @@ import { defaultSettings, Logger, type ProxyOptions, type ServiceTarget, type Se
 import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../../src/protocol/message';
 import { generateSelfSigned } from '../../src/relay/certs';
-import { within } from '../helpers/wait';
+import { waitUntil, within } from '../helpers/wait';
 
 const cert = generateSelfSigned();
 
@@ -139,11 +139,17 @@ export async function startFakeService(options: { subprotocol?: string } = {}): 
 export class LogCapture {
   readonly lines: string[] = [];
   readonly logger: Logger;
+  private readonly events = new EventEmitter();
   constructor(level = Number(process.env.LOCALPROXY_TEST_LOG ?? 5)) {
     this.logger = new Logger({ level: Math.max(level, 5), id: 'test', sink: (line) => {
       this.lines.push(line);
+      this.events.emit('line');
       if (process.env.LOCALPROXY_TEST_LOG) process.stderr.write(line);
     } });
+  }
+  /** Resolves once a line containing `text` has been logged. */
+  waitFor(text: string, ms = 5000): Promise<void> {
+    return waitUntil(this.events, 'line', () => this.has(text), ms, `log line '${text}'`);
   }
   count(text: string): number {
     return this.lines.filter((l) => l.includes(text)).length;
