@@ -1,0 +1,48 @@
+// Fetches an official Node binary from the npm registry (`npm pack <pkg>@<exact version>`) into the
+// git-ignored .cache/node/, checks the tarball against the integrity pinned in targets/, and
+// extracts the one executable. Nothing else touches the network.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const cacheRoot = new URL('../.cache/', import.meta.url).pathname;
+
+export class IntegrityError extends Error {
+  code = 'ERR_NODE_INTEGRITY';
+}
+
+function integrityOf(file, algorithm) {
+  return `${algorithm}-${createHash(algorithm).update(readFileSync(file)).digest('base64')}`;
+}
+
+/**
+ * @param {{ package: string, version: string, integrity: string, bin: string }} spec
+ * @returns {string} path of the extracted executable (read-only use: copy before modifying)
+ */
+export function fetchNode(spec) {
+  const dir = join(cacheRoot, 'node', `${spec.package}-${spec.version}`);
+  const exe = join(dir, spec.bin);
+  const tarball = join(dir, `${spec.package}-${spec.version}.tgz`);
+  const algorithm = spec.integrity.split('-')[0];
+  // The extracted file is trusted only while the tarball beside it still has the pinned integrity.
+  if (existsSync(exe) && existsSync(tarball) && integrityOf(tarball, algorithm) === spec.integrity) return exe;
+
+  rmSync(dir, { recursive: true, force: true });
+  const partial = `${dir}.partial`;
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { recursive: true });
+  process.stderr.write(`dist: fetching ${spec.package}@${spec.version} from the npm registry\n`);
+  const out = execFileSync('npm', ['pack', `${spec.package}@${spec.version}`, '--pack-destination', partial,
+    '--ignore-scripts', '--json', '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const packed = join(partial, JSON.parse(out)[0].filename);
+  const actual = integrityOf(packed, algorithm);
+  if (actual !== spec.integrity) {
+    throw new IntegrityError(`${spec.package}@${spec.version}: tarball integrity ${actual} does not match the pinned ${spec.integrity}`);
+  }
+  execFileSync('tar', ['-xzf', packed, '-C', partial, spec.bin], { stdio: 'inherit' });
+  renameSync(packed, join(partial, `${spec.package}-${spec.version}.tgz`));
+  renameSync(partial, dir);
+  if (!statSync(exe).isFile()) throw new Error(`${spec.package}@${spec.version}: ${spec.bin} missing from the tarball`);
+  return exe;
+}

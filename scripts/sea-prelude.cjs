@@ -1,0 +1,45 @@
+// Runs first inside the single executable (scripts/dist.mjs puts it in front of the bundle).
+// A stray NODE_OPTIONS in the user's environment (an IDE's --inspect, --max-old-space-size, …)
+// would otherwise change how this "native" tool runs. If it is set, start this same executable
+// again without it, pass stdio through, and exit exactly as the child did. Returns true when the
+// child owns the run, so the bundle must not start.
+// Options Node acts on before any JavaScript runs (--require/--import preloads) cannot be
+// undone from here; the README says so.
+// Plain ES2019 and only built-ins: the armv7 executable is Node 20.11, where `node:sea` is absent.
+(function localproxySeaPrelude() {
+  var options = process.env.NODE_OPTIONS;
+  if (options === undefined || options.trim() === '' || process.env.LOCALPROXY_SEA_CHILD === '1') return false;
+  var childProcess = require('child_process');
+  // An --inspect from NODE_OPTIONS already opened a debugger port in this (parent) process.
+  try {
+    var inspector = require('inspector');
+    if (inspector.url()) inspector.close();
+  } catch (err) { /* a Node built without the inspector: nothing to close */ }
+  var env = Object.assign({}, process.env);
+  delete env.NODE_OPTIONS;
+  // Belt and braces against a re-exec loop if a wrapper puts NODE_OPTIONS back.
+  env.LOCALPROXY_SEA_CHILD = '1';
+  var child = childProcess.spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env: env });
+  // Ctrl-C reaches the whole process group, so the child already gets SIGINT: the parent only
+  // has to survive it. SIGTERM and SIGHUP are usually aimed at this pid alone: pass them on.
+  function onInterrupt() {}
+  function forwardTerm() { child.kill('SIGTERM'); }
+  function forwardHup() { child.kill('SIGHUP'); }
+  process.on('SIGINT', onInterrupt);
+  if (process.platform !== 'win32') {
+    process.on('SIGTERM', forwardTerm);
+    process.on('SIGHUP', forwardHup);
+  }
+  child.on('error', function onSpawnError(err) {
+    process.stderr.write('localproxy: cannot restart without NODE_OPTIONS: ' + err.message + '\n');
+    process.exit(1);
+  });
+  child.on('exit', function onChildExit(code, signal) {
+    process.removeListener('SIGINT', onInterrupt);
+    process.removeListener('SIGTERM', forwardTerm);
+    process.removeListener('SIGHUP', forwardHup);
+    if (signal) process.kill(process.pid, signal);
+    else process.exit(code === null ? 1 : code);
+  });
+  return true;
+})()
