@@ -1,0 +1,129 @@
+/** Renders bench/tunnel.ts results as Markdown and keeps them between markers in docs/BENCHMARKS.md. */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { GiB, MiB, spread, type Spread } from './stats';
+import type { RunRecord } from './tunnel';
+
+export interface Report {
+  date: string;
+  node: string;
+  cpus: string;
+  kind: string;
+  runs: number;
+  quick: boolean;
+  sizes: { bulk1: number; bulk8Each: number; echoRounds: number; connects: number; fairnessRounds: number; slowOther: number; burst: number };
+  slow: { rateBytes: number; boundedBytes: number; limitMs: number };
+  fairnessLimitMs: number;
+  /** Per "<workload> <path>": why connections of the burst were not served → count over all runs. */
+  burstFailures: Record<string, Record<string, number>>;
+  idleRss: Record<string, number>;
+  afterRss: Record<string, number>;
+  peakResettable: boolean;
+  seconds: number;
+  records: Record<string, RunRecord[]>;
+}
+
+export const START_MARKER = '<!-- bench:tunnel:start -->';
+export const END_MARKER = '<!-- bench:tunnel:end -->';
+
+function num(x: number): string {
+  if (!Number.isFinite(x)) return '–';
+  if (Math.abs(x) >= 100) return Math.round(x).toLocaleString('en-US');
+  if (Math.abs(x) >= 10) return x.toFixed(1);
+  return x.toFixed(2);
+}
+
+function cell(s: Spread): string {
+  if (!Number.isFinite(s.median)) return '–';
+  return s.min === s.max ? num(s.median) : `${num(s.median)} (${num(s.min)}–${num(s.max)})`;
+}
+
+function size(bytes: number): string {
+  return bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
+}
+
+function figure(records: RunRecord[] | undefined, path: 'direct' | 'tunnel', key: string): Spread {
+  return spread((records ?? []).filter((r) => r.path === path).map((r) => r.figures[key] ?? NaN));
+}
+
+export function renderTables(report: Report): string {
+  const { records, sizes } = report;
+  const rows: string[] = [];
+  const row = (label: string, name: string, key: string, ratio = true) => {
+    const d = figure(records[name], 'direct', key);
+    const t = figure(records[name], 'tunnel', key);
+    const r = ratio && d.median > 0 ? `${num(t.median / d.median)}×` : '–';
+    rows.push(`| ${label} | ${cell(d)} | ${cell(t)} | ${r} |`);
+  };
+  row(`Bulk, 1 connection, ${size(sizes.bulk1)} (MiB/s)`, 'bulk1', 'mibps');
+  row(`Bulk, 8 connections × ${size(sizes.bulk8Each)} at once, aggregate (MiB/s)`, 'bulk8', 'mibps');
+  row(`1-byte echo round trip, p50 (µs), ${sizes.echoRounds} rounds`, 'echo', 'p50');
+  row(`1-byte echo round trip, p99 (µs)`, 'echo', 'p99');
+  row(`Connect → first echoed byte, p50 (ms), ${sizes.connects} connections in turn`, 'connect', 'p50');
+  row(`Connect → first echoed byte, p99 (ms)`, 'connect', 'p99');
+  row(`Fairness: 1-byte echo p50 (µs) while another connection runs a bulk transfer (up to ${sizes.fairnessRounds} rounds or ${report.fairnessLimitMs / 1000} s)`, 'fairness', 'p50');
+  row(`Fairness: 1-byte echo p99 (µs) while another connection runs a bulk transfer`, 'fairness', 'p99');
+  row(`Fairness: rounds done`, 'fairness', 'rounds', false);
+  row(`Fairness: that bulk transfer (MiB/s)`, 'fairness', 'bulkMibps');
+  const rate = `${num(report.slow.rateBytes / MiB)} MiB/s`;
+  row(`Slow consumer (${size(report.slow.boundedBytes)} for a reader at ${rate}): another connection's ${size(sizes.slowOther)} (MiB/s)`, 'slowBounded', 'otherMibps');
+  row(`Slow consumer (endless data for a reader at ${rate}): another connection's ${size(sizes.slowOther)} (MiB/s)`, 'slowUnbounded', 'otherMibps');
+  const finished = (path: 'direct' | 'tunnel') => (records.slowUnbounded ?? []).filter((r) => r.path === path && r.figures.otherCompleted === 1).length;
+  rows.push(`| … runs in which it finished within ${report.slow.limitMs / 1000} s (else: what it moved by then) | ${finished('direct')} of ${report.runs} | ${finished('tunnel')} of ${report.runs} | – |`);
+  row(`Burst of ${sizes.burst} connections at once: served (default max_active_connections 128)`, 'burst', 'served', false);
+  row(`Burst of ${sizes.burst}: until every served one has its echo (ms)`, 'burst', 'ms');
+  row(`Burst of ${sizes.burst} with max_active_connections 256: served`, 'burst256', 'served', false);
+  row(`Burst of ${sizes.burst} with max_active_connections 256: until all have their echo (ms)`, 'burst256', 'ms');
+
+  const names = ['relay', 'source', 'destination'];
+  const perProcess = (name: string, proc: string, f: (p: { cpuSeconds: number; peakRssMiB: number }, r: RunRecord) => number) =>
+    spread((records[name] ?? []).filter((r) => r.path === 'tunnel' && r.processes).map((r) => f(r.processes![proc], r)));
+  const cpuPerGiB = (name: string, proc: string) => cell(perProcess(name, proc, (p, r) => p.cpuSeconds / (r.figures.bytes / GiB)));
+  const peak = (name: string, proc: string) => num(perProcess(name, proc, (p) => p.peakRssMiB).max);
+  const processRows = names.map((proc) => `| ${proc} | ${num(report.idleRss[proc])} | ${num(report.afterRss[proc])} | ${peak('bulk1', proc)} | ${peak('bulk8', proc)} | ${peak('slowBounded', proc)} / ${peak('slowUnbounded', proc)} | ${peak('burst', proc)} | ${cpuPerGiB('bulk1', proc)} | ${cpuPerGiB('bulk8', proc)} |`);
+
+  const failureText = (key: string) => Object.entries(report.burstFailures[key] ?? {}).map(([why, n]) => `${n} × ${why}`).join(', ') || 'none';
+  const notes = [
+    `Burst connections not served, over all runs: direct ${failureText('burst direct')}; tunnel ${failureText('burst tunnel')};`,
+    `with max_active_connections 256: direct ${failureText('burst256 direct')}; tunnel ${failureText('burst256 tunnel')}.`,
+  ];
+  return [
+    START_MARKER,
+    '## Tunnel',
+    '',
+    '`npm run bench` (`node bench/run.mjs`, about 10 minutes) — our relay over TLS (self-signed,',
+    'verified) and a source and a destination proxy, each a child process, all on loopback; the',
+    'applications at both ends live in the benchmark process (bench/apps.ts). Every workload runs',
+    'over a direct TCP connection to the same application server and through the tunnel,',
+    'alternating, so the ratio compares like with like on a shared, noisy machine. Cells are',
+    `median (range) of ${report.runs} runs. Every upload is confirmed by the receiver's byte count`,
+    'and sha256; echoes, the burst and the slow reader check every byte.',
+    '',
+    `Measured ${report.date} · Node ${report.node} · ${report.cpus} · ${report.kind}${report.quick ? ' · QUICK SIZES, not for comparison' : ''} · whole run ${Math.round(report.seconds)} s.`,
+    '',
+    '| workload | direct TCP | tunnel | tunnel ÷ direct |',
+    '|---|---|---|---|',
+    ...rows,
+    '',
+    'Memory and CPU of each process of the tunnel (MiB; CPU = user + system seconds from',
+    `/proc/<pid>/stat per GiB moved). Peak RSS is VmHWM${report.peakResettable ? ', reset before each run through `clear_refs`, so each column is that workload\'s own peak (highest of the runs)' : ' (lifetime peak: clear_refs was not writable)'}; idle RSS is`,
+    'VmRSS once the tunnel is up and before any traffic.',
+    '',
+    '| process | idle RSS | RSS after the run | peak: bulk, 1 connection | peak: bulk, 8 connections | peak: slow consumer, bounded / endless | peak: burst | CPU s per GiB, 1 connection | CPU s per GiB, 8 connections |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...processRows,
+    '',
+    ...notes,
+    END_MARKER,
+  ].join('\n');
+}
+
+/** Replaces the marked section of `file` (appends it at the end the first time). */
+export function updateDocs(file: string, tables: string): void {
+  const text = readFileSync(file, 'utf8');
+  const start = text.indexOf(START_MARKER);
+  const end = text.indexOf(END_MARKER);
+  const next = start >= 0 && end > start
+    ? text.slice(0, start) + tables + text.slice(end + END_MARKER.length)
+    : `${text.trimEnd()}\n\n${tables}\n`;
+  writeFileSync(file, next);
+}

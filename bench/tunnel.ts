@@ -1,0 +1,418 @@
+/**
+ * Tunnel benchmark (not a test): what the tunnel costs next to a direct TCP connection.
+ *
+ *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--children cli|lib|auto] [--no-write] [--json FILE]
+ *
+ * Starts our relay (TLS, self-signed) and a source and a destination proxy as child processes
+ * on loopback, one application server in this process, and runs every workload once over a
+ * direct connection to the server and once through the tunnel, alternating, `runs` times
+ * (default 3). Prints the tables and, unless --no-write or --quick, replaces the part of
+ * docs/BENCHMARKS.md between `<!-- bench:tunnel:start -->` and `<!-- bench:tunnel:end -->`.
+ * --quick uses small sizes, for trying the harness out.
+ */
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import mri from 'mri';
+import { AppServer, burst, connectToFirstByte, echoRounds, patternDigest, slowConsumer, upload } from './apps';
+import { CLI, cpuSeconds, peakRssMiB, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
+import { renderTables, updateDocs, type Report } from './report';
+import { GiB, MiB, percentile, secondsSince } from './stats';
+import { execFileSync } from 'node:child_process';
+
+const root = new URL('..', import.meta.url).pathname;
+
+const args = mri(process.argv.slice(2), {
+  boolean: ['quick', 'write'],
+  string: ['children', 'json'],
+  default: { write: true, children: 'auto' },
+});
+const quick = Boolean(args.quick);
+const RUNS = Number(args.runs ?? 3);
+
+/** Workload sizes; the 1 GiB single-connection transfer is a real 1 GiB in a full run. */
+const SIZES = quick
+  ? { bulk1: 64 * MiB, bulk8Each: 8 * MiB, echoRounds: 500, connects: 50, fairnessRounds: 500, slowOther: 32 * MiB, burst: 200 }
+  : { bulk1: GiB, bulk8Each: 64 * MiB, echoRounds: 2000, connects: 200, fairnessRounds: 2000, slowOther: 256 * MiB, burst: 200 };
+const SLOW_RATE = MiB;
+/** Below the proxies' default 16 MiB inbound budget: the case the flow control promises to absorb. */
+const SLOW_BOUNDED_BYTES = 8 * MiB;
+/** A stalled transfer is cut off after this and reported with what it moved. */
+const TRANSFER_LIMIT_MS = quick ? 10_000 : 20_000;
+/** Echo rounds under load stop after this even if fewer than asked (each may wait behind megabytes of bulk data). */
+const FAIRNESS_LIMIT_MS = quick ? 5_000 : 15_000;
+/** Why connections of the burst were not served, per path: reason → count over all runs. */
+const burstFailures = new Map<string, Map<string, number>>();
+
+type PathName = 'direct' | 'tunnel';
+interface Path {
+  name: PathName;
+  port: number;
+}
+
+interface Stack {
+  kind: string;
+  relay: Child;
+  source: Child;
+  destination: Child;
+  sourcePort: number;
+  stop(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting the relay and the proxies
+
+function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  return once(server, 'listening').then(() => {
+    const port = (server.address() as net.AddressInfo).port;
+    return new Promise<number>((resolve) => server.close(() => resolve(port)));
+  });
+}
+
+async function bundleHost(): Promise<string> {
+  const { build } = await import('esbuild');
+  const outfile = join(os.tmpdir(), `localproxy-bench-host-${process.pid}.cjs`);
+  await build({
+    entryPoints: [join(root, 'bench/host.ts')],
+    bundle: true,
+    platform: 'node',
+    target: 'node20.11',
+    format: 'cjs',
+    outfile,
+    logLevel: 'warning',
+    define: { 'process.env.WS_NO_BUFFER_UTIL': '"1"', 'process.env.WS_NO_UTF_8_VALIDATE': '"1"', __LOCALPROXY_VERSION__: '"bench"' },
+  });
+  return outfile;
+}
+
+interface RelayReady {
+  port: number;
+  caPem: string;
+  tokens: { sourceAccessToken: string; destinationAccessToken: string };
+}
+
+function cliHelp(args: string[]): string {
+  try {
+    return execFileSync(process.execPath, [CLI, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+  } catch (err) {
+    // Help may go to stderr (as the reference does) or come with a non-zero exit.
+    const e = err as { stderr?: string; stdout?: string };
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`;
+  }
+}
+
+const BENCH_KEY_ID = 'AKIDLOCALPROXYBENCH';
+const BENCH_SECRET = 'bench-secret-not-a-real-credential';
+
+/** `localproxy relay` with a self-signed certificate in `dir`, and a tunnel opened through its management API with `localproxy tunnel open`. */
+async function startCliRelay(dir: string, started: Child[]): Promise<{ relay: Child; ready: RelayReady }> {
+  const relay = spawnChild('relay', [CLI, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3'], {
+    LOCALPROXY_RELAY_ACCESS_KEY_ID: BENCH_KEY_ID,
+    LOCALPROXY_RELAY_SECRET_ACCESS_KEY: BENCH_SECRET,
+  });
+  started.push(relay);
+  const url = (await relay.waitFor(/listening on (wss:\/\/\S+)/, 20_000))[1];
+  const port = Number(new URL(url).port);
+  const opened = execFileSync(process.execPath, [CLI, 'tunnel', 'open', '--endpoint', `https://127.0.0.1:${port}`, '--services', 'SSH1', '--ca', join(dir, 'cert.pem')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 20_000,
+    env: { ...process.env, AWS_ACCESS_KEY_ID: BENCH_KEY_ID, AWS_SECRET_ACCESS_KEY: BENCH_SECRET, AWS_REGION: 'us-east-1' },
+  });
+  const tokens = JSON.parse(opened) as RelayReady['tokens'];
+  if (!tokens.sourceAccessToken || !tokens.destinationAccessToken) throw new Error('`localproxy tunnel open` returned no access tokens');
+  return { relay, ready: { port, caPem: readFileSync(join(dir, 'cert.pem'), 'utf8'), tokens } };
+}
+
+async function startLibraryRelay(host: string, dir: string, started: Child[]): Promise<{ relay: Child; ready: RelayReady }> {
+  const relay = spawnChild('relay', [host, 'relay'], {});
+  started.push(relay);
+  const ready = JSON.parse((await relay.waitFor(/^READY (.*)$/m, 20_000))[1]) as RelayReady;
+  writeFileSync(join(dir, 'relay.pem'), ready.caPem);
+  return { relay, ready };
+}
+
+/** Relay, destination (in front of `app`) and source; `maxActiveConnections` overrides that proxy setting on both proxies. */
+async function startStack(app: AppServer, children: string, maxActiveConnections?: number): Promise<Stack> {
+  const cliProxies = /source-listen-port/.test(cliHelp(['--help']));
+  const cliRelay = /tls-self-signed/.test(cliHelp(['relay', '--help']));
+  if (children === 'cli' && !(cliProxies && cliRelay)) throw new Error('--children cli: dist/localproxy.cjs cannot run the relay and the proxies yet');
+  const useCli = children !== 'lib' && cliProxies;
+  const host = await bundleHost();
+  const temp = mkdtempSync(join(os.tmpdir(), 'localproxy-bench-'));
+  const started: Child[] = [];
+  const stopAll = async () => {
+    for (const child of started.reverse()) await child.stop();
+    rmSync(temp, { recursive: true, force: true });
+    rmSync(host, { force: true });
+  };
+  try {
+    let relayKind = 'relay: `localproxy relay` (CLI)';
+    let relayStarted: { relay: Child; ready: RelayReady } | undefined;
+    if (children !== 'lib' && cliRelay) {
+      try {
+        relayStarted = await startCliRelay(temp, started);
+      } catch (err) {
+        if (children === 'cli') throw err;
+        process.stderr.write(`bench: the CLI relay did not work (${(err as Error).message.split('\n')[0]}); using the library\n`);
+        for (const child of started.splice(0)) await child.stop();
+      }
+    }
+    if (!relayStarted) {
+      relayStarted = await startLibraryRelay(host, temp, started);
+      relayKind = 'relay: bench/host.ts (library `startRelay`, bundled)';
+    }
+    const { relay, ready } = relayStarted;
+
+    let source: Child;
+    let destination: Child;
+    let sourcePort: number;
+    if (useCli) {
+      sourcePort = await freePort();
+      const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', '4'];
+      if (maxActiveConnections) {
+        const file = join(temp, 'settings.json');
+        writeFileSync(file, JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: String(maxActiveConnections) } } } }));
+        common.push('--settings-json', file);
+      }
+      destination = spawnChild('destination', [CLI, ...common, '-d', `SSH1=127.0.0.1:${app.port}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken });
+      started.push(destination);
+      source = spawnChild('source', [CLI, ...common, '-s', `SSH1=${sourcePort}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.sourceAccessToken });
+      started.push(source);
+      await destination.waitFor(/Successfully established websocket connection/, 20_000);
+      await source.waitFor(/Listening for new connection on port \d+/, 20_000);
+    } else {
+      const settings = maxActiveConnections ? { maxActiveConnections } : {};
+      const spec = (services: object) => JSON.stringify({ endpoint: { host: '127.0.0.1', port: ready.port }, caPem: ready.caPem, services, settings });
+      destination = spawnChild('destination', [host, 'destination'], {
+        AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken,
+        LOCALPROXY_BENCH_SPEC: spec({ SSH1: { kind: 'tcp', host: '127.0.0.1', port: app.port } }),
+      });
+      started.push(destination);
+      source = spawnChild('source', [host, 'source'], {
+        AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.sourceAccessToken,
+        LOCALPROXY_BENCH_SPEC: spec({ SSH1: { kind: 'tcp', host: '127.0.0.1', port: 0 } }),
+      });
+      started.push(source);
+      await destination.waitFor(/^READY /m, 20_000);
+      const ports = JSON.parse((await source.waitFor(/^READY (.*)$/m, 20_000))[1]) as Record<string, number>;
+      sourcePort = ports.SSH1;
+    }
+    // Both proxies report ready on their own; one echo proves the whole path before timing anything.
+    await probe(sourcePort);
+    const proxyKind = useCli
+      ? 'proxies: the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)'
+      : 'proxies: bench/host.ts (library `startProxy`, bundled)';
+    return { kind: `${relayKind}; ${proxyKind}`, relay, source, destination, sourcePort, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+async function probe(port: number): Promise<void> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    try {
+      await connectToFirstByte(port);
+      return;
+    } catch (err) {
+      lastError = err;
+      // The destination may still be settling its session; retry a bounded number of times.
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+  throw new Error(`no echo through the tunnel: ${(lastError as Error).message}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads: each returns named figures for one run over one path
+
+type Figures = Record<string, number>;
+
+async function bulkOne(path: Path): Promise<Figures> {
+  const result = await upload(path.port, { bytes: SIZES.bulk1, limitMs: 600_000 });
+  return { mibps: result.bytes / MiB / result.seconds, bytes: result.bytes };
+}
+
+async function bulkEight(path: Path): Promise<Figures> {
+  const startedNs = process.hrtime.bigint();
+  const results = await Promise.all(Array.from({ length: 8 }, () => upload(path.port, { bytes: SIZES.bulk8Each, limitMs: 600_000 })));
+  const seconds = secondsSince(startedNs);
+  const bytes = results.reduce((sum, r) => sum + r.bytes, 0);
+  return { mibps: bytes / MiB / seconds, bytes, slowestMibps: Math.min(...results.map((r) => r.bytes / MiB / r.seconds)) };
+}
+
+async function echo(path: Path): Promise<Figures> {
+  const rtts = await echoRounds(path.port, SIZES.echoRounds);
+  return { p50: percentile(rtts, 50), p99: percentile(rtts, 99), rounds: rtts.length };
+}
+
+async function connectFirstByte(path: Path): Promise<Figures> {
+  const times: number[] = [];
+  for (let i = 0; i < SIZES.connects; i++) times.push(await connectToFirstByte(path.port));
+  return { p50: percentile(times, 50), p99: percentile(times, 99), samples: times.length };
+}
+
+async function fairness(path: Path): Promise<Figures> {
+  let echoDone = false;
+  const bulk = upload(path.port, { bytes: 64 * GiB, segmentBytes: 16 * MiB, until: () => echoDone, limitMs: 600_000 });
+  const deadline = Date.now() + FAIRNESS_LIMIT_MS;
+  const rtts = await echoRounds(path.port, SIZES.fairnessRounds, () => Date.now() > deadline).finally(() => {
+    echoDone = true;
+  });
+  const loaded = await bulk;
+  return { p50: percentile(rtts, 50), p99: percentile(rtts, 99), rounds: rtts.length, bulkMibps: loaded.bytes / MiB / loaded.seconds };
+}
+
+function slowCase(app: AppServer, slowBytes: number) {
+  return async (path: Path): Promise<Figures> => {
+    const readers = app.slowReaders.length;
+    const writer = slowConsumer(path.port, SLOW_RATE, slowBytes);
+    try {
+      // The other transfer starts once the slow reader has its first bytes (it is then holding data).
+      await waitFor(() => app.slowReaders.length > readers && app.slowReaders[readers].bytes > 0, 10_000, 'slow reader gets data');
+      const other = await upload(path.port, { bytes: SIZES.slowOther, segmentBytes: 16 * MiB, limitMs: TRANSFER_LIMIT_MS });
+      const reader = app.slowReaders[readers];
+      if (!reader.ok) throw new Error('integrity: the slow reader received bytes that differ from what was sent');
+      return {
+        otherMibps: other.bytes / MiB / other.seconds,
+        otherCompleted: other.completed ? 1 : 0,
+        slowMibps: reader.bytes / MiB / secondsSince(reader.startedNs),
+      };
+    } finally {
+      writer.stop();
+      app.slowReaders[readers]?.close();
+    }
+  };
+}
+
+function burstCase(name: string) {
+  return async (path: Path): Promise<Figures> => {
+    const result = await burst(path.port, SIZES.burst, 30_000);
+    const key = `${name} ${path.name}`;
+    const tally = burstFailures.get(key) ?? new Map<string, number>();
+    burstFailures.set(key, tally);
+    for (const [why, n] of result.failures) tally.set(why, (tally.get(why) ?? 0) + n);
+    return { served: result.served, ms: result.seconds * 1000 };
+  };
+}
+
+/** Polls a condition of this process's own application server; bounded. */
+async function waitFor(check: () => boolean, limitMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${limitMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+export interface ProcessFigures {
+  cpuSeconds: number;
+  peakRssMiB: number;
+}
+
+export interface RunRecord {
+  path: PathName;
+  figures: Figures;
+  /** Tunnel runs only: relay, source, destination. */
+  processes?: Record<string, ProcessFigures>;
+}
+
+async function main(): Promise<void> {
+  const app = await AppServer.start();
+  const stack = await startStack(app, String(args.children));
+  const procs: Child[] = [stack.relay, stack.source, stack.destination];
+  const direct: Path = { name: 'direct', port: app.port };
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  try {
+    const idleRss = Object.fromEntries(procs.map((p) => [p.name, rssMiB(p.pid)]));
+    const peakResettable = procs.every((p) => resetPeakRss(p.pid));
+    for (const bytes of [SIZES.bulk1, SIZES.bulk8Each, SIZES.slowOther, 16 * MiB]) patternDigest(bytes);
+
+    // Warm-up (JIT, TLS session, socket buffers): not measured.
+    for (const path of [direct, { name: 'tunnel', port: stack.sourcePort }]) {
+      await upload(path.port, { bytes: 32 * MiB, segmentBytes: 16 * MiB, limitMs: 60_000 });
+      await echoRounds(path.port, 200);
+    }
+
+    const workloads: Array<[string, (path: Path) => Promise<Figures>]> = [
+      ['bulk1', bulkOne],
+      ['bulk8', bulkEight],
+      ['echo', echo],
+      ['connect', connectFirstByte],
+      ['fairness', fairness],
+      ['slowBounded', slowCase(app, SLOW_BOUNDED_BYTES)],
+      ['slowUnbounded', slowCase(app, 1024 * GiB)],
+      ['burst', burstCase('burst')],
+      ['burst256', burstCase('burst256')],
+    ];
+    const records: Record<string, RunRecord[]> = {};
+    const startedNs = process.hrtime.bigint();
+    for (const [name, workload] of workloads) {
+      // The default max_active_connections (128) refuses part of a 200-connection burst by design;
+      // a second tunnel whose proxies allow 256 shows how the burst itself is handled.
+      const own = name === 'burst256' ? await startStack(app, String(args.children), 256) : stack;
+      const ownProcs = [own.relay, own.source, own.destination];
+      const tunnelPath: Path = { name: 'tunnel', port: own.sourcePort };
+      records[name] = [];
+      try {
+        for (let run = 1; run <= RUNS; run++) {
+          for (const path of [direct, tunnelPath]) {
+            const before = ownProcs.map((p) => cpuSeconds(p.pid));
+            if (path.name === 'tunnel') for (const p of ownProcs) resetPeakRss(p.pid);
+            const figures = await workload(path);
+            const record: RunRecord = { path: path.name, figures };
+            if (path.name === 'tunnel') {
+              record.processes = Object.fromEntries(ownProcs.map((p, i) => [p.name, { cpuSeconds: cpuSeconds(p.pid) - before[i], peakRssMiB: peakRssMiB(p.pid) }]));
+            }
+            records[name].push(record);
+            log(`${name} run ${run} ${path.name}: ${Object.entries(figures).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(2)}`).join(' ')}`);
+          }
+        }
+      } finally {
+        if (own !== stack) await own.stop();
+      }
+    }
+    const afterRss = Object.fromEntries(procs.map((p) => [p.name, rssMiB(p.pid)]));
+    const report: Report = {
+      date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+      node: process.version,
+      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'unknown'}`,
+      kind: stack.kind,
+      runs: RUNS,
+      quick,
+      sizes: SIZES,
+      slow: { rateBytes: SLOW_RATE, boundedBytes: SLOW_BOUNDED_BYTES, limitMs: TRANSFER_LIMIT_MS },
+      fairnessLimitMs: FAIRNESS_LIMIT_MS,
+      burstFailures: Object.fromEntries([...burstFailures].map(([key, tally]) => [key, Object.fromEntries(tally)])),
+      idleRss,
+      afterRss,
+      peakResettable,
+      seconds: secondsSince(startedNs),
+      records,
+    };
+    const tables = renderTables(report);
+    process.stdout.write(`${tables}\n`);
+    if (typeof args.json === 'string') writeFileSync(args.json, JSON.stringify(report, null, 2));
+    if (args.write && !quick) {
+      updateDocs(join(root, 'docs/BENCHMARKS.md'), tables);
+      log('docs/BENCHMARKS.md updated');
+    }
+  } finally {
+    await stack.stop();
+    await app.close();
+  }
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench: ${err.message}\n`);
+  process.exit(1);
+});
