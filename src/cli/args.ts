@@ -20,7 +20,7 @@ export interface OptionSpec {
 }
 
 export const OPTIONS: readonly OptionSpec[] = [
-  { name: 'help', short: 'h', value: false, description: 'Show this help and exit', example: 'localproxy --help' },
+  { name: 'help', short: 'h', value: false, description: 'Show help message and exit', example: 'localproxy --help' },
   { name: 'version', short: 'V', value: false, description: 'Print the version and exit', example: 'localproxy -V' },
   { name: 'access-token', short: 't', value: true, arg: 'TOKEN', description: 'Client access token (prefer AWSIOT_TUNNEL_ACCESS_TOKEN: the command line is visible to other users)', example: '-t "$TOKEN"' },
   { name: 'client-token', short: 'i', value: true, arg: 'TOKEN', description: 'Client token, 32-128 letters, digits or hyphens (default: derived from the access token and host name)', example: '-i 3f1c6e0e-7f5b-4f4b-9a44-7b2c5f0f0a11' },

@@ -1,0 +1,73 @@
+/**
+ * Exit codes of the built CLI for how a run ends (Decisions 1), against our relay:
+ * retries exhausted → 1, token refused → 3, service ids that do not match → 3,
+ * tunnel closed by the service → 0.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { caDir } from '../helpers/child';
+import { startRelayForTests, type Relay } from '../helpers/tunnel';
+import { freePort, within } from '../helpers/wait';
+import { startCli, type LiveCli } from './live-cli';
+
+let relay: Relay;
+let ca: ReturnType<typeof caDir>;
+let work: string;
+const running = new Set<LiveCli>();
+
+const outcomes = suite('exit codes of a run');
+
+outcomes.before(async () => {
+  relay = await startRelayForTests();
+  ca = caDir(relay);
+  work = mkdtempSync(join(tmpdir(), 'localproxy-outcomes-'));
+});
+
+outcomes.after(async () => {
+  for (const cli of running) cli.kill();
+  await relay.close();
+  ca.remove();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function exitOf(cli: LiveCli): Promise<number | null> {
+  running.add(cli);
+  const { code, signal } = await within(cli.exited, 15_000, 'the proxy exits');
+  running.delete(cli);
+  assert.is(signal, null);
+  return code;
+}
+
+outcomes('connect_retry_count 0 and nothing listening: exit 1', async () => {
+  const settings = join(work, 'no-retry.json');
+  writeFileSync(settings, JSON.stringify({ tunneling: { proxy: { websocket: { connect_retry_count: '0' } } } }));
+  const port = await freePort();
+  const cli = startCli(['-e', `127.0.0.1:${port}`, '-m', 'src', '--settings-json', settings], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'not-a-real-token-0123456789' }, cwd: work });
+  assert.is(await exitOf(cli), 1, cli.stderr());
+});
+
+outcomes('a token the service refuses: exit 3', async () => {
+  const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'not-a-real-token-0123456789' }, cwd: work });
+  assert.is(await exitOf(cli), 3, cli.stderr());
+});
+
+outcomes('service ids that do not match -d: exit 3', async () => {
+  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'HTTP1=80'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
+  assert.is(await exitOf(cli), 3, cli.stderr());
+  assert.match(cli.stderr(), /SSH1/);
+});
+
+outcomes('the service closes the tunnel: exit 0', async () => {
+  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'SSH1=22'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
+  running.add(cli);
+  await cli.waitFor(/Successfully established websocket connection/);
+  relay.closeTunnel(tunnel.tunnelId);
+  assert.is(await exitOf(cli), 0, cli.stderr());
+});
+
+outcomes.run();
