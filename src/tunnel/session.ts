@@ -230,8 +230,11 @@ export class Session implements Producer {
     const svc = this.services.get(msg.serviceId);
     if (!svc) {
       this.warnOnce(`service:${msg.serviceId}`, `Dropping messages for unknown service id ${msg.serviceId} (configured: ${[...this.services.keys()].join(', ')})`);
-      if (msg.type === MessageType.CONNECTION_START && msg.connectionId !== 0) {
-        this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId });
+      // A start we cannot serve is answered, so the peer's application is not left waiting.
+      if (this.mode === 'destination' && (msg.type === MessageType.STREAM_START || msg.type === MessageType.CONNECTION_START)) {
+        this.sendControl(msg.connectionId !== 0
+          ? { type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId }
+          : { type: MessageType.STREAM_RESET, serviceId: msg.serviceId, streamId: msg.streamId });
       }
     }
     return svc;

@@ -187,6 +187,27 @@ dest('a reset that arrives while the destination is still connecting: the app st
   }
 });
 
+dest('a start for an unknown service id, or beyond max_active_connections, is answered with a reset; the rest goes on', async () => {
+  const app = await echoServer();
+  const t = await setup({ SSH1: app.port }, { maxActiveConnections: 1 });
+  try {
+    t.peer.serviceIds('SSH1');
+    t.peer.send({ type: T.STREAM_START, serviceId: 'NOPE', streamId: 1, connectionId: 1 });
+    const unknown = await t.peer.takeType(T.CONNECTION_RESET);
+    assert.equal([unknown.serviceId, unknown.connectionId], ['NOPE', 1]);
+    t.peer.send({ type: T.STREAM_START, serviceId: 'SSH1', streamId: 1, connectionId: 1 });
+    t.peer.send({ type: T.CONNECTION_START, serviceId: 'SSH1', streamId: 1, connectionId: 2 });
+    const refused = await t.peer.takeType(T.CONNECTION_RESET);
+    assert.equal([refused.serviceId, refused.connectionId], ['SSH1', 2]);
+    assert.ok(t.log.has('max_active_connections (1) reached'));
+    t.peer.send({ type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: text('fine') });
+    assert.is((await t.peer.takeData(1, 1, 4)).toString(), 'fine');
+  } finally {
+    await t.close();
+    await app.close();
+  }
+});
+
 dest('SESSION_RESET closes every connection of every service and the session goes on', async () => {
   const a = await echoServer();
   const b = await echoServer();
