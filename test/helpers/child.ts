@@ -132,6 +132,8 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
 }
 
 export interface ChildTunnel {
+  /** How the proxies run: the built CLI or the library child. */
+  kind: 'cli' | 'lib';
   relay: Relay;
   tunnel: ReturnType<Relay['openTunnel']>;
   source: ChildProxy;
@@ -161,6 +163,7 @@ export async function startChildTunnel(destinationMap: Record<string, number>, o
     return child;
   };
   const result: ChildTunnel = {
+    kind: childKind(),
     relay,
     tunnel,
     source: undefined as unknown as ChildProxy,
