@@ -12,6 +12,24 @@ import { MessageType } from '../protocol/message';
 import { CLOSE_FLUSH_TIMEOUT_MS, type Producer, type Throttled } from './flow';
 import type { Session, ServiceState } from './session';
 
+const kConnection = Symbol('connection');
+type OwnedSocket = Socket & { [kConnection]?: Connection };
+
+// Socket listeners are module functions reaching their connection through the socket, so no
+// closure is allocated per connection and each can be removed by name.
+function socketOnData(this: OwnedSocket, chunk: Buffer): void {
+  this[kConnection]!.onSocketData(chunk);
+}
+function socketOnEnd(this: OwnedSocket): void {
+  this[kConnection]!.onSocketEnd();
+}
+function socketOnError(this: OwnedSocket, err: Error): void {
+  this[kConnection]!.onSocketError(err);
+}
+function socketOnClose(this: OwnedSocket): void {
+  this[kConnection]!.onSocketClose();
+}
+
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed';
 
 export class Connection implements Producer, Throttled {
@@ -53,10 +71,11 @@ export class Connection implements Producer, Throttled {
     // A peer reset that arrived while connecting leaves the state at 'closing'.
     if (!this.endWhenConnected) this.state = 'open';
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onSocketData(chunk));
-    socket.on('end', () => this.onSocketEnd());
-    socket.on('error', (err: Error) => this.onSocketError(err));
-    socket.on('close', () => this.onSocketClose());
+    (socket as OwnedSocket)[kConnection] = this;
+    socket.on('data', socketOnData);
+    socket.on('end', socketOnEnd);
+    socket.on('error', socketOnError);
+    socket.on('close', socketOnClose);
     if (this.state === 'open') this.session.outbound.register(this);
     for (const payload of this.early) this.writeToApp(payload);
     this.early = [];
@@ -91,7 +110,8 @@ export class Connection implements Producer, Throttled {
     this.socket!.write(payload, () => budget.release(n));
   }
 
-  private onSocketData(chunk: Buffer): void {
+  /** @internal */
+  onSocketData(chunk: Buffer): void {
     if (this.state !== 'open') return;
     this.bytesOut += chunk.length;
     const max = this.session.settings.maxPayloadSize;
@@ -120,13 +140,15 @@ export class Connection implements Producer, Throttled {
     return this.service.version >= 3 ? MessageType.CONNECTION_RESET : MessageType.STREAM_RESET;
   }
 
-  private onSocketEnd(): void {
+  /** @internal */
+  onSocketEnd(): void {
     if (this.state !== 'open') return;
     this.log.debug('local end of file; sending the reset after the bytes read before it');
     this.finishFromLocal();
   }
 
-  private onSocketError(err: Error): void {
+  /** @internal */
+  onSocketError(err: Error): void {
     this.log.debug(`local socket error: ${err.message}`);
     if (this.state === 'open') this.finishFromLocal();
     this.socket?.destroy();
@@ -211,7 +233,8 @@ export class Connection implements Producer, Throttled {
     }
   }
 
-  private onSocketClose(): void {
+  /** @internal */
+  onSocketClose(): void {
     this.socketClosed = true;
     clearTimeout(this.flushTimer);
     this.session.outbound.unregister(this);
