@@ -18,9 +18,9 @@ import { validateMessage } from '../protocol/validate';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
 /** Pause the sender while the receiver has more than this many bytes not yet written to its socket. */
-export const HIGH_WATER_BYTES = 1024 * 1024;
+export const HIGH_WATER_BYTES = 256 * 1024;
 /** Resume the sender when the receiver's unsent bytes drop below this. */
-export const LOW_WATER_BYTES = 256 * 1024;
+export const LOW_WATER_BYTES = 64 * 1024;
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
 

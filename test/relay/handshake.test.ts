@@ -6,7 +6,7 @@ import { silentLogger } from '../../src/log';
 import { SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3 } from '../../src/protocol/constants';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { within } from '../helpers/wait';
-import { connectPeer, tunnelUrl, type TestPeer } from './peer';
+import { connectPeer, TestPeer, tunnelUrl } from './peer';
 
 interface Ctx { relay: Relay; peers: TestPeer[] }
 const handshake = suite<Ctx>('relay data plane: handshake');
@@ -56,9 +56,9 @@ handshake('accepts a source with the access-token header: 3.0 negotiated, channe
   let channelId = '';
   const ws = new WebSocket(tunnelUrl(ctx.relay, 'source'), [SUBPROTOCOL_V1, SUBPROTOCOL_V3, SUBPROTOCOL_V2], { headers: { 'access-token': t.sourceAccessToken }, ca: ctx.relay.caPem });
   ws.on('upgrade', (res) => { channelId = String(res.headers['channel-id']); });
-  const peer = new (await import('./peer')).TestPeer(ws);
-  ctx.peers.push(peer);
-  await within(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'open');
+  const opened = new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  ctx.peers.push(new TestPeer(ws));
+  await within(opened, 5000, 'open');
   assert.is(ws.protocol, SUBPROTOCOL_V3);
   assert.match(channelId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 });
