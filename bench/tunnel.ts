@@ -2,13 +2,15 @@
  * Tunnel benchmark (not a test): what the tunnel costs next to a direct TCP connection.
  *
  *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--children cli|lib|auto] [--no-write] [--json FILE]
+ *                                     [--only bulk1,echo,...] [--profile DIR]
  *
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as child processes
  * on loopback, one application server in this process, and runs every workload once over a
  * direct connection to the server and once through the tunnel, alternating, `runs` times
  * (default 3). Prints the tables and, unless --no-write or --quick, replaces the part of
  * docs/BENCHMARKS.md between `<!-- bench:tunnel:start -->` and `<!-- bench:tunnel:end -->`.
- * --quick uses small sizes, for trying the harness out.
+ * --quick uses small sizes, for trying the harness out; --only runs some workloads (and never
+ * writes the docs); --profile DIR has the child processes write V8 CPU profiles (.cpuprofile) there.
  */
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,7 +19,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import mri from 'mri';
 import { AppServer, burst, connectToFirstByte, echoRounds, patternDigest, slowConsumer, upload } from './apps';
-import { CLI, cpuSeconds, peakRssMiB, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
+import { CLI, cpuSeconds, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
 import { renderTables, updateDocs, type Report } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
 import { execFileSync } from 'node:child_process';
@@ -26,11 +28,13 @@ const root = new URL('..', import.meta.url).pathname;
 
 const args = mri(process.argv.slice(2), {
   boolean: ['quick', 'write'],
-  string: ['children', 'json'],
+  string: ['children', 'json', 'only', 'profile'],
   default: { write: true, children: 'auto' },
 });
 const quick = Boolean(args.quick);
 const RUNS = Number(args.runs ?? 3);
+const only = typeof args.only === 'string' ? args.only.split(',') : undefined;
+if (typeof args.profile === 'string') profileChildren(args.profile);
 
 /** Workload sizes; the 1 GiB single-connection transfer is a real 1 GiB in a full run. */
 const SIZES = quick
@@ -343,7 +347,7 @@ async function main(): Promise<void> {
       await echoRounds(path.port, 200);
     }
 
-    const workloads: Array<[string, (path: Path) => Promise<Figures>]> = [
+    const all: Array<[string, (path: Path) => Promise<Figures>]> = [
       ['bulk1', bulkOne],
       ['bulk8', bulkEight],
       ['echo', echo],
@@ -354,6 +358,7 @@ async function main(): Promise<void> {
       ['burst', burstCase('burst')],
       ['burst256', burstCase('burst256')],
     ];
+    const workloads = all.filter(([name]) => !only || only.includes(name));
     const records: Record<string, RunRecord[]> = {};
     const startedNs = process.hrtime.bigint();
     for (const [name, workload] of workloads) {
@@ -402,7 +407,7 @@ async function main(): Promise<void> {
     const tables = renderTables(report);
     process.stdout.write(`${tables}\n`);
     if (typeof args.json === 'string') writeFileSync(args.json, JSON.stringify(report, null, 2));
-    if (args.write && !quick) {
+    if (args.write && !quick && !only) {
       updateDocs(join(root, 'docs/BENCHMARKS.md'), tables);
       log('docs/BENCHMARKS.md updated');
     }
