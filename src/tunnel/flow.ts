@@ -176,6 +176,11 @@ export class InboundBudget {
     return this.pending;
   }
 
+  /** True while the WebSocket reader is paused for the apps (pongs are not read either). */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
   add(n: number): void {
     this.pending += n;
     if (!this.paused && this.pending > this.budgetBytes) {

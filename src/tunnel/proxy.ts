@@ -193,12 +193,18 @@ export function startProxy(options: ProxyOptions): LocalProxy {
         },
       });
       session = s;
-      const stopKeepalive = startKeepalive(ws, {
+      // While the reader is paused for slow apps, pongs are not read either: that silence says
+      // nothing about the service, so the keepalive starts over instead of declaring it dead.
+      const keepalive = (): (() => void) => startKeepalive(ws, {
         periodMs: settings.pingPeriodMs,
         maxMissed: settings.maxMissedPings,
         log: slog,
-        onDead: () => ws.terminate(),
+        onDead: () => {
+          if (s.inbound.isPaused && !settled) stopKeepalive = keepalive();
+          else ws.terminate();
+        },
       });
+      let stopKeepalive = keepalive();
       const onClose = (code: number, reasonBuf: Buffer): void => {
         const reason = reasonBuf.toString();
         if (closing) {
