@@ -2,6 +2,7 @@
  * The proxy command line: build the options, start the proxy, stop it on SIGTERM/SIGINT
  * (Decisions 13) and return the exit code (Decisions 1).
  */
+import { realpathSync } from 'node:fs';
 import { ExitCode, ExitError } from '../exit';
 import type { Logger } from '../log';
 import { startProxy, type LocalProxy } from '../tunnel/proxy';
@@ -12,11 +13,23 @@ import { buildProxyOptions, type CliContext } from './proxy-options';
 const SHUTDOWN_GRACE_MS = 1800;
 const TRY_HELP = "Try 'localproxy --help' for a list of options.";
 
+/**
+ * The executable's real path, for the `config/` directory beside it: the bundle behind an
+ * npm bin symlink, or the single executable itself (whose argv[1] repeats its path).
+ */
+function executablePath(): string {
+  try {
+    return realpathSync(process.argv[1] ?? process.execPath);
+  } catch {
+    return process.execPath;
+  }
+}
+
 export function defaultContext(): CliContext {
   return {
     env: process.env,
     cwd: process.cwd(),
-    executable: process.argv[1] ?? process.execPath,
+    executable: executablePath(),
     stdout: (text) => process.stdout.write(text),
   };
 }

@@ -4,12 +4,12 @@
  * example command of the reference's README. Accepted invocations are stopped at the
  * line that ends option processing (see run-cli.ts), so nothing reaches the network.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runCli, type CliResult } from './run-cli';
+import { CLI, runCli, type CliResult } from './run-cli';
 
 const TOKEN = 'AQGAAXh0ZXN0LWFjY2Vzcy10b2tlbi1mb3ItdGhlLWNsaQ';
 const CLIENT_TOKEN = '3f1c6e0e-7f5b-4f4b-9a44-7b2c5f0f0a11';
@@ -303,6 +303,19 @@ table('every invocation gives its exit code and message', async () => {
 table('the README example writes lpsettings.json in the current directory', () => {
   const text = readFileSync(join(dir, 'lpsettings.json'), 'utf8');
   assert.match(text, /"connect_retry_count": "-1"/);
+});
+
+table('Decisions 9: without ./config, the config/ directory beside the executable is used', async () => {
+  const install = join(dir, 'install');
+  file('install/config/services.ini', 'SSH1 = 2200\n');
+  copyFileSync(CLI, join(install, 'localproxy.cjs'));
+  const elsewhere = join(dir, 'elsewhere');
+  mkdirSync(elsewhere);
+  const r = await runCli([...t, '-r', 'us-east-1', '-m', 'dst', '-v', '5'], { cli: join(install, 'localproxy.cjs'), cwd: elsewhere, untilAccepted: true });
+  check('config beside the executable', { args: [], code: ACCEPTED, out: ['SSH1 = 2200 (configuration files)', join(install, 'config/services.ini')] }, r);
+  // ./config in the current directory wins over it.
+  const r2 = await runCli([...t, '-r', 'us-east-1', '-m', 'dst', '-v', '5'], { cli: join(install, 'localproxy.cjs'), cwd: cwdWithConfig, untilAccepted: true });
+  check('./config first', { args: [], code: ACCEPTED, out: 'SSH1 = 2222 (configuration files)', absent: ['2200'] }, r2);
 });
 
 table.run();

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 const root = new URL('../..', import.meta.url).pathname;
-export const CLI = process.env.LOCALPROXY_TEST_CLI ?? join(root, 'dist/localproxy.cjs');
+export const CLI = join(root, 'dist/localproxy.cjs');
 export const ACCEPTED_MARKER = 'Service endpoint: ';
 
 export interface CliResult {
@@ -21,6 +21,8 @@ export interface RunOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
   untilAccepted?: boolean;
+  /** Another copy of the bundle to run (default dist/localproxy.cjs). */
+  cli?: string;
   /** Hard failure bound. */
   timeoutMs?: number;
 }
@@ -41,7 +43,7 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
 
 export function runCli(args: string[], options: RunOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, [options.cli ?? CLI, ...args], {
       cwd: options.cwd ?? root,
       env: cleanEnv(options.env),
       stdio: ['ignore', 'pipe', 'pipe'],
