@@ -93,7 +93,7 @@ export interface FakeService {
   close(): Promise<void>;
 }
 
-export async function startFakeService(options: { subprotocol?: string } = {}): Promise<FakeService> {
+export async function startFakeService(options: { subprotocol?: string; autoPong?: boolean } = {}): Promise<FakeService> {
   const server: Server = createServer({ cert: cert.certPem, key: cert.keyPem });
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
@@ -102,6 +102,7 @@ export async function startFakeService(options: { subprotocol?: string } = {}): 
   });
   const wss = new WebSocketServer({
     server,
+    autoPong: options.autoPong ?? true,
     handleProtocols: (offered) => options.subprotocol ?? [...offered][0] ?? false,
   });
   const peers: FakePeer[] = [];

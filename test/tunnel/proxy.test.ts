@@ -45,6 +45,28 @@ proxy('an abrupt loss resets local connections, keeps the listener bound and rec
   }
 });
 
+proxy('a service that stops answering pings is declared dead: connections are reset and the proxy reconnects', async () => {
+  const app = await echoServer();
+  const service = await startFakeService({ autoPong: false });
+  const options = fakeOptions(service, 'destination', { SSH1: app.port }, {}, { pingPeriodMs: 50, maxMissedPings: 2 });
+  const p = startProxy(options);
+  try {
+    const first = await service.peer(0);
+    const appClosed = new Promise<void>((resolve) => app.server.once('connection', (s: Socket) => s.once('close', () => resolve())));
+    first.serviceIds('SSH1');
+    first.send({ type: T.STREAM_START, serviceId: 'SSH1', streamId: 1, connectionId: 1 });
+    await within(appClosed, 5000, 'app connection reset after the keepalive gave up');
+    const second = await service.peer(1, 5000);
+    second.serviceIds('SSH1');
+    await within(p.ready, 1000, 'ready');
+    assert.ok(options.capture.has('No pong'));
+  } finally {
+    await within(p.close(), 3000, 'close');
+    await service.close();
+    await app.close();
+  }
+});
+
 proxy('a close frame from the service resets connections and ends with exit 0, logging code and reason', async () => {
   const app = await echoServer();
   const service = await startFakeService();
