@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { connectTo } from '../helpers/apps';
 import { caDir } from '../helpers/child';
 import { startRelayForTests, type Relay } from '../helpers/tunnel';
-import { within } from '../helpers/wait';
+import { freePort, within } from '../helpers/wait';
 import { startCli, type LiveCli } from './live-cli';
 
 let relay: Relay;
@@ -109,6 +109,19 @@ signals('fixes reference bug 9.1#3: SIGTERM on the source during a transfer rese
 
 signals('SIGINT on the destination during a transfer exits 0 within 2 s', async () => {
   await stopWith('SIGINT', 'destination');
+});
+
+signals('SIGTERM while waiting to retry the service connection exits 0 at once', async () => {
+  const port = await freePort();
+  const cli = startCli(['-e', `127.0.0.1:${port}`, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'not-a-real-token-0123456789' }, cwd: work });
+  running.add(cli);
+  await cli.waitFor(/Retrying connection/);
+  const sentAt = Date.now();
+  cli.child.kill('SIGTERM');
+  const exit = await within(cli.exited, 5000, 'exit after SIGTERM');
+  running.delete(cli);
+  assert.is(exit.code, 0, cli.stderr());
+  assert.ok(exit.at - sentAt < 2000, `took ${exit.at - sentAt} ms`);
 });
 
 signals.run();
