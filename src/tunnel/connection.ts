@@ -47,6 +47,7 @@ export class Connection implements Producer, Throttled {
   private endWhenConnected = false;
   private socketClosed = false;
   private flushTimer?: NodeJS.Timeout;
+  private remote = '';
   /** Aborts a destination connect in progress. */
   abortConnect?: () => void;
 
@@ -72,6 +73,7 @@ export class Connection implements Producer, Throttled {
     if (!this.endWhenConnected) this.state = 'open';
     socket.setNoDelay(true);
     (socket as OwnedSocket)[kConnection] = this;
+    this.remote = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
     socket.on('data', socketOnData);
     socket.on('end', socketOnEnd);
     socket.on('error', socketOnError);
@@ -243,6 +245,7 @@ export class Connection implements Producer, Throttled {
       this.state = 'closing';
       this.service.onLocalClose(this);
     }
+    this.log.info(`Disconnected from: ${this.remote}`);
     this.log.debug(`closed (sent ${this.bytesOut} bytes, received ${this.bytesIn} bytes)`);
     this.maybeRelease();
   }

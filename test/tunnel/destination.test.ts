@@ -6,6 +6,9 @@ import * as assert from 'uvu/assert';
 import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { echoServer, sinkServer } from '../helpers/apps';
 import { freePort, within } from '../helpers/wait';
 import { MessageType as T } from '../../src/protocol/message';
@@ -205,6 +208,45 @@ dest('a start for an unknown service id, or beyond max_active_connections, is an
   } finally {
     await t.close();
     await app.close();
+  }
+});
+
+dest('targets: a Unix socket path and an IPv6 literal', async () => {
+  const path = join(tmpdir(), `localproxy-test-${process.pid}.sock`);
+  rmSync(path, { force: true });
+  const unixApp = createServer((s) => s.pipe(s));
+  unixApp.listen(path);
+  await once(unixApp, 'listening');
+  const v6App = createServer((s) => s.pipe(s));
+  v6App.listen(0, '::1');
+  await once(v6App, 'listening');
+  const service = await startFakeService();
+  const options = fakeOptions(service, 'destination', {
+    UNIX: { kind: 'unix', path },
+    V6: { kind: 'tcp', host: '::1', port: (v6App.address() as { port: number }).port },
+  });
+  const proxy = startProxy(options);
+  try {
+    const peer = await service.peer();
+    peer.serviceIds('UNIX', 'V6');
+    peer.send(
+      { type: T.STREAM_START, serviceId: 'UNIX', streamId: 1, connectionId: 1 },
+      { type: T.DATA, serviceId: 'UNIX', streamId: 1, connectionId: 1, payload: text('unix') },
+      { type: T.STREAM_START, serviceId: 'V6', streamId: 1, connectionId: 1 },
+      { type: T.DATA, serviceId: 'V6', streamId: 1, connectionId: 1, payload: text('six') },
+    );
+    const a = await peer.take((m) => m.type === T.DATA && m.serviceId === 'UNIX');
+    const b = await peer.take((m) => m.type === T.DATA && m.serviceId === 'V6');
+    assert.is(Buffer.from(a.payload).toString(), 'unix');
+    assert.is(Buffer.from(b.payload).toString(), 'six');
+    assert.ok(options.capture.has(`Connected to Unix socket: ${path}`));
+    assert.ok(options.capture.has('Connected to ::1, port: '));
+  } finally {
+    await within(proxy.close(), 3000, 'close');
+    await service.close();
+    unixApp.close();
+    v6App.close();
+    rmSync(path, { force: true });
   }
 });
 
