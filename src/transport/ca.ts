@@ -1,13 +1,16 @@
 /**
  * Trusted certificates for the service (and an https:// web proxy): Node's default store,
- * plus `options.ca`, plus every certificate in the files of `-c DIR`. The directory may be
+ * the operating system's bundle where it is a file (Linux: what OpenSSL and the reference
+ * trust, including corporate CAs added with update-ca-certificates), plus `options.ca`,
+ * plus every certificate in the files of `-c DIR`. The directory may be
  * an `openssl rehash` directory (`<hash>.0` links) or hold plain `.pem`/`.crt`/`.cer` files;
  * both are read the same way, so a Windows path like `D:\certs` is just a directory.
  */
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 /** Files bigger than this are not certificate bundles; skip instead of reading them whole. */
@@ -66,9 +69,44 @@ export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
   return { certificates, problems };
 }
 
+/** Where Linux distributions keep the system bundle (OpenSSL's default file), in lookup order. */
+const SYSTEM_BUNDLES = [
+  '/etc/ssl/certs/ca-certificates.crt', // Debian, Ubuntu, Raspberry Pi OS, Arch
+  '/etc/pki/tls/certs/ca-bundle.crt', // Fedora, RHEL, Amazon Linux
+  '/etc/ssl/ca-bundle.pem', // openSUSE
+  '/etc/pki/tls/cacert.pem', // OpenELEC
+  '/etc/ssl/cert.pem', // Alpine, macOS, BSDs
+];
+
+let systemStore: { key: string; certificates: string[]; source?: string } | undefined;
+
 /**
- * The `ca` option for tls.connect, or undefined to keep Node's default store untouched.
- * Passing `ca` replaces the default store, so the defaults are added back explicitly.
+ * The system's CA bundle: `SSL_CERT_FILE` if set, else the first bundle file that exists.
+ * Read once per process (again if SSL_CERT_FILE changes). Empty where the store is not a
+ * file (Windows, macOS keychain).
+ */
+export function systemCertificates(env: NodeJS.ProcessEnv = process.env): { certificates: string[]; source?: string } {
+  const key = env.SSL_CERT_FILE ?? '';
+  if (systemStore?.key === key) return systemStore;
+  const candidates = key ? [key] : process.platform === 'win32' ? [] : SYSTEM_BUNDLES;
+  systemStore = { key, certificates: [] };
+  for (const path of candidates) {
+    try {
+      const certificates = certificatesIn(readFileSync(path), path);
+      if (certificates.length > 0) {
+        systemStore = { key, certificates, source: path };
+        break;
+      }
+    } catch {
+      // Not on this system; try the next place.
+    }
+  }
+  return systemStore;
+}
+
+/**
+ * The `ca` option for tls.connect. Passing `ca` replaces Node's default store, so the
+ * defaults are added back explicitly, with the system bundle and the extra certificates.
  */
 export async function trustedCertificates(options: { ca?: string[]; caPath?: string }): Promise<{ ca?: string[]; problems: string[] }> {
   const extra = [...(options.ca ?? [])];
@@ -78,6 +116,33 @@ export async function trustedCertificates(options: { ca?: string[]; caPath?: str
     extra.push(...loaded.certificates);
     problems.push(...loaded.problems);
   }
-  if (extra.length === 0) return { problems };
-  return { ca: [...rootCertificates, ...extra], problems };
+  if (process.env.SSL_CERT_DIR) {
+    for (const dir of process.env.SSL_CERT_DIR.split(process.platform === 'win32' ? ';' : ':')) {
+      if (dir) extra.push(...(await loadCaDirectory(dir)).certificates);
+    }
+  }
+  const system = systemCertificates().certificates;
+  if (extra.length === 0 && system.length === 0) return { problems };
+  return { ca: [...rootCertificates, ...system, ...extra], problems };
+}
+
+/** Secure contexts by trusted set: building one from ~300 certificates costs 50-500 ms. */
+const contexts = new Map<string, SecureContext>();
+const MAX_CACHED_CONTEXTS = 8;
+
+/**
+ * A TLS 1.2+ client context trusting exactly `ca`, reused while the set is unchanged
+ * (reconnects every few seconds would otherwise rebuild it each time).
+ */
+export function secureContextFor(ca: string[]): SecureContext {
+  const hash = createHash('sha256');
+  for (const pem of ca) hash.update(pem).update('\0');
+  const key = hash.digest('hex');
+  let context = contexts.get(key);
+  if (!context) {
+    context = createSecureContext({ ca, minVersion: 'TLSv1.2' });
+    if (contexts.size >= MAX_CACHED_CONTEXTS) contexts.delete(contexts.keys().next().value as string);
+    contexts.set(key, context);
+  }
+  return context;
 }

@@ -6,4 +6,4 @@ export { deriveClientToken, CLIENT_TOKEN_PATTERN } from './client-token';
 export { ConnectError, ConnectErrorCode, isConnectError, type ConnectErrorCodeValue } from './errors';
 export { parseProxyUrl, proxyFromEnv, noProxyFromEnv, shouldBypassProxy, urlDecode, describeProxy, DEFAULT_WEB_PROXY_PORT, type ProxyEnvValue } from './web-proxy';
 export { openProxyTunnel, connectRequest, readConnectResponse, CONNECT_RESPONSE_MAX_BYTES, CONNECT_RESPONSE_TIMEOUT_MS } from './http-connect';
-export { loadCaDirectory, trustedCertificates } from './ca';
+export { loadCaDirectory, trustedCertificates, systemCertificates } from './ca';

@@ -4,8 +4,9 @@
  * The caller classifies the error; these only wait.
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
+import { secureContextFor } from './ca';
 
 export function tcpConnect(host: string, port: number, signal?: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
@@ -50,7 +51,7 @@ export class ClosedDuringHandshake extends Error {
 export function tlsHandshake(
   socket: Duplex,
   host: string,
-  options: Pick<ConnectionOptions, 'ca' | 'rejectUnauthorized'>,
+  options: { ca?: string[]; rejectUnauthorized?: boolean },
   signal?: AbortSignal,
 ): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
@@ -60,7 +61,7 @@ export function tlsHandshake(
       host,
       servername: isIP(host) ? undefined : host,
       minVersion: 'TLSv1.2',
-      ca: options.ca,
+      secureContext: options.ca ? secureContextFor(options.ca) : undefined,
       rejectUnauthorized: options.rejectUnauthorized,
     });
     const onSecure = (): void => {

@@ -133,6 +133,20 @@ test('a missing -c directory is logged and then fails verification (not silently
   assert.match(text(), `[warning] CA directory ${join(scratch, 'nope')} does not exist`);
 });
 
+test('the system bundle is trusted (SSL_CERT_FILE names it here) without -c', async () => {
+  const { systemCertificates } = await import('../../src/transport/ca');
+  const before = process.env.SSL_CERT_FILE;
+  process.env.SSL_CERT_FILE = pki.caFile;
+  try {
+    assert.is(systemCertificates().source, pki.caFile);
+    await connects(undefined);
+  } finally {
+    if (before === undefined) delete process.env.SSL_CERT_FILE;
+    else process.env.SSL_CERT_FILE = before;
+  }
+  assert.is.not(systemCertificates().source, pki.caFile);
+});
+
 test('-k succeeds without a trusted CA and warns on each attempt', async () => {
   const out = await connects(undefined, { insecure: true });
   assert.match(out, '[warning] SECURITY WARNING: SSL host verification is disabled - connection is vulnerable to MITM attacks');
