@@ -19,6 +19,8 @@ import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 
 /** Bytes handed to `ws` before waiting for its send callbacks (two full WebSocket messages). */
 export const WS_SEND_WINDOW_BYTES = 2 * MAX_WS_MESSAGE_BYTES;
+/** Frames at least this big are sent in a WebSocket message of their own instead of packed. */
+export const COALESCE_BELOW_BYTES = 16 * 1024;
 /** A closing local socket whose app does not take the last bytes is destroyed after this. */
 export const CLOSE_FLUSH_TIMEOUT_MS = 30_000;
 /** Connections accepted while there is no session wait this long for the next one. */
@@ -141,10 +143,30 @@ export class Outbound {
       }
     }
     if (frames.length === 0) return;
-    for (const message of packFrames(frames)) this.ws.send(message, { binary: true }, this.onSent);
+    this.send(frames);
     for (const producer of emptied) if (producer.queue.length === 0) producer.onQueueEmpty?.();
     if (this.ring.length > 0 && this.ws.bufferedAmount < windowBytes) this.schedule();
     this.checkResume();
+  }
+
+  /**
+   * Small frames are packed together; a large one goes in a message of its own, which spares
+   * copying it once more into a packed buffer (ws copies it anyway, to mask it).
+   */
+  private send(frames: Buffer[]): void {
+    let small: Buffer[] = [];
+    for (const frame of frames) {
+      if (frame.length < COALESCE_BELOW_BYTES) {
+        small.push(frame);
+        continue;
+      }
+      if (small.length > 0) {
+        for (const message of packFrames(small)) this.ws.send(message, { binary: true }, this.onSent);
+        small = [];
+      }
+      this.ws.send(frame, { binary: true }, this.onSent);
+    }
+    for (const message of packFrames(small)) this.ws.send(message, { binary: true }, this.onSent);
   }
 
   private readonly onSent = (err?: Error): void => {
