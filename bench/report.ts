@@ -13,6 +13,8 @@ export interface Report {
   sizes: { bulk1: number; bulk8Each: number; echoRounds: number; connects: number; fairnessRounds: number; slowOther: number; burst: number };
   slow: { rateBytes: number; boundedBytes: number; limitMs: number };
   fairnessLimitMs: number;
+  /** Runs that failed (a refused connection, an integrity error), one line each. */
+  failures: string[];
   /** Per "<workload> <path>": why connections of the burst were not served → count over all runs. */
   burstFailures: Record<string, Record<string, number>>;
   idleRss: Record<string, number>;
@@ -86,17 +88,20 @@ export function renderTables(report: Report): string {
     `Burst connections not served, over all runs: direct ${failureText('burst direct')}; tunnel ${failureText('burst tunnel')};`,
     `with max_active_connections 256: direct ${failureText('burst256 direct')}; tunnel ${failureText('burst256 tunnel')}.`,
   ];
+  if (report.failures.length > 0) notes.push('', `**Failed runs (${report.failures.length})**, left out of the figures:`, '', ...report.failures.map((f) => `- ${f}`));
   return [
     START_MARKER,
     '## Tunnel',
     '',
-    '`npm run bench` (`node bench/run.mjs`, about 10 minutes) — our relay over TLS (self-signed,',
+    '`npm run bench` (`node bench/run.mjs`; bench/tunnel.ts) — our relay over TLS (self-signed,',
     'verified) and a source and a destination proxy, each a child process, all on loopback; the',
     'applications at both ends live in the benchmark process (bench/apps.ts). Every workload runs',
     'over a direct TCP connection to the same application server and through the tunnel,',
     'alternating, so the ratio compares like with like on a shared, noisy machine. Cells are',
     `median (range) of ${report.runs} runs. Every upload is confirmed by the receiver's byte count`,
-    'and sha256; echoes, the burst and the slow reader check every byte.',
+    'and sha256; echoes, the burst and the slow reader check every byte. Uploads go from the',
+    'source side to the destination side. `--quick` runs small sizes, `--only bulk1,echo` some',
+    'workloads, `--profile DIR` writes V8 CPU profiles of the three processes.',
     '',
     `Measured ${report.date} · Node ${report.node} · ${report.cpus} · ${report.kind}${report.quick ? ' · QUICK SIZES, not for comparison' : ''} · whole run ${Math.round(report.seconds)} s.`,
     '',

@@ -360,6 +360,7 @@ async function main(): Promise<void> {
     ];
     const workloads = all.filter(([name]) => !only || only.includes(name));
     const records: Record<string, RunRecord[]> = {};
+    const failures: string[] = [];
     const startedNs = process.hrtime.bigint();
     for (const [name, workload] of workloads) {
       // The default max_active_connections (128) refuses part of a 200-connection burst by design;
@@ -373,7 +374,14 @@ async function main(): Promise<void> {
           for (const path of [direct, tunnelPath]) {
             const before = ownProcs.map((p) => cpuSeconds(p.pid));
             if (path.name === 'tunnel') for (const p of ownProcs) resetPeakRss(p.pid);
-            const figures = await workload(path);
+            let figures: Figures = {};
+            try {
+              figures = await workload(path);
+            } catch (err) {
+              // One failed run must not hide the others; the table shows it as missing and lists why.
+              failures.push(`${name} run ${run} over ${path.name}: ${(err as Error).message.split('\n')[0]}`);
+              log(`${name} run ${run} ${path.name} FAILED: ${(err as Error).message}`);
+            }
             const record: RunRecord = { path: path.name, figures };
             if (path.name === 'tunnel') {
               record.processes = Object.fromEntries(ownProcs.map((p, i) => [p.name, { cpuSeconds: cpuSeconds(p.pid) - before[i], peakRssMiB: peakRssMiB(p.pid) }]));
@@ -397,6 +405,7 @@ async function main(): Promise<void> {
       sizes: SIZES,
       slow: { rateBytes: SLOW_RATE, boundedBytes: SLOW_BOUNDED_BYTES, limitMs: TRANSFER_LIMIT_MS },
       fairnessLimitMs: FAIRNESS_LIMIT_MS,
+      failures,
       burstFailures: Object.fromEntries([...burstFailures].map(([key, tally]) => [key, Object.fromEntries(tally)])),
       idleRss,
       afterRss,
