@@ -16,3 +16,4 @@ export {
   ConnectError, ConnectErrorCode, isConnectError, parseProxyUrl, proxyFromEnv, noProxyFromEnv, shouldBypassProxy,
   type ServiceConnection, type RetryOptions, type KeepaliveOptions, type ProxyEnvValue,
 } from './transport/index';
+export { TunnelApiClient, ApiError as TunnelApiError, defaultEndpoint as defaultApiEndpoint, type TunnelApiOptions, type ApiCredentials } from './api/client';

@@ -3,12 +3,39 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runCli, startRelayCli } from './cli-run';
+import { runTunnelCli } from '../../src/api/cli';
+import { runRelayCli } from '../../src/relay/cli';
+import { runCli, startRelayCli, type Finished } from './cli-run';
+
+/**
+ * Runs a CLI function in this process with stdout/stderr captured: for paths that end before
+ * any server starts (help, usage errors), where a child process would only add start-up time.
+ */
+async function inProcess(run: (argv: string[]) => Promise<number>, args: string[], env: Record<string, string> = {}): Promise<Finished> {
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  const out = { stdout: '', stderr: '' };
+  const writeOut = process.stdout.write;
+  const writeErr = process.stderr.write;
+  process.stdout.write = ((chunk: string) => { out.stdout += chunk; return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => { out.stderr += chunk; return true; }) as typeof process.stderr.write;
+  try {
+    const code = await run(args);
+    return { code, ...out };
+  } finally {
+    process.stdout.write = writeOut;
+    process.stderr.write = writeErr;
+    for (const key of Object.keys(env)) {
+      if (saved[key] === undefined) delete process.env[key];
+      else process.env[key] = saved[key];
+    }
+  }
+}
 
 const cli = suite('localproxy relay (command line)');
 
 cli('--help prints the options and exits 0', async () => {
-  const r = await runCli('relay', ['--help']);
+  const r = await inProcess(runRelayCli, ['--help']);
   assert.is(r.code, 0);
   assert.match(r.stdout, /--listen HOST:PORT/);
   assert.match(r.stdout, /--tls-self-signed DIR/);
@@ -24,7 +51,7 @@ for (const [args, pattern] of [
   [['-v', '9'], /invalid --verbose/],
 ] as Array<[string[], RegExp]>) {
   cli(`bad usage exits 2 with one line: ${args.join(' ')}`, async () => {
-    const r = await runCli('relay', args);
+    const r = await inProcess(runRelayCli, args);
     assert.is(r.code, 2);
     assert.match(r.stderr, pattern);
     assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
@@ -109,7 +136,7 @@ cli('tunnel CLI usage errors exit 2 with one line', async () => {
     [['open', '--lifetime', '900'], /invalid --lifetime/, {}],
     [['list'], /set AWS_ACCESS_KEY_ID/, { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '' }],
   ] as Array<[string[], RegExp, Record<string, string>]>) {
-    const r = await runCli('tunnel', args, { ...env, ...extra });
+    const r = await inProcess(runTunnelCli, args, { ...env, ...extra });
     assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, pattern);
     assert.is(r.stderr.trim().split('\n').length, 1);
