@@ -54,6 +54,8 @@ export async function connectToService(options: ProxyOptions, signal?: AbortSign
   const clientToken = options.clientToken || deriveClientToken(options.accessToken);
   log.redact(options.accessToken);
   log.redact(clientToken);
+  const proxyPassword = options.webProxy?.auth?.split(':').slice(1).join(':');
+  log.redact(proxyPassword);
   log.info(`Attempting to establish web socket connection with endpoint ${endpoint}`);
   if (options.insecure) log.warn('SECURITY WARNING: SSL host verification is disabled - connection is vulnerable to MITM attacks');
 

@@ -74,6 +74,9 @@ export async function openProxyTunnel(options: ProxyTunnelOptions): Promise<Dupl
     else log.debug(`TCP tunnel established successfully through ${name}`);
     // The service's TLS layer reads the socket from here on; it picks up unshifted bytes.
     if (leftover.length > 0) socket.unshift(leftover);
+    // Failures of the tunnel socket reach the session through the TLS layer above it; this
+    // listener only keeps an error on the lower socket from being an uncaught exception.
+    socket.on('error', (err) => log.debug(`Web proxy connection error: ${describeError(err)}`));
     return socket;
   } catch (err) {
     socket.destroy();

@@ -78,6 +78,20 @@ test('sends SNI for a host name, the destination mode, and an explicit client to
   assert.is(req.headers.host, `localhost:${service.port}`);
 });
 
+test('an IPv6 literal endpoint: bracketed in the URL and Host, certificate checked against the IP', async () => {
+  const v6 = await startFakeService(pki, {}, '::1');
+  try {
+    const { log, text } = captureLog();
+    const conn = await within(connectToService(optionsFor(v6.port, log, { ca: [pki.caPem], endpoint: { host: '::1', port: v6.port } })), 10_000, 'connect');
+    conn.ws.terminate();
+    assert.is(v6.requests[0].headers.host, `[::1]:${v6.port}`);
+    assert.is(v6.requests[0].servername, false);
+    assert.match(text(), `with proxy server: wss://[::1]:${v6.port}`);
+  } finally {
+    await v6.close();
+  }
+});
+
 test('derived client token: 64 hex characters, stable per token and host', () => {
   const a = deriveClientToken('token-a', 'pi');
   assert.match(a, /^[0-9a-f]{64}$/);

@@ -78,7 +78,7 @@ export interface FakeService {
 }
 
 /** A TLS WebSocket service on 127.0.0.1, port 0. */
-export async function startFakeService(tls: { certPem: string; keyPem: string }, behaviour: ServiceBehaviour = {}): Promise<FakeService> {
+export async function startFakeService(tls: { certPem: string; keyPem: string }, behaviour: ServiceBehaviour = {}, host = '127.0.0.1'): Promise<FakeService> {
   const server: Server = createHttpsServer({ cert: tls.certPem, key: tls.keyPem });
   const tcpSockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
@@ -130,7 +130,7 @@ export async function startFakeService(tls: { certPem: string; keyPem: string },
       wss.emit('connection', ws, req);
     });
   });
-  server.listen(0, '127.0.0.1');
+  server.listen(0, host);
   await once(server, 'listening');
   service.port = (server.address() as { port: number }).port;
   return service;
