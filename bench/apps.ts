@@ -7,6 +7,7 @@
  *   'E'                echo every byte back
  *   'S' <u64 LE n>     sink n bytes, answer <u64 LE n><sha256 of them>; may repeat ('S' again)
  *   'L' <u32 LE rate>  read at most `rate` bytes/s for ever, checking every byte against the pattern
+ *   'D' <u64 LE n>     send n bytes of the pattern (a download; the client checks count and sha256)
  *
  * Uploads carry a deterministic pattern: 256 KiB chunks of one random block, each stamped with its
  * chunk number in its first 8 bytes, so a dropped, repeated or reordered chunk changes the digest.
@@ -84,6 +85,7 @@ const SINK_HEADER = 2;
 const SINK_BODY = 3;
 const SLOW_HEADER = 4;
 const SLOW_BODY = 5;
+const SEND_HEADER = 6;
 
 class AppConnection {
   private state = MODE;
@@ -114,6 +116,7 @@ class AppConnection {
           if (mode === 'E') this.state = ECHO;
           else if (mode === 'S') this.state = SINK_HEADER;
           else if (mode === 'L') this.state = SLOW_HEADER;
+          else if (mode === 'D') this.state = SEND_HEADER;
           else return void this.socket.destroy();
           break;
         }
@@ -155,6 +158,15 @@ class AppConnection {
         case SLOW_BODY:
           this.readSlowly(buf);
           buf = EMPTY;
+          break;
+        case SEND_HEADER:
+          if (buf.length < 8) {
+            this.pending = buf;
+            return;
+          }
+          void sendPattern(this.socket, Number(buf.readBigUInt64LE(0))).catch(() => this.socket.destroy());
+          buf = EMPTY;
+          this.state = ECHO;
           break;
       }
     }
@@ -247,6 +259,15 @@ function nextData(socket: net.Socket, limitMs: number): Promise<Buffer> {
   });
 }
 
+/** Writes the first `bytes` bytes of the pattern, waiting for 'drain' whenever the socket is full. */
+async function sendPattern(socket: net.Socket, bytes: number): Promise<void> {
+  for (let k = 0, left = bytes; left > 0 && !socket.destroyed; k++) {
+    const length = Math.min(CHUNK_BYTES, left);
+    left -= length;
+    if (!socket.write(patternChunk(k, length))) await drainOrClose(socket);
+  }
+}
+
 function drainOrClose(socket: net.Socket): Promise<void> {
   return new Promise((resolve, reject) => {
     const onDrain = () => finish();
@@ -336,6 +357,42 @@ export function upload(port: number, options: UploadOptions): Promise<UploadResu
       sendingDone = true;
       if (segmentsConfirmed === segmentsSent) settle(undefined);
     })().catch((err: Error) => settle(err));
+  });
+}
+
+/** Downloads `bytes` bytes of the pattern; the time runs from the connect call to the last byte, checked by count and sha256. */
+export function download(port: number, bytes: number, limitMs: number): Promise<UploadResult> {
+  const expected = patternDigest(bytes);
+  const startedNs = process.hrtime.bigint();
+  const socket = connect(port);
+  const hash = createHash('sha256');
+  let received = 0;
+  return new Promise<UploadResult>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => settle(new Error(`download of ${bytes} bytes not done within ${limitMs} ms (${received} received)`)), limitMs);
+    function settle(err?: Error): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve({ bytes: received, seconds: secondsSince(startedNs), completed: true });
+    }
+    socket.on('error', (err) => settle(new Error(`download connection failed: ${err.message}`)));
+    socket.on('close', () => settle(new Error(`download connection closed after ${received} of ${bytes} bytes`)));
+    socket.on('data', (data: Buffer) => {
+      received += data.length;
+      if (received > bytes) return settle(new Error(`integrity: received ${received} bytes, expected ${bytes}`));
+      hash.update(data);
+      if (received < bytes) return;
+      const digest = hash.digest();
+      if (!digest.equals(expected)) return settle(new Error(`integrity: download sha256 ${digest.toString('hex').slice(0, 16)}…, expected ${expected.toString('hex').slice(0, 16)}…`));
+      settle();
+    });
+    const header = Buffer.alloc(9);
+    header.write('D', 0);
+    header.writeBigUInt64LE(BigInt(bytes), 1);
+    socket.write(header);
   });
 }
 

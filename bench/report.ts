@@ -56,7 +56,8 @@ export function renderTables(report: Report): string {
     const r = ratio && d.median > 0 ? `${num(t.median / d.median)}×` : '–';
     rows.push(`| ${label} | ${cell(d)} | ${cell(t)} | ${r} |`);
   };
-  row(`Bulk, 1 connection, ${size(sizes.bulk1)} (MiB/s)`, 'bulk1', 'mibps');
+  row(`Bulk, 1 connection, ${size(sizes.bulk1)}, source → destination side (MiB/s)`, 'bulk1', 'mibps');
+  row(`Bulk, 1 connection, ${size(sizes.bulk1)}, destination → source side (MiB/s)`, 'bulk1down', 'mibps');
   row(`Bulk, 8 connections × ${size(sizes.bulk8Each)} at once, aggregate (MiB/s)`, 'bulk8', 'mibps');
   row(`1-byte echo round trip, p50 (µs), ${sizes.echoRounds} rounds`, 'echo', 'p50');
   row(`1-byte echo round trip, p99 (µs)`, 'echo', 'p99');
@@ -81,13 +82,35 @@ export function renderTables(report: Report): string {
     spread((records[name] ?? []).filter((r) => r.path === 'tunnel' && r.processes).map((r) => f(r.processes![proc], r)));
   const cpuPerGiB = (name: string, proc: string) => cell(perProcess(name, proc, (p, r) => p.cpuSeconds / (r.figures.bytes / GiB)));
   const peak = (name: string, proc: string) => num(perProcess(name, proc, (p) => p.peakRssMiB).max);
-  const processRows = names.map((proc) => `| ${proc} | ${num(report.idleRss[proc])} | ${num(report.afterRss[proc])} | ${peak('bulk1', proc)} | ${peak('bulk8', proc)} | ${peak('slowBounded', proc)} / ${peak('slowUnbounded', proc)} | ${peak('burst', proc)} | ${cpuPerGiB('bulk1', proc)} | ${cpuPerGiB('bulk8', proc)} |`);
+  const processRows = names.map((proc) => `| ${proc} | ${num(report.idleRss[proc])} | ${num(report.afterRss[proc])} | ${peak('bulk1', proc)} / ${peak('bulk1down', proc)} | ${peak('bulk8', proc)} | ${peak('slowBounded', proc)} / ${peak('slowUnbounded', proc)} | ${peak('burst', proc)} | ${cpuPerGiB('bulk1', proc)} | ${cpuPerGiB('bulk1down', proc)} | ${cpuPerGiB('bulk8', proc)} |`);
 
   const failureText = (key: string) => Object.entries(report.burstFailures[key] ?? {}).map(([why, n]) => `${n} × ${why}`).join(', ') || 'none';
   const notes = [
     `Burst connections not served, over all runs: direct ${failureText('burst direct')}; tunnel ${failureText('burst tunnel')};`,
     `with max_active_connections 256: direct ${failureText('burst256 direct')}; tunnel ${failureText('burst256 tunnel')}.`,
   ];
+  notes.push(
+    '',
+    'Reading the figures:',
+    '',
+    '- Every tunnelled byte crosses three processes, is encrypted and decrypted twice (TLS to and',
+    '  from the relay) and framed twice; on two shared cores the application, source, relay and',
+    '  destination compete for the CPU, so throughput here is CPU-bound. CPU seconds per GiB is the',
+    '  figure that carries over to other machines: divide a core\'s seconds by it for a ceiling.',
+    '- The WebSocket client masks what it sends (RFC 6455), in JavaScript in a single executable',
+    '  (no native bufferutil): a large share of the source\'s and the relay\'s CPU per GiB',
+    '  (see `--profile`).',
+    '- Slow consumer: the tunnel protocol has no per-connection flow control. The destination keeps',
+    '  up to `flow.inbound_budget_bytes` (default 16 MiB, all connections together) for',
+    '  applications that read slowly; within it nobody else waits (the bounded row). An application',
+    '  that keeps more than that pending forces the destination to stop reading the WebSocket, and',
+    '  then every connection of the tunnel moves at the slow reader\'s pace until it catches up or',
+    '  closes (the endless row). A direct connection has no such coupling. Raise the budget for',
+    '  applications known to lag.',
+    `- Burst: connections beyond \`tcp.max_active_connections\` (default 128, as in the reference)`,
+    '  are refused at once with a log line (the client sees a reset); how many are active at the',
+    '  same instant depends on how fast the first ones finish.',
+  );
   if (report.failures.length > 0) notes.push('', `**Failed runs (${report.failures.length})**, left out of the figures:`, '', ...report.failures.map((f) => `- ${f}`));
   return [
     START_MARKER,
@@ -99,8 +122,8 @@ export function renderTables(report: Report): string {
     'over a direct TCP connection to the same application server and through the tunnel,',
     'alternating, so the ratio compares like with like on a shared, noisy machine. Cells are',
     `median (range) of ${report.runs} runs. Every upload is confirmed by the receiver's byte count`,
-    'and sha256; echoes, the burst and the slow reader check every byte. Uploads go from the',
-    'source side to the destination side. `--quick` runs small sizes, `--only bulk1,echo` some',
+    'and sha256 (downloads by the client); echoes, the burst and the slow reader check every byte.',
+    'Uploads go from the source side to the destination side. `--quick` runs small sizes, `--only bulk1,echo` some',
     'workloads, `--profile DIR` writes V8 CPU profiles of the three processes.',
     '',
     `Measured ${report.date} · Node ${report.node} · ${report.cpus} · ${report.kind}${report.quick ? ' · QUICK SIZES, not for comparison' : ''} · whole run ${Math.round(report.seconds)} s.`,
@@ -113,8 +136,8 @@ export function renderTables(report: Report): string {
     `/proc/<pid>/stat per GiB moved). Peak RSS is VmHWM${report.peakResettable ? ', reset before each run through `clear_refs`, so each column is that workload\'s own peak (highest of the runs)' : ' (lifetime peak: clear_refs was not writable)'}; idle RSS is`,
     'VmRSS once the tunnel is up and before any traffic.',
     '',
-    '| process | idle RSS | RSS after the run | peak: bulk, 1 connection | peak: bulk, 8 connections | peak: slow consumer, bounded / endless | peak: burst | CPU s per GiB, 1 connection | CPU s per GiB, 8 connections |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| process | idle RSS | RSS after the run | peak: bulk, 1 connection, up / down | peak: bulk, 8 connections | peak: slow consumer, bounded / endless | peak: burst | CPU s per GiB, 1 connection up | CPU s per GiB, 1 connection down | CPU s per GiB, 8 connections |',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...processRows,
     '',
     ...notes,

@@ -18,7 +18,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import mri from 'mri';
-import { AppServer, burst, connectToFirstByte, echoRounds, patternDigest, slowConsumer, upload } from './apps';
+import { AppServer, burst, connectToFirstByte, download, echoRounds, patternDigest, slowConsumer, upload } from './apps';
 import { CLI, cpuSeconds, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
 import { renderTables, updateDocs, type Report } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
@@ -243,6 +243,11 @@ async function bulkOne(path: Path): Promise<Figures> {
   return { mibps: result.bytes / MiB / result.seconds, bytes: result.bytes };
 }
 
+async function bulkDown(path: Path): Promise<Figures> {
+  const result = await download(path.port, SIZES.bulk1, 600_000);
+  return { mibps: result.bytes / MiB / result.seconds, bytes: result.bytes };
+}
+
 async function bulkEight(path: Path): Promise<Figures> {
   const startedNs = process.hrtime.bigint();
   const results = await Promise.all(Array.from({ length: 8 }, () => upload(path.port, { bytes: SIZES.bulk8Each, limitMs: 600_000 })));
@@ -349,6 +354,7 @@ async function main(): Promise<void> {
 
     const all: Array<[string, (path: Path) => Promise<Figures>]> = [
       ['bulk1', bulkOne],
+      ['bulk1down', bulkDown],
       ['bulk8', bulkEight],
       ['echo', echo],
       ['connect', connectFirstByte],
