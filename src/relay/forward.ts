@@ -230,9 +230,12 @@ export class Peer {
       if (error) return;
       error = this.check(msg);
       if (error) return;
-      this.link.track(msg);
-      if (other && !other.closing) forward.push(other.frameFor(msg));
-      else this.answerAbsent(msg, replies);
+      if (other && !other.closing) {
+        this.link.track(msg);
+        forward.push(other.frameFor(msg));
+      } else {
+        this.answerAbsent(msg, replies);
+      }
     }, (err) => {
       error ??= `undecodable frame: ${err.message}`;
     });
@@ -253,7 +256,6 @@ export class Peer {
    */
   private answerAbsent(msg: Message, replies: Buffer[]): void {
     if (msg.type === MessageType.STREAM_START) {
-      this.link.activeStreams.delete(msg.serviceId);
       replies.push(this.frameFor({ type: MessageType.STREAM_RESET, serviceId: msg.serviceId, streamId: msg.streamId }));
     } else if (msg.type === MessageType.CONNECTION_START) {
       replies.push(this.frameFor({ type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId }));

@@ -47,6 +47,12 @@ export interface Relay {
 
 const DEFAULT_HOST = '127.0.0.1';
 const DEFAULT_PORT = 8443;
+/** Bounds for clients that connect and then stall before their request is complete. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+/** TCP keepalive on peer sockets, so a peer that vanished without a FIN is noticed. */
+const KEEPALIVE_DELAY_MS = 30_000;
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
 /** Writes a plain HTTP refusal on a socket that asked for an upgrade, then ends it. */
@@ -107,8 +113,10 @@ class RelayServer implements Relay {
         cert = tls.cert;
         key = tls.key;
       }
-      this.server = createHttpsServer({ cert, key, minVersion: 'TLSv1.2' }, onRequest);
+      this.server = createHttpsServer({ cert, key, minVersion: 'TLSv1.2', handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, onRequest);
     }
+    this.server.headersTimeout = HEADERS_TIMEOUT_MS;
+    this.server.requestTimeout = REQUEST_TIMEOUT_MS;
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: MAX_WS_MESSAGE_BYTES,
@@ -228,6 +236,8 @@ class RelayServer implements Relay {
     }
     this.registry.accept(owner, accepted.clientToken);
     this.sockets.add(socket);
+    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    socket.setNoDelay(true);
     socket.once('close', () => this.sockets.delete(socket));
     const tunnelId = owner.tunnel.tunnelId;
     let link = this.links.get(tunnelId);

@@ -170,4 +170,32 @@ forward('rejects a WebSocket message over 131076 bytes (close 1009) and accepts 
   assert.is((await src.waitClosed()).code, 1009);
 });
 
+forward('random bytes from peers never crash the relay or disturb another tunnel', async (ctx) => {
+  const good = await pair(ctx, ['SSH']);
+  await good.src.next();
+  await good.dst.next();
+  let seed = 12345;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed;
+  };
+  const fuzzers: TestPeer[] = [];
+  for (let i = 0; i < 30; i++) {
+    const { src, dst } = await pair(ctx, ['A', 'B']);
+    fuzzers.push(src, dst);
+    for (const peer of [src, dst]) {
+      const bytes = Buffer.alloc(1 + (random() % 3000));
+      for (let k = 0; k < bytes.length; k++) bytes[k] = random() & 0xff;
+      // Mostly well-formed length prefixes, so the bodies reach the protobuf decoder.
+      if (i % 2 === 0 && bytes.length > 2) bytes.writeUInt16BE(Math.min(bytes.length - 2, 1 + (random() % 200)), 0);
+      peer.ws.send(bytes);
+    }
+  }
+  good.src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' }, { type: DATA, streamId: 1, serviceId: 'SSH', payload: Buffer.from('still fine') });
+  assert.is((await good.dst.next()).type, STREAM_START);
+  assert.is(Buffer.from((await good.dst.next()).payload).toString(), 'still fine');
+  const closedCodes = fuzzers.filter((p) => p.closeCode !== undefined).map((p) => p.closeCode);
+  assert.ok(closedCodes.every((c) => c === 1008), `close codes ${closedCodes}`);
+});
+
 forward.run();
