@@ -1,7 +1,8 @@
 // `npm run bench` (after `node build.mjs`): the tunnel benchmark, which prints its tables and
 // rewrites the tunnel section of docs/BENCHMARKS.md. Arguments go through to bench/tunnel.ts
-// (`--quick`, `--runs N`, `--children cli|lib|auto`, `--no-write`, `--json FILE`).
-// `--codec` runs the codec benchmark first (bench/codec.ts; it prints, the table is kept by hand).
+// (`--quick`, `--runs N`, `--only a,b`, `--children cli|lib|auto`, `--no-write`, `--json FILE`,
+// `--profile DIR`). `--codec` and `--relay` also run bench/codec.ts and bench/relay.ts first
+// (they print their figures; their sections of docs/BENCHMARKS.md are kept by their owners).
 import { spawnSync } from 'node:child_process';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -13,4 +14,5 @@ function run(script, scriptArgs) {
 }
 
 if (args.includes('--codec')) run('bench/codec.ts', []);
-run('bench/tunnel.ts', args.filter((a) => a !== '--codec'));
+if (args.includes('--relay')) run('bench/relay.ts', []);
+run('bench/tunnel.ts', args.filter((a) => a !== '--codec' && a !== '--relay'));
