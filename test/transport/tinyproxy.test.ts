@@ -3,12 +3,8 @@
  * with its own configuration, in front of our relay. Whole tunnels (source and destination
  * built with startProxy) carry data through it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -20,65 +16,11 @@ import { proxyOptions, startRelayForTests, type Relay } from '../helpers/tunnel'
 import { startProxy } from '../../src/tunnel/proxy';
 import { freePort, within } from '../helpers/wait';
 import { captureLog, makePki, optionsFor, type Pki } from './fixtures';
+import { startTinyproxy, type Tinyproxy } from './tinyproxy';
 
-const TINYPROXY = '/usr/bin/tinyproxy';
 // tinyproxy's BasicAuth takes [-a-z0-9._] only; the URL still percent-encodes some of it.
 const PASSWORD = 'secret-pw.1';
 const PASSWORD_IN_URL = 'secret%2Dpw%2E1';
-
-interface Tinyproxy {
-  port: number;
-  /** Everything tinyproxy logged so far. */
-  output(): string;
-  stop(): Promise<void>;
-}
-
-/** Starts tinyproxy in the foreground on a free port; resolves once it accepts connections. */
-async function startTinyproxy(connectPorts: number[], basicAuth?: { user: string; password: string }): Promise<Tinyproxy> {
-  const dir = mkdtempSync(join(tmpdir(), 'lp-tinyproxy-'));
-  const port = await freePort();
-  const conf = [
-    `Port ${port}`,
-    'Listen 127.0.0.1',
-    'Timeout 30',
-    'MaxClients 20',
-    'LogLevel Info',
-    'DisableViaHeader Yes',
-    ...connectPorts.map((p) => `ConnectPort ${p}`),
-    ...(basicAuth ? [`BasicAuth ${basicAuth.user} ${basicAuth.password}`] : []),
-  ].join('\n');
-  writeFileSync(join(dir, 'tinyproxy.conf'), `${conf}\n`);
-  const child: ChildProcess = spawn(TINYPROXY, ['-d', '-c', join(dir, 'tinyproxy.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const ready = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('Accepting connections')) resolve();
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`tinyproxy exited with ${code} before accepting connections:\n${output}`)));
-  });
-  try {
-    await within(ready, 10_000, 'tinyproxy start');
-  } catch (err) {
-    child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    port,
-    output: () => output,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = once(child, 'exit');
-        child.kill('SIGTERM');
-        await within(exited, 5000, 'tinyproxy exit').catch(() => child.kill('SIGKILL'));
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /** A TLS terminator in front of tinyproxy: what an https:// web proxy looks like to us. */
 async function startTlsFront(pki: Pki, backendPort: number): Promise<{ port: number; servernames: string[]; close(): Promise<void> }> {
