@@ -210,7 +210,8 @@ export class Peer {
 
   private onWsPing(data: Buffer): void {
     // The server runs with autoPong off so that setFaults({answerPings:false}) can stop answering.
-    if (this.answerPings && this.ws.readyState === this.ws.OPEN) this.ws.pong(data);
+    // A peer that pings but never reads gets no more pongs once its backlog is full.
+    if (this.answerPings && this.ws.readyState === this.ws.OPEN && this.ws.bufferedAmount < HIGH_WATER_BYTES) this.ws.pong(data);
   }
 
   private onWsError(err: Error): void {
@@ -243,10 +244,13 @@ export class Peer {
     if (other) other.sendFrames(forward);
     this.sendFrames(replies);
     if (error) return this.violation(error);
-    if (other && other.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
-      this.log.debug(`paused reading: the ${other.mode} has ${other.unsent} bytes unsent`);
-      this.ws.pause();
-      other.pausedSenders.add(this);
+    // Replies to this peer count too: a peer that sends starts but never reads must not grow our queue.
+    for (const receiver of other ? [other, this] : [this]) {
+      if (receiver.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
+        this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
+        this.ws.pause();
+        receiver.pausedSenders.add(this);
+      }
     }
   }
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Logger, LogLevel } from '../../src/log';
+import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { within } from '../helpers/wait';
@@ -184,6 +185,27 @@ lifecycle('a slow reader pauses the sender (bounded backlog) and everything arri
     return received === total;
   }, 60000, 'all data at the destination');
   await waitLine(ctx, /source: resumed reading/);
+});
+
+lifecycle('a peer that floods starts but never reads its resets is paused, not queued for', async (ctx) => {
+  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const src = await connectReady(ctx.relay, t.sourceAccessToken);
+  ctx.peers.push(src);
+  (src.ws as unknown as { _socket: import('node:net').Socket })._socket.pause();
+  const one = encodeFrame({ type: STREAM_START, streamId: 1, serviceId: 'SSH' });
+  const message = Buffer.concat(Array.from({ length: Math.floor(131076 / one.length) }, () => one));
+  let sent = 0;
+  const pump = () => {
+    while (src.ws.bufferedAmount < 1024 * 1024 && sent < 400) {
+      src.ws.send(message);
+      sent++;
+    }
+    if (sent < 400) setImmediate(pump);
+  };
+  pump();
+  const line = await waitLine(ctx, /source: paused reading: the peer itself has (\d+) bytes unsent/, 30000);
+  assert.ok(Number(/has (\d+) bytes/.exec(line)![1]) < 1024 * 1024, line);
+  sent = 400;
 });
 
 lifecycle('log lines name connect, replace and close with byte counts, never tokens', async (ctx) => {
