@@ -188,11 +188,6 @@ class RelayServer implements Relay {
     await closed;
   }
 
-  /** Snapshot for the management API. */
-  get tunnels(): TunnelRegistry {
-    return this.registry;
-  }
-
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/health') {

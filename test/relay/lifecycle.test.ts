@@ -235,10 +235,11 @@ lifecycle('--state: open tunnels survive a restart, tokens stored only as hashes
     first.closeTunnel(closed.tunnelId);
     // The source uses a client token, so its access token stays usable after the restart.
     const before = await connectReady(first, kept.sourceAccessToken, { clientToken: CLIENT_TOKEN });
+    const rotated = first.rotateAccessToken(kept.tunnelId, 'DESTINATION');
     await first.close();
     await before.waitClosed();
     const text = readFileSync(statePath, 'utf8');
-    for (const secret of [kept.sourceAccessToken, kept.destinationAccessToken, CLIENT_TOKEN]) assert.not.ok(text.includes(secret), 'a token in the state file');
+    for (const secret of [kept.sourceAccessToken, kept.destinationAccessToken, rotated.destinationAccessToken!, CLIENT_TOKEN]) assert.not.ok(text.includes(secret), 'a token in the state file');
     // Make the 1-minute tunnel due in 300 ms, as if the relay had been down for a while.
     const state = JSON.parse(text);
     const due = state.tunnels.find((x: { tunnelId: string }) => x.tunnelId === expiring.tunnelId);
@@ -248,7 +249,13 @@ lifecycle('--state: open tunnels survive a restart, tokens stored only as hashes
     const second = await startRelay({ port: 0, tls: 'plain', statePath, log: quiet });
     try {
       const src = await connectReady(second, kept.sourceAccessToken, { clientToken: CLIENT_TOKEN });
-      const dst = await connectReady(second, kept.destinationAccessToken, { mode: 'destination' });
+      try {
+        await connectPeer(second, kept.destinationAccessToken, { mode: 'destination' });
+        assert.unreachable('rotated-away token accepted after the restart');
+      } catch (err) {
+        assert.match((err as Error).message, /^HTTP 403/);
+      }
+      const dst = await connectReady(second, rotated.destinationAccessToken!, { mode: 'destination' });
       src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' });
       assert.is((await dst.next()).type, STREAM_START);
       try {
