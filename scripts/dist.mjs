@@ -116,17 +116,22 @@ function writeSums(binDir) {
 
 /**
  * @param {string[]} args argv after `build.mjs`: `--target NAME` (repeatable, or comma-separated),
- *   `--out DIR` (default dist/bin; the reproducibility test builds a second copy elsewhere)
+ *   `--out DIR` (default dist/bin; the reproducibility test builds a second copy elsewhere),
+ *   `--bundle FILE` (default dist/localproxy.cjs)
  */
 export async function dist(args) {
   const targets = loadTargets();
   const wanted = [];
-  let binDir = join(root, 'dist', 'bin');
+  const defaultBinDir = join(root, 'dist', 'bin');
+  let binDir = defaultBinDir;
+  let bundlePath = join(root, 'dist', 'localproxy.cjs');
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--target') wanted.push(...(args[++i] ?? '').split(','));
     else if (args[i].startsWith('--target=')) wanted.push(...args[i].slice(9).split(','));
     else if (args[i] === '--out') binDir = resolve(args[++i] ?? '');
+    else if (args[i] === '--bundle') bundlePath = resolve(args[++i] ?? '');
   }
+  const snapshot = binDir === defaultBinDir;
   for (const name of wanted) {
     if (!targets.has(name)) throw new DistError(`unknown target "${name}"; known: ${[...targets.keys()].join(', ')}`);
   }
@@ -138,12 +143,14 @@ export async function dist(args) {
   mkdirSync(binDir, { recursive: true });
   // The bundle is read once: every target embeds the same one, and dist/sea/ keeps a copy so the
   // smoke tests compare the executables with exactly what they carry, even if dist/ is rebuilt.
-  const bundleText = readFileSync(join(root, 'dist', 'localproxy.cjs'), 'utf8');
+  const bundleText = readFileSync(bundlePath, 'utf8');
   const code = seaMain(bundleText);
-  const seaDir = join(root, 'dist', 'sea');
-  mkdirSync(seaDir, { recursive: true });
-  writeFileSync(join(seaDir, 'localproxy.cjs'), bundleText);
-  writeFileSync(join(seaDir, SEA_MAIN_NAME), code);
+  if (snapshot) {
+    const seaDir = join(root, 'dist', 'sea');
+    mkdirSync(seaDir, { recursive: true });
+    writeFileSync(join(seaDir, 'localproxy.cjs'), bundleText);
+    writeFileSync(join(seaDir, SEA_MAIN_NAME), code);
+  }
   for (const target of chosen) {
     const started = Date.now();
     await buildTarget(target, code, strip, binDir);

@@ -1,12 +1,12 @@
 // Fetches an official Node binary from the npm registry (`npm pack <pkg>@<exact version>`) into the
 // git-ignored .cache/node/, checks the tarball against the integrity pinned in targets/, and
-// extracts the one executable. Nothing else touches the network.
+// extracts the one executable. Nothing else touches the network. LOCALPROXY_CACHE_DIR moves the cache.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const cacheRoot = new URL('../.cache/', import.meta.url).pathname;
+export const cacheRoot = process.env.LOCALPROXY_CACHE_DIR || new URL('../.cache/', import.meta.url).pathname;
 
 export class IntegrityError extends Error {
   code = 'ERR_NODE_INTEGRITY';
@@ -34,7 +34,7 @@ export function fetchNode(spec) {
   mkdirSync(partial, { recursive: true });
   process.stderr.write(`dist: fetching ${spec.package}@${spec.version} from the npm registry\n`);
   const out = execFileSync('npm', ['pack', `${spec.package}@${spec.version}`, '--pack-destination', partial,
-    '--ignore-scripts', '--json', '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    '--ignore-scripts', '--prefer-offline', '--json', '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const packed = join(partial, JSON.parse(out)[0].filename);
   const actual = integrityOf(packed, algorithm);
   if (actual !== spec.integrity) {
