@@ -17,6 +17,8 @@ export const MAX_LIFETIME_MINUTES = 720;
 /** The cloud allows 3 services per tunnel by default (raisable); a self-hosted relay allows a few more. */
 export const MAX_SERVICES = 10;
 const SERVICE_ID_PATTERN = /^[a-zA-Z0-9:_-]{1,128}$/;
+/** Open tunnels at once; OpenTunnel beyond this fails with LimitExceededException. */
+export const MAX_OPEN_TUNNELS = 10_000;
 /** Closed tunnels stay describable (as the cloud's do) up to this many; the oldest are forgotten first. */
 const MAX_CLOSED_TUNNELS = 1000;
 const STATE_FORMAT = 1;
@@ -109,6 +111,7 @@ export class TunnelRegistry {
   }
 
   open(req: OpenTunnelRequest = {}): OpenedTunnel {
+    if (this.byToken.size / 2 >= MAX_OPEN_TUNNELS) throw new RegistryError('LimitExceededException', `At most ${MAX_OPEN_TUNNELS} tunnels may be open at once`);
     const services = req.services ?? [];
     if (services.length > MAX_SERVICES) throw new RegistryError('LimitExceededException', `A tunnel may have at most ${MAX_SERVICES} services`);
     for (const id of services) {
