@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server, type Socket } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { blastServer, connectTo, patternSha256, receiveAll, type AppServer, type Received } from '../helpers/apps';
+import { blastServer, connectTo, patternSha256, receiveAll, sendPattern, sinkServer, type AppServer, type Received, type SinkServer } from '../helpers/apps';
 import { startChildTunnel, type ChildTunnel } from '../helpers/child';
 import { within } from '../helpers/wait';
 
 const MiB = 1024 * 1024;
-/** Documented bound (README, "Try it"): peak RSS of each proxy process during this test. */
+/** Documented bound (README, "Try it on this machine"): peak RSS of each proxy process during this file. */
 const PEAK_RSS_BOUND_MIB = 200;
 const SLOW_BYTES = 8 * MiB;          // below the 16 MiB default inbound budget
 const SLOW_RATE_BYTES_PER_S = MiB;
@@ -14,36 +16,19 @@ const FAST_BYTES = 256 * MiB;
 
 const slow = suite('e2e: a slow consumer does not block other connections (proxies as processes)');
 
-let slowApp: AppServer;
-let fastApp: AppServer;
-let tunnel: ChildTunnel;
-
-slow.before(async () => {
-  slowApp = await blastServer(SLOW_BYTES, 61);
-  fastApp = await blastServer(FAST_BYTES, 62);
-  tunnel = await startChildTunnel({ SLOW: slowApp.port, FAST: fastApp.port });
-});
-
-slow.after(async () => {
-  await tunnel?.close();
-  await slowApp?.close();
-  await fastApp?.close();
-});
-
 interface SlowReader {
   /** Resolves once the reader holds its first MiB and has stopped reading. */
   holding: Promise<void>;
   /** Lets it read on at `rate`. */
   release(): void;
-  done: Promise<Received & { finishedAt: number }>;
+  done: Promise<Received>;
 }
 
 /**
  * An application that consumes slowly: it reads 1 MiB, then nothing until released, then at
  * most `rate` bytes per second. The timers pace the application; they synchronise nothing.
  */
-async function slowReader(port: number, rate: number): Promise<SlowReader> {
-  const socket = await connectTo(port);
+function slowReader(socket: Socket, rate: number): SlowReader {
   const hash = createHash('sha256');
   let bytes = 0;
   let reset = false;
@@ -67,8 +52,8 @@ async function slowReader(port: number, rate: number): Promise<SlowReader> {
       setTimeout(() => socket.resume(), aheadMs);
     }
   });
-  const done = new Promise<Received & { finishedAt: number }>((resolve) => {
-    socket.once('close', () => resolve({ bytes, sha256: hash.digest('hex'), reset, finishedAt: Date.now() }));
+  const done = new Promise<Received>((resolve) => {
+    socket.once('close', () => resolve({ bytes, sha256: hash.digest('hex'), reset }));
   });
   return {
     holding,
@@ -80,33 +65,84 @@ async function slowReader(port: number, rate: number): Promise<SlowReader> {
   };
 }
 
-async function timedDownload(port: number): Promise<{ ms: number; received: Received; finishedAt: number }> {
+async function timed<T>(run: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const started = Date.now();
-  const received = await receiveAll(port);
-  return { ms: Date.now() - started, received, finishedAt: Date.now() };
+  const value = await run();
+  return { ms: Date.now() - started, value };
 }
 
-slow(`256 MiB moves at full speed while another connection holds 7 MiB unread, then reads it at 1 MiB/s; each proxy stays under ${PEAK_RSS_BOUND_MIB} MiB peak RSS`, async () => {
-  const fastPort = tunnel.source.ports.FAST;
-  const alone = await within(timedDownload(fastPort), 60_000, '256 MiB download alone');
-  assert.is(alone.received.sha256, patternSha256(FAST_BYTES, 62), 'alone: byte-exact');
+let slowSource: AppServer;      // destination app that sends 8 MiB to the slow source-side reader
+let fastSource: AppServer;      // destination app that sends 256 MiB
+let slowSink: Server;           // destination app that reads slowly
+const slowSinkReaders: SlowReader[] = [];
+let fastSink: SinkServer;
+let tunnel: ChildTunnel;
 
-  const slowOne = await slowReader(tunnel.source.ports.SLOW, SLOW_RATE_BYTES_PER_S);
+slow.before(async () => {
+  slowSource = await blastServer(SLOW_BYTES, 61);
+  fastSource = await blastServer(FAST_BYTES, 62);
+  fastSink = await sinkServer();
+  slowSink = createServer((socket) => { slowSinkReaders.push(slowReader(socket, SLOW_RATE_BYTES_PER_S)); });
+  slowSink.listen(0, '127.0.0.1');
+  await once(slowSink, 'listening');
+  tunnel = await startChildTunnel({
+    SLOWDOWN: slowSource.port,
+    FASTDOWN: fastSource.port,
+    SLOWUP: (slowSink.address() as { port: number }).port,
+    FASTUP: fastSink.port,
+  });
+});
+
+slow.after(async () => {
+  await tunnel?.close();
+  for (const app of [slowSource, fastSource, fastSink]) await app?.close();
+  slowSink?.close();
+});
+
+slow('source side: 256 MiB downloads at full speed while another connection holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
+  const alone = await within(timed(() => receiveAll(tunnel.source.ports.FASTDOWN)), 60_000, '256 MiB download alone');
+  assert.is(alone.value.sha256, patternSha256(FAST_BYTES, 62), 'alone: byte-exact');
+
+  const slowOne = slowReader(await connectTo(tunnel.source.ports.SLOWDOWN), SLOW_RATE_BYTES_PER_S);
   await within(slowOne.holding, 10_000, 'slow reader gets its first MiB');
-  // The slow reader now leaves 7 MiB undelivered in the tunnel. A proxy that stopped reading the
+  // The slow reader now leaves 7 MiB undelivered in the tunnel. A source that stopped reading the
   // WebSocket for it (head-of-line blocking) would stall the bulk transfer until the bound.
-  const loaded = await within(timedDownload(fastPort), 60_000, '256 MiB download while another connection does not read');
+  const loaded = await within(timed(() => receiveAll(tunnel.source.ports.FASTDOWN)), 60_000, '256 MiB download while another connection does not read');
   slowOne.release();
   const slowDone = await within(slowOne.done, 30_000, 'slow reader reads the rest at 1 MiB/s');
 
-  assert.is(loaded.received.sha256, patternSha256(FAST_BYTES, 62), 'loaded: byte-exact');
+  assert.is(loaded.value.sha256, patternSha256(FAST_BYTES, 62), 'loaded: byte-exact');
   assert.is(slowDone.bytes, SLOW_BYTES, 'slow reader got every byte');
   assert.is(slowDone.sha256, patternSha256(SLOW_BYTES, 61), 'slow reader byte-exact');
   assert.ok(loaded.ms < 3 * alone.ms, `256 MiB took ${loaded.ms} ms next to the slow reader, ${alone.ms} ms alone`);
+  // The runner shows output only for a failing file; run the file alone to read the measurements.
+  console.log(`download: 256 MiB in ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader (${tunnel.kind} proxies)`);
+});
 
+slow('destination side: 256 MiB uploads at full speed while another destination app holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
+  const alone = await within(timed(() => sendPattern(tunnel.source.ports.FASTUP, FAST_BYTES, { seed: 63 })), 60_000, '256 MiB upload alone');
+  const [aloneReceived] = await within(fastSink.waitFor(1), 10_000, 'sink close');
+  assert.is(aloneReceived.sha256, alone.value.sha256, 'alone: byte-exact');
+
+  const accepted = once(slowSink, 'connection');
+  const slowUpload = sendPattern(tunnel.source.ports.SLOWUP, SLOW_BYTES, { seed: 64 });
+  await within(accepted.then(() => slowSinkReaders[0].holding), 10_000, 'slow destination app gets its first MiB');
+  const loaded = await within(timed(() => sendPattern(tunnel.source.ports.FASTUP, FAST_BYTES, { seed: 65 })), 60_000, '256 MiB upload while another destination app does not read');
+  const [, loadedReceived] = await within(fastSink.waitFor(2), 10_000, 'sink close');
+  slowSinkReaders[0].release();
+  const slowSent = await within(slowUpload, 30_000, 'slow upload completes at 1 MiB/s');
+  const slowDone = await within(slowSinkReaders[0].done, 10_000, 'slow destination app closes');
+
+  assert.is(loadedReceived.sha256, loaded.value.sha256, 'loaded: byte-exact');
+  assert.is(slowDone.bytes, SLOW_BYTES, 'slow destination app got every byte');
+  assert.is(slowDone.sha256, slowSent.sha256, 'slow destination app byte-exact');
+  assert.ok(loaded.ms < 3 * alone.ms, `256 MiB took ${loaded.ms} ms next to the slow destination app, ${alone.ms} ms alone`);
+  console.log(`upload: 256 MiB in ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader`);
+});
+
+slow(`each proxy process stayed under ${PEAK_RSS_BOUND_MIB} MiB peak RSS`, () => {
   const rss = { source: tunnel.source.peakRssMiB(), destination: tunnel.destination.peakRssMiB() };
-  // The runner shows this only for a failing file; run the file alone to read the measurements.
-  console.log(`256 MiB: ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader; peak RSS source ${rss.source.toFixed(1)} MiB, destination ${rss.destination.toFixed(1)} MiB (${tunnel.kind} children)`);
+  console.log(`peak RSS: source ${rss.source.toFixed(1)} MiB, destination ${rss.destination.toFixed(1)} MiB`);
   assert.ok(rss.source < PEAK_RSS_BOUND_MIB, `source peak RSS ${rss.source.toFixed(1)} MiB`);
   assert.ok(rss.destination < PEAK_RSS_BOUND_MIB, `destination peak RSS ${rss.destination.toFixed(1)} MiB`);
 });
