@@ -93,7 +93,15 @@ export interface FakeService {
   close(): Promise<void>;
 }
 
-export async function startFakeService(options: { subprotocol?: string; autoPong?: boolean } = {}): Promise<FakeService> {
+export interface FakeServiceOptions {
+  /** The subprotocol to choose; default the first one offered. */
+  subprotocol?: string;
+  autoPong?: boolean;
+  /** Called for each upgrade: a status to refuse it with, or undefined to accept. */
+  refuse?: () => number | undefined;
+}
+
+export async function startFakeService(options: FakeServiceOptions = {}): Promise<FakeService> {
   const server: Server = createServer({ cert: cert.certPem, key: cert.keyPem });
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
@@ -103,6 +111,11 @@ export async function startFakeService(options: { subprotocol?: string; autoPong
   const wss = new WebSocketServer({
     server,
     autoPong: options.autoPong ?? true,
+    verifyClient: (_info, done) => {
+      const status = options.refuse?.();
+      if (status) done(false, status, 'refused by the test');
+      else done(true);
+    },
     handleProtocols: (offered) => options.subprotocol ?? [...offered][0] ?? false,
   });
   const peers: FakePeer[] = [];

@@ -67,6 +67,27 @@ proxy('a service that stops answering pings is declared dead: connections are re
   }
 });
 
+proxy('a 4xx on reconnect ends with exit 3', async () => {
+  let refuseWith: number | undefined;
+  const service = await startFakeService({ refuse: () => refuseWith });
+  const options = fakeOptions(service, 'destination', { SSH1: 22 });
+  const p = startProxy(options);
+  try {
+    const first = await service.peer(0);
+    first.serviceIds('SSH1');
+    await within(p.ready, 3000, 'ready');
+    refuseWith = 403;
+    first.ws.terminate();
+    const outcome = await within(p.done, 5000, 'done');
+    assert.is(outcome.exitCode, 3);
+    assert.match(outcome.message, /403/);
+    assert.not.ok(options.capture.lines.some((l) => l.includes(options.accessToken)), 'the access token never appears in logs');
+  } finally {
+    await p.close();
+    await service.close();
+  }
+});
+
 proxy('a close frame from the service resets connections and ends with exit 0, logging code and reason', async () => {
   const app = await echoServer();
   const service = await startFakeService();

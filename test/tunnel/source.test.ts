@@ -258,6 +258,23 @@ source('flush before close: 30 × 60000-byte DATA then CONNECTION_RESET → the 
   }
 });
 
+source('a 1.0 subprotocol has no SERVICE_IDS: the source binds at once and speaks the V1 form', async () => {
+  const service = await startFakeService();
+  const options = fakeOptions(service, 'source', { '': { kind: 'tcp', port: 0 } }, {}, { subprotocol: 'aws.iot.securetunneling-1.0' });
+  const proxy = startProxy(options);
+  try {
+    const peer = await service.peer();
+    await within(proxy.ready, 3000, 'ready without SERVICE_IDS');
+    const a = await connectTo(proxy.ports().get('')!);
+    const start = await peer.takeType(T.STREAM_START);
+    assert.equal([start.serviceId, start.streamId, start.connectionId], ['', 1, 0]);
+    a.destroy();
+  } finally {
+    await within(proxy.close(), 3000, 'close');
+    await service.close();
+  }
+});
+
 source('SERVICE_IDS mismatch ends the source with exit 3 and nothing is bound', async () => {
   const service = await startFakeService();
   const options = fakeOptions(service, 'source', { SSH1: { kind: 'tcp', port: 0 } });
