@@ -148,7 +148,7 @@ export class Session implements Producer {
   };
 
   private readonly onDecodeError = (err: TunnelError): void => {
-    this.log.warn(`Dropping a malformed message from the service: ${err.message}`);
+    this.warnLimited(`decode:${err.code}`, `Dropping a malformed message from the service: ${err.message}`);
   };
 
   private readonly onMessage = (msg: Message): void => {
@@ -193,6 +193,12 @@ export class Session implements Producer {
     this.log.warn(message);
   }
 
+  /** A warning about a misbehaving peer: the first of its kind at warning level, the rest at debug. */
+  private warnLimited(key: string, message: string): void {
+    if (this.warned.has(key)) this.log.debug(message);
+    else this.warnOnce(key, message);
+  }
+
   private onInvalid(msg: Message, err: TunnelError): void {
     if (err.code === ErrorCode.PAYLOAD_TOO_LARGE && this.started) {
       const svc = this.route(msg);
@@ -201,7 +207,7 @@ export class Session implements Producer {
       conn?.reset('payload too large');
       return;
     }
-    this.warnOnce(`invalid:${msg.type}:${err.code}`, `Dropping ${typeName(msg.type)} message from the service: ${err.message}`);
+    this.warnLimited(`invalid:${msg.type}:${err.code}`, `Dropping ${typeName(msg.type)} message from the service: ${err.message}`);
   }
 
   /** The service state a message is for, detecting V1 peers (no service id) on the way. */
@@ -249,7 +255,7 @@ export class Session implements Producer {
     if (this.serviceIds) {
       const same = ids.length === this.serviceIds.length && ids.every((id) => this.serviceIds!.includes(id));
       if (same) this.log.debug('Repeated SERVICE_IDS received: ignored');
-      else this.log.warn(`Receive service Ids during data transfer. ignore (received ${ids.join(', ') || 'none'})`);
+      else this.warnLimited('service-ids', `Receive service Ids during data transfer. ignore (received ${ids.join(', ') || 'none'})`);
       return;
     }
     this.serviceIds = ids;
@@ -321,14 +327,14 @@ export class Session implements Producer {
     }
     if (svc.streamId === 0) svc.streamId = msg.streamId;
     if (msg.streamId !== svc.streamId) {
-      this.log.warn(`CONNECTION_START for stream ${msg.streamId} of service ${svc.id}, whose stream is ${svc.streamId}: answering with CONNECTION_RESET`);
+      this.warnLimited('connection-start-stream', `CONNECTION_START for stream ${msg.streamId} of service ${svc.id}, whose stream is ${svc.streamId}: answering with CONNECTION_RESET`);
       this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: svc.wireId, streamId: msg.streamId, connectionId: msg.connectionId });
       return;
     }
     const existing = svc.connections.get(msg.connectionId);
     if (existing) {
       // Fixes reference bug 9.3#23: only this connection is reset, the others go on.
-      this.log.warn(`CONNECTION_START for existing connection id ${msg.connectionId} of service ${svc.id}: resetting that connection`);
+      this.warnLimited('connection-start-duplicate', `CONNECTION_START for existing connection id ${msg.connectionId} of service ${svc.id}: resetting that connection`);
       existing.reset('duplicate connection id');
       return;
     }
@@ -337,7 +343,7 @@ export class Session implements Producer {
 
   private openDestination(svc: ServiceState, streamId: number, connectionId: number): void {
     if (svc.connections.size >= this.settings.maxActiveConnections) {
-      this.log.warn(`Refusing connection ${connectionId} of service ${svc.id}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
+      this.warnLimited('max-active', `Refusing connection ${connectionId} of service ${svc.id}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
       const reset: MessageInit = svc.version >= 3
         ? { type: MessageType.CONNECTION_RESET, serviceId: svc.wireId, streamId, connectionId }
         : { type: MessageType.STREAM_RESET, serviceId: svc.wireId, streamId };
