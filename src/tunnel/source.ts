@@ -24,6 +24,7 @@ export interface ListenerHost {
 export class Listeners {
   private readonly servers = new Map<string, Server>();
   private readonly bound = new Map<string, number>();
+  private readonly binding = new Map<string, Promise<number>>();
   private readonly waiting: Waiting[] = [];
   private closed = false;
 
@@ -46,7 +47,17 @@ export class Listeners {
    * Binds the service's listener, retrying tcp.connection_retry_count times.
    * Rejects with a one-line message when every attempt failed.
    */
-  async bind(serviceId: string, target: SourceTarget): Promise<number> {
+  bind(serviceId: string, target: SourceTarget): Promise<number> {
+    // A reconnect may ask again while the first bind is still retrying: share it.
+    let pending = this.binding.get(serviceId);
+    if (!pending) {
+      pending = this.bindWithRetries(serviceId, target).finally(() => this.binding.delete(serviceId));
+      this.binding.set(serviceId, pending);
+    }
+    return pending;
+  }
+
+  private async bindWithRetries(serviceId: string, target: SourceTarget): Promise<number> {
     const host = target.host ?? this.bindAddress ?? this.settings.defaultBindAddress;
     const retries = this.settings.tcpConnectionRetryCount;
     for (let attempt = 1; ; attempt++) {
@@ -76,6 +87,11 @@ export class Listeners {
       server.once('error', onError);
       server.listen({ host, port, backlog: 511 }, () => {
         server.off('error', onError);
+        if (this.closed) {
+          server.close();
+          reject(new Error('the proxy is closing'));
+          return;
+        }
         // An accept error must never stop accepting (reference bug 9.4#39) nor crash.
         server.on('error', (err: Error) => this.log.error(`Could not listen/accept incoming connection on ${host}:${port} -- ${err.message}`));
         const bound = (server.address() as { port: number }).port;
