@@ -141,6 +141,7 @@ export function startProxy(options: ProxyOptions): LocalProxy {
         await listeners.bind(svc.id, svc.target as SourceTarget);
       }
     } catch (err) {
+      if (closing) return;
       finish({ exitCode: ExitCode.FAILURE, message: `Source local proxy fails to bind address: ${(err as Error).message}` });
       return;
     }
