@@ -261,7 +261,7 @@ export function startProxy(options: ProxyOptions): LocalProxy {
   }
 
   const done: Promise<Outcome> = run()
-    .catch((err: unknown): Outcome => ({ exitCode: ExitCode.FAILURE, message: `internal error: ${options.log.scrub(String((err as Error)?.stack ?? err))}` }))
+    .catch((err: unknown): Outcome => ({ exitCode: ExitCode.FAILURE, message: `internal error: ${options.log.scrub(String((err as Error)?.message ?? err))}` }))
     .then(async (outcome) => {
       finished ??= outcome;
       listeners.close();
