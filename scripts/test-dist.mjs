@@ -24,6 +24,8 @@ const dir = join(root, 'test', 'dist');
 const files = readdirSync(dir).filter((f) => f.endsWith('.smoke.ts')).sort()
   .map((f) => join(dir, f))
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+// Files named *.slow.smoke.ts start first so the run is not stretched by a late long file.
+files.sort((a, b) => Number(b.includes('.slow.')) - Number(a.includes('.slow.')));
 
 let passed = 0;
 let failed = 0;
