@@ -144,7 +144,12 @@ export class Session implements Producer {
   private readonly onWsMessage = (data: WebSocket.RawData): void => {
     if (this.ended) return;
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-    this.decoder.push(bytes, this.onMessage, this.onDecodeError);
+    try {
+      this.decoder.push(bytes, this.onMessage, this.onDecodeError);
+    } catch (err) {
+      // A bug of ours must cost at most the message being handled, never the process.
+      this.log.error(`Internal error while handling a message from the service: ${(err as Error)?.message ?? err}`);
+    }
   };
 
   private readonly onDecodeError = (err: TunnelError): void => {
