@@ -144,12 +144,7 @@ export class Session implements Producer {
   private readonly onWsMessage = (data: WebSocket.RawData): void => {
     if (this.ended) return;
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-    try {
-      this.decoder.push(bytes, this.onMessage, this.onDecodeError);
-    } catch (err) {
-      // A bug of ours must cost at most the message being handled, never the process.
-      this.log.error(`Internal error while handling a message from the service: ${(err as Error)?.message ?? err}`);
-    }
+    this.decoder.push(bytes, this.onMessage, this.onDecodeError);
   };
 
   private readonly onDecodeError = (err: TunnelError): void => {
@@ -157,6 +152,15 @@ export class Session implements Producer {
   };
 
   private readonly onMessage = (msg: Message): void => {
+    try {
+      this.handle(msg);
+    } catch (err) {
+      // A bug of ours must cost at most the message being handled, never the process.
+      this.log.error(`Internal error while handling ${typeName(msg.type)} from the service: ${(err as Error)?.message ?? err}`);
+    }
+  };
+
+  private handle(msg: Message): void {
     if (this.ended) return;
     const invalid = validateMessage(msg, { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize });
     if (invalid) {
@@ -190,7 +194,7 @@ export class Session implements Producer {
       case MessageType.STREAM_RESET: return this.onStreamReset(svc, msg);
       case MessageType.CONNECTION_RESET: return this.onConnectionReset(svc, msg);
     }
-  };
+  }
 
   private warnOnce(key: string, message: string): void {
     if (this.warned.has(key)) return;
