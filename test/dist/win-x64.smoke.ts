@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { sameAsBundle } from './behaviour';
+import { sameAsBundle, strayNodeOptionsIgnored } from './behaviour';
 import { executable, platforms, run, tunnelThrough } from './harness';
 
 // wine starts its server and, on the first run, creates the prefix (.cache/wine-prefix): slow.
@@ -38,6 +38,10 @@ test('--version prints the product and version like node dist/localproxy.cjs', a
 
 test('--help: same output and exit code as node dist/localproxy.cjs', async () => {
   await sameAsBundle(win, ['--help'], MS);
+});
+
+test('a stray NODE_OPTIONS (a --require preload) does not reach the application', async () => {
+  await strayNodeOptionsIgnored(win, MS);
 });
 
 test('a real tunnel on loopback, every program from the .exe (CA directory given as Z:\\...), carries 512 KiB byte-exactly', async () => {
