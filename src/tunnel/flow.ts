@@ -5,9 +5,9 @@
  *   the WebSocket round-robin, one frame per connection per turn, packed into WebSocket
  *   messages of ≤ 131076 bytes, at most once per event-loop turn (setImmediate). Only a small
  *   window is handed to `ws` at a time, so an interactive connection's frame waits behind at
- *   most one window of bulk data, not behind the whole backlog. Local sockets stop being read
- *   while the backlog (ws.bufferedAmount + queued) is above the high-water mark, and resume
- *   below half of it.
+ *   most one window of bulk data, not behind the whole backlog. While the backlog
+ *   (ws.bufferedAmount + queued) is above the high-water mark, connections with a queue of
+ *   their own stop being read (all of them above twice the mark); all resume below half of it.
  * - Inbound (WebSocket → apps): each DATA payload is written to its app socket at once;
  *   `InboundBudget` counts bytes not yet taken by the kernel for all apps together and pauses
  *   the WebSocket reader only when that total exceeds the budget (resumed below half). A slow
@@ -19,6 +19,11 @@ import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 
 /** Bytes handed to `ws` before waiting for its send callbacks (two full WebSocket messages). */
 export const WS_SEND_WINDOW_BYTES = 2 * MAX_WS_MESSAGE_BYTES;
+/**
+ * Above the high-water mark a connection stops being read once it has this much queued
+ * itself; above twice the mark every connection stops (memory stays bounded either way).
+ */
+export const CONNECTION_QUEUE_BYTES = 128 * 1024;
 /** Frames at least this big are sent in a WebSocket message of their own instead of packed. */
 export const COALESCE_BELOW_BYTES = 16 * 1024;
 /** A closing local socket whose app does not take the last bytes is destroyed after this. */
@@ -41,6 +46,8 @@ export interface Producer {
   inRing: boolean;
   /** Called when the last queued frame was handed to the WebSocket. */
   onQueueEmpty?(): void;
+  /** Present when the producer is a local socket the policy may pause. */
+  setOutboundPaused?(paused: boolean): void;
 }
 
 /** A local socket that the outbound policy may pause. */
@@ -51,10 +58,11 @@ export interface Throttled {
 export class Outbound {
   private readonly ring: Producer[] = [];
   private readonly throttled = new Set<Throttled>();
+  private readonly pausedSet = new Set<Throttled>();
+  private allPaused = false;
   private queuedBytes = 0;
   private scheduled = false;
   private closed = false;
-  paused = false;
 
   constructor(private readonly ws: WebSocket, private readonly highWaterBytes: number) {}
 
@@ -72,9 +80,12 @@ export class Outbound {
       producer.inRing = true;
       this.ring.push(producer);
     }
-    if (!this.paused && this.backlog() > this.highWaterBytes) {
-      this.paused = true;
-      for (const t of this.throttled) t.setOutboundPaused(true);
+    const backlog = this.backlog();
+    if (backlog > this.highWaterBytes) {
+      if (backlog > 2 * this.highWaterBytes) this.pauseAll();
+      // Only connections with a queue of their own stop: an interactive one (a few bytes now
+      // and then) keeps flowing past a bulk transfer.
+      else if (producer.queuedBytes >= CONNECTION_QUEUE_BYTES && this.throttled.has(producer as Throttled)) this.pauseOne(producer as Throttled);
     }
     this.schedule();
   }
@@ -94,11 +105,28 @@ export class Outbound {
 
   register(t: Throttled): void {
     this.throttled.add(t);
-    if (this.paused) t.setOutboundPaused(true);
+    if (this.allPaused) this.pauseOne(t);
   }
 
   unregister(t: Throttled): void {
     this.throttled.delete(t);
+    this.pausedSet.delete(t);
+  }
+
+  /** True while any local socket is held back. */
+  get paused(): boolean {
+    return this.pausedSet.size > 0;
+  }
+
+  private pauseOne(t: Throttled): void {
+    if (this.pausedSet.has(t)) return;
+    this.pausedSet.add(t);
+    t.setOutboundPaused(true);
+  }
+
+  private pauseAll(): void {
+    this.allPaused = true;
+    for (const t of this.throttled) this.pauseOne(t);
   }
 
   /** Stops sending; queued frames are dropped (the session is over). */
@@ -107,6 +135,7 @@ export class Outbound {
     this.ring.length = 0;
     this.queuedBytes = 0;
     this.throttled.clear();
+    this.pausedSet.clear();
   }
 
   /** Sends whatever is queued now instead of on the next turn (used right before closing). */
@@ -176,9 +205,11 @@ export class Outbound {
   };
 
   private checkResume(): void {
-    if (this.paused && this.backlog() < this.highWaterBytes / 2) {
-      this.paused = false;
-      for (const t of this.throttled) t.setOutboundPaused(false);
+    if (this.pausedSet.size > 0 && this.backlog() < this.highWaterBytes / 2) {
+      this.allPaused = false;
+      const paused = [...this.pausedSet];
+      this.pausedSet.clear();
+      for (const t of paused) t.setOutboundPaused(false);
     }
   }
 }

@@ -46,6 +46,15 @@ async function wsPair(): Promise<{ client: WebSocket; received: Message[]; messa
   };
 }
 
+/** Resume happens in a send callback: re-check on each event-loop turn, failing after `ms`. */
+async function turnsUntil(check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
 function producer(): Producer {
   return { queue: [], queuedBytes: 0, inRing: false };
 }
@@ -91,8 +100,29 @@ flow('sources are paused above the high-water mark and resumed below half of it'
     for (let i = 0; i < 10; i++) out.push(p, encodeFrame({ type: T.DATA, streamId: 1, connectionId: 1, payload: Buffer.alloc(60000) }));
     assert.equal(states, [true]);
     await pair.arrived(10);
-    while (states.length < 2) await within(new Promise((r) => setImmediate(r)), 1000, 'resume');
+    await turnsUntil(() => states.length >= 2, 2000, 'resume');
     assert.equal(states, [true, false]);
+  } finally {
+    await pair.close();
+  }
+});
+
+flow('above the high-water mark a bulk connection is paused, an interactive one keeps flowing', async () => {
+  const pair = await wsPair();
+  try {
+    const out = new Outbound(pair.client, 256 * 1024);
+    const states = { bulk: [] as boolean[], interactive: [] as boolean[] };
+    const bulk = { ...producer(), setOutboundPaused: (p: boolean) => states.bulk.push(p) };
+    const interactive = { ...producer(), setOutboundPaused: (p: boolean) => states.interactive.push(p) };
+    out.register(bulk);
+    out.register(interactive);
+    for (let i = 0; i < 6; i++) out.push(bulk, encodeFrame({ type: T.DATA, streamId: 1, connectionId: 1, payload: Buffer.alloc(60000) }));
+    out.push(interactive, encodeFrame({ type: T.DATA, streamId: 1, connectionId: 2, payload: Buffer.from('k') }));
+    assert.equal(states.bulk, [true]);
+    assert.equal(states.interactive, [], 'the interactive connection was never paused');
+    await pair.arrived(7);
+    await turnsUntil(() => states.bulk.length >= 2, 2000, 'resume');
+    assert.equal(states.bulk, [true, false]);
   } finally {
     await pair.close();
   }
