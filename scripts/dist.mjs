@@ -120,6 +120,17 @@ function writeSums(binDir) {
  *   `--bundle FILE` (default dist/localproxy.cjs)
  */
 export async function dist(args) {
+  try {
+    await buildAll(args);
+  } catch (err) {
+    // Our own failures (bad flag, integrity, layout drift, Mach-O) are one line, not a stack trace.
+    if (typeof err?.code !== 'string' || !err.code.startsWith('ERR_')) throw err;
+    process.stderr.write(`dist: ${err.message}\n`);
+    process.exitCode = 1;
+  }
+}
+
+async function buildAll(args) {
   const targets = loadTargets();
   const wanted = [];
   const defaultBinDir = join(root, 'dist', 'bin');

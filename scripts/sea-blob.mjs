@@ -8,6 +8,10 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const SEA_MAGIC = 0x0143da20;
+
+export class SeaBlobError extends Error {
+  code = 'ERR_SEA_BLOB';
+}
 const FLAG_DISABLE_EXPERIMENTAL_SEA_WARNING = 1;
 
 /** The file name recorded in the blob; fixed so builds are reproducible wherever they run. */
@@ -48,7 +52,7 @@ export function generateSeaBlob(nodeExe, code, workDir) {
   try {
     execFileSync(nodeExe, ['--experimental-sea-config', 'sea-config.json'], { cwd: workDir, env, stdio: 'pipe' });
   } catch (err) {
-    throw new Error(`${nodeExe} --experimental-sea-config failed: ${String(err.stderr || err.message).trim()}`);
+    throw new SeaBlobError(`${nodeExe} --experimental-sea-config failed: ${String(err.stderr || err.message).trim()}`);
   }
   return readFileSync(join(workDir, 'sea.blob'));
 }
