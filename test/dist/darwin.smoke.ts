@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bundle, executable, platforms } from './harness';
+import { join } from 'node:path';
+import { adhocSign } from '../../scripts/macho-sign.mjs';
+import { bundle, executable, platforms, root } from './harness';
 
 const LC_SEGMENT_64 = 0x19;
 const LC_CODE_SIGNATURE = 0x1d;
@@ -18,10 +20,11 @@ interface Checked {
   cputype: number;
   filetype: number;
   segments: Map<string, Segment>;
-  seaBlob: Buffer;
+  seaBlob: Buffer | undefined;
   signature: { dataoff: number; datasize: number };
   directory: { version: number; flags: number; hashType: number; pageShift: number; codeLimit: number; identifier: string; execSegBase: number; execSegLimit: number; execSegFlags: number };
   pages: number;
+  hashes(page: number): Buffer;
   badPages: number[];
   requirementsHashOk: boolean;
 }
@@ -53,15 +56,17 @@ function verifyMachO(image: Buffer): Checked {
   }
   assert.ok(signature, 'LC_CODE_SIGNATURE present');
   const sea = segments.get('NODE_SEA')?.sections.find((s) => s.name === '__NODE_SEA_BLOB');
-  assert.ok(sea, 'segment NODE_SEA with section __NODE_SEA_BLOB');
 
   const sig = signature.dataoff;
   assert.is(image.readUInt32BE(sig), 0xfade0cc0, 'embedded signature SuperBlob');
   const count = image.readUInt32BE(sig + 8);
   const slots = new Map<number, number>();
   for (let i = 0; i < count; i++) slots.set(image.readUInt32BE(sig + 12 + i * 8), sig + image.readUInt32BE(sig + 16 + i * 8));
-  const cd = slots.get(0);
-  assert.ok(cd !== undefined, 'a CodeDirectory in slot 0');
+  // Slot 0 holds the primary CodeDirectory, 0x1000+ alternates (Apple's own signatures carry a
+  // SHA-1 one plus a SHA-256 one): check the SHA-256 directory, wherever it is.
+  const cd = [0, 0x1000, 0x1001, 0x1002, 0x1003, 0x1004].map((slot) => slots.get(slot))
+    .find((offset) => offset !== undefined && image[offset + 37] === 2);
+  assert.ok(cd !== undefined, 'a SHA-256 CodeDirectory');
   assert.is(image.readUInt32BE(cd), 0xfade0c02);
   const hashOffset = image.readUInt32BE(cd + 16);
   const identOffset = image.readUInt32BE(cd + 20);
@@ -100,7 +105,8 @@ function verifyMachO(image: Buffer): Checked {
     cputype: image.readUInt32LE(4),
     filetype: image.readUInt32LE(12),
     segments,
-    seaBlob: image.subarray(sea.offset, sea.offset + sea.size),
+    seaBlob: sea ? image.subarray(sea.offset, sea.offset + sea.size) : undefined,
+    hashes: (page: number) => image.subarray(cd + hashOffset + page * hashSize, cd + hashOffset + (page + 1) * hashSize),
     signature,
     directory,
     pages: nCode,
@@ -118,6 +124,7 @@ for (const [name, cputype] of [['darwin-x64', 0x01000007], ['darwin-arm64', 0x01
     const checked = verifyMachO(image);
     assert.is(checked.cputype, cputype);
     assert.is(checked.filetype, 2, 'MH_EXECUTE');
+    assert.ok(checked.seaBlob, 'segment NODE_SEA with section __NODE_SEA_BLOB');
     assert.is(checked.seaBlob.readUInt32LE(0), 0x0143da20, 'SEA blob magic');
     assert.ok(checked.seaBlob.includes(Buffer.from(code)), 'the blob carries the bundle');
     assert.is(checked.directory.flags & 0x2, 0x2, 'CS_ADHOC');
@@ -139,10 +146,24 @@ for (const [name, cputype] of [['darwin-x64', 0x01000007], ['darwin-arm64', 0x01
 
 test('the verifier catches a changed byte: one flipped byte in the SEA blob gives exactly one bad page', () => {
   const image = Buffer.from(readFileSync(executable({ name: 'darwin-arm64', file: 'localproxy-darwin-arm64' } as never)));
-  const sea = verifyMachO(image).seaBlob;
+  const sea = verifyMachO(image).seaBlob!;
   const offset = sea.byteOffset - image.byteOffset + 100;
   image[offset] = image[offset]! ^ 0xff;
   assert.equal(verifyMachO(image).badPages, [Math.floor(offset / 4096)]);
+});
+
+test('the signer hashes pages exactly as Apple does: re-signing the official Node binary matches its Developer ID page hashes on every page but the header', () => {
+  const target = JSON.parse(readFileSync(join(root, 'targets', 'darwin-arm64.json'), 'utf8')) as { package: string; version: string; bin: string };
+  const official = readFileSync(join(root, '.cache', 'node', `${target.package}-${target.version}`, target.bin));
+  const apple = verifyMachO(official);
+  assert.equal(apple.badPages, [], 'the verifier accepts Apple\'s own signature');
+  const ours = verifyMachO(adhocSign(official, { identifier: 'node' }));
+  assert.equal(ours.badPages, []);
+  assert.is(ours.pages, apple.pages, 'same code limit, same page count');
+  const differing = [];
+  for (let page = 0; page < apple.pages; page++) if (!ours.hashes(page).equals(apple.hashes(page))) differing.push(page);
+  // Page 0 holds the load commands, where LC_CODE_SIGNATURE's size changed.
+  assert.equal(differing, [0]);
 });
 
 test.run();
