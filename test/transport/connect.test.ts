@@ -32,6 +32,25 @@ async function expectFailure(promise: Promise<unknown>): Promise<ConnectError> {
   throw new Error('the connection unexpectedly succeeded');
 }
 
+test('masks client frames with an all-zero key (masking is a no-op for ws on both ends)', async () => {
+  const { log } = captureLog();
+  const accepted = service.nextConnection();
+  const conn = await within(connectToService(optionsFor(service.port, log, { ca: [pki.caPem] })), 10_000, 'connect');
+  try {
+    const serverSide = (await within(accepted, 10_000, 'server side')) as unknown as { _socket: import('node:net').Socket };
+    const raw = new Promise<Buffer>((resolve) => serverSide._socket.once('data', resolve));
+    conn.ws.send(Buffer.from('abcdef'));
+    const frame = await within(raw, 10_000, 'raw frame');
+    // FIN + binary opcode, MASK bit with length 6, then the 4-byte masking key.
+    assert.is(frame[0], 0x82);
+    assert.is(frame[1], 0x80 | 6);
+    assert.is(frame.subarray(2, 6).toString('hex'), '00000000');
+    assert.is(frame.subarray(6, 12).toString(), 'abcdef');
+  } finally {
+    conn.ws.terminate();
+  }
+});
+
 test('sends the handshake the service expects and logs the session id', async () => {
   service.behaviour.channelId = 'channel-0123';
   const { log, text } = captureLog();
