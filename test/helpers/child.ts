@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Settings } from '../../src/index';
+import { defaultSettings, exportSettings, type Settings } from '../../src/index';
 import { freePort, within } from './wait';
 import { startRelayForTests, type Relay } from './tunnel';
 
@@ -41,7 +41,7 @@ export interface ChildSpec {
   /** Service id → port ("" = V1 form). Source port 0 is replaced by a free port. */
   services: Record<string, number>;
   clientType?: 'V1' | 'V2';
-  /** Only with the library child (the CLI takes settings from --settings-json). */
+  /** Over the defaults; the CLI gets them as a `--settings-json` file next to the certificate. */
   settings?: Partial<Settings>;
   extraArgs?: string[];
 }
@@ -87,6 +87,11 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
   if (childKind() === 'cli') {
     const args = [CLI, '-e', `127.0.0.1:${spec.relay.port}`, '-c', spec.ca.dir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', '4'];
     if (spec.clientType) args.push('-y', spec.clientType);
+    if (spec.settings) {
+      const file = join(spec.ca.dir, `settings-${spec.mode}.json`);
+      writeFileSync(file, exportSettings({ ...defaultSettings(), ...spec.settings }));
+      args.push('--settings-json', file);
+    }
     child = spawn(process.execPath, [...args, ...(spec.extraArgs ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   } else {
     const targets = Object.fromEntries(Object.entries(ports).map(([id, port]) => [id, { kind: 'tcp', ...(spec.mode === 'destination' ? { host: '127.0.0.1' } : {}), port }]));
