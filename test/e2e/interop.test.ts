@@ -28,11 +28,11 @@ interop('destination -y V2: data flows both ways on consecutive connections', as
   await exercise((echo) => ({ services: ['SSH1'], destinationMap: { SSH1: echo.port }, destOptions: { clientType: 'V2' } }), 'V2');
 });
 
-interop('destination -y V1 (`-d <port>` form): data flows both ways on consecutive connections', async () => {
+interop('fixes reference bug 9.3#28: destination -y V1 (`-d <port>` form), source without -y: data flows both ways on consecutive connections', async () => {
   await exercise((echo) => ({ services: ['SSH1'], destinationMap: { '': echo.port }, sourceMap: { SSH1: { kind: 'tcp', port: 0 } }, destOptions: { clientType: 'V1' } }), 'V1');
 });
 
-interop('destination -y V1: a download from the destination app arrives byte-exact', async () => {
+interop('fixes reference bug 9.3#28: destination -y V1: a download from the destination app arrives byte-exact', async () => {
   const blast = await blastServer(8 * 1024 * KiB, 3);
   const tunnel = await startTunnel({ services: ['SSH1'], destinationMap: { '': blast.port }, sourceMap: { SSH1: { kind: 'tcp', port: 0 } }, destOptions: { clientType: 'V1' } });
   try {

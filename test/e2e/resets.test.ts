@@ -63,37 +63,52 @@ resets.after(async () => {
   await blast?.close();
 });
 
-resets('application refuses the connection: the source app sees its connection closed, another connection is unaffected', async () => {
-  const bystander = await connectTo(tunnel.port('ECHO'));
+resets('fixes reference bug 9.3#24: the application refuses a connection: that source app sees it closed, a connection already open on the same service is unaffected', async () => {
+  const first = await listenEcho(refusedPort);
+  const bystander = await connectTo(tunnel.port('REFUSED'));
   let echoed = '';
-  const echoedBoth = new Promise<string>((resolve) => {
-    bystander.on('data', (chunk: Buffer) => {
+  const echoedUpTo = (text: string) => new Promise<void>((resolve) => {
+    const check = () => {
+      if (echoed === text) {
+        bystander.off('data', onData);
+        resolve();
+      }
+    };
+    const onData = (chunk: Buffer) => {
       echoed += chunk.toString();
-      if (echoed.length >= 'before after'.length) resolve(echoed);
-    });
+      check();
+    };
+    bystander.on('data', onData);
   });
   const bystanderData = hashUntilClose(bystander);
+  const before = echoedUpTo('before ');
   bystander.write('before ');
+  await within(before, 10_000, 'bystander echo before the refusal');
 
+  // The application stops accepting; its open connection stays.
+  first.server.close();
   const refused = await connectTo(tunnel.port('REFUSED'));
   await within(closed(refused), 10_000, 'refused connection closed at the source');
 
+  const after = echoedUpTo('before after');
   bystander.write('after');
-  assert.is(await within(echoedBoth, 10_000, 'bystander echo'), 'before after');
+  await within(after, 10_000, 'bystander echo after the refusal');
   bystander.end();
   assert.is((await within(bystanderData, 10_000, 'bystander close')).bytes, 'before after'.length);
+  await first.close();
 
-  // Once the application listens, the same service works: the refusal left no stuck state.
-  const late = await startLateListener(refusedPort);
+  // Once the application listens again, the same service works: the refusal left no stuck state.
+  const second = await listenEcho(refusedPort);
   try {
-    const result = await within(sendPattern(tunnel.port('REFUSED'), 64 * 1024, { seed: 9, expectEcho: true }), 15_000, 'echo after the app came up');
+    const result = await within(sendPattern(tunnel.port('REFUSED'), 64 * 1024, { seed: 9, expectEcho: true }), 15_000, 'echo after the app came back');
     assert.is(result.echo?.sha256, result.sha256);
   } finally {
-    await late.close();
+    await second.close();
   }
 });
 
-async function startLateListener(port: number): Promise<AppServer> {
+/** An echo application on a given port (the REFUSED service's target). */
+async function listenEcho(port: number): Promise<AppServer> {
   const server = createServer((socket) => {
     socket.on('error', () => socket.destroy());
     socket.pipe(socket);
@@ -104,7 +119,10 @@ async function startLateListener(port: number): Promise<AppServer> {
   await once(server, 'listening');
   return {
     server, port, accepted: 0,
-    close: async () => { for (const s of sockets) s.destroy(); await new Promise<void>((r) => server.close(() => r())); },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      if (server.listening) await new Promise<void>((r) => server.close(() => r()));
+    },
   };
 }
 
@@ -144,7 +162,7 @@ resets('source app closes mid-download: the destination app sees its connection 
   assert.ok(seen >= MiB);
 });
 
-resets('a burst of 200 connections opened at the same instant are all served (max_active_connections 256)', async () => {
+resets('fixes reference bug 9.4#40: a burst of 200 connections opened at the same instant are all served (max_active_connections 256)', async () => {
   const port = tunnel.port('ECHO');
   const runs = Array.from({ length: 200 }, (_, i) => sendPattern(port, 4096, { seed: 1000 + i, expectEcho: true }));
   const results = await within(Promise.all(runs), 60_000, '200 echoed connections');

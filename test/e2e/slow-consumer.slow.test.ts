@@ -99,7 +99,7 @@ slow.after(async () => {
   slowSink?.close();
 });
 
-slow('source side: 256 MiB downloads at full speed while another connection holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
+slow('fixes reference bug 9.4#33: source side: 256 MiB downloads at full speed while another connection holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
   const alone = await within(timed(() => receiveAll(tunnel.source.ports.FASTDOWN)), 60_000, '256 MiB download alone');
   assert.is(alone.value.sha256, patternSha256(FAST_BYTES, 62), 'alone: byte-exact');
 
@@ -119,7 +119,7 @@ slow('source side: 256 MiB downloads at full speed while another connection hold
   console.log(`download: 256 MiB in ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader (${tunnel.kind} proxies)`);
 });
 
-slow('destination side: 256 MiB uploads at full speed while another destination app holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
+slow('fixes reference bug 9.4#33: destination side: 256 MiB uploads at full speed while another destination app holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
   const alone = await within(timed(() => sendPattern(tunnel.source.ports.FASTUP, FAST_BYTES, { seed: 63 })), 60_000, '256 MiB upload alone');
   const [aloneReceived] = await within(fastSink.waitFor(1), 10_000, 'sink close');
   assert.is(aloneReceived.sha256, alone.value.sha256, 'alone: byte-exact');
@@ -140,7 +140,7 @@ slow('destination side: 256 MiB uploads at full speed while another destination 
   console.log(`upload: 256 MiB in ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader`);
 });
 
-slow(`each proxy process stayed under ${PEAK_RSS_BOUND_MIB} MiB peak RSS`, () => {
+slow(`fixes reference bug 9.4#34: each proxy process stayed under ${PEAK_RSS_BOUND_MIB} MiB peak RSS`, () => {
   const rss = { source: tunnel.source.peakRssMiB(), destination: tunnel.destination.peakRssMiB() };
   console.log(`peak RSS: source ${rss.source.toFixed(1)} MiB, destination ${rss.destination.toFixed(1)} MiB`);
   assert.ok(rss.source < PEAK_RSS_BOUND_MIB, `source peak RSS ${rss.source.toFixed(1)} MiB`);
