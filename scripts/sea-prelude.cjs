@@ -7,8 +7,13 @@
 // undone from here; the README says so.
 // Plain ES2019 and only built-ins: the armv7 executable is Node 20.11, where `node:sea` is absent.
 (function localproxySeaPrelude() {
+  if (process.env.LOCALPROXY_SEA_CHILD === '1') {
+    // The re-started child: the marker has done its job; keep it out of the application's view.
+    delete process.env.LOCALPROXY_SEA_CHILD;
+    return false;
+  }
   var options = process.env.NODE_OPTIONS;
-  if (options === undefined || options.trim() === '' || process.env.LOCALPROXY_SEA_CHILD === '1') return false;
+  if (options === undefined || options.trim() === '') return false;
   var childProcess = require('child_process');
   // An --inspect from NODE_OPTIONS already opened a debugger port in this (parent) process.
   try {
