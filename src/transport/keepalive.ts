@@ -1,8 +1,17 @@
 /**
  * Keepalive (behaviour spec 3.8, Decisions 8): a ping right away and then every period,
  * carrying the epoch milliseconds in decimal. Any pong counts as an answer (the
- * reference died on a non-numeric one); after `maxMissed` pings without an answer the
- * peer is treated as dead and `onDead` runs once. `maxMissed` 0 never declares it dead.
+ * reference died on a non-numeric one), and so does any other frame from the service: it
+ * proves the service is there. After `maxMissed` unanswered pings the peer is treated as
+ * dead and `onDead` runs once. `maxMissed` 0 never declares it dead.
+ *
+ * Flow control must not look like death. Two states say nothing about the service:
+ * - our reader is paused (slow local apps, Decisions 4): its pong sits unread in the socket;
+ * - our ping is not written yet: it waits behind data the service is not reading, because
+ *   the far side is slow and the service holds back (the relay pauses reading a sender
+ *   whose receiver lags). The service cannot answer a ping it has not received.
+ * Neither counts as a miss, and no second ping is queued behind the first. A peer that dies
+ * while our writes are blocked is reported by TCP itself (retransmission timeout).
  */
 import type WebSocket from 'ws';
 import type { Logger } from '../log';
@@ -12,22 +21,36 @@ export interface KeepaliveOptions {
   maxMissed: number;
   log: Logger;
   onDead: () => void;
+  /** True while the owner has paused reading the WebSocket. Default: `ws.isPaused`. */
+  readerPaused?: () => boolean;
 }
 
 /** Starts pinging; returns stop(). Stops by itself when the socket closes. */
 export function startKeepalive(ws: WebSocket, options: KeepaliveOptions): () => void {
   const { periodMs, maxMissed, log, onDead } = options;
+  const readerPaused = options.readerPaused ?? (() => ws.isPaused);
   let unanswered = 0;
+  /** A ping has been sent since the session began (the first tick sends one). */
+  let pingOutstanding = false;
+  /** The last ping has been handed to ws but its write has not completed. */
+  let pingInFlight = false;
+  /** Something arrived from the service since the last ping was sent. */
+  let heardSincePing = false;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
 
-  function onPong(data: Buffer): void {
+  function onActivity(): void {
+    heardSincePing = true;
     unanswered = 0;
+  }
+  function onPong(data: Buffer): void {
+    onActivity();
     const text = data.toString('latin1');
     if (/^\d{1,16}$/.test(text)) log.debug(`Pong reply latency: ${Date.now() - Number(text)} ms`);
     else log.trace(`Pong received with a non-numeric payload (${data.length} bytes)`);
   }
-  function onPingSent(err?: Error): void {
+  function onPingWritten(err?: Error): void {
+    pingInFlight = false;
     if (err && !stopped) log.error(`Failed to send websocket ping: ${err.message}`);
   }
   function tick(): void {
@@ -37,16 +60,21 @@ export function startKeepalive(ws: WebSocket, options: KeepaliveOptions): () => 
       stop();
       return;
     }
+    if (pingOutstanding && !heardSincePing && !pingInFlight && !readerPaused()) unanswered++;
     if (maxMissed > 0 && unanswered >= maxMissed) {
       log.error(`No pong for ${unanswered} pings sent ${periodMs} ms apart: the service connection is dead`);
       stop();
       onDead();
       return;
     }
-    const payload = String(Date.now());
-    ws.ping(payload, undefined, onPingSent);
-    unanswered++;
-    log.trace(`Sent ping data: ${payload}`);
+    if (!pingInFlight) {
+      const payload = String(Date.now());
+      pingOutstanding = true;
+      pingInFlight = true;
+      heardSincePing = false;
+      ws.ping(payload, undefined, onPingWritten);
+      log.trace(`Sent ping data: ${payload}`);
+    }
     timer = setTimeout(tick, periodMs);
   }
   function onClose(): void {
@@ -57,10 +85,14 @@ export function startKeepalive(ws: WebSocket, options: KeepaliveOptions): () => 
     stopped = true;
     clearTimeout(timer);
     ws.off('pong', onPong);
+    ws.off('ping', onActivity);
+    ws.off('message', onActivity);
     ws.off('close', onClose);
   }
 
   ws.on('pong', onPong);
+  ws.on('ping', onActivity);
+  ws.on('message', onActivity);
   ws.on('close', onClose);
   log.debug(`Setting up web socket pings for every ${periodMs} milliseconds`);
   tick();

@@ -194,18 +194,14 @@ export function startProxy(options: ProxyOptions): LocalProxy {
         },
       });
       session = s;
-      // While the reader is paused for slow apps, pongs are not read either: that silence says
-      // nothing about the service, so the keepalive starts over instead of declaring it dead.
-      const keepalive = (): (() => void) => startKeepalive(ws, {
+      // The keepalive must know when the reader is paused for slow apps: pongs are not read then.
+      const stopKeepalive = startKeepalive(ws, {
         periodMs: settings.pingPeriodMs,
         maxMissed: settings.maxMissedPings,
         log: slog,
-        onDead: () => {
-          if (s.inbound.isPaused && !settled) stopKeepalive = keepalive();
-          else ws.terminate();
-        },
+        readerPaused: () => s.inbound.isPaused,
+        onDead: () => ws.terminate(),
       });
-      let stopKeepalive = keepalive();
       const onClose = (code: number, reasonBuf: Buffer): void => {
         const reason = reasonBuf.toString();
         if (closing) {

@@ -152,7 +152,7 @@ faults('relay answering 503 three times, then accepting: the proxy retries and c
 faults('relay accepting but never answering pings: the dead peer is detected within the bound and the proxy reconnects', async () => {
   const relay = await relayAt();
   const periodMs = 150;
-  const { source, port } = await pair(relay, { pingPeriodMs: periodMs, maxMissedPings: 3 });
+  const { source, destination, port } = await pair(relay, { pingPeriodMs: periodMs, maxMissedPings: 3 });
   relay.setFaults({ answerPings: false });
   const silentSince = Date.now();
   await source.logs.waitFor('No pong for 3 pings', 10_000);
@@ -160,7 +160,8 @@ faults('relay accepting but never answering pings: the dead peer is detected wit
   relay.setFaults({ answerPings: true });
   // 3 missed pings take 3 periods, plus up to one period for the ping already in flight.
   assert.ok(detectedAfter <= 4 * periodMs + 1000, `dead peer detected after ${detectedAfter} ms`);
-  await within(source.logs.waitForCount(ESTABLISHED, 2), 10_000, 'source reconnected');
+  // Both proxies lost the silent relay; the echo needs both back (either may return first).
+  await within(Promise.all([source.logs.waitForCount(ESTABLISHED, 2), destination.logs.waitForCount(ESTABLISHED, 2)]), 10_000, 'both proxies reconnected');
   await echoes(port, 'after a dead peer');
 });
 

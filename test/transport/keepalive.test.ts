@@ -80,6 +80,42 @@ test('fixes reference bug 3.8: a non-numeric or unsolicited pong is accepted, no
   assert.is(dead, false);
 });
 
+test('silence while our reader is paused (slow local apps) is not a miss; counting resumes with reading', async () => {
+  service.behaviour.silent = true;
+  const { conn, peer } = await open();
+  const { log, text } = captureLog(5);
+  let paused = true;
+  let pings = 0;
+  let dead = false;
+  const sixPings = new Promise<void>((resolve) => peer.on('ping', () => { if (++pings === 6) resolve(); }));
+  const declared = new Promise<void>((resolve) => {
+    startKeepalive(conn.ws, { periodMs: 30, maxMissed: 3, log, readerPaused: () => paused, onDead: () => { dead = true; resolve(); } });
+  });
+  await within(sixPings, 5000, 'six pings while paused');
+  assert.is(dead, false, 'six unanswered pings while paused did not kill the session');
+  paused = false;
+  await within(declared, 5000, 'dead once reading again');
+  conn.ws.terminate();
+  assert.match(text(), 'No pong for 3 pings');
+});
+
+test('any frame from the service counts as an answer', async () => {
+  service.behaviour.silent = true;
+  const { conn, peer } = await open();
+  const { log } = captureLog(0);
+  let pings = 0;
+  let dead = false;
+  const sixPings = new Promise<void>((resolve) => peer.on('ping', () => {
+    peer.send(Buffer.from([0, 2, 8, 4]));
+    if (++pings === 6) resolve();
+  }));
+  const stop = startKeepalive(conn.ws, { periodMs: 30, maxMissed: 2, log, onDead: () => { dead = true; } });
+  await within(sixPings, 5000, 'six pings answered by data');
+  stop();
+  conn.ws.terminate();
+  assert.is(dead, false);
+});
+
 test('stops by itself when the socket closes, and onDead is not called', async () => {
   const { conn } = await open();
   const { log } = captureLog(0);
