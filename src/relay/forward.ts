@@ -244,8 +244,12 @@ export class Peer {
     if (other) other.sendFrames(forward);
     this.sendFrames(replies);
     if (error) return this.violation(error);
-    // Replies to this peer count too: a peer that sends starts but never reads must not grow our queue.
-    for (const receiver of other ? [other, this] : [this]) {
+    // Replies to this peer count too: a peer that sends starts but never reads must not grow
+    // our queue. Only when there were replies, though: pausing a sender because of data
+    // forwarded *to* it would couple the two directions of the tunnel, and an app that stops
+    // reading while its writes are blocked (an echo server) then deadlocks the whole tunnel.
+    const receivers = replies.length > 0 ? (other ? [other, this] : [this]) : other ? [other] : [];
+    for (const receiver of receivers) {
       if (receiver.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
         this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
         this.ws.pause();

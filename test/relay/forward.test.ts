@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import { SUBPROTOCOL_V1, SUBPROTOCOL_V2 } from '../../src/protocol/constants';
 import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
-import { silentLogger } from '../../src/log';
+import { Logger, silentLogger } from '../../src/log';
+import { within } from '../helpers/wait';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { connectPeer, connectReady, type TestPeer } from './peer';
 
@@ -78,6 +79,38 @@ forward('forwards messages in order both ways, aggregated into WebSocket message
   const back = await src.next();
   assert.is(Buffer.from(back.payload).toString(), 'back');
   assert.is(back.serviceId, 'SSH');
+});
+
+forward('a peer that does not read still has its own data forwarded: the two directions are independent', async (ctx) => {
+  // Regression: the relay paused reading a peer whenever its own backlog towards that peer was
+  // high, so an echo-style app that stops reading while its writes are blocked deadlocked the
+  // tunnel (seen as a hang of test/e2e/concurrent "three services at once").
+  let sawBacklog!: () => void;
+  const backlogHigh = new Promise<void>((resolve) => { sawBacklog = resolve; });
+  const log = new Logger({ level: 5, sink: (line) => { if (line.includes('paused reading: the destination has')) sawBacklog(); } });
+  await ctx.relay.close();
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log });
+  const { src, dst } = await pair(ctx, ['SSH']);
+  await src.next();
+  await dst.next();
+  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
+  await dst.next();
+  dst.ws.pause();
+  const payload = Buffer.alloc(64512, 1);
+  // 32 MiB towards the destination: more than the kernel buffers and the relay's high-water mark.
+  for (let i = 0; i < 512; i++) src.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload });
+  await within(backlogHigh, 10_000, "the relay's backlog towards the stalled destination");
+  // The stalled destination keeps sending: every byte must reach the source.
+  const back = Buffer.alloc(64512, 2);
+  for (let i = 0; i < 64; i++) dst.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: back });
+  let received = 0;
+  while (received < 64 * 64512) {
+    const m = await src.next(10_000);
+    assert.is(m.type, DATA);
+    received += m.payload.length;
+  }
+  assert.is(received, 64 * 64512);
+  assert.ok(dst.ws.isPaused, 'the destination never read in the meantime');
 });
 
 forward('fills in the service id of a V1 message in a one-service tunnel and strips it towards a 1.0 peer', async (ctx) => {
