@@ -86,6 +86,7 @@ class RelayServer implements Relay {
     this.credentials = options.credentials;
     this.registry = new TunnelRegistry({
       statePath: options.statePath,
+      onSaveProblem: (message, ok) => (ok ? this.log.info(message) : this.log.error(message)),
       onClosed: (tunnel, reason) => this.onTunnelClosed(tunnel, reason),
       onTokenRevoked: (tunnel, mode) => {
         const peer = this.links.get(tunnel.tunnelId)?.peers[mode];

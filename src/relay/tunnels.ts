@@ -6,7 +6,7 @@
  * Tokens are never stored: only their SHA-256 hashes, in memory and in the state file.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 
 export type PeerMode = 'source' | 'destination';
 export type ClientMode = 'SOURCE' | 'DESTINATION' | 'ALL';
@@ -95,6 +95,11 @@ export interface RegistryOptions {
   onClosed?: (tunnel: TunnelRecord, reason: string) => void;
   /** Called when a token stops working (rotation) so a peer connected with it can be closed. */
   onTokenRevoked?: (tunnel: TunnelRecord, mode: PeerMode) => void;
+  /**
+   * The state file could not be written (disk full, directory gone), or can again (`ok`).
+   * Called on each change, not on every failed write.
+   */
+  onSaveProblem?: (message: string, ok: boolean) => void;
   region?: string;
 }
 
@@ -104,10 +109,17 @@ export class TunnelRegistry {
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private readonly options: RegistryOptions;
   private disposed = false;
+  private saveFailing = false;
 
+  /** Throws (one line) when `statePath` cannot be read or written: the relay must not start then. */
   constructor(options: RegistryOptions = {}) {
     this.options = options;
-    if (options.statePath && existsSync(options.statePath)) this.load(options.statePath);
+    if (options.statePath) {
+      if (existsSync(options.statePath)) this.load(options.statePath);
+      // Found out now, not at the first OpenTunnel or connect.
+      const problem = this.writeState(options.statePath);
+      if (problem) throw new Error(problem);
+    }
   }
 
   open(req: OpenTunnelRequest = {}): OpenedTunnel {
@@ -279,13 +291,41 @@ export class TunnelRegistry {
     }
   }
 
+  /**
+   * Called from socket events and timers as well as the API: a failed write is reported,
+   * never thrown, so a full disk cannot take the data plane down.
+   */
   private save(): void {
     const path = this.options.statePath;
     if (!path || this.disposed) return;
+    const problem = this.writeState(path);
+    if (problem && !this.saveFailing) this.options.onSaveProblem?.(`${problem}; open tunnels will not survive a restart until it can be written`, false);
+    else if (!problem && this.saveFailing) this.options.onSaveProblem?.(`state file ${path} written again`, true);
+    this.saveFailing = problem !== undefined;
+  }
+
+  /** Writes the whole state atomically and durably; returns why it could not, or undefined. */
+  private writeState(path: string): string | undefined {
     const text = JSON.stringify({ format: STATE_FORMAT, tunnels: [...this.tunnels.values()] }, null, 1);
-    // Temp file + rename: a crash mid-write leaves the previous state intact.
+    // Temp file + fsync + rename: a crash or power loss mid-write leaves the previous state intact.
     const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, text, { mode: 0o600 });
-    renameSync(tmp, path);
+    try {
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeSync(fd, text);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, path);
+      return undefined;
+    } catch (err) {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // Never created, or not ours to remove.
+      }
+      return `cannot write state file ${path}: ${(err as Error).message}`;
+    }
   }
 }

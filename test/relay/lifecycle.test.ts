@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
@@ -272,6 +272,51 @@ lifecycle('--state: open tunnels survive a restart, tokens stored only as hashes
     } finally {
       await second.close();
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+lifecycle('--state: a failed write is one error line, never a crash; peers still connect and the next good write is logged', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-state-'));
+  const statePath = join(dir, 'state.json');
+  const lines: string[] = [];
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath, log: new Logger({ level: LogLevel.INFO, sink: (line) => lines.push(line) }) });
+  try {
+    const t = relay.openTunnel({ services: ['SSH'] });
+    // A directory where the temporary file goes makes every write fail, as a full disk would.
+    const blocker = `${statePath}.${process.pid}.tmp`;
+    mkdirSync(blocker);
+    const src = await connectReady(relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
+    const failed = lines.filter((l) => l.includes('cannot write state file'));
+    assert.is(failed.length, 1, lines.join('\n'));
+    assert.match(failed[0], /\[error\] cannot write state file .*state\.json: .*; open tunnels will not survive a restart/);
+    const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination', clientToken: CLIENT_TOKEN });
+    assert.is(lines.filter((l) => l.includes('cannot write state file')).length, 1, 'logged once per failure streak');
+    src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' });
+    assert.is((await dst.next()).type, STREAM_START);
+    rmdirSync(blocker);
+    relay.closeTunnel(t.tunnelId);
+    await Promise.all([src.waitClosed(), dst.waitClosed()]);
+    assert.ok(lines.some((l) => /\[info\] state file .* written again/.test(l)), lines.join('\n'));
+    assert.is(JSON.parse(readFileSync(statePath, 'utf8')).tunnels[0].status, 'CLOSED');
+  } finally {
+    await relay.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+lifecycle('--state in a directory that does not exist: the relay does not start, and says why in one line', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-state-'));
+  try {
+    const statePath = join(dir, 'missing', 'state.json');
+    const err = await startRelay({ port: 0, tls: 'plain', statePath, log: new Logger({ level: 0 }) }).then(
+      async (relay) => { await relay.close(); return undefined; },
+      (e: Error) => e,
+    );
+    assert.ok(err, 'the relay started with a state file it cannot write');
+    assert.match(err!.message, /^cannot write state file .*missing.state\.json: ENOENT/);
+    assert.not.match(err!.message, /\n/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
