@@ -9,7 +9,7 @@
  * reference, values are validated like `-s`/`-d` values, and one id defined differently
  * in two files is an error naming both, instead of "first file wins" in iteration order.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ExitCode, ExitError } from '../exit';
 import type { Mode, ServiceTarget } from '../options';
@@ -31,18 +31,35 @@ function invalid(message: string): ExitError {
   return new ExitError(ExitCode.USAGE, message);
 }
 
-function listFiles(dir: string, out: string[]): void {
+function errorCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+}
+
+/**
+ * Regular files under `dir`, recursively. A directory reached twice (a symlink back to a
+ * parent) is read once, and an entry that cannot be examined (a symlink loop, no permission)
+ * is an error naming it, instead of an endless descent or an internal error.
+ */
+function listFiles(dir: string, out: string[], visited = new Set<string>()): void {
   let names: string[];
   try {
+    const real = realpathSync(dir);
+    if (visited.has(real)) return;
+    visited.add(real);
     names = readdirSync(dir).sort();
   } catch (err) {
-    throw invalid(`Cannot read configuration directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw invalid(`Cannot read configuration directory ${dir}: ${errorCode(err)}`);
   }
   for (const name of names) {
     const path = join(dir, name);
-    const st = statSync(path, { throwIfNoEntry: false });
+    let st: Stats | undefined;
+    try {
+      st = statSync(path, { throwIfNoEntry: false });
+    } catch (err) {
+      throw invalid(`Cannot read configuration file ${path}: ${errorCode(err)}`);
+    }
     if (!st) continue;
-    if (st.isDirectory()) listFiles(path, out);
+    if (st.isDirectory()) listFiles(path, out, visited);
     else if (st.isFile()) out.push(path);
     if (out.length > MAX_CONFIG_FILES) throw invalid(`Configuration directory has more than ${MAX_CONFIG_FILES} files: ${dir}`);
   }
@@ -81,7 +98,7 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
       text = readFileSync(file, 'utf8');
     } catch (err) {
       if (err instanceof ExitError) throw err;
-      throw invalid(`Cannot read configuration file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw invalid(`Cannot read configuration file ${file}: ${errorCode(err)}`);
     }
     const { entries, notIni } = parseFile(text);
     if (notIni) {
@@ -111,14 +128,19 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
 
 /** The explicit `--config-dir`: must be an existing, non-empty directory (as the reference). */
 export function checkConfigDir(dir: string): void {
-  const st = statSync(dir, { throwIfNoEntry: false });
+  let st: Stats | undefined;
+  try {
+    st = statSync(dir, { throwIfNoEntry: false });
+  } catch (err) {
+    throw invalid(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
+  }
   if (!st) throw invalid(`Invalid configuration directory: ${dir} (does not exist)`);
   if (!st.isDirectory()) throw invalid(`Invalid configuration directory: ${dir} (not a directory)`);
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch (err) {
-    throw invalid(`Invalid configuration directory: ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw invalid(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
   }
   if (names.length === 0) throw invalid(`Invalid configuration directory: ${dir} (empty)`);
 }
@@ -130,7 +152,13 @@ export function checkConfigDir(dir: string): void {
  */
 export function defaultConfigDir(cwd: string, executable: string): string | undefined {
   for (const dir of [join(cwd, 'config'), join(dirname(executable), 'config')]) {
-    const st = statSync(dir, { throwIfNoEntry: false });
+    let st: Stats | undefined;
+    try {
+      st = statSync(dir, { throwIfNoEntry: false });
+    } catch {
+      // Not examinable: treated like a missing directory, as the reference's debug line says.
+      continue;
+    }
     if (st?.isDirectory()) {
       try {
         if (readdirSync(dir).length > 0) return dir;

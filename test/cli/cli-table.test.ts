@@ -67,6 +67,13 @@ file('cd-notini/ports.ini', 'SSH1 = 3333\n');
 const cdUnreadable = join(dir, 'cd-unreadable');
 mkdirSync(cdUnreadable);
 symlinkSync('/proc/self/mem', join(cdUnreadable, 'mem.ini'));
+const cdSymlinkLoop = join(dir, 'cd-symlink-loop');
+file('cd-symlink-loop/ports.ini', 'SSH1 = 3333\n');
+symlinkSync('self.ini', join(cdSymlinkLoop, 'self.ini'));
+const cdCycle = join(dir, 'cd-cycle');
+file('cd-cycle/a/ports.ini', 'SSH1 = 3333\n');
+symlinkSync('..', join(cdCycle, 'a/up'));
+const cfgTokenLine = file('tokenline.ini', `access-token: ${TOKEN}\n`);
 const cdEmpty = join(dir, 'cd-empty');
 mkdirSync(cdEmpty);
 const cwdWithConfig = join(dir, 'cwd');
@@ -135,6 +142,10 @@ const cases: Record<string, Case> = {
   'no warning when the token came from the environment': { args: src, env: envToken, code: ACCEPTED, out: 'source mode', absent: ['Found access token supplied via CLI arg', TOKEN] },
   'client token too short': { args: [...t, ...src, '-i', 'short'], code: 2, out: 'Client token must be between 32 and 128 characters' },
   'fixes reference bug 9.5#56: client token character class enforced': { args: [...t, ...src, '-i', 'a_b'.repeat(12)], code: 2, out: 'Client token must contain only letters, digits and hyphens' },
+  'Decisions 12: a token given without -t is not echoed in the error': { args: [...src, TOKEN], code: 2, out: "unexpected argument 'AQGA…(46 characters not shown)'", absent: [TOKEN] },
+  'Decisions 12: a short -t token pasted twice is not echoed in the error': { args: ['-t', 'secret-token-1', ...src, 'secret-token-1'], code: 2, out: "unexpected argument '***'", absent: ['secret-token-1'] },
+  'Decisions 12: an environment token in the wrong option is not echoed': { args: ['-r', 'us-east-1', '-s', 'tok-3n'], env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'tok-3n' }, code: 2, out: 'Endpoint must be PORT or HOST:PORT: ***', absent: ['tok-3n'] },
+  'Decisions 12: a --config line "access-token: TOKEN" is not echoed': { args: ['--config', cfgTokenLine], code: 2, out: "contains an invalid line 'access-token: AQGA…", absent: [TOKEN] },
   'valid client token from the environment': { args: src, env: { ...envToken, AWSIOT_TUNNEL_CLIENT_TOKEN: CLIENT_TOKEN }, code: ACCEPTED, out: 'source mode', absent: [CLIENT_TOKEN] },
 
   // region and endpoint
@@ -218,6 +229,8 @@ const cases: Record<string, Case> = {
   'config-dir: conflicting ids name both files': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdDup], code: 2, out: ['Service id SSH1 is defined twice', join(cdDup, 'a.ini'), join(cdDup, 'b.ini')] },
   'config-dir: same value twice is fine': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSame, '-v', '5'], code: ACCEPTED, out: 'SSH1 = 3333 (configuration files)' },
   'config-dir: bad value names file and line': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBadValue], code: 2, out: `${join(cdBadValue, 'SSHSource.ini')}:1: Endpoint must be PORT or HOST:PORT: abc` },
+  'config-dir: a symlink loop is an error naming the file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSymlinkLoop], code: 2, out: `Cannot read configuration file ${join(cdSymlinkLoop, 'self.ini')}: ELOOP` },
+  'config-dir: a symlink back to a parent directory is read once': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdCycle, '-v', '5'], code: ACCEPTED, out: ['SSH1 = 3333 (configuration files)', join(cdCycle, 'a/ports.ini')], absent: ['a/up/a'] },
   'config-dir: nested files read': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdGood, '-v', '5'], code: ACCEPTED, out: ['Detect configuration files', join(cdGood, 'more/HTTP.ini'), 'HTTP1 = 8080 (configuration files)', 'SSH2 = 5555 (configuration files)'] },
   'config-dir: destination values': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '--config-dir', cdDest, '-v', '5'], code: ACCEPTED, out: 'SSH2 = 10.0.0.1:80 (configuration files)' },
   'config-dir: file not in ini format skipped with a warning': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdNotIni, '-v', '5'], code: ACCEPTED, out: ['Fail to parse', 'SSH1 = 3333 (configuration files)'] },
