@@ -50,6 +50,15 @@ export function usageError(message: string): ExitError {
   return new ExitError(ExitCode.USAGE, message);
 }
 
+/**
+ * A value echoed in an error message, with any run of 32 or more token characters cut to
+ * its first four: the text may be an access or client token typed in the wrong place
+ * (tokens never appear in output, Decisions 12). Absolute paths are shown whole.
+ */
+export function shownValue(text: string): string {
+  return text.replace(/[A-Za-z0-9+/=_-]{32,}/g, (run) => (run.startsWith('/') ? run : `${run.slice(0, 4)}…(${run.length} characters not shown)`));
+}
+
 /** A long name or an unambiguous prefix of one, as Boost's allow_guessing does. */
 function resolveLong(given: string): OptionSpec {
   const exact = OPTION_BY_NAME.get(given);
@@ -90,7 +99,7 @@ export function parseArgs(argv: readonly string[]): RawArgs {
   for (let i = 0; i < argv.length; i++) {
     const token = argv[i];
     if (token === '--') {
-      if (i + 1 < argv.length) throw usageError(`unexpected argument '${argv[i + 1]}'`);
+      if (i + 1 < argv.length) throw usageError(`unexpected argument '${shownValue(argv[i + 1])}'`);
       break;
     }
     if (token.startsWith('--')) {
@@ -130,7 +139,7 @@ export function parseArgs(argv: readonly string[]): RawArgs {
       }
       continue;
     }
-    throw usageError(`unexpected argument '${token}' (options take the form -x VALUE or --name VALUE)`);
+    throw usageError(`unexpected argument '${shownValue(token)}' (options take the form -x VALUE or --name VALUE)`);
   }
 
   const parsed = mri(normalised, {

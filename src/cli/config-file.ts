@@ -9,7 +9,7 @@
  * Keys are long option names; a value is cut at `#` as in the reference.
  */
 import { readFileSync } from 'node:fs';
-import { OPTION_BY_NAME, usageError, type RawArgs } from './args';
+import { OPTION_BY_NAME, shownValue, usageError, type RawArgs } from './args';
 
 /** Options read before the file is, so the reference ignores them there; we refuse them. */
 const NOT_IN_FILE = new Set(['help', 'version', 'export-default-settings', 'config']);
@@ -18,7 +18,7 @@ function parseSwitch(key: string, value: string): boolean {
   const v = value.toLowerCase();
   if (['true', 'yes', 'on', '1', ''].includes(v)) return true;
   if (['false', 'no', 'off', '0'].includes(v)) return false;
-  throw usageError(`the argument ('${value}') for option '--${key}' is invalid`);
+  throw usageError(`the argument ('${shownValue(value)}') for option '--${key}' is invalid`);
 }
 
 export function parseConfigText(text: string): RawArgs {
@@ -33,11 +33,11 @@ export function parseConfigText(text: string): RawArgs {
       continue;
     }
     const eq = line.indexOf('=');
-    if (eq === -1) throw usageError(`the options configuration file contains an invalid line '${line}'`);
+    if (eq === -1) throw usageError(`the options configuration file contains an invalid line '${shownValue(line)}'`);
     const key = section + line.slice(0, eq).trim();
     const value = line.slice(eq + 1).trim();
     const spec = OPTION_BY_NAME.get(key);
-    if (!spec) throw usageError(`unrecognised option '${key}'`);
+    if (!spec) throw usageError(`unrecognised option '${shownValue(key)}'`);
     if (NOT_IN_FILE.has(key)) throw usageError(`option '${key}' cannot be used in a configuration file`);
     if (out.has(key)) throw usageError(`option '--${key}' cannot be specified more than once`);
     if (spec.value) out.set(key, value);

@@ -12,7 +12,7 @@ import { defaultSettings, exportSettings, mergeSettingsJson, SettingsError, type
 import { deriveClientToken } from '../transport/client-token';
 import { noProxyFromEnv, parseProxyUrl, proxyFromEnv } from '../transport/web-proxy';
 import { PRODUCT, VERSION } from '../version';
-import { parseArgs, usageError, type RawArgs } from './args';
+import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
 import { checkConfigDir, defaultConfigDir, readConfigDir } from './config-dir';
 import { parseEndpoint, regionEndpoint } from './endpoint';
@@ -53,7 +53,7 @@ function str(args: RawArgs, name: string): string | undefined {
 }
 
 function parseVerbose(text: string): number {
-  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw usageError(`the argument ('${text}') for option '--verbose' is invalid`);
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw usageError(`the argument ('${shownValue(text)}') for option '--verbose' is invalid`);
   return Math.min(Number(text), LogLevel.TRACE);
 }
 

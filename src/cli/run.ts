@@ -45,6 +45,24 @@ export function reportError(err: unknown, scrub: (text: string) => string = (t) 
   return ExitCode.FAILURE;
 }
 
+const TOKEN_OPTIONS = ['-t', '--access-token', '-i', '--client-token'];
+
+/**
+ * Removes the tokens of the environment and the command line from a message about the
+ * command line: the options may not have parsed, so they are picked out of argv here.
+ */
+function tokenScrubber(argv: readonly string[], env: NodeJS.ProcessEnv): (text: string) => string {
+  const secrets = [env.AWSIOT_TUNNEL_ACCESS_TOKEN, env.AWSIOT_TUNNEL_CLIENT_TOKEN];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (TOKEN_OPTIONS.includes(arg)) secrets.push(argv[i + 1]);
+    else if (/^-[ti]./.test(arg)) secrets.push(arg.slice(2));
+    else if (/^--(access|client)-token=/.test(arg)) secrets.push(arg.slice(arg.indexOf('=') + 1));
+  }
+  const known = secrets.filter((s): s is string => s !== undefined && s.length >= 4);
+  return (text) => known.reduce((t, secret) => t.split(secret).join('***'), text);
+}
+
 function stopOnSignals(proxy: LocalProxy, log: Logger): () => void {
   let stopping = false;
   function onSignal(signal: NodeJS.Signals): void {
@@ -77,7 +95,7 @@ export async function runProxyCli(argv: string[], ctx: CliContext = defaultConte
   try {
     plan = buildProxyOptions(argv, ctx);
   } catch (err) {
-    return reportError(err);
+    return reportError(err, tokenScrubber(argv, ctx.env));
   }
   if (plan.action === 'exit') return plan.exitCode;
   const { options } = plan;
