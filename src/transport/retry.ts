@@ -63,7 +63,12 @@ export async function connectWithRetry(options: ProxyOptions, retry: RetryOption
   const backoff = retry.backoff ?? new Backoff(settings.retryDelayMs, settings.retryMaxDelayMs);
   const allowed = settings.connectRetryCount;
   const endpoint = `wss://${hostPort(options.endpoint.host, options.endpoint.port)}`;
-  if (retry.delayFirst) await delay(backoff.next(), signal);
+  if (retry.delayFirst) {
+    // Said aloud: otherwise the operator sees "reconnecting" and then nothing for up to a minute.
+    const wait = backoff.next();
+    log.info(`Reconnecting to ${endpoint} in ${wait} ms`);
+    await delay(wait, signal);
+  }
   for (let retries = 0; ; retries++) {
     try {
       return await connectToService(options, signal, retry.connect);

@@ -16,7 +16,7 @@ import { startRelay, type Relay } from '../../src/relay/server';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import { connectTo, echoServer, type AppServer } from '../helpers/apps';
 import { within } from '../helpers/wait';
-import { captureLog, makePki, type CapturedLog, type Pki } from './fixtures';
+import { ACCESS_TOKEN, captureLog, makePki, startFakeService, type CapturedLog, type Pki } from './fixtures';
 
 const FAST: Partial<Settings> = { retryDelayMs: 50, retryMaxDelayMs: 200, pingPeriodMs: 1000, maxMissedPings: 3 };
 const ESTABLISHED = 'Successfully established websocket connection with proxy server: wss://';
@@ -163,6 +163,41 @@ faults('relay accepting but never answering pings: the dead peer is detected wit
   // Both proxies lost the silent relay; the echo needs both back (either may return first).
   await within(Promise.all([source.logs.waitForCount(ESTABLISHED, 2), destination.logs.waitForCount(ESTABLISHED, 2)]), 10_000, 'both proxies reconnected');
   await echoes(port, 'after a dead peer');
+});
+
+faults('fixes reference bug 3.7 (Decisions 2): a session that breaks right after being established reconnects with growing backoff, never in a tight loop', async () => {
+  const service = await startFakeService(pki);
+  cleanups.push(() => service.close());
+  const baseMs = 10;
+  const capMs = 5000;
+  const logs = captureLog(4, 'source');
+  const proxy = startProxy({
+    mode: 'source',
+    accessToken: ACCESS_TOKEN,
+    endpoint: { host: '127.0.0.1', port: service.port },
+    services: new Map([['ECHO', { kind: 'tcp', host: '127.0.0.1', port: 0 }]]),
+    ca: [pki.caPem],
+    settings: { ...defaultSettings(), ...FAST, retryDelayMs: baseMs, retryMaxDelayMs: capMs },
+    log: logs.log,
+  });
+  cleanups.push(() => within(proxy.close(), 10_000, 'source close').catch(() => {}));
+  // Every session is accepted and then dropped at once, as by a service that is failing.
+  const upgradesAt: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const ws = await within(service.nextConnection(), 15_000, `upgrade ${i + 1}`);
+    upgradesAt.push(Date.now());
+    ws.terminate();
+  }
+  const waits = logs.lines.map((l) => /\[info\] Reconnecting to wss:\/\/127\.0\.0\.1:\d+ in (\d+) ms/.exec(l)?.[1]).filter((w) => w !== undefined).map(Number);
+  assert.ok(waits.length >= 8, `a logged wait before each reconnect:\n${logs.text()}`);
+  for (let k = 0; k < 8; k++) {
+    assert.ok(waits[k] <= Math.min(capMs, baseMs * 2 ** k), `wait ${k + 1} (${waits[k]} ms) within the backoff ceiling`);
+    const gap = upgradesAt[k + 1] - upgradesAt[k];
+    assert.ok(gap >= waits[k] - 1, `reconnect ${k + 1} came ${gap} ms after the previous session, before its ${waits[k]} ms wait`);
+  }
+  // Full jitter may draw small waits, but not eight in a row once the ceiling has doubled seven times.
+  assert.ok(Math.max(...waits.slice(0, 8)) > baseMs, `the backoff grew: ${waits.join(', ')}`);
+  assert.is(logs.count('the service connection was lost'), logs.count('Reconnecting to wss://'), 'each loss is logged before its reconnect');
 });
 
 faults('CloseTunnel: both proxies end with exit 0, local connections are reset', async () => {
