@@ -179,4 +179,35 @@ api('a request signed with a tampered body is refused', async (ctx) => {
   assert.is(await send('{"destinationConfig":{"services":["X"]}}'), 403);
 });
 
+api('SigV4: any region, the SDK signing name only, and a clock skew of at most 15 minutes either way', async (ctx) => {
+  const { SignatureV4 } = await import('@smithy/signature-v4');
+  const { Hash } = await import('@smithy/hash-node');
+  const host = `127.0.0.1:${ctx.relay.port}`;
+  const call = async (opts: { region?: string; service?: string; skewMs?: number }) => {
+    const signer = new SignatureV4({ credentials: CREDENTIALS, region: opts.region ?? 'us-east-1', service: opts.service ?? 'IoTSecuredTunneling', sha256: Hash.bind(null, 'sha256') });
+    const signed = await signer.sign(
+      { method: 'POST', protocol: 'https:', hostname: '127.0.0.1', port: ctx.relay.port, path: '/', query: {}, headers: { host, 'content-type': 'application/x-amz-json-1.1', 'x-amz-target': 'IoTSecuredTunneling.ListTunnels' }, body: '{}' },
+      { signingDate: new Date(Date.now() + (opts.skewMs ?? 0)) },
+    );
+    return within(new Promise<{ status: number; body: string }>((resolve, reject) => {
+      request({ host: '127.0.0.1', port: ctx.relay.port, path: '/', method: 'POST', ca: ctx.relay.caPem, headers: signed.headers }, (r) => {
+        let body = '';
+        r.on('data', (d: Buffer) => { body += d; });
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
+      }).on('error', reject).end('{}');
+    }), 5000, 'signed request');
+  };
+  for (const region of ['us-east-1', 'cn-north-1', 'my-lab-1']) assert.is((await call({ region })).status, 200, `region ${region}`);
+  const otherService = await call({ service: 'iot' });
+  assert.is(otherService.status, 403);
+  assert.match(JSON.parse(otherService.body).message, /scoped to correct service: 'IoTSecuredTunneling'/);
+  for (const skewMs of [-14 * 60_000, 14 * 60_000]) assert.is((await call({ skewMs })).status, 200, `skew ${skewMs} ms accepted`);
+  for (const skewMs of [-16 * 60_000, 16 * 60_000]) {
+    const res = await call({ skewMs });
+    assert.is(res.status, 403, `skew ${skewMs} ms refused`);
+    assert.equal(JSON.parse(res.body).__type, 'InvalidSignatureException');
+    assert.match(JSON.parse(res.body).message, /Signature expired/);
+  }
+});
+
 api.run();
