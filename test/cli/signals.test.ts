@@ -5,7 +5,7 @@
  * where the reference is killed by the signal without telling anyone (9.1#3).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,47 @@ signals('SIGTERM while waiting to retry the service connection exits 0 at once',
   running.delete(cli);
   assert.is(exit.code, 0, cli.stderr());
   assert.ok(exit.at - sentAt < 2000, `took ${exit.at - sentAt} ms`);
+});
+
+signals('Decisions 13: a second signal exits at once while the close handshake stalls', async () => {
+  // A TCP forwarder in front of the relay that stops passing the proxy's bytes on demand,
+  // so the close frame of the first signal is never answered.
+  const fromProxy: Socket[] = [];
+  const forwarder = createServer((client: Socket) => {
+    const upstream = connect(relay.port, '127.0.0.1');
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+    fromProxy.push(client);
+  });
+  forwarder.listen(0, '127.0.0.1');
+  await once(forwarder, 'listening');
+  const port = (forwarder.address() as { port: number }).port;
+  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const cli = startCli(['-e', `127.0.0.1:${port}`, '-c', ca.dir, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.sourceAccessToken }, cwd: work });
+  running.add(cli);
+  try {
+    await cli.waitFor(/Successfully established websocket connection/);
+    for (const socket of fromProxy) {
+      socket.unpipe();
+      socket.pause();
+    }
+    cli.child.kill('SIGTERM');
+    await cli.waitFor(/Received SIGTERM, closing the tunnel/);
+    const sentAt = Date.now();
+    cli.child.kill('SIGINT');
+    const exit = await within(cli.exited, 5000, 'exit after the second signal');
+    assert.is(exit.code, 0, cli.stderr());
+    assert.match(cli.stderr(), /Received SIGINT again, exiting now/);
+    // Without the second signal the proxy would wait for the close handshake (1.5 s).
+    assert.ok(exit.at - sentAt < 1000, `took ${exit.at - sentAt} ms after the second signal`);
+  } finally {
+    cli.kill();
+    running.delete(cli);
+    for (const socket of fromProxy) socket.destroy();
+    await new Promise<void>((resolve) => forwarder.close(() => resolve()));
+  }
 });
 
 signals.run();
