@@ -34,6 +34,8 @@ export const CONNECT_ATTEMPT_TIMEOUT_MS = 30_000;
 const MAX_PAYLOAD_SLACK_BYTES = 64 * 1024;
 /** How much of a refusal's body we read for its reason. */
 const REFUSAL_BODY_MAX_BYTES = 4096;
+/** How long we wait for the rest of a refusal's body: the status alone already decides. */
+const REFUSAL_BODY_TIMEOUT_MS = 2000;
 
 export const USER_AGENT = `${PRODUCT}/${VERSION} (node ${process.versions.node}; ${process.platform} ${process.arch})`;
 
@@ -226,7 +228,9 @@ function readReason(res: IncomingMessage): Promise<string> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const timer = setTimeout(finish, REFUSAL_BODY_TIMEOUT_MS);
     function finish(): void {
+      clearTimeout(timer);
       res.off('data', onData);
       res.off('end', finish);
       res.off('error', finish);

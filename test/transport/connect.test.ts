@@ -159,6 +159,16 @@ test('HTTP 4xx is refused, with the status, the body as reason and a hint', asyn
   assert.match(err.hint ?? '', 'already used');
 });
 
+test('HTTP 4xx whose body never completes is still refused at once with what arrived (not a retried timeout)', async () => {
+  service.behaviour.reject = { status: 403, text: 'Forbidden', body: 'Invalid access token', stall: true };
+  const { log } = captureLog();
+  const started = Date.now();
+  const err = await expectFailure(connectToService(optionsFor(service.port, log, { ca: [pki.caPem] }), undefined, { timeoutMs: 20_000 }));
+  assert.is(err.code, ConnectErrorCode.REFUSED, err.message);
+  assert.is(err.reason, 'Invalid access token');
+  assert.ok(Date.now() - started < 9000, `took ${Date.now() - started} ms`);
+});
+
 test('HTTP 4xx hints: client token mismatch, other mode, wrong region', async () => {
   const { log } = captureLog();
   const cases: Array<[number, string, string]> = [

@@ -57,7 +57,7 @@ export interface UpgradeRecord {
 
 export interface ServiceBehaviour {
   /** Answer the upgrade with this status and body instead of accepting. */
-  reject?: { status: number; text?: string; body?: string };
+  reject?: { status: number; text?: string; body?: string; /** Announce more body than is sent and keep the connection open. */ stall?: boolean };
   /** Answer only the next `count` upgrades with `status`, then accept. */
   rejectNext?: { status: number; count: number };
   /** Subprotocol to choose: a name, 'none' to send no header, default the first offered. */
@@ -121,7 +121,10 @@ export async function startFakeService(tls: { certPem: string; keyPem: string },
     }
     if (reject) {
       const body = reject.body ?? '';
-      socket.end(`HTTP/1.1 ${reject.status} ${reject.text ?? 'Refused'}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      const length = Buffer.byteLength(body) + (reject.stall ? 100 : 0);
+      const reply = `HTTP/1.1 ${reject.status} ${reject.text ?? 'Refused'}\r\nContent-Type: text/plain\r\nContent-Length: ${length}\r\nConnection: close\r\n\r\n${body}`;
+      if (reject.stall) socket.write(reply);
+      else socket.end(reply);
       return;
     }
     (service.behaviour.silent ? silentWss : wss).handleUpgrade(req, socket, head, (ws) => {
