@@ -73,7 +73,8 @@ function readSettings(path: string, log: Logger): Settings {
   }
   log.info(`Using settings specified in file: ${path}`);
   try {
-    const { settings, unknownKeys } = mergeSettingsJson(text);
+    // Windows editors may start the file with a byte order mark, which JSON.parse refuses.
+    const { settings, unknownKeys } = mergeSettingsJson(text.replace(/^\uFEFF/, ''));
     for (const key of unknownKeys) log.debug(`Ignoring unknown setting ${key} in ${path}`);
     return settings;
   } catch (err) {

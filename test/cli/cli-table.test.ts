@@ -36,6 +36,8 @@ const settingsBadType = file('badtype.json', JSON.stringify({ tunneling: { proxy
 const settingsBadBool = file('badbool.json', JSON.stringify({ tunneling: { proxy: { websocket: { reconnect_on_data_error: 'maybe' } } } }));
 const settingsUnknown = file('unknown.json', JSON.stringify({ tunneling: { proxy: { bogus_key: '1' } } }));
 const settingsArray = file('array.json', '[1, 2]');
+const settingsBom = file('bom.json', `\uFEFF${JSON.stringify({ tunneling: { proxy: { region_endpoint_overrides: { 'us-east-1': 'bom.example.test:9443' } } } })}\r\n`);
+const cfgBom = file('bom.ini', `\uFEFFregion = us-east-1\r\naccess-token = ${TOKEN}\r\nsource-listen-port = 5000\r\n`);
 const cfgUnknown = file('unknown.ini', 'bogus-key = 1\n');
 const cfgInvalidLine = file('invalid.ini', 'region\n');
 const cfgDuplicate = file('dup.ini', 'region = us-east-1\nregion = us-west-2\n');
@@ -45,6 +47,7 @@ const cfgInsecure = file('insecure.ini', 'no-ssl-host-verify = true\n');
 const cfgRegion = file('region.ini', 'region = us-west-2   # where the tunnel is\n');
 const cfgEmptyToken = file('emptytoken.ini', 'access-token =\n');
 const cfgHelp = file('help.ini', 'help = true\n');
+const cfgEndpoint = file('endpoint.ini', 'proxy-endpoint = 127.0.0.1:7\n');
 const cfgBadSwitch = file('badswitch.ini', 'no-ssl-host-verify = perhaps\n');
 const unreadable = join(dir, 'unreadable.ini');
 symlinkSync('/proc/self/mem', unreadable); // as root, chmod cannot make a file unreadable; this always fails with EIO
@@ -133,6 +136,14 @@ const cases: Record<string, Case> = {
   '-m alone runs in source mode': { args: [...t, '-r', 'us-east-1', '-m', 'src'], code: ACCEPTED, out: 'source mode' },
   '-d implies destination mode': { args: [...t, '-r', 'us-east-1', '-d', '22'], code: ACCEPTED, out: 'destination mode' },
 
+  // -v levels (a failing option after the lines of interest ends each run)
+  '-v 0: nothing is logged, the usage error is still printed': { args: [...t, '-r', 'us-east-1', '-s', '0', '-v', '0'], code: 2, out: 'Port must be between 1 and 65535', absent: ['[warning]', '[fatal]', '[error]'] },
+  '-v 2: no warnings': { args: [...t, '-r', 'us-east-1', '-s', '0', '-v', '2'], code: 2, out: 'Port must be between 1 and 65535', absent: ['Found access token supplied via CLI arg'] },
+  '-v 3: warnings, no info': { args: [...t, '-r', 'us-east-1', '-s', '0', '--settings-json', settingsPing, '-v', '3'], code: 2, out: '[warning] Found access token supplied via CLI arg', absent: ['Using settings specified in file'] },
+  'default level 4: info, no debug': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=5555', '--settings-json', settingsPing, '-b', 'my_host'], code: 2, out: '[info] Using settings specified in file', absent: ['[debug]'] },
+  '-v 5: debug, no trace': { args: [...t, ...src, '-i', '', '-v', '5', '-b', 'my_host'], code: 2, out: '[debug] v2 local proxy starts with v1 local proxy format', absent: ['[trace]'] },
+  '-v 255 is trace (values above 6 are 6)': { args: [...t, ...src, '-i', '', '-v', '255', '-b', 'my_host'], code: 2, out: '[trace] Client token is empty' },
+
   // tokens
   'empty token from the environment': { args: src, env: { AWSIOT_TUNNEL_ACCESS_TOKEN: '' }, code: 2, out: 'Access token cannot be empty' },
   'token with a control character': { args: ['-t', 'abc\u0001def', ...src], code: 2, out: 'Access token contains invalid control characters' },
@@ -146,6 +157,8 @@ const cases: Record<string, Case> = {
   'Decisions 12: a short -t token pasted twice is not echoed in the error': { args: ['-t', 'secret-token-1', ...src, 'secret-token-1'], code: 2, out: "unexpected argument '***'", absent: ['secret-token-1'] },
   'Decisions 12: an environment token in the wrong option is not echoed': { args: ['-r', 'us-east-1', '-s', 'tok-3n'], env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'tok-3n' }, code: 2, out: 'Endpoint must be PORT or HOST:PORT: ***', absent: ['tok-3n'] },
   'Decisions 12: a --config line "access-token: TOKEN" is not echoed': { args: ['--config', cfgTokenLine], code: 2, out: "contains an invalid line 'access-token: AQGA…", absent: [TOKEN] },
+  'client token from the environment is validated': { args: [...t, ...src], env: { AWSIOT_TUNNEL_CLIENT_TOKEN: 'short-client-token' }, code: 2, out: 'Client token must be between 32 and 128 characters', absent: ['short-client-token'] },
+  'CLI client token overrides the environment one': { args: [...t, ...src, '-i', CLIENT_TOKEN], env: { AWSIOT_TUNNEL_CLIENT_TOKEN: 'short-client-token' }, code: ACCEPTED, out: 'source mode', absent: [CLIENT_TOKEN] },
   'valid client token from the environment': { args: src, env: { ...envToken, AWSIOT_TUNNEL_CLIENT_TOKEN: CLIENT_TOKEN }, code: ACCEPTED, out: 'source mode', absent: [CLIENT_TOKEN] },
 
   // region and endpoint
@@ -195,6 +208,7 @@ const cases: Record<string, Case> = {
   'CLI endpoint overrides env region': { args: ['-e', '127.0.0.1:9', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:9' },
   'CLI region overrides env region': { args: ['-r', 'us-east-1', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-east-1.amazonaws.com' },
   'config region overrides env region': { args: ['--config', cfgRegion, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-west-2.amazonaws.com' },
+  'config endpoint overrides env endpoint': { args: ['--config', cfgEndpoint, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_ENDPOINT: '127.0.0.1:9' }, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:7' },
   'CLI region overrides config region': { args: ['--config', cfgRegion, '-r', 'eu-central-1', '-s', '1'], env: envToken, code: ACCEPTED, out: 'eu-central-1.amazonaws.com' },
   'config token overrides env token': { args: ['--config', cfgEmptyToken, ...src], env: envToken, code: 2, out: 'Access token cannot be empty' },
   'CLI token overrides config token': { args: ['--config', cfgEmptyToken, ...t, ...src], code: ACCEPTED, out: 'source mode' },
@@ -217,6 +231,8 @@ const cases: Record<string, Case> = {
   'settings: not an object': { args: [...t, ...src, '--settings-json', settingsArray], code: 2, out: 'settings file must contain a JSON object' },
   'settings: wrong type names the key': { args: [...t, ...src, '--settings-json', settingsBadType], code: 2, out: 'tunneling.proxy.tcp.max_active_connections must be an integer' },
   'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false' },
+  'settings: a file saved with a byte order mark (Windows editors) is read': { args: [...t, ...src, '--settings-json', settingsBom], code: ACCEPTED, out: 'Service endpoint: bom.example.test:9443' },
+  'config: a file with a byte order mark and CRLF lines is read': { args: ['--config', cfgBom], code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443, source mode' },
   'settings: unknown key is a debug line': { args: [...t, ...src, '--settings-json', settingsUnknown, '-v', '5'], code: ACCEPTED, out: ['Using settings specified in file', 'Ignoring unknown setting tunneling.proxy.bogus_key'] },
   'export to a directory that does not exist': { args: ['--export-default-settings', join(dir, 'no/such/dir.json')], code: 2, out: 'cannot open file' },
   'export ignores everything else': { args: ['--export-default-settings', join(dir, 'export.json'), '-s', '0'], code: 0, out: '' },
