@@ -17,7 +17,7 @@ import { readConfigFile } from './config-file';
 import { checkConfigDir, defaultConfigDir, readConfigDir } from './config-dir';
 import { parseEndpoint, regionEndpoint } from './endpoint';
 import { helpText } from './help';
-import { formatTarget, parseMappings } from './service-spec';
+import { checkListenPorts, formatTarget, parseMappings } from './service-spec';
 import { validateAccessToken, validateBindAddress, validateClientToken, validateEndpoint, validatePath, validateRegion } from './validate';
 
 export interface CliContext {
@@ -200,6 +200,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     const parsed = parseMappings(list, mode);
     services = parsed.services;
     for (const warning of parsed.warnings) log.warn(warning);
+    if (mode === 'source') checkListenPorts(services, '-s');
     if (services.has('')) log.debug('v2 local proxy starts with v1 local proxy format');
     else {
       log.debug(`Detect port mapping configuration provided through CLI in ${mode} mode:`);
@@ -226,6 +227,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     for (const file of result.files) log.info(file);
     for (const warning of result.warnings) log.warn(warning);
     configDirMappings = result.mappings;
+    if (mode === 'source') checkListenPorts(result.mappings, configDir);
     for (const [id, target] of result.mappings) log.debug(`${id} = ${formatTarget(target)} (configuration files)`);
   }
 

@@ -91,3 +91,18 @@ export function parseMappings(list: string, mode: Mode): ParsedMappings {
   }
   return { services, warnings };
 }
+
+/**
+ * Source mode: two services given the same listen address and port would fail only when
+ * the second one binds, after the bind retries (exit 1); say so at start instead.
+ */
+export function checkListenPorts(services: ReadonlyMap<string, ServiceTarget>, where: string): void {
+  const byAddress = new Map<string, string>();
+  for (const [id, target] of services) {
+    if (target.kind !== 'tcp') continue;
+    const address = formatTarget(target);
+    const other = byAddress.get(address);
+    if (other !== undefined) throw invalid(`Services ${other} and ${id} both listen on ${address} (${where})`);
+    byAddress.set(address, id);
+  }
+}

@@ -77,6 +77,9 @@ const cdCycle = join(dir, 'cd-cycle');
 file('cd-cycle/a/ports.ini', 'SSH1 = 3333\n');
 symlinkSync('..', join(cdCycle, 'a/up'));
 const cfgTokenLine = file('tokenline.ini', `access-token: ${TOKEN}\n`);
+const cdSamePort = join(dir, 'cd-same-port');
+file('cd-same-port/a.ini', 'SSH1 = 3333\n');
+file('cd-same-port/b.ini', 'SSH2 = 3333\n');
 const cdEmpty = join(dir, 'cd-empty');
 mkdirSync(cdEmpty);
 const cwdWithConfig = join(dir, 'cwd');
@@ -186,6 +189,10 @@ const cases: Record<string, Case> = {
   'bad service id': { args: [...t, '-r', 'us-east-1', '-s', 'SSH.1=5555'], code: 2, out: 'Service ID must contain only alphanumeric characters, hyphens, and underscores' },
   'duplicate service id: first wins with a warning': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=5555,SSH1=6666', '-v', '5'], code: ACCEPTED, out: ['Duplicate mappings, ignore. This mapping already exists: SSH1 : 5555', 'SSH1 = 5555'] },
   'fixes reference bug 9.4#37: -s host:port is a bind address and port (Decisions 10)': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=0.0.0.0:5555', '-v', '5'], code: ACCEPTED, out: 'SSH1 = 0.0.0.0:5555' },
+  'two source services on the same port are refused at start': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=5555,SSH2=5555'], code: 2, out: 'Services SSH1 and SSH2 both listen on 5555 (-s)' },
+  'two source services on the same port of different addresses are fine': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=127.0.0.1:5555,SSH2=127.0.0.2:5555'], code: ACCEPTED, out: 'source mode' },
+  'config-dir: two source services on the same port are refused': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSamePort], code: 2, out: `Services SSH1 and SSH2 both listen on 3333 (${cdSamePort})` },
+  'config-dir: the same port for two destination services is fine': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '--config-dir', cdSamePort], code: ACCEPTED, out: 'destination mode' },
   'fixes reference bug 9.4#38: -s with a path is refused': { args: [...t, '-r', 'us-east-1', '-s', 'SSH1=/tmp/ssh.sock'], code: 2, out: 'not on a path' },
   'destination IPv6 in brackets': { args: [...t, '-r', 'us-east-1', '-d', 'SSH1=[::1]:22', '-v', '5'], code: ACCEPTED, out: 'SSH1 = [::1]:22' },
   'destination IPv6 without brackets': { args: [...t, '-r', 'us-east-1', '-d', '::1:22'], code: 2, out: 'IPv6 address without brackets' },
