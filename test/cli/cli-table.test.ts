@@ -31,6 +31,35 @@ const seedConfig1 = file('seed/config.ini', 'region = us-east-1\naccess-token = 
 file('seed2/config.ini', 'capath = /opt/rootca\nregion = us-west-2\nlocal-bind-address = ::1\nsource-listen-port = 6000\n');
 const settingsPing = file('ping.json', JSON.stringify({ tunneling: { proxy: { websocket: { ping_period_ms: 5000 } } } }));
 const settingsOverride = file('override.json', JSON.stringify({ tunneling: { proxy: { region_endpoint_overrides: { 'us-east-1': 'OVERRIDE.Example.test:9443' } } } }));
+// The example of the reference's README, as printed there (stale values, 1.0 subprotocol).
+const settingsSeed = file('seed-lpsettings.json', `{
+"tunneling": {
+"proxy": {
+"default_bind_address": "localhost",
+"message": {
+"data_length_size": "2",
+"max_payload_size": "64512",
+"max_size": "65536"
+},
+"tcp": {
+"connection_retry_count": "5",
+"connection_retry_delay_ms": "1000",
+"read_buffer_size": "131076"
+},
+"websocket": {
+"ping_period_ms": "5000",
+"retry_delay_ms": "2500",
+"connect_retry_count": "-1",
+"reconnect_on_data_error": "true",
+"subprotocol": "aws.iot.securetunneling-1.0",
+"max_frame_size": "131076",
+"write_buffer_size": "131076",
+"read_buffer_size": "131076"
+}
+}
+}
+}
+`);
 const settingsBadJson = file('bad.json', '{ "tunneling": ');
 const settingsBadType = file('badtype.json', JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: 'abc' } } } }));
 const settingsBadBool = file('badbool.json', JSON.stringify({ tunneling: { proxy: { websocket: { reconnect_on_data_error: 'maybe' } } } }));
@@ -282,6 +311,8 @@ const cases: Record<string, Case> = {
   'README: -c /opt/rootca -r us-west-2 -b ::1 -s 6000 -t foobar': { args: ['-c', '/opt/rootca', '-r', 'us-west-2', '-b', '::1', '-s', '6000', '-t', 'foobar'], code: ACCEPTED, out: 'data.tunneling.iot.us-west-2.amazonaws.com:443, source mode' },
   'README: --export-default-settings lpsettings.json': { args: ['--export-default-settings', 'lpsettings.json'], cwd: dir, code: 0, out: '' },
   'README: -r us-east-1 -t foobar -d localhost:22 --settings-json lpsettings.json': { args: ['-r', 'us-east-1', '-t', 'foobar', '-d', 'localhost:22', '--settings-json', settingsPing], code: ACCEPTED, out: 'destination mode' },
+  'README: the example lpsettings.json as printed there': { args: ['-r', 'us-east-1', '-t', 'foobar', '-d', 'localhost:22', '--settings-json', settingsSeed], code: ACCEPTED, out: ['Using settings specified in file', 'destination mode'] },
+  'README: Windows -c D:\\certs': { args: ['-r', 'us-east-1', '-s', '3389', '-c', 'D:\\certs'], env: envToken, code: ACCEPTED, out: 'source mode' },
   'README: -b 0.0.0.0 in a container': { args: ['-r', 'us-east-1', '-s', '5555', '-b', '0.0.0.0'], env: envToken, code: ACCEPTED, out: 'source mode' },
 };
 
