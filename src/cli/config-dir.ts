@@ -9,16 +9,16 @@
  * reference, values are validated like `-s`/`-d` values, and one id defined differently
  * in two files is an error naming both, instead of "first file wins" in iteration order.
  */
-import { readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ExitCode, ExitError } from '../exit';
 import type { Mode, ServiceTarget } from '../options';
+import { readSmallTextFile } from './read-file';
 import { formatTarget, parseTarget } from './service-spec';
 import { validateServiceId } from './validate';
 
 /** Bounds a runaway directory (a mount point, a symlink loop). */
 const MAX_CONFIG_FILES = 1000;
-const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 
 export interface ConfigDirResult {
   mappings: Map<string, ServiceTarget>;
@@ -94,10 +94,8 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
   for (const file of files) {
     let text: string;
     try {
-      if (statSync(file).size > MAX_CONFIG_FILE_BYTES) throw invalid(`Configuration file is larger than 1 MiB: ${file}`);
-      text = readFileSync(file, 'utf8');
+      text = readSmallTextFile(file);
     } catch (err) {
-      if (err instanceof ExitError) throw err;
       throw invalid(`Cannot read configuration file ${file}: ${errorCode(err)}`);
     }
     const { entries, notIni } = parseFile(text);

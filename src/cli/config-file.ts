@@ -8,8 +8,8 @@
  *
  * Keys are long option names; a value is cut at `#` as in the reference.
  */
-import { readFileSync } from 'node:fs';
 import { OPTION_BY_NAME, shownValue, usageError, type RawArgs } from './args';
+import { readSmallTextFile } from './read-file';
 
 /** Options read before the file is, so the reference ignores them there; we refuse them. */
 const NOT_IN_FILE = new Set(['help', 'version', 'export-default-settings', 'config']);
@@ -49,7 +49,7 @@ export function parseConfigText(text: string): RawArgs {
 export function readConfigFile(path: string): RawArgs {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readSmallTextFile(path);
   } catch (err) {
     throw usageError(`can not read options configuration file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

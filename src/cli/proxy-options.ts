@@ -3,7 +3,7 @@
  * The order of checks follows the reference's process_cli (behaviour spec 1.4) so the
  * same error wins, with the deviations of the Decisions (exit 2, env overridden, …).
  */
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ExitCode, ExitError } from '../exit';
 import { Logger, LogLevel, type LogSink } from '../log';
@@ -16,6 +16,7 @@ import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
 import { checkConfigDir, defaultConfigDir, readConfigDir } from './config-dir';
 import { parseEndpoint, regionEndpoint } from './endpoint';
+import { readSmallTextFile } from './read-file';
 import { helpText } from './help';
 import { checkListenPorts, formatTarget, parseMappings } from './service-spec';
 import { validateAccessToken, validateBindAddress, validateClientToken, validateEndpoint, validatePath, validateRegion } from './validate';
@@ -67,7 +68,7 @@ function readSettings(path: string, log: Logger): Settings {
   validatePath(path, '--settings-json');
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readSmallTextFile(path);
   } catch (err) {
     throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

@@ -109,6 +109,8 @@ const cfgTokenLine = file('tokenline.ini', `access-token: ${TOKEN}\n`);
 const cdSamePort = join(dir, 'cd-same-port');
 file('cd-same-port/a.ini', 'SSH1 = 3333\n');
 file('cd-same-port/b.ini', 'SSH2 = 3333\n');
+const cdBig = join(dir, 'cd-big');
+file('cd-big/big.ini', '#'.repeat(1024 * 1024 + 1));
 const cdEmpty = join(dir, 'cd-empty');
 mkdirSync(cdEmpty);
 const cwdWithConfig = join(dir, 'cwd');
@@ -269,6 +271,8 @@ const cases: Record<string, Case> = {
   'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false' },
   'settings: a file saved with a byte order mark (Windows editors) is read': { args: [...t, ...src, '--settings-json', settingsBom], code: ACCEPTED, out: 'Service endpoint: bom.example.test:9443' },
   'config: a file with a byte order mark and CRLF lines is read': { args: ['--config', cfgBom], code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443, source mode' },
+  'settings: a device that never ends is refused, not read forever': { args: [...t, ...src, '--settings-json', '/dev/zero'], code: 2, out: "can not read settings file '/dev/zero': larger than 1 MiB" },
+  'config: a device that never ends is refused, not read forever': { args: ['--config', '/dev/zero'], code: 2, out: "can not read options configuration file '/dev/zero': larger than 1 MiB" },
   'settings: unknown key is a debug line': { args: [...t, ...src, '--settings-json', settingsUnknown, '-v', '5'], code: ACCEPTED, out: ['Using settings specified in file', 'Ignoring unknown setting tunneling.proxy.bogus_key'] },
   'export to a directory that does not exist': { args: ['--export-default-settings', join(dir, 'no/such/dir.json')], code: 2, out: 'cannot open file' },
   'export ignores everything else': { args: ['--export-default-settings', join(dir, 'export.json'), '-s', '0'], code: 0, out: '' },
@@ -283,6 +287,7 @@ const cases: Record<string, Case> = {
   'config-dir: bad value names file and line': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBadValue], code: 2, out: `${join(cdBadValue, 'SSHSource.ini')}:1: Endpoint must be PORT or HOST:PORT: abc` },
   'config-dir: a symlink loop is an error naming the file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSymlinkLoop], code: 2, out: `Cannot read configuration file ${join(cdSymlinkLoop, 'self.ini')}: ELOOP` },
   'config-dir: a symlink back to a parent directory is read once': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdCycle, '-v', '5'], code: ACCEPTED, out: ['SSH1 = 3333 (configuration files)', join(cdCycle, 'a/ports.ini')], absent: ['a/up/a'] },
+  'config-dir: a file over 1 MiB is refused': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBig], code: 2, out: `Cannot read configuration file ${join(cdBig, 'big.ini')}: larger than 1 MiB` },
   'config-dir: nested files read': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdGood, '-v', '5'], code: ACCEPTED, out: ['Detect configuration files', join(cdGood, 'more/HTTP.ini'), 'HTTP1 = 8080 (configuration files)', 'SSH2 = 5555 (configuration files)'] },
   'config-dir: destination values': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '--config-dir', cdDest, '-v', '5'], code: ACCEPTED, out: 'SSH2 = 10.0.0.1:80 (configuration files)' },
   'config-dir: file not in ini format skipped with a warning': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdNotIni, '-v', '5'], code: ACCEPTED, out: ['Fail to parse', 'SSH1 = 3333 (configuration files)'] },
