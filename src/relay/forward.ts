@@ -23,6 +23,11 @@ export const HIGH_WATER_BYTES = 256 * 1024;
 export const LOW_WATER_BYTES = 64 * 1024;
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
+/** Bounds of the ping interval towards a peer we hold back (half its own ping interval). */
+const HEARTBEAT_MIN_MS = 100;
+const HEARTBEAT_MAX_MS = 10_000;
+/** Until a peer has pinged twice its interval is unknown. */
+const HEARTBEAT_DEFAULT_MS = 500;
 
 export const CLOSE_NORMAL = 1000;
 export const CLOSE_POLICY = 1008;
@@ -141,6 +146,12 @@ export class Peer {
   private readonly pausedSenders = new Set<Peer>();
   private closing = false;
   private readonly startedAt = Date.now();
+  /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
+  private lastPingAt = 0;
+  private pingIntervalMs = 0;
+  /** Our pings to this peer while its reading is paused (see startHeartbeat). */
+  private heartbeat?: NodeJS.Timeout;
+  private heartbeatInFlight = false;
 
   constructor(link: TunnelLink, init: PeerInit) {
     this.link = link;
@@ -195,9 +206,36 @@ export class Peer {
   }
 
   resumeReading(): void {
+    this.stopHeartbeat();
     if (!this.ws.isPaused) return;
     this.log.debug('resumed reading');
     this.ws.resume();
+  }
+
+  /**
+   * While we do not read this peer its pings sit unread behind its data, and its keepalive
+   * would take our flow control for a dead service once its last writes fitted in the socket
+   * buffers (nothing of its own is then left waiting). It still reads us, so our pings, at
+   * twice its own ping rate, show we are alive. One at a time; none when pings are faulted off.
+   */
+  private startHeartbeat(): void {
+    if (this.heartbeat) return;
+    const every = this.pingIntervalMs > 0 ? Math.min(HEARTBEAT_MAX_MS, Math.max(HEARTBEAT_MIN_MS, Math.floor(this.pingIntervalMs / 2))) : HEARTBEAT_DEFAULT_MS;
+    const beat = (): void => {
+      if (!this.answerPings || this.heartbeatInFlight || this.ws.readyState !== this.ws.OPEN) return;
+      this.heartbeatInFlight = true;
+      this.ws.ping(undefined, undefined, () => {
+        this.heartbeatInFlight = false;
+      });
+    };
+    beat();
+    this.heartbeat = setInterval(beat, every);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
   }
 
   private onSent(length: number): void {
@@ -209,6 +247,9 @@ export class Peer {
   }
 
   private onWsPing(data: Buffer): void {
+    const now = Date.now();
+    if (this.lastPingAt > 0) this.pingIntervalMs = now - this.lastPingAt;
+    this.lastPingAt = now;
     // The server runs with autoPong off so that setFaults({answerPings:false}) can stop answering.
     // A peer that pings but never reads gets no more pongs once its backlog is full.
     if (this.answerPings && this.ws.readyState === this.ws.OPEN && this.ws.bufferedAmount < HIGH_WATER_BYTES) this.ws.pong(data);
@@ -253,6 +294,7 @@ export class Peer {
       if (receiver.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
         this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
         this.ws.pause();
+        this.startHeartbeat();
         receiver.pausedSenders.add(this);
       }
     }
@@ -297,6 +339,7 @@ export class Peer {
     this.ws.off('message', this.onWsMessage);
     this.ws.off('ping', this.onWsPing);
     this.ws.off('close', this.onWsClose);
+    this.stopHeartbeat();
     this.decoder.reset();
     const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(1);
     this.log.info(`disconnected (code ${code}) after ${seconds} s: received ${this.bytesIn} bytes, sent ${this.bytesOut} bytes`);

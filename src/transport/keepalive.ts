@@ -12,6 +12,8 @@
  *   whose receiver lags). The service cannot answer a ping it has not received.
  * Neither counts as a miss, and no second ping is queued behind the first. A peer that dies
  * while our writes are blocked is reported by TCP itself (retransmission timeout).
+ * A service that holds us back after our last writes fitted in the socket buffers has our
+ * ping but does not read it; it must show it is alive by other frames (our relay pings us).
  */
 import type WebSocket from 'ws';
 import type { Logger } from '../log';

@@ -187,6 +187,54 @@ lifecycle('a slow reader pauses the sender (bounded backlog) and everything arri
   await waitLine(ctx, /source: resumed reading/);
 });
 
+lifecycle('a sender held back for a slow reader is pinged while paused, so its keepalive cannot take flow control for death; the pings stop on resume', async (ctx) => {
+  const { src, dst } = await readyPair(ctx);
+  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
+  await dst.next();
+  // The source pings at a steady rate, as our proxy does; the relay pings back at twice it.
+  src.ws.ping('1');
+  await waitLine(ctx, /source: connected/);
+  const socket = (dst.ws as unknown as { _socket: import('node:net').Socket })._socket;
+  socket.pause();
+  const payload = Buffer.alloc(64512, 1);
+  let sent = 0;
+  let pumping = true;
+  const pump = () => {
+    while (pumping && src.ws.bufferedAmount < 4 * 1024 * 1024) {
+      src.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload });
+      sent++;
+    }
+    if (pumping) setImmediate(pump);
+  };
+  pump();
+  await waitLine(ctx, /source: paused reading: the destination has \d+ bytes unsent/, 20000);
+  // The source has stopped sending; what it sent last is in socket buffers, read by no one.
+  pumping = false;
+  const pings: number[] = [];
+  src.ws.on('ping', () => pings.push(Date.now()));
+  await within(new Promise<void>((resolve) => {
+    const check = () => { if (pings.length >= 3) { src.ws.off('ping', check); resolve(); } };
+    src.ws.on('ping', check);
+  }), 5000, 'three pings from the relay to the paused source');
+  socket.resume();
+  let received = 0;
+  await dst.until(() => {
+    while (dst.messages.length) { dst.messages.shift(); received++; }
+    return received === sent;
+  }, 60000, 'all data at the destination');
+  await waitLine(ctx, /source: resumed reading/);
+  // Once resumed the source's own pings are answered again; a ping/pong round trip is a
+  // barrier (a relay ping sent before it arrives before its pong), then no more relay pings.
+  const roundTrip = async (payload: string) => {
+    src.ws.ping(payload);
+    await within(new Promise((resolve) => src.ws.once('pong', resolve)), 5000, `pong ${payload}`);
+  };
+  await roundTrip('2');
+  const before = pings.length;
+  for (let i = 3; i < 8; i++) await roundTrip(String(i));
+  assert.is(pings.length, before, 'no relay pings once reading resumed');
+});
+
 lifecycle('a peer that floods starts but never reads its resets is paused, not queued for', async (ctx) => {
   const t = ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken);

@@ -5,7 +5,7 @@
  */
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -45,8 +45,8 @@ function sideOptions(relay: Relay, mode: 'source' | 'destination', accessToken: 
   };
 }
 
-function start(relay: Relay, mode: 'source' | 'destination', accessToken: string, settings: Partial<Settings> = {}, extra: Partial<ProxyOptions> = {}): Side {
-  const logs = captureLog(5, mode);
+function start(relay: Relay, mode: 'source' | 'destination', accessToken: string, settings: Partial<Settings> = {}, extra: Partial<ProxyOptions> = {}, level = 5): Side {
+  const logs = captureLog(level, mode);
   const options = sideOptions(relay, mode, accessToken, logs, settings, extra);
   const proxy = startProxy(options);
   cleanups.push(() => within(proxy.close(), 10_000, `${mode} close`).catch(() => {}));
@@ -198,6 +198,59 @@ faults('fixes reference bug 3.7 (Decisions 2): a session that breaks right after
   // Full jitter may draw small waits, but not eight in a row once the ceiling has doubled seven times.
   assert.ok(Math.max(...waits.slice(0, 8)) > baseMs, `the backoff grew: ${waits.join(', ')}`);
   assert.is(logs.count('the service connection was lost'), logs.count('Reconnecting to wss://'), 'each loss is logged before its reconnect');
+});
+
+faults('a sender the relay holds back for a stalled reader keeps its session past the keepalive window, though its last writes fitted in socket buffers', async () => {
+  const relayLogs = captureLog(5, 'relay');
+  const relay = await startRelay({ port: 0, tls: { cert: pki.certPem, key: pki.keyPem }, log: relayLogs.log });
+  cleanups.push(() => relay.close());
+  // The destination's application writes until the relay holds the destination back, then
+  // stops: what it wrote last fits in socket buffers, so no write of the destination stays
+  // pending and its pings leave at once - into a socket the relay does not read.
+  let written = 0;
+  let writing = true;
+  const app: NetServer = createNetServer((socket) => {
+    socket.on('error', () => {});
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    const write = () => {
+      while (writing && socket.write(chunk)) written += chunk.length;
+      if (writing) {
+        written += chunk.length;
+        socket.once('drain', write);
+      }
+    };
+    write();
+  });
+  app.listen(0, '127.0.0.1');
+  await once(app, 'listening');
+  cleanups.push(() => new Promise<void>((resolve) => app.close(() => resolve())));
+  const appPort = (app.address() as { port: number }).port;
+  const settings: Partial<Settings> = { pingPeriodMs: 150, maxMissedPings: 3 };
+  const opened = relay.openTunnel({ services: ['HOLD'] });
+  const destination = start(relay, 'destination', opened.destinationAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: appPort }]]) }, 6);
+  const source = start(relay, 'source', opened.sourceAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: 0 }]]) });
+  await within(Promise.all([source.proxy.ready, destination.proxy.ready]), 10_000, 'both proxies ready');
+  const reader = await connectTo(source.proxy.ports().get('HOLD')!);
+  cleanups.push(() => reader.destroy());
+  reader.pause();
+  await relayLogs.waitFor('destination: paused reading', 30_000);
+  writing = false;
+  // Twelve ping periods, four times the keepalive window, counted by the destination's own pings.
+  const pingsBefore = destination.logs.count('Sent ping data');
+  await destination.logs.waitForCount('Sent ping data', pingsBefore + 12, 20_000);
+  assert.is(destination.logs.count('No pong'), 0, destination.logs.lines.filter((l) => l.includes('No pong')).join(''));
+  assert.is(destination.logs.count(ESTABLISHED), 1, 'the destination kept its first session');
+  let received = 0;
+  const all = new Promise<void>((resolve, reject) => {
+    reader.on('data', (d: Buffer) => {
+      received += d.length;
+      if (!writing && received === written) resolve();
+    });
+    reader.once('close', () => reject(new Error(`the held connection closed after ${received} of ${written} bytes`)));
+  });
+  reader.resume();
+  await within(all, 30_000, 'every byte written reaches the stalled reader once it reads');
+  reader.destroy();
 });
 
 faults('CloseTunnel: both proxies end with exit 0, local connections are reset', async () => {
