@@ -231,7 +231,9 @@ faults('a sender the relay holds back for a stalled reader keeps its session pas
   const source = start(relay, 'source', opened.sourceAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: 0 }]]) });
   await within(Promise.all([source.proxy.ready, destination.proxy.ready]), 10_000, 'both proxies ready');
   const reader = await connectTo(source.proxy.ports().get('HOLD')!);
-  cleanups.push(() => reader.destroy());
+  cleanups.push(() => {
+    reader.destroy();
+  });
   reader.pause();
   await relayLogs.waitFor('destination: paused reading', 30_000);
   writing = false;
