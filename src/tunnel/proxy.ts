@@ -53,6 +53,14 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
     if (mapping.size === 0) return { exitCode: ExitCode.USAGE, message: 'No port mapping exists: the 1.0 protocol names no services, so give -s/-d with a port' };
     return new Map(mapping);
   }
+  if (options.clientType === 'V1' && ids.length > 1) {
+    // Messages without a service id are refused by the service in such a tunnel (and the
+    // reference sends them all to the first service): fail now, with the reason.
+    return {
+      exitCode: ExitCode.REFUSED,
+      message: `-y V1 cannot be used with a tunnel of several services [${ids.join(', ')}]: the V1 message format carries no service id. Open the tunnel with one service, or start the local proxy without -y V1.`,
+    };
+  }
   if (v1Form) {
     if (ids.length === 1) {
       log.info(`Updated port mapping for v1 format: ${ids[0]} = ${describe(configured.get('')!)}`);

@@ -392,10 +392,15 @@ export class Session implements Producer {
       return;
     }
     if (svc.version < 3 && svc.connections.size > 0) {
-      // Fixes reference bug 9.4#36: the second connection used to break both.
-      this.log.info(`Refusing connection from ${from} for service ${svc.id}: the peer's V${svc.version} message format allows one connection at a time`);
-      socket.destroy();
-      return;
+      if ([...svc.connections.values()].some((c) => c.state === 'open' || c.state === 'connecting')) {
+        // Fixes reference bug 9.4#36: the second connection used to break both.
+        this.log.info(`Refusing connection from ${from} for service ${svc.id}: the peer's V${svc.version} message format allows one connection at a time`);
+        socket.destroy();
+        return;
+      }
+      // The previous connection is only closing: its last DATA and STREAM_RESET go on the wire
+      // before the new STREAM_START, so a quick reconnect is served and loses no byte.
+      this.outbound.flushNow();
     }
     if (svc.connections.size >= this.settings.maxActiveConnections) {
       this.log.warn(`Refusing connection from ${from} for service ${svc.id}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
