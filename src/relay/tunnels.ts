@@ -228,13 +228,15 @@ export class TunnelRegistry {
     if (clientToken === undefined) endpoint.consumed = true;
     else endpoint.clientTokenHash ??= hashToken(clientToken);
     this.setConnected(owner, true);
+    // The token's spent/bound state must survive a restart; connection states need not
+    // (a restarted relay has no peers), so a disconnect alone does not write the file.
+    this.save();
   }
 
   setConnected(owner: TokenOwner, connected: boolean): void {
     const endpoint = owner.tunnel[owner.mode];
     endpoint.connected = connected;
     endpoint.lastUpdatedAt = Date.now();
-    this.save();
   }
 
   /** Stops expiry timers; the state file is already up to date. */

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
@@ -348,6 +348,29 @@ lifecycle('--state: a failed write is one error line, never a crash; peers still
     await Promise.all([src.waitClosed(), dst.waitClosed()]);
     assert.ok(lines.some((l) => /\[info\] state file .* written again/.test(l)), lines.join('\n'));
     assert.is(JSON.parse(readFileSync(statePath, 'utf8')).tunnels[0].status, 'CLOSED');
+  } finally {
+    await relay.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+lifecycle('--state: a connect writes the file (the token is spent or bound), a disconnect does not (fsync per event is costly on SD cards)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-state-'));
+  const statePath = join(dir, 'state.json');
+  const lines: string[] = [];
+  let onLine: ((line: string) => void) | undefined;
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath, log: new Logger({ level: LogLevel.INFO, sink: (line) => { lines.push(line); onLine?.(line); } }) });
+  try {
+    const t = relay.openTunnel({ services: ['SSH'] });
+    const opened = statSync(statePath).ino;
+    const src = await connectReady(relay, t.sourceAccessToken);
+    const connected = statSync(statePath).ino;
+    assert.is.not(connected, opened, 'the consumed token was written');
+    assert.is(JSON.parse(readFileSync(statePath, 'utf8')).tunnels[0].source.consumed, true);
+    const gone = within(new Promise<void>((resolve) => { onLine = (l) => { if (l.includes('source: disconnected')) resolve(); }; }), 5000, 'disconnect logged');
+    src.terminate();
+    await gone;
+    assert.is(statSync(statePath).ino, connected, 'a disconnect rewrote the state file');
   } finally {
     await relay.close();
     rmSync(dir, { recursive: true, force: true });
