@@ -334,6 +334,13 @@ export class Session implements Producer {
       this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: svc.wireId, streamId: msg.streamId, connectionId: msg.connectionId });
       return;
     }
+    if (svc.version < 3) {
+      // Our replies carry no connection id in the V1/V2 form: a second connection of the stream
+      // would be indistinguishable from the first at the peer.
+      this.warnLimited('connection-start-v2', `CONNECTION_START for connection ${msg.connectionId} of service ${svc.id}: the V${svc.version} message format allows one connection per stream, answering with CONNECTION_RESET`);
+      this.sendControl({ type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId });
+      return;
+    }
     if (svc.streamId === 0) svc.streamId = msg.streamId;
     if (msg.streamId !== svc.streamId) {
       this.warnLimited('connection-start-stream', `CONNECTION_START for stream ${msg.streamId} of service ${svc.id}, whose stream is ${svc.streamId}: answering with CONNECTION_RESET`);

@@ -13,13 +13,14 @@ import { echoServer, sinkServer } from '../helpers/apps';
 import { freePort, within } from '../helpers/wait';
 import { MessageType as T } from '../../src/protocol/message';
 import { startProxy } from '../../src/tunnel/proxy';
+import type { ProxyOptions } from '../../src/index';
 import { startFakeService, fakeOptions } from './fake-service';
 
 const dest = suite('destination');
 
-async function setup(services: Record<string, number>, settings = {}) {
+async function setup(services: Record<string, number>, settings = {}, extra: Partial<ProxyOptions> = {}) {
   const service = await startFakeService();
-  const options = fakeOptions(service, 'destination', services, {}, settings);
+  const options = fakeOptions(service, 'destination', services, extra, settings);
   const proxy = startProxy(options);
   const peer = await service.peer();
   return { service, proxy, peer, log: options.capture, async close() {
@@ -356,6 +357,35 @@ dest('V2 peer (no connection ids): replies carry none, and a local close sends S
     assert.is(reset.connectionId, 0);
     assert.not.ok(t.peer.messages.some((m) => m.type === T.CONNECTION_RESET));
     assert.is(t.log.count('V2 message format'), 1, 'detection logged once');
+  } finally {
+    await t.close();
+    app.close();
+  }
+});
+
+dest('-y V2: a CONNECTION_START is answered with CONNECTION_RESET, not opened (replies without connection ids would mix two applications into one stream)', async () => {
+  let accepted = 0;
+  const app = createServer((socket) => {
+    accepted++;
+    socket.on('error', () => {});
+    socket.pipe(socket);
+  });
+  app.listen(0, '127.0.0.1');
+  await once(app, 'listening');
+  const t = await setup({ SSH1: (app.address() as { port: number }).port }, {}, { clientType: 'V2' });
+  try {
+    t.peer.serviceIds('SSH1');
+    t.peer.send({ type: T.STREAM_START, serviceId: 'SSH1', streamId: 1, connectionId: 1 });
+    t.peer.send({ type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: text('one') });
+    const echo = await t.peer.takeType(T.DATA);
+    assert.equal([Buffer.from(echo.payload).toString(), echo.connectionId], ['one', 0]);
+    t.peer.send({ type: T.CONNECTION_START, serviceId: 'SSH1', streamId: 1, connectionId: 2 });
+    const reset = await t.peer.takeType(T.CONNECTION_RESET);
+    assert.equal([reset.serviceId, reset.streamId, reset.connectionId], ['SSH1', 1, 2]);
+    t.peer.send({ type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: text('still') });
+    const more = await t.peer.takeType(T.DATA);
+    assert.is(Buffer.from(more.payload).toString(), 'still');
+    assert.is(accepted, 1, 'the application saw one connection');
   } finally {
     await t.close();
     app.close();
