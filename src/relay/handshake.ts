@@ -49,7 +49,12 @@ function single(value: string | string[] | undefined): string | undefined {
 }
 
 export function checkHandshake(req: IncomingMessage, registry: TunnelRegistry): Accepted | Refusal {
-  const url = new URL(req.url ?? '/', 'http://relay');
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '/', 'http://relay');
+  } catch {
+    return { status: 400, reason: 'Invalid request target' };
+  }
   if (req.method !== 'GET' || url.pathname !== '/tunnel') return { status: 400, reason: 'WebSocket upgrades are only served on GET /tunnel' };
   if (requestBytes(req) > MAX_HANDSHAKE_BYTES) return { status: 400, reason: `Handshake request exceeds ${MAX_HANDSHAKE_BYTES} bytes` };
   const mode = url.searchParams.get('local-proxy-mode');

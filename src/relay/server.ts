@@ -203,8 +203,18 @@ class RelayServer implements Relay {
     res.writeHead(path === '/tunnel' ? 400 : 404, { 'content-type': 'text/plain; charset=utf-8' }).end(`${reason}\n`);
   }
 
+  /** One bad request must not take the relay down: anything unexpected ends just that socket. */
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    try {
+      this.upgrade(req, socket, head);
+    } catch (err) {
+      this.log.error(`internal error on an upgrade from ${socket.remoteAddress}: ${(err as Error)?.message ?? String(err)}`);
+      socket.destroy();
+    }
+  }
+
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const reject = this.faults.reject;
     if (reject && reject.count > 0) {
       reject.count--;

@@ -116,6 +116,18 @@ handshake('upgrades only on /tunnel with local-proxy-mode=source|destination', a
   ctx.peers.push(peer);
 });
 
+handshake('an upgrade whose request target is not a valid URL is refused with 400; the relay keeps serving', async (ctx) => {
+  const t = ctx.relay.openTunnel();
+  const headers = { 'access-token': t.sourceAccessToken, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': SUBPROTOCOL_V3 };
+  for (const target of ['http://[', 'http://x:99999/tunnel?local-proxy-mode=source']) {
+    const res = await rawGet(ctx.relay, target, headers);
+    assert.is(res.status, 400, target);
+    assert.match(res.body, /Invalid request target/);
+  }
+  const peer = await connectPeer(ctx.relay, t.sourceAccessToken);
+  ctx.peers.push(peer);
+});
+
 handshake('a token used without a client token is consumed by its first handshake', async (ctx) => {
   const t = ctx.relay.openTunnel();
   const first = await connectPeer(ctx.relay, t.sourceAccessToken);
