@@ -20,6 +20,8 @@ import { Connection } from './connection';
 import { InboundBudget, Outbound, type Producer } from './flow';
 
 const INT32_MAX = 0x7fffffff;
+/** Distinct once-per-session warnings remembered (peer-chosen service ids and types among them). */
+const WARNED_KEYS_LIMIT = 100;
 
 /** One service of the session: its current stream and its connections. */
 export class ServiceState {
@@ -198,6 +200,11 @@ export class Session implements Producer {
 
   private warnOnce(key: string, message: string): void {
     if (this.warned.has(key)) return;
+    if (this.warned.size >= WARNED_KEYS_LIMIT) {
+      // Keys include ids chosen by the peer: past the limit, the log level bounds the output.
+      this.log.debug(message);
+      return;
+    }
     this.warned.add(key);
     this.log.warn(message);
   }

@@ -151,6 +151,30 @@ source('unknown message types: ignorable dropped silently, not ignorable warned 
   }
 });
 
+source('warnings about peer-chosen ids are bounded: 1000 unknown service ids and 1000 unknown types log at most 100 warnings; data still flows', async () => {
+  const t = await setup({ SSH1: 0 }, ['SSH1']);
+  try {
+    const a = await t.connect();
+    await t.peer.takeType(T.STREAM_START);
+    for (let i = 0; i < 1000; i += 100) {
+      const burst = [];
+      for (let j = i; j < i + 100; j++) {
+        burst.push({ type: T.DATA, serviceId: `NOPE${j}`, streamId: 1, connectionId: 1, payload: Buffer.from('x') });
+        burst.push({ type: 1000 + j, streamId: 1 });
+      }
+      t.peer.send(...burst);
+    }
+    t.peer.send({ type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: Buffer.from('through') });
+    const [chunk] = await within(once(a, 'data'), 3000, 'DATA after the odd messages');
+    assert.is(chunk.toString(), 'through');
+    const warnings = t.log.lines.filter((l) => l.includes('[warning]')).length;
+    assert.ok(warnings <= 100, `${warnings} warnings`);
+    assert.ok(t.log.has('unknown service id NOPE999'), 'the rest is still logged at debug level');
+  } finally {
+    await t.close();
+  }
+});
+
 source('-y V1: no service id and no connection id on the wire, one connection at a time, STREAM_RESET on close', async () => {
   const t = await setup({ '': 0 }, ['SSH1'], { clientType: 'V1' });
   try {
