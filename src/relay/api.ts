@@ -37,6 +37,7 @@ function send(res: ServerResponse, status: number, body: unknown, errorType?: st
   const text = JSON.stringify(body);
   const headers: Record<string, string | number> = { 'content-type': CONTENT_TYPE, 'content-length': Buffer.byteLength(text) };
   if (errorType) headers['x-amzn-errortype'] = errorType;
+  if (status === 413) headers.connection = 'close';
   res.writeHead(status, headers).end(text);
 }
 
@@ -44,15 +45,19 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       size += chunk.length;
       if (size > MAX_BODY_BYTES) {
+        // The rest is not read: the 413 goes out with `connection: close`, which ends the socket.
+        req.off('data', onData);
+        req.pause();
+        chunks.length = 0;
         reject(new ApiError(413, 'ValidationException', `Request body exceeds ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(chunk);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });

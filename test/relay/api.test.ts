@@ -210,4 +210,20 @@ api('SigV4: any region, the SDK signing name only, and a clock skew of at most 1
   }
 });
 
+api('a request body over 64 KiB gets a 413 with an AWS error body (not a dropped connection)', async (ctx) => {
+  for (const size of [70_000, 2_000_000]) {
+    const res = await within(new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: ctx.relay.port, path: '/', method: 'POST', ca: ctx.relay.caPem, headers: { 'content-length': size, 'x-amz-target': 'IoTSecuredTunneling.ListTunnels' } }, (r) => {
+        let body = '';
+        r.on('data', (d: Buffer) => { body += d; });
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end(Buffer.alloc(size, 0x20));
+    }), 10_000, `${size}-byte request`);
+    assert.is(res.status, 413, `${size} bytes`);
+    assert.equal(JSON.parse(res.body), { __type: 'ValidationException', message: 'Request body exceeds 65536 bytes' });
+  }
+});
+
 api.run();
