@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import { runTunnelCli } from '../../src/api/cli';
 import { runRelayCli } from '../../src/relay/cli';
 import { runCli, startRelayCli, type Finished } from './cli-run';
+import { makePki } from '../transport/fixtures';
 
 /**
  * Runs a CLI function in this process with stdout/stderr captured: for paths that end before
@@ -122,6 +123,36 @@ cli('--tls-self-signed DIR, --state FILE and the tunnel CLI: a tunnel survives a
     assert.match(wrongKey.stderr, /InvalidSignatureException/);
     assert.is(await relay.stop(), 0);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+cli('--tls-cert/--tls-key from a private CA and --credentials-file (~/.aws/credentials shape): the tunnel CLI trusting that CA opens a tunnel', async () => {
+  const pki = makePki('relay cli CA');
+  const dir = mkdtempSync(join(tmpdir(), 'relay-cli-'));
+  try {
+    writeFileSync(join(dir, 'leaf.pem'), pki.certPem);
+    writeFileSync(join(dir, 'leaf.key'), pki.keyPem);
+    writeFileSync(join(dir, 'credentials'), '[default]\naws_access_key_id = AKIDFILE\r\naws_secret_access_key=file-secret  \n');
+    const relay = await startRelayCli(['--listen', '127.0.0.1:0', '--tls-cert', join(dir, 'leaf.pem'), '--tls-key', join(dir, 'leaf.key'), '--credentials-file', join(dir, 'credentials')], { LOCALPROXY_RELAY_ACCESS_KEY_ID: '', LOCALPROXY_RELAY_SECRET_ACCESS_KEY: '' });
+    try {
+      assert.match(relay.url, /^wss:\/\/127\.0\.0\.1:\d+$/);
+      const env = { AWS_ACCESS_KEY_ID: 'AKIDFILE', AWS_SECRET_ACCESS_KEY: 'file-secret', AWS_SESSION_TOKEN: '' };
+      const opened = await runCli('tunnel', ['open', '--services', 'SSH', '--endpoint', relay.url.replace('wss:', 'https:'), '--ca', pki.caFile], env);
+      assert.is(opened.code, 0, opened.stderr);
+      assert.type(JSON.parse(opened.stdout).destinationAccessToken, 'string');
+      assert.not.match(relay.stderr(), /no management API credentials/);
+    } finally {
+      assert.is(await relay.stop(), 0);
+    }
+    const broken = await runCli('relay', ['--listen', '127.0.0.1:0', '--plain', '--credentials-file', join(dir, 'leaf.pem')]);
+    assert.is(broken.code, 2);
+    assert.match(broken.stderr, /^localproxy relay: credentials file '.*leaf\.pem' needs aws_access_key_id and aws_secret_access_key/);
+    const noState = await runCli('relay', ['--listen', '127.0.0.1:0', '--plain', '--state', join(dir, 'missing', 'state.json')]);
+    assert.is(noState.code, 1);
+    assert.match(noState.stderr, /^localproxy relay: cannot start: cannot write state file .*state\.json: ENOENT[^\n]*\n$/m);
+  } finally {
+    pki.remove();
     rmSync(dir, { recursive: true, force: true });
   }
 });
