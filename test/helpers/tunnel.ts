@@ -4,9 +4,7 @@
  * `startProxy` (the library surface of src/index.ts) trusting the relay's certificate.
  * Logs are silent unless `LOCALPROXY_TEST_LOG=<0-6>` is set.
  */
-import { defaultSettings, Logger, type ProxyOptions, type ServiceTarget, type Settings } from '../../src/index';
-import { startRelay } from '../../src/relay/server';
-import { startProxy } from '../../src/tunnel/proxy';
+import { defaultSettings, Logger, startProxy, startRelay, type ProxyOptions, type ServiceTarget, type Settings } from '../../src/index';
 import { within } from './wait';
 
 export type Relay = Awaited<ReturnType<typeof startRelay>>;
