@@ -1,7 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blastServer, echoServer, patternSha256, receiveAll, sendPattern, type AppServer } from '../helpers/apps';
-import { startTunnel, type TunnelSpec } from '../helpers/tunnel';
+import { caDir, spawnProxy } from '../helpers/child';
+import { startRelayForTests, startTunnel, type TunnelSpec } from '../helpers/tunnel';
 import { within } from '../helpers/wait';
 
 const KiB = 1024;
@@ -42,6 +43,24 @@ interop('fixes reference bug 9.3#28: destination -y V1: a download from the dest
   } finally {
     await tunnel.close();
     await blast.close();
+  }
+});
+
+interop('source -y V1 with a tunnel of two services (as a process): exit 3 with one line naming -y V1 and the services, no stack trace', async () => {
+  const relay = await startRelayForTests();
+  const ca = caDir(relay);
+  const tunnel = relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
+  const child = await spawnProxy({ relay, ca, mode: 'source', accessToken: tunnel.sourceAccessToken, services: { SSH1: 0, HTTP1: 0 }, clientType: 'V1' });
+  try {
+    const { code } = await within(child.exited, 15_000, 'source exits');
+    assert.is(code, 3, child.output());
+    assert.match(child.output(), /-y V1 cannot be used with a tunnel of several services \[SSH1, HTTP1\]/);
+    assert.not.match(child.output(), /\n\s+at /, 'no stack trace');
+    assert.not.match(child.output(), /Listening for new connection/, 'nothing bound');
+  } finally {
+    await child.stop('SIGKILL');
+    await relay.close();
+    ca.remove();
   }
 });
 

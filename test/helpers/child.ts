@@ -118,11 +118,13 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
     child.stderr!.on('data', onOutput);
     void exited.then(({ code, signal }) => reject(new Error(`${spec.mode} exited (${code ?? signal}) before ready:\n${output}`)));
   });
-  ready.catch(() => {});
+  // A child that is expected to exit (and never become ready) must not leave a rejection unhandled.
+  const boundedReady = within(ready, 15_000, `${spec.mode} child ready`);
+  boundedReady.catch(() => {});
   return {
     process: child,
     ports,
-    ready: within(ready, 15_000, `${spec.mode} child ready`),
+    ready: boundedReady,
     exited,
     output: () => output,
     peakRssMiB: () => peakRssMiB(child.pid!),
