@@ -18,6 +18,15 @@ function onEscapedError(err: unknown): void {
   process.exit(reportError(err));
 }
 
+// A log reader that went away (`localproxy ... 2>&1 | head`, a restarted log collector)
+// must not end the tunnel: the lines are dropped and the proxy keeps running.
+function onStdioError(err: NodeJS.ErrnoException): void {
+  if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') return;
+  onEscapedError(err);
+}
+
+process.stdout.on('error', onStdioError);
+process.stderr.on('error', onStdioError);
 process.on('uncaughtException', onEscapedError);
 process.on('unhandledRejection', onEscapedError);
 dispatch(process.argv.slice(2)).then(onExitCode, onEscapedError);
