@@ -31,7 +31,10 @@ export interface CliContext {
   logSink?: LogSink;
 }
 
-export type CliPlan = { action: 'exit'; exitCode: number } | { action: 'run'; options: ProxyOptions; tokenFromArgv: boolean };
+export type CliPlan =
+  | { action: 'exit'; exitCode: number }
+  /** `secretInArgv`: an access or client token was given on the command line (hide it from `ps`). */
+  | { action: 'run'; options: ProxyOptions; tokenFromArgv: boolean; secretInArgv: boolean };
 
 const ENV_OPTIONS: ReadonlyArray<[string, string]> = [
   ['AWSIOT_TUNNEL_ACCESS_TOKEN', 'access-token'],
@@ -266,5 +269,5 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (clientType) options.clientType = clientType;
   if (webProxy) options.webProxy = webProxy;
   if (noProxy !== undefined) options.noProxy = noProxy;
-  return { action: 'run', options, tokenFromArgv };
+  return { action: 'run', options, tokenFromArgv, secretInArgv: tokenFromArgv || cli.has('client-token') };
 }

@@ -99,9 +99,9 @@ export async function runProxyCli(argv: string[], ctx: CliContext = defaultConte
   }
   if (plan.action === 'exit') return plan.exitCode;
   const { options } = plan;
-  // The token given with -t is visible in `ps` through the original argv; the process
+  // A token given with -t or -i is visible in `ps` through the original argv; the process
   // title overwrites that memory on Linux, so the token does not stay listed.
-  if (plan.tokenFromArgv) process.title = PRODUCT;
+  if (plan.secretInArgv) process.title = PRODUCT;
   let proxy: LocalProxy;
   options.log.info(`Starting proxy in ${options.mode} mode`);
   try {

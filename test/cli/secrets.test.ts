@@ -2,7 +2,7 @@
  * Tokens never appear in the output, at `-v 6`, with a real session through our relay:
  * the access token given with `-t`, in the environment and in a `--config` file, the
  * client token given with `-i`, and the client token derived from the access token.
- * Also: a `-t` token does not stay visible in the process list.
+ * Also: a `-t` or `-i` token does not stay visible in the process list.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -69,6 +69,10 @@ async function session(via: Via, clientToken?: string): Promise<{ outputs: strin
       // The process title overwrote argv: the token is not in /proc/<pid>/cmdline any more.
       const cmdline = readFileSync(`/proc/${source.child.pid}/cmdline`, 'latin1');
       assert.not.ok(cmdline.includes(tunnel.sourceAccessToken), 'token still in the process list');
+    }
+    if (clientToken) {
+      const cmdline = readFileSync(`/proc/${destination.child.pid}/cmdline`, 'latin1');
+      assert.not.ok(cmdline.includes(clientToken), 'client token given with -i still in the process list');
     }
     const socket = await connectTo(port);
     socket.write('ping through the tunnel');
