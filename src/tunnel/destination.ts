@@ -36,9 +36,18 @@ export function connectDestination(conn: Connection, target: DestinationTarget, 
   log.info(`Attempting to establish tcp socket connection to: ${where}`);
   const tryOnce = (): void => {
     attempt++;
-    const s = target.kind === 'unix'
-      ? connect({ path: target.path })
-      : connect({ host: target.host ?? bindAddress ?? '127.0.0.1', port: target.port });
+    let s: Socket;
+    try {
+      s = target.kind === 'unix'
+        ? connect({ path: target.path })
+        : connect({ host: target.host ?? bindAddress ?? '127.0.0.1', port: target.port });
+    } catch (err) {
+      // A target no attempt can reach (a port out of range from a library caller): answer now.
+      log.error(`Could not connect to destination ${where} -- ${(err as Error).message}`);
+      conn.abortConnect = undefined;
+      conn.failed(`giving up on ${where}: ${(err as Error).message}`);
+      return;
+    }
     socket = s;
     s.pause();
     s.setTimeout(CONNECT_ATTEMPT_TIMEOUT_MS);

@@ -392,4 +392,22 @@ dest('-y V2: a CONNECTION_START is answered with CONNECTION_RESET, not opened (r
   }
 });
 
+dest('a target port no connect can use (library caller, 70000) answers the start with a reset instead of leaving the connection pending', async () => {
+  const app = await echoServer();
+  const t = await setup({ BAD: 70000, SSH1: app.port });
+  try {
+    t.peer.serviceIds('BAD', 'SSH1');
+    t.peer.send({ type: T.STREAM_START, serviceId: 'BAD', streamId: 1, connectionId: 1 });
+    const reset = await t.peer.takeType(T.CONNECTION_RESET);
+    assert.equal([reset.serviceId, reset.streamId, reset.connectionId], ['BAD', 1, 1]);
+    assert.ok(t.log.has('Could not connect to destination 127.0.0.1:70000'));
+    assert.not.ok(t.log.has('Internal error'));
+    t.peer.send({ type: T.STREAM_START, serviceId: 'SSH1', streamId: 1, connectionId: 1 }, { type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: text('ok') });
+    assert.is((await t.peer.takeData(1, 1, 2)).toString(), 'ok');
+  } finally {
+    await t.close();
+    await app.close();
+  }
+});
+
 dest.run();
