@@ -34,7 +34,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'export-default-settings', value: true, arg: 'FILE', description: 'Write every fine-grained setting with its default value as JSON and exit', example: '--export-default-settings lpsettings.json' },
   { name: 'settings-json', value: true, arg: 'FILE', description: 'Fine-grained settings merged over the defaults', example: '--settings-json lpsettings.json' },
   { name: 'config', value: true, arg: 'FILE', description: 'File of "long-option = value" lines; command-line options override it', example: '--config config.ini' },
-  { name: 'verbose', short: 'v', value: true, arg: 'LEVEL', description: 'Log level on stderr: 0 off, 1 fatal, 2 error, 3 warning, 4 info (default), 5 debug, 6 trace', example: '-v 5' },
+  { name: 'verbose', short: 'v', value: true, arg: 'LEVEL', description: 'Log level on stderr: 0 off, 1 fatal, 2 error, 3 warning, 4 info (default), 5 debug, 6 trace (up to 65535 accepted, read as 6)', example: '-v 5' },
   { name: 'mode', short: 'm', value: true, arg: 'MODE', description: 'src, source, dst or destination; without -s/-d mappings come from --config-dir', example: '-m dst' },
   { name: 'destination-client-type', short: 'y', value: true, arg: 'V1|V2', description: 'Speak the message format of an older peer', example: '-y V1' },
   { name: 'config-dir', value: true, arg: 'DIR', description: 'Directory of "ID = port" / "ID = host:port" files (default ./config, else config/ beside the executable)', example: '--config-dir /etc/localproxy/services' },

@@ -140,7 +140,7 @@ const cases: Record<string, Case> = {
   'syntax errors come before --version': { args: ['--version', '-Z'], code: 2, out: "unrecognised option '-Z'" },
   '--version alone': { args: ['--version'], code: 0, out: `localproxy ${version}` },
   '-h lists every option': { args: ['-h'], code: 0, out: ['--access-token', '--client-token', '--proxy-endpoint', '--region', '--source-listen-port', '--destination-app', '--local-bind-address', '--capath', '--no-ssl-host-verify', '--export-default-settings', '--settings-json', '--config ', '--verbose', '--mode', '--destination-client-type', '--config-dir'] },
-  '--help names the subcommands and exit codes': { args: ['--help'], code: 0, out: ['localproxy relay', 'localproxy tunnel', 'Exit codes', '3  refused'] },
+  '--help names the subcommands and exit codes': { args: ['--help'], code: 0, out: ['localproxy relay', 'localproxy tunnel', 'Exit codes', '3  refused', 'up to 65535 accepted, read as 6'] },
   '--help with a value is an error': { args: ['--help=yes'], code: 2, out: "option '--help' does not take any arguments" },
 
   // syntax
