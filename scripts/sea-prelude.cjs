@@ -25,6 +25,8 @@
   // Belt and braces against a re-exec loop if a wrapper puts NODE_OPTIONS back.
   env.LOCALPROXY_SEA_CHILD = '1';
   var child = childProcess.spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env: env });
+  // The child hides a -t/-i token from the process list; this waiting parent must too.
+  try { process.title = 'localproxy'; } catch (err) { /* titles are best effort */ }
   // Ctrl-C reaches the whole process group, so the child already gets SIGINT: the parent only
   // has to survive it. SIGTERM and SIGHUP are usually aimed at this pid alone: pass them on.
   function onInterrupt() {}

@@ -148,10 +148,16 @@ function convert(spec: KeySpec, value: unknown): string | number | boolean | Rec
   }
 }
 
+/** The value at a dotted path; a section that exists but is not an object is an error naming it. */
 function lookup(tree: unknown, path: string): unknown {
   let node: unknown = tree;
-  for (const part of path.split('.')) {
-    if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
+  const parts = path.split('.');
+  for (const [i, part] of parts.entries()) {
+    if (node === undefined) return undefined;
+    if (node === null || typeof node !== 'object' || Array.isArray(node)) {
+      const section = parts.slice(0, i).join('.');
+      throw new SettingsError(section, `setting ${section} must be an object of settings, got ${JSON.stringify(node)}`);
+    }
     node = (node as Record<string, unknown>)[part];
   }
   return node;
