@@ -2,6 +2,7 @@
 // a few at a time, and ends with one plain line: `N passed, N failed`.
 //
 //   node test/run.mjs [substring ...]     only files whose path contains a substring
+//   --dir test/dist --suffix .smoke.ts    another folder and file suffix (npm run test:dist)
 //   TEST_JOBS=3 TEST_FILE_TIMEOUT_S=600   parallelism and per-file limit
 //
 // A file that crashes, times out or reports skipped tests counts as failed.
@@ -12,20 +13,29 @@ import { join, relative } from 'node:path';
 const root = new URL('..', import.meta.url).pathname;
 const jobs = Number(process.env.TEST_JOBS ?? 2);
 const fileTimeoutMs = Number(process.env.TEST_FILE_TIMEOUT_S ?? 900) * 1000;
-const filters = process.argv.slice(2);
+const args = process.argv.slice(2);
+function option(name, fallback) {
+  const at = args.indexOf(name);
+  if (at < 0) return fallback;
+  const [, value] = args.splice(at, 2);
+  return value;
+}
+const testDir = option('--dir', 'test');
+const suffix = option('--suffix', '.test.ts');
+const filters = args;
 
 function findTests(dir) {
   const out = [];
   for (const name of readdirSync(dir).sort()) {
     const path = join(dir, name);
     if (statSync(path).isDirectory()) out.push(...findTests(path));
-    else if (name.endsWith('.test.ts')) out.push(path);
+    else if (name.endsWith(suffix)) out.push(path);
   }
   return out;
 }
 
-const files = findTests(join(root, 'test')).filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
-// Files named *.slow.test.ts start first so the run is not stretched by a late long file.
+const files = findTests(join(root, testDir)).filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+// Files named *.slow.* start first so the run is not stretched by a late long file.
 files.sort((a, b) => Number(b.includes('.slow.')) - Number(a.includes('.slow.')));
 
 let passed = 0;
