@@ -1,13 +1,12 @@
 /**
- * Proxies as separate processes, for peak-RSS and kill tests. By default the built CLI
+ * Proxies as separate processes, for peak-RSS and kill tests: the built CLI
  * (`node dist/localproxy.cjs -e 127.0.0.1:<relay port> -c <dir with the relay cert> -s|-d ...`,
- * token in AWSIOT_TUNNEL_ACCESS_TOKEN) when it can run a proxy; otherwise, or with
- * `LOCALPROXY_TEST_CHILD=lib`, test/helpers/proxy-child.ts through the library API. `-v 4` so the readiness lines ("Listening for new connection
- * on port", "Successfully established websocket connection") can be awaited.
+ * token in AWSIOT_TUNNEL_ACCESS_TOKEN), at `-v 4` so the readiness lines ("Listening for new
+ * connection on port", "Successfully established websocket connection") can be awaited.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultSettings, exportSettings, type Settings } from '../../src/index';
@@ -60,48 +59,19 @@ export interface ChildProxy {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-let detected: 'cli' | 'lib' | undefined;
-
-/** 'cli' when LOCALPROXY_TEST_CHILD=cli, or unset and the built CLI can run a proxy; else 'lib'. */
-export function childKind(): 'cli' | 'lib' {
-  const wanted = process.env.LOCALPROXY_TEST_CHILD;
-  if (wanted === 'cli' || wanted === 'lib') return wanted;
-  if (detected === undefined) {
-    let help = '';
-    try {
-      help = existsSync(CLI) ? execFileSync(process.execPath, [CLI, '--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) : '';
-    } catch {
-      help = '';
-    }
-    detected = help.includes('--destination-app') ? 'cli' : 'lib';
-  }
-  return detected;
-}
-
 export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
   const ports: Record<string, number> = {};
   for (const [id, port] of Object.entries(spec.services)) ports[id] = spec.mode === 'source' && port === 0 ? await freePort() : port;
   const mapping = Object.entries(ports).map(([id, port]) => (id === '' ? String(port) : `${id}=${port}`)).join(',');
   const env = { ...process.env, AWSIOT_TUNNEL_ACCESS_TOKEN: spec.accessToken };
-  let child: ChildProcess;
-  if (childKind() === 'cli') {
-    const args = [CLI, '-e', `127.0.0.1:${spec.relay.port}`, '-c', spec.ca.dir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', '4'];
-    if (spec.clientType) args.push('-y', spec.clientType);
-    if (spec.settings) {
-      const file = join(spec.ca.dir, `settings-${spec.mode}.json`);
-      writeFileSync(file, exportSettings({ ...defaultSettings(), ...spec.settings }));
-      args.push('--settings-json', file);
-    }
-    child = spawn(process.execPath, [...args, ...(spec.extraArgs ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  } else {
-    const targets = Object.fromEntries(Object.entries(ports).map(([id, port]) => [id, { kind: 'tcp', ...(spec.mode === 'destination' ? { host: '127.0.0.1' } : {}), port }]));
-    const childSpec = { mode: spec.mode, endpoint: { host: '127.0.0.1', port: spec.relay.port }, caFile: spec.ca.file, services: targets, settings: spec.settings, clientType: spec.clientType };
-    child = spawn(process.execPath, ['--import', 'tsx', join(root, 'test/helpers/proxy-child.ts')], {
-      cwd: root,
-      env: { ...env, LOCALPROXY_TEST_CHILD: JSON.stringify(childSpec) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+  const args = [CLI, '-e', `127.0.0.1:${spec.relay.port}`, '-c', spec.ca.dir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', '4'];
+  if (spec.clientType) args.push('-y', spec.clientType);
+  if (spec.settings) {
+    const file = join(spec.ca.dir, `settings-${spec.mode}.json`);
+    writeFileSync(file, exportSettings({ ...defaultSettings(), ...spec.settings }));
+    args.push('--settings-json', file);
   }
+  const child: ChildProcess = spawn(process.execPath, [...args, ...(spec.extraArgs ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   const ready = new Promise<void>((resolve, reject) => {
@@ -110,9 +80,9 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
       output = (output + data.toString()).slice(-65536);
       if (process.env.LOCALPROXY_TEST_LOG) process.stderr.write(data);
       const seen = spec.mode === 'source'
-        ? (output.match(/Listening for new connection on port \d+|^READY /gm) ?? []).length
-        : (output.match(/Successfully established websocket connection|^READY /gm) ?? []).length;
-      if (seen >= wanted || /^READY /m.test(output)) resolve();
+        ? (output.match(/Listening for new connection on port \d+/g) ?? []).length
+        : (output.match(/Successfully established websocket connection/g) ?? []).length;
+      if (seen >= wanted) resolve();
     };
     child.stdout!.on('data', onOutput);
     child.stderr!.on('data', onOutput);
@@ -139,8 +109,6 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
 }
 
 export interface ChildTunnel {
-  /** How the proxies run: the built CLI or the library child. */
-  kind: 'cli' | 'lib';
   relay: Relay;
   tunnel: ReturnType<Relay['openTunnel']>;
   source: ChildProxy;
@@ -170,7 +138,6 @@ export async function startChildTunnel(destinationMap: Record<string, number>, o
     return child;
   };
   const result: ChildTunnel = {
-    kind: childKind(),
     relay,
     tunnel,
     source: undefined as unknown as ChildProxy,
