@@ -3,10 +3,8 @@
  * (utime + stime), resident memory now (VmRSS) and at its peak (VmHWM, which `clear_refs` resets
  * so each workload gets its own peak).
  *
- * Two ways to run them: the built CLI (`node dist/localproxy.cjs relay|-s|-d ...`), or
- * bench/host.ts bundled into one file and run with plain `node` (the library API, for when the
- * CLI cannot do it yet). Either way the process runs without the tsx loader, so its memory is
- * the product's.
+ * They run the built CLI (`node dist/localproxy.cjs relay|-s|-d ...`) with plain `node`, without
+ * the tsx loader, so their memory is the product's.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';

@@ -1,11 +1,11 @@
 /**
  * Tunnel benchmark (not a test): what the tunnel costs next to a direct TCP connection.
  *
- *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--children cli|lib|auto] [--no-write] [--json FILE]
+ *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--no-write] [--json FILE]
  *                                     [--only bulk1,echo,...] [--profile DIR]
  *
- * Starts our relay (TLS, self-signed) and a source and a destination proxy as child processes
- * on loopback, one application server in this process, and runs every workload once over a
+ * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
+ * built CLI (`node dist/localproxy.cjs`) on loopback, one application server in this process, and runs every workload once over a
  * direct connection to the server and once through the tunnel, alternating, `runs` times
  * (default 3). Prints the tables and, unless --no-write or --quick, replaces the part of
  * docs/BENCHMARKS.md between `<!-- bench:tunnel:start -->` and `<!-- bench:tunnel:end -->`.
@@ -28,8 +28,8 @@ const root = new URL('..', import.meta.url).pathname;
 
 const args = mri(process.argv.slice(2), {
   boolean: ['quick', 'write'],
-  string: ['children', 'json', 'only', 'profile'],
-  default: { write: true, children: 'auto' },
+  string: ['json', 'only', 'profile'],
+  default: { write: true },
 });
 const quick = Boolean(args.quick);
 const RUNS = Number(args.runs ?? 3);
@@ -77,36 +77,10 @@ function freePort(): Promise<number> {
   });
 }
 
-async function bundleHost(): Promise<string> {
-  const { build } = await import('esbuild');
-  const outfile = join(os.tmpdir(), `localproxy-bench-host-${process.pid}.cjs`);
-  await build({
-    entryPoints: [join(root, 'bench/host.ts')],
-    bundle: true,
-    platform: 'node',
-    target: 'node20.11',
-    format: 'cjs',
-    outfile,
-    logLevel: 'warning',
-    define: { 'process.env.WS_NO_BUFFER_UTIL': '"1"', 'process.env.WS_NO_UTF_8_VALIDATE': '"1"', __LOCALPROXY_VERSION__: '"bench"' },
-  });
-  return outfile;
-}
-
 interface RelayReady {
   port: number;
   caPem: string;
   tokens: { sourceAccessToken: string; destinationAccessToken: string };
-}
-
-function cliHelp(args: string[]): string {
-  try {
-    return execFileSync(process.execPath, [CLI, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
-  } catch (err) {
-    // Help may go to stderr (as the reference does) or come with a non-zero exit.
-    const e = err as { stderr?: string; stdout?: string };
-    return `${e.stdout ?? ''}${e.stderr ?? ''}`;
-  }
 }
 
 const BENCH_KEY_ID = 'AKIDLOCALPROXYBENCH';
@@ -132,86 +106,33 @@ async function startCliRelay(dir: string, started: Child[]): Promise<{ relay: Ch
   return { relay, ready: { port, caPem: readFileSync(join(dir, 'cert.pem'), 'utf8'), tokens } };
 }
 
-async function startLibraryRelay(host: string, dir: string, started: Child[]): Promise<{ relay: Child; ready: RelayReady }> {
-  const relay = spawnChild('relay', [host, 'relay'], {});
-  started.push(relay);
-  const ready = JSON.parse((await relay.waitFor(/^READY (.*)$/m, 20_000))[1]) as RelayReady;
-  writeFileSync(join(dir, 'relay.pem'), ready.caPem);
-  return { relay, ready };
-}
-
 /** Relay, destination (in front of `app`) and source; `maxActiveConnections` overrides that proxy setting on both proxies. */
-async function startStack(app: AppServer, children: string, maxActiveConnections?: number): Promise<Stack> {
-  const cliProxies = /source-listen-port/.test(cliHelp(['--help']));
-  const cliRelay = /tls-self-signed/.test(cliHelp(['relay', '--help']));
-  if (children === 'cli' && !(cliProxies && cliRelay)) throw new Error('--children cli: dist/localproxy.cjs cannot run the relay and the proxies yet');
-  const useCli = children !== 'lib' && cliProxies;
-  const host = await bundleHost();
+async function startStack(app: AppServer, maxActiveConnections?: number): Promise<Stack> {
   const temp = mkdtempSync(join(os.tmpdir(), 'localproxy-bench-'));
   const started: Child[] = [];
   const stopAll = async () => {
     for (const child of started.reverse()) await child.stop();
     rmSync(temp, { recursive: true, force: true });
-    rmSync(host, { force: true });
   };
   try {
-    let relayKind = 'relay: `localproxy relay` (CLI)';
-    let relayStarted: { relay: Child; ready: RelayReady } | undefined;
-    if (children !== 'lib' && cliRelay) {
-      try {
-        relayStarted = await startCliRelay(temp, started);
-      } catch (err) {
-        if (children === 'cli') throw err;
-        process.stderr.write(`bench: the CLI relay did not work (${(err as Error).message.split('\n')[0]}); using the library\n`);
-        for (const child of started.splice(0)) await child.stop();
-      }
+    const { relay, ready } = await startCliRelay(temp, started);
+    const sourcePort = await freePort();
+    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', '4'];
+    if (maxActiveConnections) {
+      const file = join(temp, 'settings.json');
+      writeFileSync(file, JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: String(maxActiveConnections) } } } }));
+      common.push('--settings-json', file);
     }
-    if (!relayStarted) {
-      relayStarted = await startLibraryRelay(host, temp, started);
-      relayKind = 'relay: bench/host.ts (library `startRelay`, bundled)';
-    }
-    const { relay, ready } = relayStarted;
-
-    let source: Child;
-    let destination: Child;
-    let sourcePort: number;
-    if (useCli) {
-      sourcePort = await freePort();
-      const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', '4'];
-      if (maxActiveConnections) {
-        const file = join(temp, 'settings.json');
-        writeFileSync(file, JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: String(maxActiveConnections) } } } }));
-        common.push('--settings-json', file);
-      }
-      destination = spawnChild('destination', [CLI, ...common, '-d', `SSH1=127.0.0.1:${app.port}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken });
-      started.push(destination);
-      source = spawnChild('source', [CLI, ...common, '-s', `SSH1=${sourcePort}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.sourceAccessToken });
-      started.push(source);
-      await destination.waitFor(/Successfully established websocket connection/, 20_000);
-      await source.waitFor(/Listening for new connection on port \d+/, 20_000);
-    } else {
-      const settings = maxActiveConnections ? { maxActiveConnections } : {};
-      const spec = (services: object) => JSON.stringify({ endpoint: { host: '127.0.0.1', port: ready.port }, caPem: ready.caPem, services, settings });
-      destination = spawnChild('destination', [host, 'destination'], {
-        AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken,
-        LOCALPROXY_BENCH_SPEC: spec({ SSH1: { kind: 'tcp', host: '127.0.0.1', port: app.port } }),
-      });
-      started.push(destination);
-      source = spawnChild('source', [host, 'source'], {
-        AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.sourceAccessToken,
-        LOCALPROXY_BENCH_SPEC: spec({ SSH1: { kind: 'tcp', host: '127.0.0.1', port: 0 } }),
-      });
-      started.push(source);
-      await destination.waitFor(/^READY /m, 20_000);
-      const ports = JSON.parse((await source.waitFor(/^READY (.*)$/m, 20_000))[1]) as Record<string, number>;
-      sourcePort = ports.SSH1;
-    }
+    const destination = spawnChild('destination', [CLI, ...common, '-d', `SSH1=127.0.0.1:${app.port}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken });
+    started.push(destination);
+    const source = spawnChild('source', [CLI, ...common, '-s', `SSH1=${sourcePort}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.sourceAccessToken });
+    started.push(source);
+    await destination.waitFor(/Successfully established websocket connection/, 20_000);
+    await source.waitFor(/Listening for new connection on port \d+/, 20_000);
     // Both proxies report ready on their own; one echo proves the whole path before timing anything.
     await probe(sourcePort);
-    const proxyKind = useCli
-      ? 'proxies: the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)'
-      : 'proxies: bench/host.ts (library `startProxy`, bundled)';
-    return { kind: `${relayKind}; ${proxyKind}`, relay, source, destination, sourcePort, stop: stopAll };
+    const kind = 'relay: `localproxy relay` (CLI); proxies: the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)';
+    return { kind, relay, source, destination, sourcePort, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;
@@ -337,7 +258,7 @@ export interface RunRecord {
 
 async function main(): Promise<void> {
   const app = await AppServer.start();
-  const stack = await startStack(app, String(args.children));
+  const stack = await startStack(app);
   const procs: Child[] = [stack.relay, stack.source, stack.destination];
   const direct: Path = { name: 'direct', port: app.port };
   const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -371,7 +292,7 @@ async function main(): Promise<void> {
     for (const [name, workload] of workloads) {
       // The default max_active_connections (128) refuses part of a 200-connection burst by design;
       // a second tunnel whose proxies allow 256 shows how the burst itself is handled.
-      const own = name === 'burst256' ? await startStack(app, String(args.children), 256) : stack;
+      const own = name === 'burst256' ? await startStack(app, 256) : stack;
       const ownProcs = [own.relay, own.source, own.destination];
       const tunnelPath: Path = { name: 'tunnel', port: own.sourcePort };
       records[name] = [];
