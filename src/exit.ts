@@ -21,3 +21,8 @@ export class ExitError extends Error {
     this.exitCode = exitCode;
   }
 }
+
+/** A usage or configuration error (exit 2) with its one-line message. */
+export function usageError(message: string): ExitError {
+  return new ExitError(ExitCode.USAGE, message);
+}

@@ -5,7 +5,9 @@
  * help text (src/cli/help.ts) and the `--config` file parser.
  */
 import mri from 'mri';
-import { ExitCode, ExitError } from '../exit';
+import { usageError } from '../exit';
+
+export { usageError };
 
 export interface OptionSpec {
   /** Long name without dashes; also the key in a `--config` file. */
@@ -45,10 +47,6 @@ const OPTION_BY_SHORT: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.filter(
 
 /** Option values by long name: a string for value options, true for switches that were given. */
 export type RawArgs = Map<string, string | true>;
-
-export function usageError(message: string): ExitError {
-  return new ExitError(ExitCode.USAGE, message);
-}
 
 /**
  * A value echoed in an error message, with any run of 32 or more token characters cut to

@@ -11,7 +11,7 @@
  */
 import { readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ExitCode, ExitError } from '../exit';
+import { usageError } from '../exit';
 import type { Mode, ServiceTarget } from '../options';
 import { readSmallTextFile } from './read-file';
 import { formatTarget, parseTarget } from './service-spec';
@@ -25,10 +25,6 @@ export interface ConfigDirResult {
   files: string[];
   /** Lines to log once a logger exists (skipped files). */
   warnings: string[];
-}
-
-function invalid(message: string): ExitError {
-  return new ExitError(ExitCode.USAGE, message);
 }
 
 function errorCode(err: unknown): string {
@@ -48,7 +44,7 @@ function listFiles(dir: string, out: string[], visited = new Set<string>()): voi
     visited.add(real);
     names = readdirSync(dir).sort();
   } catch (err) {
-    throw invalid(`Cannot read configuration directory ${dir}: ${errorCode(err)}`);
+    throw usageError(`Cannot read configuration directory ${dir}: ${errorCode(err)}`);
   }
   for (const name of names) {
     const path = join(dir, name);
@@ -56,12 +52,12 @@ function listFiles(dir: string, out: string[], visited = new Set<string>()): voi
     try {
       st = statSync(path, { throwIfNoEntry: false });
     } catch (err) {
-      throw invalid(`Cannot read configuration file ${path}: ${errorCode(err)}`);
+      throw usageError(`Cannot read configuration file ${path}: ${errorCode(err)}`);
     }
     if (!st) continue;
     if (st.isDirectory()) listFiles(path, out, visited);
     else if (st.isFile()) out.push(path);
-    if (out.length > MAX_CONFIG_FILES) throw invalid(`Configuration directory has more than ${MAX_CONFIG_FILES} files: ${dir}`);
+    if (out.length > MAX_CONFIG_FILES) throw usageError(`Configuration directory has more than ${MAX_CONFIG_FILES} files: ${dir}`);
   }
 }
 
@@ -96,7 +92,7 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
     try {
       text = readSmallTextFile(file);
     } catch (err) {
-      throw invalid(`Cannot read configuration file ${file}: ${errorCode(err)}`);
+      throw usageError(`Cannot read configuration file ${file}: ${errorCode(err)}`);
     }
     const { entries, notIni } = parseFile(text);
     if (notIni) {
@@ -110,12 +106,12 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
         validateServiceId(id);
         target = parseTarget(value, mode);
       } catch (err) {
-        throw invalid(`${file}:${line}: ${(err as Error).message}`);
+        throw usageError(`${file}:${line}: ${(err as Error).message}`);
       }
       const previous = mappings.get(id);
       if (previous) {
         if (formatTarget(previous) === formatTarget(target)) continue;
-        throw invalid(`Service id ${id} is defined twice with different values: ${formatTarget(previous)} in ${origin.get(id)} and ${formatTarget(target)} in ${file}:${line}`);
+        throw usageError(`Service id ${id} is defined twice with different values: ${formatTarget(previous)} in ${origin.get(id)} and ${formatTarget(target)} in ${file}:${line}`);
       }
       mappings.set(id, target);
       origin.set(id, `${file}:${line}`);
@@ -130,17 +126,17 @@ export function checkConfigDir(dir: string): void {
   try {
     st = statSync(dir, { throwIfNoEntry: false });
   } catch (err) {
-    throw invalid(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
+    throw usageError(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
   }
-  if (!st) throw invalid(`Invalid configuration directory: ${dir} (does not exist)`);
-  if (!st.isDirectory()) throw invalid(`Invalid configuration directory: ${dir} (not a directory)`);
+  if (!st) throw usageError(`Invalid configuration directory: ${dir} (does not exist)`);
+  if (!st.isDirectory()) throw usageError(`Invalid configuration directory: ${dir} (not a directory)`);
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch (err) {
-    throw invalid(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
+    throw usageError(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
   }
-  if (names.length === 0) throw invalid(`Invalid configuration directory: ${dir} (empty)`);
+  if (names.length === 0) throw usageError(`Invalid configuration directory: ${dir} (empty)`);
 }
 
 /**

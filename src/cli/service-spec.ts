@@ -9,25 +9,21 @@
  *   -d SSH1=[::1]:22            IPv6 in brackets
  *   -d SSH1=/run/ssh.sock       Unix socket (a value containing "/")
  */
-import { ExitCode, ExitError } from '../exit';
+import { usageError } from '../exit';
 import type { Mode, ServiceTarget } from '../options';
 import { parsePort, validateBindAddress, validatePath, validateServiceId } from './validate';
 
-function invalid(message: string): ExitError {
-  return new ExitError(ExitCode.USAGE, message);
-}
-
 /** One endpoint value of a mapping, validated for the mode it is used in. */
 export function parseTarget(value: string, mode: Mode): ServiceTarget {
-  if (value === '') throw invalid('Endpoint cannot be empty');
+  if (value === '') throw usageError('Endpoint cannot be empty');
   if (/^\d+$/.test(value)) return { kind: 'tcp', port: parsePort(value) };
   if (value.includes('/')) {
     validatePath(value, 'Unix socket');
     // The reference accepts a path for -s and then crashes setting up the listener (9.4#38).
-    if (mode === 'source') throw invalid(`A source listens on PORT or HOST:PORT, not on a path: ${value}`);
+    if (mode === 'source') throw usageError(`A source listens on PORT or HOST:PORT, not on a path: ${value}`);
     return { kind: 'unix', path: value };
   }
-  if (!/^[a-zA-Z0-9.:[\]-]+$/.test(value)) throw invalid(`Bind address contains invalid characters: ${value}`);
+  if (!/^[a-zA-Z0-9.:[\]-]+$/.test(value)) throw usageError(`Bind address contains invalid characters: ${value}`);
   let host: string;
   let portText: string;
   const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(value);
@@ -36,15 +32,15 @@ export function parseTarget(value: string, mode: Mode): ServiceTarget {
     portText = bracketed[2];
   } else {
     const colons = value.split(':').length - 1;
-    if (colons === 0 || value.startsWith('[')) throw invalid(`Endpoint must be PORT or HOST:PORT: ${value}`);
-    if (colons > 1) throw invalid(`Endpoint has an IPv6 address without brackets; write [address]:port: ${value}`);
+    if (colons === 0 || value.startsWith('[')) throw usageError(`Endpoint must be PORT or HOST:PORT: ${value}`);
+    if (colons > 1) throw usageError(`Endpoint has an IPv6 address without brackets; write [address]:port: ${value}`);
     const colon = value.indexOf(':');
     host = value.slice(0, colon);
     portText = value.slice(colon + 1);
   }
-  if (host === '') throw invalid(`Endpoint has an empty host: ${value}`);
+  if (host === '') throw usageError(`Endpoint has an empty host: ${value}`);
   // `host:` passes the reference's validation and then fails to resolve (2.9).
-  if (portText === '') throw invalid(`Endpoint has no port after ':': ${value}`);
+  if (portText === '') throw usageError(`Endpoint has no port after ':': ${value}`);
   return { kind: 'tcp', host, port: parsePort(portText) };
 }
 
@@ -76,10 +72,10 @@ export function parseMappings(list: string, mode: Mode): ParsedMappings {
   for (const item of items) {
     if (item === '') continue;
     const parts = item.split(/=+/);
-    if (parts.length !== 2) throw invalid('Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.');
+    if (parts.length !== 2) throw usageError('Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.');
     const id = parts[0].trim();
     const endpoint = parts[1].trim();
-    if (id === '' || endpoint === '') throw invalid(`Wrong format for the port mappings: ${item} .Example: SSH1=5555`);
+    if (id === '' || endpoint === '') throw usageError(`Wrong format for the port mappings: ${item} .Example: SSH1=5555`);
     validateServiceId(id);
     const target = parseTarget(endpoint, mode);
     const first = services.get(id);
@@ -102,7 +98,7 @@ export function checkListenPorts(services: ReadonlyMap<string, ServiceTarget>, w
     if (target.kind !== 'tcp') continue;
     const address = formatTarget(target);
     const other = byAddress.get(address);
-    if (other !== undefined) throw invalid(`Services ${other} and ${id} both listen on ${address} (${where})`);
+    if (other !== undefined) throw usageError(`Services ${other} and ${id} both listen on ${address} (${where})`);
     byAddress.set(address, id);
   }
 }

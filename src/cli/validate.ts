@@ -2,17 +2,13 @@
  * Input validation (behaviour spec section 2) with the reference's message texts.
  * Each check throws a usage ExitError (exit 2) naming what was wrong.
  */
-import { ExitCode, ExitError } from '../exit';
+import { usageError } from '../exit';
 
 const MAX_TOKEN_CHARS = 4096;
 const MAX_HOST_CHARS = 253;
 const MAX_REGION_CHARS = 64;
 const MAX_SERVICE_ID_CHARS = 128;
 const MAX_PATH_CHARS = 4096;
-
-function invalid(message: string): ExitError {
-  return new ExitError(ExitCode.USAGE, message);
-}
 
 // Only ASCII control characters: bytes >= 0x80 are accepted, where the reference
 // rejects every non-ASCII character on signed-char platforms (9.5#55).
@@ -21,59 +17,59 @@ function hasControl(text: string): boolean {
 }
 
 export function validateAccessToken(token: string): void {
-  if (token === '') throw invalid('Access token cannot be empty');
-  if (token.length > MAX_TOKEN_CHARS) throw invalid('Access token exceeds maximum allowed length');
-  if (hasControl(token)) throw invalid('Access token contains invalid control characters');
+  if (token === '') throw usageError('Access token cannot be empty');
+  if (token.length > MAX_TOKEN_CHARS) throw usageError('Access token exceeds maximum allowed length');
+  if (hasControl(token)) throw usageError('Access token contains invalid control characters');
 }
 
 /** Decisions 7: the documented `^[a-zA-Z0-9-]{32,128}$`, which the reference never enforced. */
 export function validateClientToken(token: string): void {
-  if (hasControl(token)) throw invalid('Client token contains invalid control characters');
-  if (token.length < 32 || token.length > 128) throw invalid('Client token must be between 32 and 128 characters');
-  if (!/^[a-zA-Z0-9-]+$/.test(token)) throw invalid('Client token must contain only letters, digits and hyphens');
+  if (hasControl(token)) throw usageError('Client token contains invalid control characters');
+  if (token.length < 32 || token.length > 128) throw usageError('Client token must be between 32 and 128 characters');
+  if (!/^[a-zA-Z0-9-]+$/.test(token)) throw usageError('Client token must contain only letters, digits and hyphens');
 }
 
 export function validateEndpoint(endpoint: string): void {
-  if (endpoint === '') throw invalid('Proxy endpoint cannot be empty');
-  if (endpoint.length > MAX_HOST_CHARS) throw invalid('Proxy endpoint exceeds maximum allowed length');
-  if (!/^[a-zA-Z0-9.:[\]-]+$/.test(endpoint)) throw invalid(`Proxy endpoint contains invalid characters: ${endpoint}`);
+  if (endpoint === '') throw usageError('Proxy endpoint cannot be empty');
+  if (endpoint.length > MAX_HOST_CHARS) throw usageError('Proxy endpoint exceeds maximum allowed length');
+  if (!/^[a-zA-Z0-9.:[\]-]+$/.test(endpoint)) throw usageError(`Proxy endpoint contains invalid characters: ${endpoint}`);
 }
 
 export function validateRegion(region: string): void {
-  if (region === '') throw invalid('Region cannot be empty');
-  if (region.length > MAX_REGION_CHARS) throw invalid('Region exceeds maximum allowed length');
-  if (!/^[a-z0-9-]+$/.test(region)) throw invalid(`Region must contain only lowercase letters, numbers, and hyphens: ${region}`);
+  if (region === '') throw usageError('Region cannot be empty');
+  if (region.length > MAX_REGION_CHARS) throw usageError('Region exceeds maximum allowed length');
+  if (!/^[a-z0-9-]+$/.test(region)) throw usageError(`Region must contain only lowercase letters, numbers, and hyphens: ${region}`);
 }
 
 export function validateServiceId(id: string): void {
-  if (id.length > MAX_SERVICE_ID_CHARS) throw invalid('Service ID exceeds maximum allowed length');
-  if (!/^[a-zA-Z0-9_-]+$/.test(id)) throw invalid(`Service ID must contain only alphanumeric characters, hyphens, and underscores: ${id}`);
+  if (id.length > MAX_SERVICE_ID_CHARS) throw usageError('Service ID exceeds maximum allowed length');
+  if (!/^[a-zA-Z0-9_-]+$/.test(id)) throw usageError(`Service ID must contain only alphanumeric characters, hyphens, and underscores: ${id}`);
 }
 
 /** A port from 1 to 65535, digits only (leading zeros allowed, where the reference crashes on them: 9.4#37). */
 export function parsePort(text: string): number {
-  if (text === '') throw invalid('Port cannot be empty');
-  if (!/^\d+$/.test(text)) throw invalid(`Port must contain only digits: ${text}`);
-  if (text.replace(/^0+/, '').length > 9) throw invalid(`Port value is too large: ${text}`);
+  if (text === '') throw usageError('Port cannot be empty');
+  if (!/^\d+$/.test(text)) throw usageError(`Port must contain only digits: ${text}`);
+  if (text.replace(/^0+/, '').length > 9) throw usageError(`Port value is too large: ${text}`);
   const port = Number(text);
-  if (port < 1 || port > 65535) throw invalid(`Port must be between 1 and 65535: ${text}`);
+  if (port < 1 || port > 65535) throw usageError(`Port must be between 1 and 65535: ${text}`);
   return port;
 }
 
 export function validatePath(path: string, what: string): void {
-  if (path === '') throw invalid(`Path cannot be empty (${what})`);
-  if (path.length > MAX_PATH_CHARS) throw invalid(`Path exceeds maximum allowed length (${what})`);
-  if (path.includes('\0')) throw invalid(`Path contains invalid null byte (${what})`);
+  if (path === '') throw usageError(`Path cannot be empty (${what})`);
+  if (path.length > MAX_PATH_CHARS) throw usageError(`Path exceeds maximum allowed length (${what})`);
+  if (path.includes('\0')) throw usageError(`Path contains invalid null byte (${what})`);
 }
 
 /** Bind address rules; returns the host without IPv6 brackets. */
 export function validateBindAddress(address: string): string {
-  if (address.length > MAX_HOST_CHARS) throw invalid('Bind address exceeds maximum allowed length');
-  if (!/^[a-zA-Z0-9.:[\]-]*$/.test(address)) throw invalid(`Bind address contains invalid characters: ${address}`);
+  if (address.length > MAX_HOST_CHARS) throw usageError('Bind address exceeds maximum allowed length');
+  if (!/^[a-zA-Z0-9.:[\]-]*$/.test(address)) throw usageError(`Bind address contains invalid characters: ${address}`);
   if (address.startsWith('[')) {
-    if (!/^\[[0-9a-fA-F:.]+\]$/.test(address)) throw invalid(`Bind address is not a valid bracketed IPv6 address: ${address}`);
+    if (!/^\[[0-9a-fA-F:.]+\]$/.test(address)) throw usageError(`Bind address is not a valid bracketed IPv6 address: ${address}`);
     return address.slice(1, -1);
   }
-  if (/[[\]]/.test(address)) throw invalid(`Bind address contains invalid characters: ${address}`);
+  if (/[[\]]/.test(address)) throw usageError(`Bind address contains invalid characters: ${address}`);
   return address;
 }
