@@ -66,7 +66,15 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
       log.info(`Updated port mapping for v1 format: ${ids[0]} = ${describe(configured.get('')!)}`);
       return new Map([[ids[0], configured.get('')!]]);
     }
-    if (ids.length > 1) log.warn(`The tunnel has several services (${ids.join(', ')}) but one mapping without a service id was given; messages will carry no service id`);
+    if (ids.length > 1) {
+      // Messages without a service id are refused by the service in such a tunnel (the
+      // reference keeps going and its first connection ends the session): fail now.
+      const flag = options.mode === 'source' ? '-s' : '-d';
+      return {
+        exitCode: ExitCode.REFUSED,
+        message: `The tunnel has several services [${ids.join(', ')}] but ${flag} ${describe(configured.get('')!)} names none: give one mapping per service, e.g. ${flag} ${ids.map((id, i) => `${id}=${i === 0 ? describe(configured.get('')!) : 'PORT'}`).join(',')}`,
+      };
+    }
     return new Map(configured);
   }
   if (configured.size > 0) {

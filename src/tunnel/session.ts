@@ -66,6 +66,12 @@ export class ServiceState {
     return undefined;
   }
 
+  /** True while a connection of the service is open or still connecting (not only closing). */
+  hasLiveConnection(): boolean {
+    for (const conn of this.connections.values()) if (conn.state === 'open' || conn.state === 'connecting') return true;
+    return false;
+  }
+
   /** A local close: with V1/V2 peers the stream ends with it (its STREAM_RESET is queued). */
   onLocalClose(conn: Connection): void {
     if (this.version < 3 && conn.streamId === this.streamId) this.streamId = 0;
@@ -406,7 +412,7 @@ export class Session implements Producer {
       return;
     }
     if (svc.version < 3 && svc.connections.size > 0) {
-      if ([...svc.connections.values()].some((c) => c.state === 'open' || c.state === 'connecting')) {
+      if (svc.hasLiveConnection()) {
         // Fixes reference bug 9.4#36: the second connection used to break both.
         this.log.info(`Refusing connection from ${from} for service ${svc.id}: the peer's V${svc.version} message format allows one connection at a time`);
         socket.destroy();
@@ -423,6 +429,14 @@ export class Session implements Producer {
     }
     const id = svc.nextConnectionId();
     let type: number = MessageType.CONNECTION_START;
+    if (svc.version === 3 && svc.streamId !== 0 && !svc.hasLiveConnection()) {
+      // Nobody else uses the stream: a new one is valid V3 and also what a V1/V2 destination
+      // expects (one connection per stream), which this source may not have detected yet — it
+      // may answer the last connection's reset with a STREAM_RESET that would end a connection
+      // joining the old stream. The old stream's last bytes and reset go on the wire first.
+      this.outbound.flushNow();
+      svc.streamId = 0;
+    }
     if (svc.version < 3 || svc.streamId === 0) {
       svc.streamId = svc.nextStreamId();
       type = MessageType.STREAM_START;

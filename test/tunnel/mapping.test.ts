@@ -30,7 +30,8 @@ function ports(result: ReturnType<typeof completeMapping>): Record<string, numbe
 const cases: Array<[string, ProxyOptions, string[] | undefined, Record<string, number> | string]> = [
   ['V1 form and one id: renamed', options('destination', { '': 22 }), ['SSH1'], { SSH1: 22 }],
   ['V1 form and no ids: stays ""', options('source', { '': 5555 }), [], { '': 5555 }],
-  ['V1 form and two ids: stays "" (no id on the wire)', options('source', { '': 5555 }), ['A', 'B'], { '': 5555 }],
+  ['V1 form and two ids: refused (the service refuses messages without a service id there; the reference keeps going)', options('source', { '': 5555 }), ['A', 'B'], 'exit 3'],
+  ['V1 form (destination) and two ids: refused', options('destination', { '': 22 }), ['A', 'B'], 'exit 3'],
   ['-y V1 and two ids: refused (no service id on the wire)', { ...options('source', { A: 1, B: 2 }), clientType: 'V1' }, ['A', 'B'], 'exit 3'],
   ['-y V1, V1 form and two ids: refused', { ...options('destination', { '': 22 }), clientType: 'V1' }, ['A', 'B'], 'exit 3'],
   ['-y V1 and one id: renamed', { ...options('destination', { '': 22 }), clientType: 'V1' }, ['A'], { A: 22 }],
@@ -57,6 +58,12 @@ mapping('the refusal names the ids on each side', () => {
     assert.match(result.message, '[SSH1, RDP1]');
     assert.match(result.message, '[SSH1, HTTP1]');
   }
+});
+
+mapping('a V1-form mapping against two services names them and shows the mapping to give', () => {
+  const result = completeMapping(options('source', { '': 5555 }), ['SSH1', 'HTTP1']);
+  assert.not.ok(result instanceof Map);
+  if (!(result instanceof Map)) assert.is(result.message, 'The tunnel has several services [SSH1, HTTP1] but -s 5555 names none: give one mapping per service, e.g. -s SSH1=5555,HTTP1=PORT');
 });
 
 mapping.run();

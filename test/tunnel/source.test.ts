@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { connectTo } from '../helpers/apps';
 import { within } from '../helpers/wait';
-import { MessageType as T } from '../../src/protocol/message';
+import { MessageType as T, typeName } from '../../src/protocol/message';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import type { ProxyOptions, Settings } from '../../src/index';
 import { startFakeService, fakeOptions, type FakePeer, type FakeService, type LogCapture } from './fake-service';
@@ -85,6 +85,27 @@ source('stream and connection ids never repeat: after a STREAM_RESET the next co
     const next = await t.peer.takeType(T.STREAM_START);
     assert.equal([next.streamId, next.connectionId], [2, 2]);
     // The WebSocket is still read after the STREAM_RESET (fixes reference bug 9.3#21).
+    await t.connect();
+    const third = await t.peer.takeType(T.CONNECTION_START);
+    assert.equal([third.streamId, third.connectionId], [2, 3]);
+  } finally {
+    await t.close();
+  }
+});
+
+source('a connection that finds no other connection of its service open starts a new stream (a V1/V2 destination not yet detected answers the old one\'s reset with STREAM_RESET)', async () => {
+  const t = await setup({ SSH1: 0 }, ['SSH1']);
+  try {
+    const a = await t.connect();
+    await t.peer.takeType(T.STREAM_START);
+    // A port check: open, write, close.
+    a.end('last');
+    assert.is((await t.peer.takeData(1, 1, 4)).toString(), 'last');
+    await t.peer.takeType(T.CONNECTION_RESET);
+    await t.connect();
+    const next = await t.peer.take((m) => m.type === T.STREAM_START || m.type === T.CONNECTION_START, 5000, 'the second start');
+    assert.equal([typeName(next.type), next.streamId, next.connectionId], ['STREAM_START', 2, 2]);
+    // While it is open, a third connection joins stream 2.
     await t.connect();
     const third = await t.peer.takeType(T.CONNECTION_START);
     assert.equal([third.streamId, third.connectionId], [2, 3]);
