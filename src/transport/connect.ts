@@ -15,6 +15,7 @@ import { trustedCertificates } from './ca';
 import { deriveClientToken } from './client-token';
 import { ConnectError, ConnectErrorCode, describeError, oneLine } from './errors';
 import { openProxyTunnel } from './http-connect';
+import { answerPings } from './keepalive';
 import { hostPort, isCertificateError, tcpConnect, tlsHandshake } from './sockets';
 import { describeProxy, shouldBypassProxy } from './web-proxy';
 
@@ -152,12 +153,15 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
         // server accepts it, as the key is the client's choice.
         generateMask: zeroMask,
         maxPayload: Math.max(options.settings.maxFrameSize, MAX_WS_MESSAGE_BYTES) + MAX_PAYLOAD_SLACK_BYTES,
+        // Pings are answered by answerPings(): ws's own answering disconnects a paused tunnel.
+        autoPong: false,
       });
     } catch (err) {
       reject(new ConnectError(ConnectErrorCode.HANDSHAKE, `Cannot start the websocket upgrade: ${describeError(err)} (websocket.subprotocol is "${requested}")`, { cause: err }));
       return;
     }
     ws.binaryType = 'nodebuffer';
+    answerPings(ws);
     let channelId = '';
     let offered: string | undefined;
     let settled = false;
