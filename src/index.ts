@@ -12,7 +12,7 @@ export { startRelay, type Relay, type RelayOptions, type RelayFaults } from './r
 export { generateSelfSigned, loadOrCreateSelfSigned, opensslSubjectHash, type SelfSignedCert } from './relay/certs';
 export { startProxy, type LocalProxy } from './tunnel/proxy';
 export {
-  connectToService, connectWithRetry, Backoff, startKeepalive, deriveClientToken, CLIENT_TOKEN_PATTERN, USER_AGENT,
+  connectToService, connectWithRetry, Backoff, startKeepalive, deriveClientToken, USER_AGENT,
   ConnectError, ConnectErrorCode, isConnectError, parseProxyUrl, proxyFromEnv, noProxyFromEnv, shouldBypassProxy,
   type ServiceConnection, type RetryOptions, type KeepaliveOptions, type ProxyEnvValue,
 } from './transport/index';

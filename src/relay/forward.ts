@@ -29,7 +29,6 @@ const HEARTBEAT_MAX_MS = 10_000;
 /** Until a peer has pinged twice its interval is unknown. */
 const HEARTBEAT_DEFAULT_MS = 500;
 
-export const CLOSE_NORMAL = 1000;
 export const CLOSE_POLICY = 1008;
 export const REPLACED_REASON = 'connection is replaced by another connection';
 

@@ -8,10 +8,10 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger } from '../log';
-import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { handleApiRequest, type Credentials } from './api';
 import { generateSelfSigned, loadOrCreateSelfSigned } from './certs';
-import { CLOSE_NORMAL, TunnelLink, type Peer } from './forward';
+import { TunnelLink, type Peer } from './forward';
 import { checkHandshake, isRefusal, type Accepted } from './handshake';
 import { TunnelRegistry, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord } from './tunnels';
 

@@ -9,8 +9,11 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../log';
 import { encodeFrame } from '../protocol/framing';
 import { MessageType } from '../protocol/message';
-import { CLOSE_FLUSH_TIMEOUT_MS, type Producer, type Throttled } from './flow';
+import type { Producer, Throttled } from './flow';
 import type { Session, ServiceState } from './session';
+
+/** A closing local socket whose app does not take the last bytes is destroyed after this. */
+export const CLOSE_FLUSH_TIMEOUT_MS = 30_000;
 
 const kConnection = Symbol('connection');
 type OwnedSocket = Socket & { [kConnection]?: Connection };

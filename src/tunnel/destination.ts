@@ -7,7 +7,9 @@
 import { connect, type Socket } from 'node:net';
 import type { DestinationTarget } from '../options';
 import type { Connection } from './connection';
-import { CONNECT_ATTEMPT_TIMEOUT_MS } from './flow';
+
+/** One attempt to connect to the local application gives up after this (then the retry policy applies). */
+export const LOCAL_CONNECT_TIMEOUT_MS = 15_000;
 
 /** `-d 22` → 127.0.0.1:22 (or the `-b` host); IPv6 hosts come without brackets. */
 export function describeTarget(target: DestinationTarget, bindAddress?: string): string {
@@ -50,9 +52,9 @@ export function connectDestination(conn: Connection, target: DestinationTarget, 
     }
     socket = s;
     s.pause();
-    s.setTimeout(CONNECT_ATTEMPT_TIMEOUT_MS);
+    s.setTimeout(LOCAL_CONNECT_TIMEOUT_MS);
     const onError = (err: Error): void => done(err);
-    const onTimeout = (): void => done(new Error(`no answer within ${CONNECT_ATTEMPT_TIMEOUT_MS} ms`));
+    const onTimeout = (): void => done(new Error(`no answer within ${LOCAL_CONNECT_TIMEOUT_MS} ms`));
     const onConnect = (): void => done();
     s.once('connect', onConnect);
     s.once('error', onError);

@@ -26,18 +26,6 @@ export const WS_SEND_WINDOW_BYTES = 2 * MAX_WS_MESSAGE_BYTES;
 export const CONNECTION_QUEUE_BYTES = 128 * 1024;
 /** Frames at least this big are sent in a WebSocket message of their own instead of packed. */
 export const COALESCE_BELOW_BYTES = 16 * 1024;
-/** A closing local socket whose app does not take the last bytes is destroyed after this. */
-export const CLOSE_FLUSH_TIMEOUT_MS = 30_000;
-/** Connections accepted while there is no session wait this long for the next one. */
-export const PENDING_ACCEPT_TIMEOUT_MS = 30_000;
-/** At most this many connections wait for the next session (all listeners together). */
-export const PENDING_ACCEPT_LIMIT = 64;
-/** A session that lived longer than this resets the reconnect backoff. */
-export const STABLE_SESSION_MS = 30_000;
-/** One destination connect attempt gives up after this. */
-export const CONNECT_ATTEMPT_TIMEOUT_MS = 15_000;
-/** `close()` forces the WebSocket down after this if the close handshake does not finish. */
-export const CLOSE_HANDSHAKE_TIMEOUT_MS = 1_500;
 
 /** Something with an outbound frame queue: a tunneled connection, or the session itself. */
 export interface Producer {
@@ -180,7 +168,7 @@ export class Outbound {
 
   /**
    * Small frames are packed together; a large one goes in a message of its own, which spares
-   * copying it once more into a packed buffer (ws copies it anyway, to mask it).
+   * copying it into a packed buffer: with the all-zero mask ws writes it as it is.
    */
   private send(frames: Buffer[]): void {
     let small: Buffer[] = [];

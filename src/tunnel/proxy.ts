@@ -11,11 +11,16 @@
 import type { Socket } from 'node:net';
 import { ExitCode, ExitError } from '../exit';
 import type { ProxyOptions, ServiceTarget, SourceTarget } from '../options';
+import { CLOSE_ABNORMAL, CLOSE_NORMAL } from '../protocol/constants';
 import { Backoff, connectWithRetry, startKeepalive, type ServiceConnection } from '../transport';
-import { CLOSE_HANDSHAKE_TIMEOUT_MS, STABLE_SESSION_MS } from './flow';
 import { connectDestination } from './destination';
 import { Session } from './session';
 import { Listeners } from './source';
+
+/** A session that lived longer than this resets the reconnect backoff. */
+export const STABLE_SESSION_MS = 30_000;
+/** After our close frame, the WebSocket is forced down if the close handshake has not finished within this. */
+export const CLOSE_HANDSHAKE_TIMEOUT_MS = 1_500;
 
 export interface LocalProxy {
   /** First SERVICE_IDS handled and (source) every listener bound; rejects if done first. */
@@ -36,8 +41,6 @@ export interface Outcome {
 /** How one session ended. */
 type SessionEnd = { kind: 'lost'; message: string } | { kind: 'final'; outcome: Outcome };
 
-const CLOSE_NORMAL = 1000;
-const CLOSE_ABNORMAL = 1006;
 
 /**
  * Completes the configured mapping with the received service ids (behaviour spec 4.5).
