@@ -3,7 +3,7 @@
  * (Decisions 13) and return the exit code (Decisions 1).
  */
 import { realpathSync } from 'node:fs';
-import { ExitCode, ExitError } from '../exit';
+import { ExitCode, ExitError, exitCodeOf } from '../exit';
 import type { Logger } from '../log';
 import { startProxy, type LocalProxy } from '../tunnel/proxy';
 import { PRODUCT } from '../version';
@@ -111,7 +111,7 @@ export async function runProxyCli(argv: string[], ctx: CliContext = defaultConte
   }
   const detach = stopOnSignals(proxy, options.log);
   // The proxy logs how it ended; only the exit code is left to report.
-  const { exitCode } = await proxy.done;
+  const outcome = await proxy.done;
   detach();
-  return exitCode;
+  return exitCodeOf(outcome);
 }
