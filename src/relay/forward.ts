@@ -255,7 +255,8 @@ export class Peer {
   }
 
   private onWsError(err: Error): void {
-    this.log.debug(`WebSocket error: ${err.message}`);
+    // ws closes the connection after a protocol error (bad frame, message too large).
+    this.log.warn(`WebSocket error, closing the connection: ${err.message}`);
   }
 
   private onWsMessage(data: RawData, isBinary: boolean): void {

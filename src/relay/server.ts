@@ -180,6 +180,7 @@ class RelayServer implements Relay {
    * which is what a relay restart with --state should look like.
    */
   async close(): Promise<void> {
+    if (this.sockets.size > 0) this.log.info(`relay closing: dropping ${this.sockets.size} peer connection(s)`);
     this.registry.dispose();
     for (const socket of this.sockets) socket.destroy();
     this.sockets.clear();
@@ -236,6 +237,7 @@ class RelayServer implements Relay {
     const { owner, mode } = accepted;
     // The tunnel may have closed or the token rotated while the upgrade completed.
     if (owner.tunnel.status !== 'OPEN' || owner.tunnel[mode].tokenHash !== tokenHash) {
+      this.log.info(`tunnel ${owner.tunnel.tunnelId} ${mode}: closing a connection just accepted: the tunnel closed or its token was rotated meanwhile`);
       ws.close(CLOSE_NORMAL, 'tunnel closed');
       socket.end();
       return;
