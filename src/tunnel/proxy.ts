@@ -148,7 +148,7 @@ class Runner implements LocalProxy {
           if (options.mode === 'source') void this.bindAll(link);
           else this.markReady();
         },
-        connect: (c, target) => connectDestination(c, target, options.bindAddress),
+        connect: (c, target) => connectDestination(c, target, options.settings, options.bindAddress),
       },
     });
     ws.on('close', (code: number, reason: Buffer) => this.onServiceClose(link, code, reason.toString()));
