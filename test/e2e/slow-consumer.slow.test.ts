@@ -65,12 +65,6 @@ function slowReader(socket: Socket, rate: number): SlowReader {
   };
 }
 
-async function timed<T>(run: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const started = Date.now();
-  const value = await run();
-  return { ms: Date.now() - started, value };
-}
-
 let slowSource: AppServer;      // destination app that sends 8 MiB to the slow source-side reader
 let fastSource: AppServer;      // destination app that sends 256 MiB
 let slowSink: Server;           // destination app that reads slowly
@@ -99,45 +93,36 @@ slow.after(async () => {
   slowSink?.close();
 });
 
-slow('fixes reference bug 9.4#33: source side: 256 MiB downloads at full speed while another connection holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
-  const alone = await within(timed(() => receiveAll(tunnel.source.ports.FASTDOWN)), 60_000, '256 MiB download alone');
-  assert.is(alone.value.sha256, patternSha256(FAST_BYTES, 62), 'alone: byte-exact');
+// Speed belongs to bench/ (docs/BENCHMARKS.md, "Slow consumer"); these assert bytes and order:
+// the bulk transfer must complete while the slow connection still holds its bytes unread (it is
+// released only afterwards). A proxy that stopped reading the WebSocket for the slow one
+// (head-of-line blocking) stalls the bulk transfer, which then never completes within its bound.
 
+slow('fixes reference bug 9.4#33: source side: 256 MiB download completes while another connection holds 7 MiB unread, which then arrive in order', async () => {
   const slowOne = slowReader(await connectTo(tunnel.source.ports.SLOWDOWN), SLOW_RATE_BYTES_PER_S);
   await within(slowOne.holding, 10_000, 'slow reader gets its first MiB');
-  // The slow reader now leaves 7 MiB undelivered in the tunnel. A source that stopped reading the
-  // WebSocket for it (head-of-line blocking) would stall the bulk transfer until the bound.
-  const loaded = await within(timed(() => receiveAll(tunnel.source.ports.FASTDOWN)), 60_000, '256 MiB download while another connection does not read');
+  const loaded = await within(receiveAll(tunnel.source.ports.FASTDOWN), 60_000, '256 MiB download while another connection does not read');
+  assert.is(loaded.bytes, FAST_BYTES);
+  assert.is(loaded.sha256, patternSha256(FAST_BYTES, 62), 'byte-exact');
   slowOne.release();
   const slowDone = await within(slowOne.done, 30_000, 'slow reader reads the rest at 1 MiB/s');
-
-  assert.is(loaded.value.sha256, patternSha256(FAST_BYTES, 62), 'loaded: byte-exact');
   assert.is(slowDone.bytes, SLOW_BYTES, 'slow reader got every byte');
   assert.is(slowDone.sha256, patternSha256(SLOW_BYTES, 61), 'slow reader byte-exact');
-  assert.ok(loaded.ms < 3 * alone.ms, `256 MiB took ${loaded.ms} ms next to the slow reader, ${alone.ms} ms alone`);
-  // The runner shows output only for a failing file; run the file alone to read the measurements.
-  console.log(`download: 256 MiB in ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader`);
 });
 
-slow('fixes reference bug 9.4#33: destination side: 256 MiB uploads at full speed while another destination app holds 7 MiB unread, then reads it at 1 MiB/s', async () => {
-  const alone = await within(timed(() => sendPattern(tunnel.source.ports.FASTUP, FAST_BYTES, { seed: 63 })), 60_000, '256 MiB upload alone');
-  const [aloneReceived] = await within(fastSink.waitFor(1), 10_000, 'sink close');
-  assert.is(aloneReceived.sha256, alone.value.sha256, 'alone: byte-exact');
-
+slow('fixes reference bug 9.4#33: destination side: 256 MiB upload completes while another destination app holds 7 MiB unread, which then arrive in order', async () => {
   const accepted = once(slowSink, 'connection');
   const slowUpload = sendPattern(tunnel.source.ports.SLOWUP, SLOW_BYTES, { seed: 64 });
   await within(accepted.then(() => slowSinkReaders[0].holding), 10_000, 'slow destination app gets its first MiB');
-  const loaded = await within(timed(() => sendPattern(tunnel.source.ports.FASTUP, FAST_BYTES, { seed: 65 })), 60_000, '256 MiB upload while another destination app does not read');
-  const [, loadedReceived] = await within(fastSink.waitFor(2), 10_000, 'sink close');
+  const loaded = await within(sendPattern(tunnel.source.ports.FASTUP, FAST_BYTES, { seed: 65 }), 60_000, '256 MiB upload while another destination app does not read');
+  const [loadedReceived] = await within(fastSink.waitFor(1), 10_000, 'sink close');
+  assert.is(loadedReceived.bytes, FAST_BYTES);
+  assert.is(loadedReceived.sha256, loaded.sha256, 'byte-exact');
   slowSinkReaders[0].release();
   const slowSent = await within(slowUpload, 30_000, 'slow upload completes at 1 MiB/s');
   const slowDone = await within(slowSinkReaders[0].done, 10_000, 'slow destination app closes');
-
-  assert.is(loadedReceived.sha256, loaded.value.sha256, 'loaded: byte-exact');
   assert.is(slowDone.bytes, SLOW_BYTES, 'slow destination app got every byte');
   assert.is(slowDone.sha256, slowSent.sha256, 'slow destination app byte-exact');
-  assert.ok(loaded.ms < 3 * alone.ms, `256 MiB took ${loaded.ms} ms next to the slow destination app, ${alone.ms} ms alone`);
-  console.log(`upload: 256 MiB in ${alone.ms} ms alone, ${loaded.ms} ms next to the slow reader`);
 });
 
 slow(`fixes reference bug 9.4#34: each proxy process stayed under ${PEAK_RSS_BOUND_MIB} MiB peak RSS`, () => {
