@@ -4,6 +4,7 @@
  * is merged over the defaults (Decisions 9) and a value of the wrong type is an error
  * naming its key instead of a silent fallback.
  */
+import { MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_WS_MESSAGE_BYTES } from './protocol/constants';
 
 export interface Settings {
   defaultBindAddress: string;
@@ -44,8 +45,8 @@ interface KeySpec {
 export const SETTING_KEYS: readonly KeySpec[] = [
   { key: 'default_bind_address', field: 'defaultBindAddress', kind: 'string' },
   { key: 'endpoint_format', field: 'endpointFormat', kind: 'string' },
-  { key: 'message.max_payload_size', field: 'maxPayloadSize', kind: 'int', min: 1, max: 64512 },
-  { key: 'message.max_size', field: 'maxSize', kind: 'int', min: 16, max: 65536 },
+  { key: 'message.max_payload_size', field: 'maxPayloadSize', kind: 'int', min: 1, max: MAX_PAYLOAD_BYTES },
+  { key: 'message.max_size', field: 'maxSize', kind: 'int', min: 16, max: MAX_MESSAGE_BYTES },
   { key: 'tcp.connection_retry_count', field: 'tcpConnectionRetryCount', kind: 'int', min: -1 },
   { key: 'tcp.connection_retry_delay_ms', field: 'tcpConnectionRetryDelayMs', kind: 'int', min: 0 },
   { key: 'tcp.max_active_connections', field: 'maxActiveConnections', kind: 'int', min: 1 },
@@ -85,8 +86,8 @@ export function defaultSettings(): Settings {
       'cn-north-1': 'data.tunneling.iot.cn-north-1.amazonaws.com.cn',
       'cn-northwest-1': 'data.tunneling.iot.cn-northwest-1.amazonaws.com.cn',
     },
-    maxPayloadSize: 64512,
-    maxSize: 65536,
+    maxPayloadSize: MAX_PAYLOAD_BYTES,
+    maxSize: MAX_MESSAGE_BYTES,
     tcpConnectionRetryCount: 5,
     tcpConnectionRetryDelayMs: 2500,
     maxActiveConnections: 128,
@@ -97,7 +98,7 @@ export function defaultSettings(): Settings {
     connectRetryCount: -1,
     reconnectOnDataError: true,
     subprotocol: 'aws.iot.securetunneling-3.0',
-    maxFrameSize: 131076,
+    maxFrameSize: MAX_WS_MESSAGE_BYTES,
     inboundBudgetBytes: 16 * 1024 * 1024,
     outboundHighWaterBytes: 1024 * 1024,
   };

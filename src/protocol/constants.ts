@@ -8,6 +8,9 @@ export const MAX_MESSAGE_BYTES = 65536;
 export const MAX_PAYLOAD_BYTES = 64512;
 /** Largest WebSocket message either side may send. */
 export const MAX_WS_MESSAGE_BYTES = 131076;
+/** Stream ids are int32 (the reference wraps to 1 after this); connection ids uint32. */
+export const MAX_STREAM_ID = 0x7fffffff;
+export const MAX_CONNECTION_ID = 0xffffffff;
 
 export const SUBPROTOCOL_V1 = 'aws.iot.securetunneling-1.0';
 export const SUBPROTOCOL_V2 = 'aws.iot.securetunneling-2.0';

@@ -5,15 +5,12 @@
  */
 import type { Logger } from '../log';
 import type { ServiceTarget } from '../options';
-import type { ProtocolVersion } from '../protocol/constants';
+import { MAX_CONNECTION_ID, MAX_STREAM_ID, type ProtocolVersion } from '../protocol/constants';
 import { encodeFrame } from '../protocol/framing';
 import { MessageType, type Message } from '../protocol/message';
 import { Connection, type ConnectionOwner } from './connection';
 import type { InboundBudget } from './inbound';
 import type { Outbound } from './outbound';
-
-const INT32_MAX = 0x7fffffff;
-const UINT32_MAX = 0xffffffff;
 
 /** What a service uses of its session. */
 export interface ServiceFlow {
@@ -44,14 +41,14 @@ export class ServiceState implements ConnectionOwner {
     return this.version === 1 ? '' : this.id;
   }
 
-  /** Stream ids never repeat within a session (INT32_MAX wraps to 1, as in the reference). */
+  /** Stream ids never repeat within a session (MAX_STREAM_ID wraps to 1, as in the reference). */
   nextStreamId(): number {
-    this.lastStreamId = this.lastStreamId >= INT32_MAX ? 1 : this.lastStreamId + 1;
+    this.lastStreamId = this.lastStreamId >= MAX_STREAM_ID ? 1 : this.lastStreamId + 1;
     return this.lastStreamId;
   }
 
   nextConnectionId(): number {
-    this.lastConnectionId = this.lastConnectionId >= UINT32_MAX ? 1 : this.lastConnectionId + 1;
+    this.lastConnectionId = this.lastConnectionId >= MAX_CONNECTION_ID ? 1 : this.lastConnectionId + 1;
     return this.lastConnectionId;
   }
 
