@@ -22,7 +22,11 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../log';
 import type { Producer, Throttled } from './outbound';
 
-/** A closing local socket whose app does not take the last bytes is destroyed after this. */
+/**
+ * A closing local socket is destroyed once nothing moved on it for this long: its app takes
+ * none of the last bytes (Node's socket timeout counts the kernel taking queued bytes as
+ * activity, so a slow reader is not a stuck one) and sends nothing.
+ */
 export const CLOSE_FLUSH_TIMEOUT_MS = 30_000;
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed';
@@ -61,6 +65,9 @@ function socketOnError(this: OwnedSocket, err: Error): void {
 function socketOnClose(this: OwnedSocket): void {
   this[kConnection]!.onSocketClose();
 }
+function socketOnFlushTimeout(this: OwnedSocket): void {
+  this[kConnection]!.onFlushTimeout();
+}
 
 export class Connection implements Producer, Throttled {
   state: ConnectionState = 'connecting';
@@ -76,7 +83,8 @@ export class Connection implements Producer, Throttled {
   /** Aborts the destination's connect in progress; undefined when none is. */
   private abortConnect?: () => void;
   private outboundPaused = false;
-  private flushTimer?: NodeJS.Timeout;
+  /** socket.end() was called. */
+  private ending = false;
   private remote = '';
 
   constructor(
@@ -85,6 +93,7 @@ export class Connection implements Producer, Throttled {
     /** Allocated by the source or received by the destination; 0 in the V1/V2 form. */
     readonly id: number,
     readonly log: Logger,
+    private readonly flushTimeoutMs: number = CLOSE_FLUSH_TIMEOUT_MS,
   ) {}
 
   /** Destination: a connect to the local app is under way; `abort` gives it up. */
@@ -161,7 +170,6 @@ export class Connection implements Producer, Throttled {
   /** @internal */
   onSocketClose(): void {
     this.socketClosed = true;
-    clearTimeout(this.flushTimer);
     this.owner.reading(this, false);
     if (this.state === 'open') this.close({ tellPeer: true });
     this.log.info(`Disconnected from: ${this.remote}`);
@@ -242,17 +250,25 @@ export class Connection implements Producer, Throttled {
     this.early = [];
   }
 
-  /** Ends the local socket after its pending writes; destroyed if the app does not take them in time. */
+  /** Ends the local socket after its pending writes; destroyed if the app stops taking them. */
   private closeSocket(): void {
     const socket = this.socket!;
     // Keep reading (and discarding): an app blocked writing to us could otherwise never see
     // our FIN through, and neither side would close until the flush timeout.
     this.owner.reading(this, false);
     socket.resume();
-    if (this.socketClosed || this.flushTimer) return;
+    if (this.socketClosed || this.ending) return;
+    this.ending = true;
     socket.end();
-    this.flushTimer = setTimeout(() => socket.destroy(), CLOSE_FLUSH_TIMEOUT_MS);
-    this.flushTimer.unref();
+    socket.setTimeout(this.flushTimeoutMs);
+    socket.once('timeout', socketOnFlushTimeout);
+  }
+
+  /** @internal Nothing moved on the closing socket for the flush timeout. */
+  onFlushTimeout(): void {
+    const socket = this.socket!;
+    this.log.info(`Closing the local connection: its app took none of the last ${socket.writableLength} bytes for ${this.flushTimeoutMs / 1000} s`);
+    socket.destroy();
   }
 
   /** Closing ends once the local socket is gone and our frames (the reset among them) are on the wire. */

@@ -100,6 +100,52 @@ machine('open → the peer resets: what it sent before is written, then the app 
   }
 });
 
+machine('closing: an app that keeps taking its last bytes is not cut off by the flush timeout, one that stops is', async () => {
+  const FLUSH_TIMEOUT_MS = 1000;
+  const MiB = 1024 * 1024;
+  const TOTAL = 32 * MiB;
+  const chunk = Buffer.alloc(MiB, 7);
+  // A slow reader: 1 MiB, then a 100 ms pause (the app's pace), about 3 s for all of it.
+  const slow = await pair();
+  try {
+    const owner = recorder();
+    const conn = new Connection(owner, 1, 1, silentLogger(), FLUSH_TIMEOUT_MS);
+    conn.attach(slow.local);
+    let received = 0;
+    let sinceBreak = 0;
+    slow.app.on('data', (d: Buffer) => {
+      received += d.length;
+      sinceBreak += d.length;
+      if (sinceBreak < MiB) return;
+      sinceBreak = 0;
+      slow.app.pause();
+      setTimeout(() => slow.app.resume(), 100);
+    });
+    const ended = once(slow.app, 'end');
+    for (let i = 0; i < TOTAL / MiB; i++) conn.deliver(chunk);
+    conn.closeFromPeer('the peer is done');
+    await within(ended, 20_000, 'the slow app reads to the end');
+    assert.is(received, TOTAL, 'every byte, though it took longer than the flush timeout');
+  } finally {
+    slow.close();
+  }
+  // An app that stops reading: destroyed once nothing moved for the flush timeout.
+  const stuck = await pair();
+  try {
+    const owner = recorder();
+    const conn = new Connection(owner, 1, 1, silentLogger(), FLUSH_TIMEOUT_MS);
+    const closed = onClosed(owner);
+    conn.attach(stuck.local);
+    stuck.app.pause();
+    for (let i = 0; i < TOTAL / MiB; i++) conn.deliver(chunk);
+    conn.closeFromPeer('the peer is done');
+    await within(closed, 10_000, 'the stuck connection is closed');
+    assert.is(owner.retained, 0, 'its bytes leave the inbound budget');
+  } finally {
+    stuck.close();
+  }
+});
+
 machine('connecting → the peer resets after sending bytes: the connect goes on, the bytes are written, then the socket closes', async () => {
   const { local, app, close } = await pair();
   try {
