@@ -13,6 +13,7 @@
  * running them side by side keeps this file at one hold's length.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { suite } from 'uvu';
@@ -30,7 +31,10 @@ const INBOUND_BUDGET_BYTES = defaultSettings().inboundBudgetBytes;
 /** From the blocked write to the second echo, and to the application reading (issue 21). */
 const SECOND_ECHO_AFTER_MS = 3_000;
 const HOLD_MS = 90_000;
-const REFERENCE = new URL('../../../../shared/reference/cpp-localproxy/localproxy', import.meta.url).pathname;
+/** The C++ reference beside the checkout (`../shared`), or beside the worktrees' parent (`../../shared`). */
+const REFERENCE = ['../../../shared', '../../../../shared']
+  .map((up) => new URL(`${up}/reference/cpp-localproxy/localproxy`, import.meta.url).pathname)
+  .find((path) => existsSync(path)) ?? '../shared/reference/cpp-localproxy/localproxy (not found)';
 
 /** An application that accepts one connection and reads nothing until `read()`. */
 interface StalledApp {
