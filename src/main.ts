@@ -4,6 +4,7 @@ import { reportError } from './cli/report';
 import { runProxyCli } from './cli/run';
 import { runRelayCli } from './relay/cli';
 
+// A word close to `relay` or `tunnel` is answered with "did you mean" by the proxy's parser.
 function dispatch(argv: string[]): Promise<number> {
   if (argv[0] === 'relay') return runRelayCli(argv.slice(1));
   if (argv[0] === 'tunnel') return runTunnelCli(argv.slice(1));

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parseCommandLine, usageError, type OptionSpec } from '../cli/args';
 import { reportError } from '../cli/report';
+import { closest } from '../cli/suggest';
 import { ExitCode, ExitError } from '../exit';
 import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/tunnels';
 import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
@@ -106,8 +107,10 @@ function buildInput(command: string, v: Values): object {
       if (list) input.destinationConfig = { services: list };
       return input;
     }
-    default:
-      throw usageError(`unknown command '${command}' (open, close, describe, list or rotate)`);
+    default: {
+      const guess = closest(command, Object.keys(COMMANDS));
+      throw usageError(`unknown command '${command}' (${guess ? `did you mean '${guess}'?` : 'open, close, describe, list or rotate'})`);
+    }
   }
 }
 

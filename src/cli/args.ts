@@ -15,6 +15,7 @@
  */
 import { parseArgs as splitArgs } from 'node:util';
 import { usageError } from '../exit';
+import { closest } from './suggest';
 
 export { usageError };
 
@@ -86,7 +87,10 @@ function resolveLong(table: readonly OptionSpec[], given: string): OptionSpec {
   const exact = table.find((o) => o.name === given);
   if (exact) return exact;
   const matches = given === '' ? [] : table.filter((o) => o.name.startsWith(given));
-  if (matches.length === 0) throw usageError(`unrecognised option '--${shownValue(given)}'`);
+  if (matches.length === 0) {
+    const guess = closest(given, table.map((o) => o.name));
+    throw usageError(`unrecognised option '--${shownValue(given)}'${guess ? ` (did you mean '--${guess}'?)` : ''}`);
+  }
   if (matches.length > 1) {
     const names = matches.map((o) => `'--${o.name}'`);
     throw usageError(`option '--${given}' is ambiguous and matches ${names.slice(0, -1).join(', ')}, and ${names[names.length - 1]}`);
@@ -153,7 +157,13 @@ export function parseCommandLine(argv: readonly string[], table: readonly Option
   return { options, positionals };
 }
 
+/** The words after `localproxy` that start another command line (src/main.ts). */
+export const SUBCOMMANDS: readonly string[] = ['relay', 'tunnel'];
+
 /** The proxy's command line: options only, no positional arguments. */
 export function parseArgs(argv: readonly string[]): RawArgs {
+  const first = argv[0];
+  const guess = first !== undefined && !first.startsWith('-') ? closest(first, SUBCOMMANDS) : undefined;
+  if (guess) throw usageError(`unknown command '${shownValue(first)}' (did you mean 'localproxy ${guess}'?)`);
   return parseCommandLine(argv, OPTIONS).options;
 }

@@ -91,19 +91,22 @@ function readSettings(path: string, cwd: string, log: Logger): Settings {
 }
 
 /**
- * Decisions 9: an explicit region or endpoint (command line or `--config`) replaces the
- * environment's instead of conflicting with it; two explicit ones still conflict.
+ * Decisions 9: region and endpoint are one choice. The highest source that names either
+ * (command line, then `--config`, then the environment) decides it, replacing the lower
+ * ones' region *and* endpoint: `-e` on the command line wins over a `--config` file's
+ * `region`. Both in the same source still conflict, as in the reference.
  */
-function pickRegionOrEndpoint(explicit: RawArgs, env: NodeJS.ProcessEnv): { region?: string; endpoint?: string } {
-  const conflict = 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options';
-  let region = str(explicit, 'region');
-  let endpoint = str(explicit, 'proxy-endpoint');
-  if (region === undefined && endpoint === undefined) {
-    region = env.AWSIOT_TUNNEL_REGION;
-    endpoint = env.AWSIOT_TUNNEL_ENDPOINT;
+function pickRegionOrEndpoint(cli: RawArgs, config: RawArgs, env: NodeJS.ProcessEnv): { region?: string; endpoint?: string } {
+  const sources = [
+    { region: str(cli, 'region'), endpoint: str(cli, 'proxy-endpoint') },
+    { region: str(config, 'region'), endpoint: str(config, 'proxy-endpoint') },
+    { region: env.AWSIOT_TUNNEL_REGION, endpoint: env.AWSIOT_TUNNEL_ENDPOINT },
+  ];
+  const chosen = sources.find((s) => s.region !== undefined || s.endpoint !== undefined);
+  if (chosen === undefined || (chosen.region !== undefined && chosen.endpoint !== undefined)) {
+    throw usageError('Must specify one and only one of --region/-r or --proxy-endpoint/-e options');
   }
-  if ((region === undefined) === (endpoint === undefined)) throw usageError(conflict);
-  return { region, endpoint };
+  return chosen;
 }
 
 export function buildProxyOptions(argv: readonly string[], ctx: CliContext): CliPlan {
@@ -130,9 +133,11 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   // Command line first, then the --config file fills what is still unset (1.5).
   const merged: RawArgs = new Map(cli);
   const configPath = str(cli, 'config');
+  let config: RawArgs = new Map();
   if (configPath !== undefined) {
     validatePath(configPath, '--config');
-    for (const [key, value] of readConfigFile(configPath, ctx.cwd)) if (!merged.has(key)) merged.set(key, value);
+    config = readConfigFile(configPath, ctx.cwd);
+    for (const [key, value] of config) if (!merged.has(key)) merged.set(key, value);
   }
 
   // Unlike the reference, `verbose` from the --config file works (9.5#49).
@@ -140,7 +145,6 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   const log = new Logger({ level: verbose === undefined ? LogLevel.INFO : parseVerbose(verbose), sink: ctx.logSink });
 
   const tokenFromArgv = cli.has('access-token');
-  const explicit = new Map(merged);
   for (const [variable, option] of ENV_OPTIONS) {
     const value = ctx.env[variable];
     if (value !== undefined && !merged.has(option) && option !== 'region' && option !== 'proxy-endpoint') merged.set(option, value);
@@ -150,9 +154,9 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   const settings = settingsPath === undefined ? defaultSettings() : readSettings(settingsPath, ctx.cwd, log);
 
   const accessToken = str(merged, 'access-token');
-  if (accessToken === undefined) throw usageError("the option '--access-token' is required but missing");
+  if (accessToken === undefined) throw usageError("the option '--access-token' is required but missing: set AWSIOT_TUNNEL_ACCESS_TOKEN (or give -t TOKEN)");
   log.redact(accessToken);
-  const { region, endpoint } = pickRegionOrEndpoint(explicit, ctx.env);
+  const { region, endpoint } = pickRegionOrEndpoint(cli, config, ctx.env);
 
   if (tokenFromArgv) log.warn('Found access token supplied via CLI arg. Consider using environment variable AWSIOT_TUNNEL_ACCESS_TOKEN instead');
   validateAccessToken(accessToken);

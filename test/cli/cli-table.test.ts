@@ -77,6 +77,7 @@ const cfgVerbose = file('verbose.ini', `verbose = 5\nregion = us-east-1\naccess-
 const cfgInsecure = file('insecure.ini', 'no-ssl-host-verify = true\n');
 const cfgRegion = file('region.ini', 'region = us-west-2   # where the tunnel is\n');
 const cfgEmptyToken = file('emptytoken.ini', 'access-token =\n');
+const cfgRegionAndEndpoint = file('region-endpoint.ini', 'region = us-west-2\nproxy-endpoint = 127.0.0.1:7\n');
 const cfgHelp = file('help.ini', 'help = true\n');
 const cfgEndpoint = file('endpoint.ini', 'proxy-endpoint = 127.0.0.1:7\n');
 const cfgBadSwitch = file('badswitch.ini', 'no-ssl-host-verify = perhaps\n');
@@ -150,6 +151,10 @@ const cases: Record<string, Case> = {
   // syntax
   'unknown short option': { args: ['-Z'], code: 2, out: ["unrecognised option '-Z'", TRY], process: true },
   'unknown long option': { args: ['--bogus', 'x'], code: 2, out: "unrecognised option '--bogus'" },
+  'a mistyped long option gets a suggestion': { args: ['--regoin', 'us-east-1'], code: 2, out: "unrecognised option '--regoin' (did you mean '--region'?)" },
+  'no suggestion for a word unlike any option': { args: ['--bogus', 'x'], code: 2, out: "unrecognised option '--bogus'", absent: ['did you mean'] },
+  'a mistyped subcommand gets a suggestion': { args: ['relya', '--listen', '127.0.0.1:0'], code: 2, out: ["unknown command 'relya' (did you mean 'localproxy relay'?)", TRY], process: true },
+  'a mistyped tunnel subcommand gets a suggestion': { args: ['tunel', 'list'], code: 2, out: "unknown command 'tunel' (did you mean 'localproxy tunnel'?)" },
   'ambiguous prefix': { args: ['--dest', 'x'], code: 2, out: "option '--dest' is ambiguous and matches '--destination-app', and '--destination-client-type'" },
   'ambiguous prefix of --config': { args: ['--conf', 'x'], code: 2, out: "option '--conf' is ambiguous and matches '--config', and '--config-dir'" },
   'value option twice': { args: [...t, '-r', 'us-east-1', '--region', 'us-west-2', '-s', '1'], code: 2, out: "option '--region' cannot be specified more than once" },
@@ -163,7 +168,7 @@ const cases: Record<string, Case> = {
   'short option with attached value and a switch cluster': { args: [`-t${TOKEN}`, '-kv5', '-reu-west-1', '-s5555'], code: ACCEPTED, out: ['eu-west-1', 'SSL host verification is DISABLED'] },
 
   // required options and mode inference
-  'missing token': { args: src, code: 2, out: ["the option '--access-token' is required but missing", TRY], process: true },
+  'missing token names the environment variable too': { args: src, code: 2, out: ["the option '--access-token' is required but missing: set AWSIOT_TUNNEL_ACCESS_TOKEN (or give -t TOKEN)", TRY], process: true },
   'neither region nor endpoint': { args: [...t, '-s', '5555'], code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
   'both region and endpoint': { args: [...t, ...src, '-e', 'example.com'], code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
   'no mapping and no mode': { args: [...t, '-r', 'us-east-1'], code: 2, out: 'Must specify one of --source-listen-port/-s or --destination-app/-d or --mode' },
@@ -251,6 +256,9 @@ const cases: Record<string, Case> = {
   'CLI region overrides env region': { args: ['-r', 'us-east-1', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-east-1.amazonaws.com' },
   'config region overrides env region': { args: ['--config', cfgRegion, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-west-2.amazonaws.com' },
   'config endpoint overrides env endpoint': { args: ['--config', cfgEndpoint, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_ENDPOINT: '127.0.0.1:9' }, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:7' },
+  'CLI endpoint overrides config region (the command line wins)': { args: ['--config', cfgRegion, '-e', '127.0.0.1:9', '-s', '1'], env: envToken, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:9' },
+  'CLI region overrides config endpoint': { args: ['--config', cfgEndpoint, '-r', 'eu-central-1', '-s', '1'], env: envToken, code: ACCEPTED, out: 'Service endpoint: data.tunneling.iot.eu-central-1.amazonaws.com:443' },
+  'config region and config endpoint conflict': { args: ['--config', cfgRegionAndEndpoint, '-s', '1'], env: envToken, code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
   'CLI region overrides config region': { args: ['--config', cfgRegion, '-r', 'eu-central-1', '-s', '1'], env: envToken, code: ACCEPTED, out: 'eu-central-1.amazonaws.com' },
   'config token overrides env token': { args: ['--config', cfgEmptyToken, ...src], env: envToken, code: 2, out: 'Access token cannot be empty' },
   'CLI token overrides config token': { args: ['--config', cfgEmptyToken, ...t, ...src], code: ACCEPTED, out: 'source mode' },
@@ -376,10 +384,12 @@ table('every invocation gives its exit code and message (in process)', async () 
 table('exit codes and stdio of the built CLI (one child process per row)', async () => {
   const rows = Object.entries(cases).filter(([, c]) => c.process);
   assert.ok(rows.length >= 5, 'a handful of rows run as processes');
-  await Promise.all(rows.map(async ([name, c]) => {
+  const results = await Promise.allSettled(rows.map(async ([name, c]) => {
     const args = argsOf(c);
     check(name, { ...c, args }, await runCli(args, { env: c.env, cwd: c.cwd, untilAccepted: c.code === ACCEPTED, timeoutMs: 30_000 }));
   }));
+  const failures = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+  assert.is(failures.length, 0, failures.join('\n\n'));
 });
 
 table('the README example writes lpsettings.json in the current directory', () => {
