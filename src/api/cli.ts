@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parseCommandLine, usageError, type OptionSpec } from '../cli/args';
 import { reportError } from '../cli/report';
 import { closest } from '../cli/suggest';
+import { printable } from '../printable';
 import { ExitCode, ExitError } from '../exit';
 import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/tunnels';
 import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
@@ -160,8 +161,8 @@ export async function runTunnelCli(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
     return ExitCode.OK;
   } catch (err) {
-    const text = err instanceof ApiError ? `${err.type}: ${err.message}` : (err as Error).message;
-    process.stderr.write(`localproxy tunnel: ${operation} failed: ${text}\n`);
-    return ExitCode.FAILURE;
+    // The service's words: escaped and cut where they are printed.
+    const text = err instanceof ApiError ? `${printable(err.type)}: ${printable(err.message)}` : printable((err as Error).message);
+    return reportError(new ExitError(ExitCode.FAILURE, `${operation} failed: ${text}`), { command: 'tunnel' });
   }
 }

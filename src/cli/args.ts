@@ -15,6 +15,7 @@
  */
 import { parseArgs as splitArgs } from 'node:util';
 import { usageError } from '../exit';
+import { printable } from '../printable';
 import { closest } from './suggest';
 
 export { usageError };
@@ -76,10 +77,11 @@ export function stringOption(args: RawArgs, name: string): string | undefined {
 /**
  * A value echoed in an error message, with any run of 32 or more token characters cut to
  * its first four: the text may be an access or client token typed in the wrong place
- * (tokens never appear in output, Decisions 12). Absolute paths are shown whole.
+ * (tokens never appear in output, Decisions 12). Absolute paths are shown whole. The rest
+ * is made printable: control characters escaped, a long value cut.
  */
 export function shownValue(text: string): string {
-  return text.replace(/[A-Za-z0-9+/=_-]{32,}/g, (run) => (run.startsWith('/') ? run : `${run.slice(0, 4)}…(${run.length} characters not shown)`));
+  return printable(text.replace(/[A-Za-z0-9+/=_-]{32,}/g, (run) => (run.startsWith('/') ? run : `${run.slice(0, 4)}…(${run.length} characters not shown)`)));
 }
 
 /** A long name or an unambiguous prefix of one, as Boost's allow_guessing does. */

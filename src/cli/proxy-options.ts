@@ -3,14 +3,16 @@
  * The order of checks follows the reference's process_cli (behaviour spec 1.4) so the
  * same error wins, with the deviations of the Decisions (exit 2, env overridden, …).
  */
-import { statSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ExitCode, ExitError } from '../exit';
 import { Logger, LogLevel, type LogSink } from '../log';
 import type { Mode, ProxyOptions, ServiceTarget, WebProxy } from '../options';
+import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import { defaultSettings, exportSettings, mergeSettingsJson, SettingsError, type Settings } from '../settings';
+import { caDirectoryProblem, warnCaProblems } from '../transport/ca';
 import { deriveClientToken } from '../transport/client-token';
-import { noProxyFromEnv, parseProxyUrl, proxyFromEnv } from '../transport/web-proxy';
+import { noProxyFromEnv, parseProxyUrl, proxyFromEnv, shouldBypassProxy } from '../transport/web-proxy';
 import { PRODUCT, VERSION } from '../version';
 import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
@@ -78,16 +80,18 @@ function readSettings(path: string, cwd: string, log: Logger): Settings {
   } catch (err) {
     throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  log.info(`Using settings specified in file: ${path}`);
+  let merged: ReturnType<typeof mergeSettingsJson>;
   try {
     // Windows editors may start the file with a byte order mark, which JSON.parse refuses.
-    const { settings, unknownKeys } = mergeSettingsJson(text.replace(/^\uFEFF/, ''));
-    for (const key of unknownKeys) log.debug(`Ignoring unknown setting ${key} in ${path}`);
-    return settings;
+    merged = mergeSettingsJson(text.replace(/^\uFEFF/, ''));
   } catch (err) {
     if (err instanceof SettingsError) throw usageError(`${path}: ${err.message}`);
     throw err;
   }
+  // Only a file that is used is announced: a broken one gets its error line alone.
+  log.info(`Using settings specified in file: ${printable(path, MAX_PRINTED_PATH_CHARS)}`);
+  for (const key of merged.unknownKeys) log.debug(`Ignoring unknown setting ${printable(key)} in ${printable(path, MAX_PRINTED_PATH_CHARS)}`);
+  return merged.settings;
 }
 
 /**
@@ -181,9 +185,13 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     } catch (err) {
       throw usageError(`Failed to parse the value of environment variable ${proxyEnv.variable}: ${log.scrub((err as Error).message)}`);
     }
-    log.info('Found Web proxy information in the environment variables, will use it to connect via the proxy.');
   }
   const noProxy = noProxyFromEnv(ctx.env);
+  if (webProxy && shouldBypassProxy(service.host, noProxy, service.port)) {
+    log.info(`Found Web proxy information in the environment variables, but ${service.host} is listed in ${ctx.env.no_proxy !== undefined ? 'no_proxy' : 'NO_PROXY'}: connecting directly.`);
+  } else if (webProxy) {
+    log.info('Found Web proxy information in the environment variables, will use it to connect via the proxy.');
+  }
 
   const sourceList = str(merged, 'source-listen-port');
   const destinationList = str(merged, 'destination-app');
@@ -235,7 +243,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (configDir !== undefined) {
     const result = readConfigDir(configDir, mode);
     log.info('Detect configuration files: ');
-    for (const file of result.files) log.info(file);
+    for (const file of result.files) log.info(printable(file, MAX_PRINTED_PATH_CHARS));
     for (const warning of result.warnings) log.warn(warning);
     configDirMappings = result.mappings;
     if (mode === 'source') checkListenPorts(result.mappings, configDir);
@@ -250,7 +258,9 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     caPath = resolve(ctx.cwd, caPath);
     // A warning, not an error: the reference accepts any path here and the seed README's
     // example (`capath = /opt/rootca`) must keep working where that directory is absent.
-    if (!statSync(caPath, { throwIfNoEntry: false })?.isDirectory()) log.warn(`CA directory ${caPath} does not exist or is not a directory; only the system CAs are used`);
+    // Said once: the connect attempts do not repeat it.
+    const problem = caDirectoryProblem(caPath);
+    if (problem) warnCaProblems(log, [problem]);
   }
   if (mode === 'source' && services.size === 0 && (configDirMappings?.size ?? 0) === 0) {
     log.debug('Source mode without mappings: every service id gets a free port');

@@ -4,7 +4,11 @@
  * else is an internal error, still one line and exit 1, never a stack trace.
  */
 import { ExitCode, ExitError } from '../exit';
+import { printable } from '../printable';
 import { PRODUCT } from '../version';
+
+/** An error line longer than this is cut: it would only repeat a value from outside. */
+const MAX_MESSAGE_CHARS = 2000;
 
 /** '' for the proxy, or the subcommand whose error this is. */
 export type Command = '' | 'relay' | 'tunnel';
@@ -20,13 +24,15 @@ export interface ErrorReport {
 export function reportError(err: unknown, { command = '', write = (t) => process.stderr.write(t), scrub = (t) => t }: ErrorReport = {}): number {
   const name = command === '' ? PRODUCT : `${PRODUCT} ${command}`;
   if (err instanceof ExitError) {
-    const message = scrub(err.message);
+    // Every value from outside is made printable where it enters a message; this is the net
+    // under those, so no error line can carry a control character to the terminal.
+    const message = printable(scrub(err.message), MAX_MESSAGE_CHARS);
     if (err.exitCode !== ExitCode.USAGE) write(command === '' ? `${message}\n` : `${name}: ${message}\n`);
     // The proxy's form is the reference's; the subcommands keep the hint on the same line.
     else if (command === '') write(`${message}\nTry '${name} --help' for a list of options.\n`);
     else write(`${name}: ${message} (try '${name} --help')\n`);
     return err.exitCode;
   }
-  write(`${name}: internal error: ${scrub(err instanceof Error ? err.message : String(err))}\n`);
+  write(`${name}: internal error: ${printable(scrub(err instanceof Error ? err.message : String(err)), MAX_MESSAGE_CHARS)}\n`);
   return ExitCode.FAILURE;
 }

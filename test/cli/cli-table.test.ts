@@ -78,6 +78,8 @@ const cfgInsecure = file('insecure.ini', 'no-ssl-host-verify = true\n');
 const cfgRegion = file('region.ini', 'region = us-west-2   # where the tunnel is\n');
 const cfgEmptyToken = file('emptytoken.ini', 'access-token =\n');
 const cfgRegionAndEndpoint = file('region-endpoint.ini', 'region = us-west-2\nproxy-endpoint = 127.0.0.1:7\n');
+const cfgControl = file('control.ini', '\u001b[31mred\u001b]0;title\u0007 = 1\n');
+const cfgLongKey = file('longkey.ini', `${'~'.repeat(70_000)} = 1\n`);
 const cfgHelp = file('help.ini', 'help = true\n');
 const cfgEndpoint = file('endpoint.ini', 'proxy-endpoint = 127.0.0.1:7\n');
 const cfgBadSwitch = file('badswitch.ini', 'no-ssl-host-verify = perhaps\n');
@@ -114,6 +116,9 @@ file('cd-same-port/a.ini', 'SSH1 = 3333\n');
 file('cd-same-port/b.ini', 'SSH2 = 3333\n');
 const cdBig = join(dir, 'cd-big');
 file('cd-big/big.ini', '#'.repeat(1024 * 1024 + 1));
+const cdControl = join(dir, 'cd-control');
+file('cd-control/ports.ini', 'SSH1 = 3333\n');
+file('cd-control/\u001b]0;title\u0007.ini', 'not \u001b[2J an ini line\n');
 const cdEmpty = join(dir, 'cd-empty');
 mkdirSync(cdEmpty);
 const cwdWithConfig = join(dir, 'cwd');
@@ -241,7 +246,7 @@ const cases: Record<string, Case> = {
   'destination host with an underscore': { args: [...t, '-r', 'us-east-1', '-d', 'my_host:22'], code: 2, out: 'Bind address contains invalid characters' },
   'bind address with an underscore': { args: [...t, ...src, '-b', 'my_host'], code: 2, out: 'Bind address contains invalid characters' },
   'bind address IPv6 in brackets': { args: [...t, ...src, '-b', '[::1]'], code: ACCEPTED, out: ACCEPTED_LINE() },
-  'missing CA directory is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: 'does not exist or is not a directory; only the system CAs are used' },
+  'missing CA directory is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: `CA directory ${join(dir, 'nope')} does not exist; only the system CAs are used` },
   '-y V1': { args: [...t, ...src, '-y', 'V1'], code: ACCEPTED, out: 'setting source protocol to V1' },
   '-y in lower case falls back to V3': { args: [...t, ...src, '-y', 'v2'], code: ACCEPTED, out: 'unknown value for destination-client-type, assuming default protocol V3.' },
   '-k prints the five-line banner': { args: [...t, ...src, '-k'], code: ACCEPTED, out: ['*' + '*'.repeat(69), '* SECURITY WARNING: SSL host verification is DISABLED (-k flag)     *', '* to potential man-in-the-middle attacks. DO NOT use in production! *'] },
@@ -265,6 +270,8 @@ const cases: Record<string, Case> = {
 
   // --config file
   'config: unknown key': { args: ['--config', cfgUnknown], code: 2, out: ["unrecognised option 'bogus-key'", 'unknown.ini', TRY] },
+  'config: control characters in a line are escaped, never sent to the terminal': { args: ['--config', cfgControl], code: 2, out: "unrecognised option '\\x1b[31mred\\x1b]0;title\\x07'" },
+  'config: a 70 KB key is cut in the message': { args: ['--config', cfgLongKey], code: 2, out: `unrecognised option '${'~'.repeat(200)}…(69800 more characters)'` },
   'config: line without =': { args: ['--config', cfgInvalidLine], code: 2, out: "the options configuration file contains an invalid line 'region'" },
   'config: unreadable file': { args: ['--config', unreadable, ...t, ...src], code: 2, out: `can not read options configuration file '${unreadable}'` },
   'config: missing file': { args: ['--config', join(dir, 'nope.ini')], code: 2, out: 'can not read options configuration file' },
@@ -277,10 +284,10 @@ const cases: Record<string, Case> = {
 
   // --settings-json and --export-default-settings
   'settings: unreadable file': { args: [...t, ...src, '--settings-json', unreadable], code: 2, out: 'can not read settings file' },
-  'settings: malformed JSON': { args: [...t, ...src, '--settings-json', settingsBadJson], code: 2, out: 'settings file is not valid JSON' },
-  'settings: not an object': { args: [...t, ...src, '--settings-json', settingsArray], code: 2, out: 'settings file must contain a JSON object' },
-  'settings: wrong type names the key': { args: [...t, ...src, '--settings-json', settingsBadType], code: 2, out: 'tunneling.proxy.tcp.max_active_connections must be an integer' },
-  'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false' },
+  'settings: malformed JSON, not announced as used first': { args: [...t, ...src, '--settings-json', settingsBadJson], code: 2, out: 'settings file is not valid JSON', absent: ['Using settings specified in file'] },
+  'settings: not an object': { args: [...t, ...src, '--settings-json', settingsArray], code: 2, out: 'settings file must contain a JSON object', absent: ['Using settings specified in file'] },
+  'settings: wrong type names the key': { args: [...t, ...src, '--settings-json', settingsBadType], code: 2, out: 'tunneling.proxy.tcp.max_active_connections must be an integer', absent: ['Using settings specified in file'] },
+  'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false', absent: ['Using settings specified in file'] },
   'settings: a file saved with a byte order mark (Windows editors) is read': { args: [...t, ...src, '--settings-json', settingsBom], code: ACCEPTED, out: 'Service endpoint: bom.example.test:9443' },
   'config: a file with a byte order mark and CRLF lines is read': { args: ['--config', cfgBom], code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443, source mode' },
   'settings: a device that never ends is refused, not read forever': { args: [...t, ...src, '--settings-json', '/dev/zero'], code: 2, out: "can not read settings file '/dev/zero': larger than 1 MiB" },
@@ -300,6 +307,7 @@ const cases: Record<string, Case> = {
   'config-dir: a symlink loop is an error naming the file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSymlinkLoop], code: 2, out: `Cannot read configuration file ${join(cdSymlinkLoop, 'self.ini')}: ELOOP` },
   'config-dir: a symlink back to a parent directory is read once': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdCycle, '-v', '5'], code: ACCEPTED, out: ['SSH1 = 3333 (configuration files)', join(cdCycle, 'a/ports.ini')], absent: ['a/up/a'] },
   'config-dir: a file over 1 MiB is refused': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBig], code: 2, out: `Cannot read configuration file ${join(cdBig, 'big.ini')}: larger than 1 MiB` },
+  'config-dir: a file name and a line with control characters are escaped': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdControl, '-v', '5'], code: ACCEPTED, out: [join(cdControl, '\\x1b]0;title\\x07.ini'), 'is not "ID = value": not \\x1b[2J an ini line', 'SSH1 = 3333 (configuration files)'] },
   'config-dir: nested files read': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdGood, '-v', '5'], code: ACCEPTED, out: ['Detect configuration files', join(cdGood, 'more/HTTP.ini'), 'HTTP1 = 8080 (configuration files)', 'SSH2 = 5555 (configuration files)'] },
   'config-dir: destination values': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '--config-dir', cdDest, '-v', '5'], code: ACCEPTED, out: 'SSH2 = 10.0.0.1:80 (configuration files)' },
   'config-dir: file not in ini format skipped with a warning': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdNotIni, '-v', '5'], code: ACCEPTED, out: ['Fail to parse', 'SSH1 = 3333 (configuration files)'] },
@@ -310,6 +318,8 @@ const cases: Record<string, Case> = {
   'https_proxy that cannot be parsed': { args: [...t, ...src], env: { https_proxy: 'http://user@proxy:3128' }, code: 2, out: 'Failed to parse the value of environment variable https_proxy' },
   'HTTPS_PROXY with an unsupported scheme': { args: [...t, ...src], env: { HTTPS_PROXY: 'socks5://proxy:1080' }, code: 2, out: ['environment variable HTTPS_PROXY', 'Unsupported protocol'] },
   'https_proxy="" masks HTTPS_PROXY': { args: [...t, ...src], env: { https_proxy: '', HTTPS_PROXY: 'socks5://proxy:1080' }, code: ACCEPTED, out: ACCEPTED_LINE(), absent: ['Web proxy'] },
+  'no_proxy listing the endpoint: the web proxy is not announced as used': { args: [...t, ...src], env: { https_proxy: 'http://proxy.example:3128', no_proxy: 'localhost,.amazonaws.com' }, code: ACCEPTED, out: 'Found Web proxy information in the environment variables, but data.tunneling.iot.us-east-1.amazonaws.com is listed in no_proxy: connecting directly.', absent: ['will use it to connect via the proxy'] },
+  'NO_PROXY not listing the endpoint: the web proxy is used': { args: [...t, ...src], env: { https_proxy: 'http://proxy.example:3128', NO_PROXY: 'localhost' }, code: ACCEPTED, out: 'will use it to connect via the proxy' },
   'HTTPS_PROXY is used': { args: [...t, ...src], env: { HTTPS_PROXY: 'http://user:secret@proxy.example:3128' }, code: ACCEPTED, out: 'Found Web proxy information in the environment variables', absent: ['secret'] },
 
   // the examples of the reference's README
@@ -345,7 +355,10 @@ table.after(() => {
 
 function check(name: string, c: Case, r: CliResult): void {
   const output = r.stdout + r.stderr;
-  const context = `${name}: localproxy ${c.args.join(' ')}\n--- output ---\n${output}`;
+  const context = `${name}: localproxy ${c.args.join(' ')}\n--- output ---\n${JSON.stringify(output).slice(0, 5000)}`;
+  // Whatever the input, nothing but line ends reaches the terminal raw, and no line is huge.
+  assert.not.match(output, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, `a control character in the output\n${context}`);
+  assert.ok(output.split('\n').every((line) => line.length < 2100), `a line over 2100 characters\n${context}`);
   assert.is(r.code, c.code, `exit code\n${context}`);
   for (const text of Array.isArray(c.out) ? c.out : [c.out]) assert.ok(output.includes(text), `missing ${JSON.stringify(text)}\n${context}`);
   for (const text of c.absent ?? []) assert.not.ok(output.includes(text), `must not contain ${JSON.stringify(text)}\n${context}`);
