@@ -67,7 +67,8 @@ function parseMode(text: string): Mode {
   throw usageError('Mode value is wrong! Allowed values are: src, dst, source, destination');
 }
 
-function readSettings(path: string, log: Logger): Settings {
+/** `--settings-json FILE` over the defaults; shared with `localproxy agent`. */
+export function readSettings(path: string, log: Logger): Settings {
   validatePath(path, '--settings-json');
   let text: string;
   try {
