@@ -1,6 +1,7 @@
 /** Process entry: `relay`, `tunnel`, `agent`, or the proxy command line (src/cli). */
 import { runTunnelCli } from './api/cli';
-import { reportError, runProxyCli } from './cli/run';
+import { reportError } from './cli/report';
+import { runProxyCli } from './cli/run';
 import { runRelayCli } from './relay/cli';
 
 async function dispatch(argv: string[]): Promise<number> {

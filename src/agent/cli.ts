@@ -171,7 +171,7 @@ export function buildAgentOptions(argv: string[], logging: LoggerOptions): Agent
     options.caPath = v.capath;
   }
   if (v['no-ssl-host-verify']) options.insecure = true;
-  if (v['settings-json'] !== undefined) options.settings = readSettings(v['settings-json'], log);
+  if (v['settings-json'] !== undefined) options.settings = readSettings(v['settings-json'], process.cwd(), log);
   if (plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
   if (options.insecure) log.warn('-k: TLS verification of the tunnel endpoint is DISABLED; use only for development and tests');
   return options;

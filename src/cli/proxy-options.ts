@@ -27,6 +27,8 @@ export interface CliContext {
   /** Path of the executable (or script), for the `config/` directory beside it. */
   executable: string;
   stdout: (text: string) => void;
+  /** Where error messages go. */
+  stderr: (text: string) => void;
   /** Where log lines go; default stderr. */
   logSink?: LogSink;
 }
@@ -67,12 +69,15 @@ function parseMode(text: string): Mode {
   throw usageError('Mode value is wrong! Allowed values are: src, dst, source, destination');
 }
 
-/** `--settings-json FILE` over the defaults; shared with `localproxy agent`. */
-export function readSettings(path: string, log: Logger): Settings {
+/**
+ * `--settings-json FILE` over the defaults (shared with `localproxy agent`). `path` as given on
+ * the command line (relative to `cwd`) is read; messages show it as given.
+ */
+export function readSettings(path: string, cwd: string, log: Logger): Settings {
   validatePath(path, '--settings-json');
   let text: string;
   try {
-    text = readSmallTextFile(path);
+    text = readSmallTextFile(resolve(cwd, path));
   } catch (err) {
     throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
@@ -118,7 +123,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (exportPath !== undefined) {
     validatePath(exportPath, '--export-default-settings');
     try {
-      writeFileSync(exportPath, exportSettings(defaultSettings()));
+      writeFileSync(resolve(ctx.cwd, exportPath), exportSettings(defaultSettings()));
     } catch (err) {
       throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
@@ -130,7 +135,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   const configPath = str(cli, 'config');
   if (configPath !== undefined) {
     validatePath(configPath, '--config');
-    for (const [key, value] of readConfigFile(configPath)) if (!merged.has(key)) merged.set(key, value);
+    for (const [key, value] of readConfigFile(configPath, ctx.cwd)) if (!merged.has(key)) merged.set(key, value);
   }
 
   // Unlike the reference, `verbose` from the --config file works (9.5#49).
@@ -145,7 +150,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   }
 
   const settingsPath = str(merged, 'settings-json');
-  const settings = settingsPath === undefined ? defaultSettings() : readSettings(settingsPath, log);
+  const settings = settingsPath === undefined ? defaultSettings() : readSettings(settingsPath, ctx.cwd, log);
 
   const accessToken = str(merged, 'access-token');
   if (accessToken === undefined) throw usageError("the option '--access-token' is required but missing");
@@ -220,8 +225,8 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   let configDir: string | undefined;
   if (configDirArg !== undefined) {
     validatePath(configDirArg, '--config-dir');
-    checkConfigDir(configDirArg);
-    configDir = configDirArg;
+    configDir = resolve(ctx.cwd, configDirArg);
+    checkConfigDir(configDir);
   } else if (services.size === 0) {
     configDir = defaultConfigDir(ctx.cwd, ctx.executable);
     if (configDir === undefined) log.debug(`${resolve(ctx.cwd, 'config')} does not exist or is empty; no configuration files`);
@@ -238,9 +243,10 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
 
   let bindAddress = str(merged, 'local-bind-address');
   if (bindAddress !== undefined) bindAddress = validateBindAddress(bindAddress) || undefined;
-  const caPath = str(merged, 'capath');
+  let caPath = str(merged, 'capath');
   if (caPath !== undefined) {
     validatePath(caPath, '--capath');
+    caPath = resolve(ctx.cwd, caPath);
     // A warning, not an error: the reference accepts any path here and the seed README's
     // example (`capath = /opt/rootca`) must keep working where that directory is absent.
     if (!statSync(caPath, { throwIfNoEntry: false })?.isDirectory()) log.warn(`CA directory ${caPath} does not exist or is not a directory; only the system CAs are used`);
