@@ -4,13 +4,14 @@
  * failure of its own: a broker that is away is retried for as long as the agent runs.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { checkConfigDir, readConfigDir } from '../cli/config-dir';
 import { parseEndpoint } from '../cli/endpoint';
 import { readSettings } from '../cli/proxy-options';
 import { formatTarget, parseMappings } from '../cli/service-spec';
 import { validateEndpoint, validatePath } from '../cli/validate';
-import { ExitCode, ExitError, usageError } from '../exit';
+import { parseCommandLine, stringOption, type OptionSpec } from '../cli/args';
+import { reportError } from '../cli/report';
+import { ExitCode, usageError } from '../exit';
 import { Logger, type LoggerOptions } from '../log';
 import type { DestinationTarget } from '../options';
 import { startAgent, DEFAULT_MAX_TUNNELS, type AgentOptions } from './agent';
@@ -35,7 +36,7 @@ Broker:
 
 Services (a tunnel is refused unless every one of its services is mapped):
   --service ID=TARGET,...   Where each service's connections go: PORT, HOST:PORT, [IPv6]:PORT or a
-                            Unix socket path, e.g. --service SSH=22,HTTP=10.0.0.5:80 (repeatable)
+                            Unix socket path, e.g. --service SSH=22,HTTP=10.0.0.5:80
   --config-dir DIR          Files of "ID = TARGET" lines, as the proxy's --config-dir; --service
                             wins for an id defined in both
   --max-tunnels N           Tunnels at once (default ${DEFAULT_MAX_TUNNELS}); a new one closes the oldest when full
@@ -67,38 +68,26 @@ function readText(path: string, what: string): string {
   }
 }
 
-function parse(argv: string[]) {
-  try {
-    return parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        'mqtt-url': { type: 'string' },
-        'thing-name': { type: 'string' },
-        'mqtt-cert': { type: 'string' },
-        'mqtt-key': { type: 'string' },
-        'mqtt-ca': { type: 'string' },
-        'mqtt-client-id': { type: 'string' },
-        service: { type: 'string', multiple: true },
-        'config-dir': { type: 'string' },
-        'max-tunnels': { type: 'string' },
-        'proxy-endpoint': { type: 'string', short: 'e' },
-        endpoint: { type: 'string' },
-        capath: { type: 'string', short: 'c' },
-        'no-ssl-host-verify': { type: 'boolean', short: 'k' },
-        'settings-json': { type: 'string' },
-        verbose: { type: 'string', short: 'v' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (err) {
-    // node:util's messages run to several sentences; keep the first.
-    throw usageError(String((err as Error).message).split('. ')[0]);
-  }
-}
+const OPTIONS: readonly OptionSpec[] = [
+  { name: 'mqtt-url', value: true },
+  { name: 'thing-name', value: true },
+  { name: 'mqtt-cert', value: true },
+  { name: 'mqtt-key', value: true },
+  { name: 'mqtt-ca', value: true },
+  { name: 'mqtt-client-id', value: true },
+  { name: 'service', value: true },
+  { name: 'config-dir', value: true },
+  { name: 'max-tunnels', value: true },
+  { name: 'proxy-endpoint', short: 'e', value: true },
+  { name: 'endpoint', value: true },
+  { name: 'capath', short: 'c', value: true },
+  { name: 'no-ssl-host-verify', short: 'k', value: false },
+  { name: 'settings-json', value: true },
+  { name: 'verbose', short: 'v', value: true },
+  { name: 'help', short: 'h', value: false },
+];
 
-function buildServices(lists: string[], configDir: string | undefined, log: Logger): Map<string, DestinationTarget> {
+function buildServices(list: string | undefined, configDir: string | undefined, log: Logger): Map<string, DestinationTarget> {
   const services = new Map<string, DestinationTarget>();
   if (configDir !== undefined) {
     validatePath(configDir, '--config-dir');
@@ -107,7 +96,7 @@ function buildServices(lists: string[], configDir: string | undefined, log: Logg
     for (const warning of result.warnings) log.warn(warning);
     for (const [id, target] of result.mappings) services.set(id, target as DestinationTarget);
   }
-  for (const list of lists) {
+  if (list !== undefined) {
     const parsed = parseMappings(list, 'destination');
     for (const warning of parsed.warnings) log.warn(warning);
     for (const [id, target] of parsed.services) {
@@ -123,55 +112,63 @@ function buildServices(lists: string[], configDir: string | undefined, log: Logg
 
 /** The options, or `undefined` for --help (already printed). */
 export function buildAgentOptions(argv: string[], logging: LoggerOptions): AgentOptions | undefined {
-  const v = parse(argv);
-  if (v.help) {
+  const args = parseCommandLine(argv, OPTIONS).options;
+  const flag = (name: string): string | undefined => stringOption(args, name);
+  if (args.has('help')) {
     process.stdout.write(HELP);
     return undefined;
   }
-  if (v.verbose !== undefined) {
-    if (!/^[0-6]$/.test(v.verbose)) throw usageError(`invalid --verbose '${v.verbose}': expected 0-6`);
-    logging.level = Number(v.verbose);
+  const verbose = flag('verbose');
+  if (verbose !== undefined) {
+    if (!/^[0-6]$/.test(verbose)) throw usageError(`invalid --verbose '${verbose}': expected 0-6`);
+    logging.level = Number(verbose);
   }
   const log = new Logger(logging);
 
-  const url = v['mqtt-url'];
+  const url = flag('mqtt-url');
   if (url === undefined) throw usageError('--mqtt-url is required, e.g. --mqtt-url mqtts://broker.example.com:8883');
   const urlProblem = checkBrokerUrl(url);
   if (urlProblem) throw usageError(urlProblem);
   const plain = new URL(url).protocol === 'mqtt:';
-  const thingName = v['thing-name'];
+  const thingName = flag('thing-name');
   if (thingName === undefined) throw usageError('--thing-name is required');
   if (!isValidThingName(thingName)) throw usageError(`invalid --thing-name '${thingName.slice(0, 140)}': 1-128 of a-z A-Z 0-9 : _ -`);
-  if ((v['mqtt-cert'] === undefined) !== (v['mqtt-key'] === undefined)) throw usageError('--mqtt-cert and --mqtt-key must be given together');
-  const broker: AgentOptions['broker'] = { url, clientId: v['mqtt-client-id'] ?? thingName };
+  const certFile = flag('mqtt-cert');
+  const keyFile = flag('mqtt-key');
+  const caFile = flag('mqtt-ca');
+  if ((certFile === undefined) !== (keyFile === undefined)) throw usageError('--mqtt-cert and --mqtt-key must be given together');
+  const broker: AgentOptions['broker'] = { url, clientId: flag('mqtt-client-id') ?? thingName };
   if (broker.clientId === '') throw usageError('--mqtt-client-id cannot be empty');
   // MQTT.js would quietly switch to TLS; say it instead.
-  if (v['mqtt-cert'] !== undefined && plain) throw usageError('a client certificate needs TLS: use an mqtts:// URL');
-  if (v['mqtt-cert'] !== undefined) broker.cert = readText(v['mqtt-cert'], '--mqtt-cert');
-  if (v['mqtt-key'] !== undefined) broker.key = readText(v['mqtt-key'], '--mqtt-key');
-  if (v['mqtt-ca'] !== undefined) broker.ca = readText(v['mqtt-ca'], '--mqtt-ca');
+  if (certFile !== undefined && plain) throw usageError('a client certificate needs TLS: use an mqtts:// URL');
+  if (certFile !== undefined) broker.cert = readText(certFile, '--mqtt-cert');
+  if (keyFile !== undefined) broker.key = readText(keyFile, '--mqtt-key');
+  if (caFile !== undefined) broker.ca = readText(caFile, '--mqtt-ca');
 
-  const services = buildServices(v.service ?? [], v['config-dir'], log);
+  const services = buildServices(flag('service'), flag('config-dir'), log);
   let maxTunnels = DEFAULT_MAX_TUNNELS;
-  if (v['max-tunnels'] !== undefined) {
-    maxTunnels = Number(v['max-tunnels']);
-    if (!/^\d+$/.test(v['max-tunnels']) || maxTunnels < 1 || maxTunnels > MAX_TUNNELS_LIMIT) throw usageError(`invalid --max-tunnels '${v['max-tunnels']}': expected 1-${MAX_TUNNELS_LIMIT}`);
+  const maxText = flag('max-tunnels');
+  if (maxText !== undefined) {
+    maxTunnels = Number(maxText);
+    if (!/^\d+$/.test(maxText) || maxTunnels < 1 || maxTunnels > MAX_TUNNELS_LIMIT) throw usageError(`invalid --max-tunnels '${maxText}': expected 1-${MAX_TUNNELS_LIMIT}`);
   }
 
   const options: AgentOptions = { broker, thingName, services, maxTunnels, logging };
-  if (v['proxy-endpoint'] !== undefined && v.endpoint !== undefined) throw usageError('give --proxy-endpoint or --endpoint, not both');
-  const endpoint = v['proxy-endpoint'] ?? v.endpoint;
+  if (flag('proxy-endpoint') !== undefined && flag('endpoint') !== undefined) throw usageError('give --proxy-endpoint or --endpoint, not both');
+  const endpoint = flag('proxy-endpoint') ?? flag('endpoint');
   if (endpoint !== undefined) {
     validateEndpoint(endpoint);
     options.endpoint = parseEndpoint(endpoint);
   }
-  if (v.capath !== undefined) {
-    validatePath(v.capath, '--capath');
-    if (!statSync(v.capath, { throwIfNoEntry: false })?.isDirectory()) log.warn(`CA directory ${v.capath} does not exist or is not a directory; only the system CAs are used`);
-    options.caPath = v.capath;
+  const caPath = flag('capath');
+  if (caPath !== undefined) {
+    validatePath(caPath, '--capath');
+    if (!statSync(caPath, { throwIfNoEntry: false })?.isDirectory()) log.warn(`CA directory ${caPath} does not exist or is not a directory; only the system CAs are used`);
+    options.caPath = caPath;
   }
-  if (v['no-ssl-host-verify']) options.insecure = true;
-  if (v['settings-json'] !== undefined) options.settings = readSettings(v['settings-json'], process.cwd(), log);
+  if (args.has('no-ssl-host-verify')) options.insecure = true;
+  const settingsFile = flag('settings-json');
+  if (settingsFile !== undefined) options.settings = readSettings(settingsFile, process.cwd(), log);
   if (plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
   if (options.insecure) log.warn('-k: TLS verification of the tunnel endpoint is DISABLED; use only for development and tests');
   return options;
@@ -183,9 +180,7 @@ export async function runAgentCli(argv: string[]): Promise<number> {
   try {
     options = buildAgentOptions(argv, logging);
   } catch (err) {
-    if (!(err instanceof ExitError)) throw err;
-    process.stderr.write(`localproxy agent: ${err.message} (try 'localproxy agent --help')\n`);
-    return err.exitCode;
+    return reportError(err, { command: 'agent' });
   }
   if (!options) return ExitCode.OK;
   const log = new Logger(logging);

@@ -7,7 +7,7 @@ import { ExitCode, ExitError } from '../exit';
 import { PRODUCT } from '../version';
 
 /** '' for the proxy, or the subcommand whose error this is. */
-export type Command = '' | 'relay' | 'tunnel';
+export type Command = '' | 'relay' | 'tunnel' | 'agent';
 
 export interface ErrorReport {
   command?: Command;

@@ -129,7 +129,8 @@ const USAGE_CASES: Array<[string, string[], RegExp]> = [
   ['--max-tunnels 0', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--max-tunnels', '0'], /invalid --max-tunnels '0': expected 1-64/],
   ['a missing --config-dir', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--config-dir', '/nonexistent/dir'], /Invalid configuration directory: \/nonexistent\/dir \(does not exist\)/],
   ['a bad endpoint', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '-e', 'a b'], /Proxy endpoint contains invalid characters/],
-  ['an unknown flag', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--no-such-flag'], /Unknown option '--no-such-flag'/],
+  ['an unknown flag', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--no-such-flag'], /unrecognised option '--no-such-flag'/],
+  ['--service twice', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--service', 'HTTP=80'], /option '--service' cannot be specified more than once/],
 ];
 
 test('usage errors: one line naming the problem, exit 2, no stack trace', async () => {
