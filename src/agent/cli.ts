@@ -3,7 +3,7 @@
  * tunnels and resolves 0. Bad flags or files: one line on stderr, exit 2. It has no runtime
  * failure of its own: a broker that is away is retried for as long as the agent runs.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { checkConfigDir, readConfigDir } from '../cli/config-dir';
 import { parseEndpoint } from '../cli/endpoint';
 import { readSettings } from '../cli/proxy-options';
@@ -15,7 +15,7 @@ import { ExitCode, usageError } from '../exit';
 import { Logger, type LoggerOptions } from '../log';
 import type { DestinationTarget } from '../options';
 import { startAgent, DEFAULT_MAX_TUNNELS, type AgentOptions } from './agent';
-import { checkBrokerUrl } from './mqtt';
+import { BROKER_OPTIONS, brokerFromArgs } from './broker-flags';
 import { isValidThingName } from './notification';
 
 const HELP = `Usage: localproxy agent --mqtt-url URL --thing-name NAME --service ID=TARGET[,...] [options]
@@ -59,22 +59,9 @@ Exit codes: 0 stopped by SIGTERM/SIGINT (after closing its tunnels), 2 bad optio
 const SHUTDOWN_GRACE_MS = 5000;
 const MAX_TUNNELS_LIMIT = 64;
 
-function readText(path: string, what: string): string {
-  validatePath(path, what);
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    throw usageError(`cannot read ${what} '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-}
-
 const OPTIONS: readonly OptionSpec[] = [
-  { name: 'mqtt-url', value: true },
+  ...BROKER_OPTIONS,
   { name: 'thing-name', value: true },
-  { name: 'mqtt-cert', value: true },
-  { name: 'mqtt-key', value: true },
-  { name: 'mqtt-ca', value: true },
-  { name: 'mqtt-client-id', value: true },
   { name: 'service', value: true },
   { name: 'config-dir', value: true },
   { name: 'max-tunnels', value: true },
@@ -125,25 +112,11 @@ export function buildAgentOptions(argv: string[], logging: LoggerOptions): Agent
   }
   const log = new Logger(logging);
 
-  const url = flag('mqtt-url');
-  if (url === undefined) throw usageError('--mqtt-url is required, e.g. --mqtt-url mqtts://broker.example.com:8883');
-  const urlProblem = checkBrokerUrl(url);
-  if (urlProblem) throw usageError(urlProblem);
-  const plain = new URL(url).protocol === 'mqtt:';
+  if (flag('mqtt-url') === undefined) throw usageError('--mqtt-url is required, e.g. --mqtt-url mqtts://broker.example.com:8883');
   const thingName = flag('thing-name');
   if (thingName === undefined) throw usageError('--thing-name is required');
   if (!isValidThingName(thingName)) throw usageError(`invalid --thing-name '${thingName.slice(0, 140)}': 1-128 of a-z A-Z 0-9 : _ -`);
-  const certFile = flag('mqtt-cert');
-  const keyFile = flag('mqtt-key');
-  const caFile = flag('mqtt-ca');
-  if ((certFile === undefined) !== (keyFile === undefined)) throw usageError('--mqtt-cert and --mqtt-key must be given together');
-  const broker: AgentOptions['broker'] = { url, clientId: flag('mqtt-client-id') ?? thingName };
-  if (broker.clientId === '') throw usageError('--mqtt-client-id cannot be empty');
-  // MQTT.js would quietly switch to TLS; say it instead.
-  if (certFile !== undefined && plain) throw usageError('a client certificate needs TLS: use an mqtts:// URL');
-  if (certFile !== undefined) broker.cert = readText(certFile, '--mqtt-cert');
-  if (keyFile !== undefined) broker.key = readText(keyFile, '--mqtt-key');
-  if (caFile !== undefined) broker.ca = readText(caFile, '--mqtt-ca');
+  const { broker, plain } = brokerFromArgs(args, thingName)!;
 
   const services = buildServices(flag('service'), flag('config-dir'), log);
   let maxTunnels = DEFAULT_MAX_TUNNELS;
