@@ -1,12 +1,13 @@
 /**
  * The broker flags of `localproxy agent` and `localproxy relay`: --mqtt-url, --mqtt-cert,
- * --mqtt-key, --mqtt-ca, --mqtt-client-id, checked the same way for both.
+ * --mqtt-key, --mqtt-ca, --mqtt-client-id, checked the same way for both. No MQTT.js here:
+ * the relay's command line imports this module at every start of the program.
  */
 import { readFileSync } from 'node:fs';
 import { stringOption, type OptionSpec, type RawArgs } from '../cli/args';
 import { validatePath } from '../cli/validate';
 import { usageError } from '../exit';
-import { checkBrokerUrl, type BrokerOptions } from './mqtt';
+import type { BrokerOptions } from './mqtt';
 
 export const BROKER_OPTIONS: readonly OptionSpec[] = [
   { name: 'mqtt-url', value: true },
@@ -17,6 +18,28 @@ export const BROKER_OPTIONS: readonly OptionSpec[] = [
 ];
 
 export type BrokerConfig = Omit<BrokerOptions, 'log'>;
+
+/** A usage problem with the URL, as one line. */
+export function checkBrokerUrl(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `invalid MQTT URL '${text}': expected mqtts://HOST[:PORT]`;
+  }
+  if (url.protocol !== 'mqtts:' && url.protocol !== 'mqtt:') return `invalid MQTT URL '${url.protocol}//…': the scheme must be mqtts:// (or mqtt:// without TLS)`;
+  if (url.hostname === '') return `invalid MQTT URL '${text}': no host`;
+  if (url.username !== '' || url.password !== '') return 'invalid MQTT URL: user names and passwords are not supported in it; authenticate with a client certificate';
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') return `invalid MQTT URL '${text}': it takes no path or query`;
+  return undefined;
+}
+
+/** How the URL is shown in logs (it carries no secret: `checkBrokerUrl` refuses credentials). */
+export function describeBrokerUrl(text: string): string {
+  const url = new URL(text);
+  const port = url.port || (url.protocol === 'mqtts:' ? '8883' : '1883');
+  return `${url.protocol}//${url.hostname}:${port}`;
+}
 
 function readText(path: string, what: string): string {
   validatePath(path, what);

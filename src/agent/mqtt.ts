@@ -11,6 +11,7 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from '../log';
 import { LogLevel } from '../log';
 import { Backoff } from '../transport/retry';
+import { describeBrokerUrl } from './broker-flags';
 
 /** First reconnect within 1 s, then doubling up to a minute (full jitter, so a fleet does not reconnect in step). */
 export const BROKER_RETRY_BASE_MS = 1000;
@@ -49,28 +50,6 @@ export interface BrokerLink {
   isConnected(): boolean;
   /** Disconnects after the unacknowledged messages were sent (bounded) and stops reconnecting. */
   close(): Promise<void>;
-}
-
-/** A usage problem with the URL, as one line. */
-export function checkBrokerUrl(text: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return `invalid MQTT URL '${text}': expected mqtts://HOST[:PORT]`;
-  }
-  if (url.protocol !== 'mqtts:' && url.protocol !== 'mqtt:') return `invalid MQTT URL '${url.protocol}//…': the scheme must be mqtts:// (or mqtt:// without TLS)`;
-  if (url.hostname === '') return `invalid MQTT URL '${text}': no host`;
-  if (url.username !== '' || url.password !== '') return 'invalid MQTT URL: user names and passwords are not supported in it; authenticate with a client certificate';
-  if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') return `invalid MQTT URL '${text}': it takes no path or query`;
-  return undefined;
-}
-
-/** How the URL is shown in logs (it carries no secret: `checkBrokerUrl` refuses credentials). */
-export function describeBrokerUrl(text: string): string {
-  const url = new URL(text);
-  const port = url.port || (url.protocol === 'mqtts:' ? '8883' : '1883');
-  return `${url.protocol}//${url.hostname}:${port}`;
 }
 
 function errorText(err: Error): string {
