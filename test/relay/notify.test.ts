@@ -1,16 +1,23 @@
 /**
  * The relay's notifier against a real mosquitto (TLS, client certificates): the cloud's payload on
- * the thing's topic with QoS 1, nothing for a thing name that is not one, and a notification made
- * while the broker connection is down is delivered after the reconnect.
+ * the thing's topic with QoS 1, nothing for a thing name that is not one, a notification made
+ * while the broker connection is down delivered after the reconnect; and the relay calling it on
+ * OpenTunnel and RotateTunnelAccessToken through the management API (AWS SDK).
  */
-import { EventEmitter } from 'node:events';
+import { spawn } from 'node:child_process';
+import { EventEmitter, once } from 'node:events';
+import { Agent } from 'node:https';
+import { IoTSecureTunnelingClient, OpenTunnelCommand, RotateTunnelAccessTokenCommand } from '@aws-sdk/client-iotsecuretunneling';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectBroker, type BrokerLink } from '../../src/agent/mqtt';
 import { Logger } from '../../src/log';
 import { mqttNotifier, type TunnelNotifier } from '../../src/relay/notify';
+import { startRelay } from '../../src/relay/server';
 import { Broker, TestPki, type Credential } from '../agent/broker';
 import { Lines } from '../agent/lines';
+import { CLI } from '../helpers/child';
 import { waitUntil, within } from '../helpers/wait';
 
 interface Ctx {
@@ -22,6 +29,8 @@ interface Ctx {
   notifier?: TunnelNotifier;
   lines: Lines;
 }
+
+const CREDENTIALS = { accessKeyId: 'AKIDNOTIFYTEST', secretAccessKey: 'notify-test-secret-key-0123456789' };
 
 const test = suite<Ctx>('relay notifier: tunnel notifications over MQTT');
 
@@ -100,6 +109,59 @@ test('a notification made while the broker connection is down is delivered after
   assert.is(ctx.received[0].topic, '$aws/things/pi3/tunnels/notify');
   assert.is(JSON.parse(ctx.received[0].payload).clientAccessToken, 'AQGtoken-offline');
   assert.match(ctx.lines.text.slice(mark), /connected to mqtts:\/\/127\.0\.0\.1:\d+ as relay/);
+});
+
+test('the relay notifies on OpenTunnel with a thing name and on destination rotations, not otherwise', async (ctx) => {
+  const relay = await startRelay({ port: 0, tls: 'self-signed', credentials: CREDENTIALS, log: new Logger({ level: 0 }), notifier: ctx.notifier });
+  const agent = new Agent({ ca: relay.caPem, keepAlive: false });
+  const sdk = new IoTSecureTunnelingClient({
+    region: 'us-east-1', endpoint: `https://127.0.0.1:${relay.port}`, credentials: CREDENTIALS, maxAttempts: 1,
+    requestHandler: new NodeHttpHandler({ httpsAgent: agent }),
+  });
+  try {
+    // Messages from one publisher arrive in order: each awaited one shows nothing came before it.
+    await sdk.send(new OpenTunnelCommand({ destinationConfig: { services: ['SSH'] } }));
+    const opened = await sdk.send(new OpenTunnelCommand({ destinationConfig: { thingName: 'pi1', services: ['SSH', 'VNC'] } }));
+    await nextMessage(ctx, 1);
+    assert.is(ctx.received[0].topic, '$aws/things/pi1/tunnels/notify');
+    assert.equal(JSON.parse(ctx.received[0].payload), { clientAccessToken: opened.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH', 'VNC'] });
+
+    await sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: opened.tunnelId, clientMode: 'SOURCE' }));
+    const rotated = await sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: opened.tunnelId, clientMode: 'DESTINATION' }));
+    await nextMessage(ctx, 2);
+    assert.is(ctx.received[1].topic, '$aws/things/pi1/tunnels/notify');
+    assert.is(JSON.parse(ctx.received[1].payload).clientAccessToken, rotated.destinationAccessToken);
+    assert.not.equal(rotated.destinationAccessToken, opened.destinationAccessToken);
+
+    // RotateTunnelAccessToken's destinationConfig names the thing (and services) to notify.
+    const moved = await sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: opened.tunnelId, clientMode: 'ALL', destinationConfig: { thingName: 'pi2', services: ['SSH'] } }));
+    await nextMessage(ctx, 3);
+    assert.is(ctx.received[2].topic, '$aws/things/pi2/tunnels/notify');
+    assert.equal(JSON.parse(ctx.received[2].payload), { clientAccessToken: moved.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'] });
+    assert.is(ctx.received.length, 3);
+  } finally {
+    sdk.destroy();
+    agent.destroy();
+    await relay.close();
+  }
+});
+
+test('`localproxy relay` refuses bad --mqtt-* flags with one line and exit 2', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--mqtt-cert', '/etc/hostname'], /localproxy relay: --mqtt-cert needs --mqtt-url \(try 'localproxy relay --help'\)/],
+    [['--mqtt-url', 'http://broker'], /the scheme must be mqtts:\/\//],
+    [['--mqtt-url', 'mqtts://broker', '--mqtt-key', '/etc/hostname'], /--mqtt-cert and --mqtt-key must be given together/],
+    [['--mqtt-url', 'mqtts://broker', '--mqtt-ca', '/nonexistent.pem'], /cannot read --mqtt-ca '\/nonexistent\.pem': ENOENT/],
+  ];
+  for (const [args, expected] of cases) {
+    const child = spawn(process.execPath, [CLI, 'relay', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d; });
+    const [code] = await within(once(child, 'close'), 15_000, `relay ${args.join(' ')}`);
+    assert.is(code, 2, `${args.join(' ')}: ${stderr}`);
+    assert.match(stderr, expected);
+    assert.is(stderr.trim().split('\n').length, 1, stderr);
+  }
 });
 
 test.run();
