@@ -120,7 +120,8 @@ test('bad notifications (not JSON, wrong mode, unknown service, 1 MB) are each l
   await startSubscribed(ctx);
   const tunnel = openTunnel(ctx);
   const secretish = tunnel.destinationAccessToken;
-  await ctx.publisher.publish(TOPIC, `{"clientAccessToken": "${secretish}", "clientMode": destination`);
+  // Unquoted, so that JSON.parse's message would quote the start of the token.
+  await ctx.publisher.publish(TOPIC, `{"clientAccessToken": ${secretish}, "clientMode": "destination"}`);
   await notify(ctx, secretish, { clientMode: 'source' });
   await notify(ctx, secretish, { services: ['VNC'] });
   await ctx.publisher.publish(TOPIC, JSON.stringify({ clientAccessToken: secretish, clientMode: 'destination', region: 'local', services: ['SSH'], padding: 'x'.repeat(1 << 20) }));
@@ -134,6 +135,7 @@ test('bad notifications (not JSON, wrong mode, unknown service, 1 MB) are each l
   assert.is(ctx.lines.count('tunnel 1: starting'), 1, 'only the good notification started a tunnel');
   assert.not.match(ctx.lines.text, /tunnel 2/);
   await echoThrough(ctx, tunnel.sourceAccessToken);
+  for (let i = 0; i + 8 <= secretish.length; i++) assert.not.ok(ctx.lines.text.includes(secretish.slice(i, i + 8)), 'not even 8 characters of the token are logged');
 });
 
 test('a flood of bad notifications is rate-limited: 5 lines, and the agent keeps working', async (ctx) => {
