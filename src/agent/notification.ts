@@ -42,6 +42,11 @@ export function encodeNotification(n: TunnelNotification): string {
   return JSON.stringify({ clientAccessToken: n.clientAccessToken, clientMode: n.clientMode, region: n.region, services: n.services });
 }
 
+/** A value from the payload, quoted, escaped and cut: whoever can publish to the topic chooses it. */
+function shown(value: string): string {
+  return JSON.stringify(value.length > 32 ? `${value.slice(0, 32)}…` : value);
+}
+
 function invalid(reason: string): BadNotification {
   return { kind: 'invalid', reason };
 }
@@ -75,7 +80,7 @@ export function parseNotification(payload: Uint8Array, regionRequired: boolean):
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return { kind: 'not JSON', reason: 'a notification is not a JSON object' };
   const fields = value as Record<string, unknown>;
   if (fields.clientMode !== 'destination') {
-    const mode = typeof fields.clientMode === 'string' ? JSON.stringify(fields.clientMode.slice(0, 32)) : 'missing';
+    const mode = typeof fields.clientMode === 'string' ? shown(fields.clientMode) : 'missing';
     return { kind: 'wrong mode', reason: `clientMode is ${mode}, not "destination"` };
   }
   const token = fields.clientAccessToken;
@@ -86,16 +91,15 @@ export function parseNotification(payload: Uint8Array, regionRequired: boolean):
   if (typeof fields.region === 'string') region = fields.region;
   else if (fields.region !== undefined) return invalid('region is not a string');
   if (regionRequired) {
-    const regionProblem = check(() => validateRegion(region));
-    if (regionProblem) return invalid(`${regionProblem} (give --proxy-endpoint to use a relay of your own)`);
+    if (region === '') return invalid('region is missing or empty (give --proxy-endpoint to use a relay of your own)');
+    if (check(() => validateRegion(region))) return invalid(`region ${shown(region)} is not a region name (lowercase letters, digits and hyphens)`);
   }
   const services = fields.services;
   if (!Array.isArray(services) || services.length === 0) return invalid('services is missing or empty');
   if (services.length > MAX_NOTIFIED_SERVICES) return invalid(`${services.length} services, more than ${MAX_NOTIFIED_SERVICES}`);
   for (const id of services) {
     if (typeof id !== 'string' || id === '') return invalid('a service id is not a non-empty string');
-    const idProblem = check(() => validateServiceId(id));
-    if (idProblem) return invalid(idProblem.slice(0, 200));
+    if (check(() => validateServiceId(id))) return invalid(`service id ${shown(id)} is not 1-128 of a-z A-Z 0-9 _ -`);
   }
   if (new Set(services).size !== services.length) return invalid('a service id is listed twice');
   return { clientAccessToken: token, clientMode: 'destination', region, services: services as string[] };

@@ -185,7 +185,7 @@ test('without --proxy-endpoint the region picks the endpoint, and a notification
   await startSubscribed(ctx, { endpoint: undefined, settings });
   const tunnel = openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken, { region: undefined });
-  await ctx.lines.waitFor(/ignored a notification: Region cannot be empty \(give --proxy-endpoint/, 10_000, 'missing region refused');
+  await ctx.lines.waitFor(/ignored a notification: region is missing or empty \(give --proxy-endpoint/, 10_000, 'missing region refused');
   await notify(ctx, tunnel.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
   await echoThrough(ctx, tunnel.sourceAccessToken);
