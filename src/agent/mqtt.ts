@@ -8,8 +8,7 @@
  * Used by `localproxy agent` (subscribe) and by the relay's notifier (publish).
  */
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import type { Logger } from '../log';
-import { LogLevel } from '../log';
+import { LogLevel, type Logger } from '../log';
 import { Backoff } from '../transport/retry';
 import { describeBrokerUrl } from './broker-flags';
 
@@ -39,7 +38,7 @@ export interface BrokerOptions {
 export interface BrokerHooks {
   /** Topics (QoS 1) subscribed after every connect, since a clean session starts with none. */
   subscribe?: string[];
-  /** Called once the subscriptions were granted (or at once without any). */
+  /** Called after every connect, once the subscriptions were granted (at once without any). */
   onReady?: () => void;
   onMessage?: (topic: string, payload: Buffer) => void;
 }
@@ -47,7 +46,6 @@ export interface BrokerHooks {
 export interface BrokerLink {
   /** QoS 1; resolves once the broker acknowledged it. Queued while disconnected and sent after the reconnect. */
   publish(topic: string, payload: string): Promise<void>;
-  isConnected(): boolean;
   /** Disconnects after the unacknowledged messages were sent (bounded) and stops reconnecting. */
   close(): Promise<void>;
 }
@@ -55,6 +53,12 @@ export interface BrokerLink {
 function errorText(err: Error): string {
   const code = (err as NodeJS.ErrnoException).code;
   return code && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+}
+
+/** MQTT.js reports a SUBACK with a failure code (0x80 and up) as an error that carries the SUBACK. */
+function isRefusal(err: Error | null | undefined): boolean {
+  const granted = (err as { packet?: { granted?: unknown } } | null | undefined)?.packet?.granted;
+  return Array.isArray(granted) && granted.some((code) => typeof code === 'number' && code >= 0x80);
 }
 
 export function connectBroker(options: BrokerOptions, hooks: BrokerHooks = {}): BrokerLink {
@@ -108,27 +112,36 @@ export function connectBroker(options: BrokerOptions, hooks: BrokerHooks = {}): 
     log.limited(LogLevel.WARNING, 'broker error', `cannot connect to ${where} as ${options.clientId}: ${text}`);
   }
 
-  function onConnect(): void {
+  /** The backoff starts over only once the connection is useful, so a refused subscription keeps backing off. */
+  function ready(): void {
     backoff.reset();
+    hooks.onReady?.();
+  }
+
+  function onConnect(): void {
     wasConnected = true;
     log.info(`connected to ${where} as ${options.clientId}`);
     const topics = hooks.subscribe ?? [];
     if (topics.length === 0) {
-      hooks.onReady?.();
+      ready();
       return;
     }
-    client.subscribe(topics, { qos: 1 }, (err, granted) => {
-      if (err) {
-        if (!closing) log.error(`subscribing to ${topics.join(', ')} failed: ${err.message}`);
+    client.subscribe(topics, { qos: 1 }, (err) => {
+      if (closing) return;
+      if (isRefusal(err)) {
+        // A connection that hears nothing is of no use: start over, so a fixed policy is picked up.
+        log.limited(LogLevel.ERROR, 'broker subscription refused', `the broker refused the subscription to ${topics.join(', ')} (does the policy of ${options.clientId} allow it?); reconnecting`);
+        wasConnected = false;
+        client.stream.destroy();
         return;
       }
-      const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
-      if (refused.length > 0) {
-        log.error(`the broker refused the subscription to ${refused.join(', ')} (does the policy of ${options.clientId} allow it?)`);
+      if (err) {
+        // The connection went away meanwhile; the reconnect subscribes again.
+        log.warn(`subscribing to ${topics.join(', ')} failed: ${err.message}`);
         return;
       }
       log.info(`subscribed to ${topics.join(', ')}`);
-      hooks.onReady?.();
+      ready();
     });
   }
 
@@ -147,7 +160,6 @@ export function connectBroker(options: BrokerOptions, hooks: BrokerHooks = {}): 
         client.publish(topic, payload, { qos: 1 }, (err) => (err ? reject(err) : resolve()));
       });
     },
-    isConnected: () => client.connected,
     async close() {
       if (closing) return;
       closing = true;

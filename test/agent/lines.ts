@@ -14,7 +14,10 @@ export class Lines extends EventEmitter {
 
   /** Resolves once `pattern` matches the text after offset `from`. */
   waitFor(pattern: RegExp, ms: number, what: string, from = 0): Promise<void> {
-    return waitUntil(this, 'line', () => pattern.test(this.text.slice(from)), ms, `${what} (agent log:\n${this.text.slice(-3000)})`);
+    // The log is shown as it is when the bound runs out, not as it was when the wait began.
+    return waitUntil(this, 'line', () => pattern.test(this.text.slice(from)), ms, what).catch((err: Error) => {
+      throw new Error(`${err.message} (agent log:\n${this.text.slice(-3000)})`);
+    });
   }
 
   /** Lines (after `from`) containing `text`. */
