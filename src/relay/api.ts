@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log';
+import { printable } from '../printable';
 import { verifySigV4, type Credentials } from './sigv4';
 import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord, type TunnelRegistry } from './tunnels';
 
@@ -20,7 +21,10 @@ export interface ApiContext {
   credentials?: Credentials;
   log: Logger;
   /** Opens tunnels through the relay so they are logged the same way as in-process ones. */
-  relay: { openTunnel(req?: OpenTunnelRequest): OpenedTunnel };
+  relay: {
+    openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
+    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { thingName?: string; services?: string[] }): { sourceAccessToken?: string; destinationAccessToken?: string };
+  };
 }
 
 class ApiError extends Error {
@@ -132,7 +136,12 @@ function runOperation(op: string, input: Record<string, unknown>, ctx: ApiContex
     case 'RotateTunnelAccessToken': {
       const tunnelId = str(input, 'tunnelId')!;
       const mode = str(input, 'clientMode') as ClientMode;
-      const tokens = registry.rotate(tunnelId, mode);
+      // Through the relay: a destinationConfig.thingName (else the tunnel's) is notified of the new token.
+      const destination = (input.destinationConfig ?? {}) as { services?: unknown; thingName?: unknown };
+      const tokens = ctx.relay.rotateAccessToken(tunnelId, mode, {
+        thingName: typeof destination.thingName === 'string' ? destination.thingName : undefined,
+        services: Array.isArray(destination.services) ? destination.services.filter((id): id is string => typeof id === 'string') : undefined,
+      });
       return { tunnelArn: registry.get(tunnelId).tunnelArn, ...tokens };
     }
     default:
@@ -167,7 +176,7 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
     else if (err instanceof RegistryError) apiError = new ApiError(err.type === 'ResourceNotFoundException' ? 404 : 400, err.type, err.message);
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');
     if (apiError.status === 500) ctx.log.error(`api: ${op || 'request'} failed: ${(err as Error).message}`);
-    else ctx.log.info(`api: ${op || 'request'} refused: ${apiError.type}: ${apiError.message}`);
+    else ctx.log.info(`api: ${op || 'request'} refused: ${apiError.type}: ${printable(apiError.message)}`);
     if (!res.headersSent) send(res, apiError.status, { __type: apiError.type, message: apiError.message }, apiError.type);
   }
 }

@@ -89,8 +89,9 @@ export async function connectWithRetry(options: ProxyOptions, retry: RetryOption
       error = err;
     }
     const message = log.scrub(error.message);
-    log.error(message);
+    // A refusal is logged once, with its hint, by whoever ends the run with this outcome.
     if (error.refused) return { kind: 'refused', message: log.scrub(`${error.message}; ${error.hint ?? 'check the access token'}`), error };
+    log.error(message);
     if (allowed !== -1 && retries >= allowed) {
       const tries = allowed === 0 ? 'retries are disabled (websocket.connect_retry_count is 0)' : `gave up after ${allowed} ${allowed === 1 ? 'retry' : 'retries'}`;
       return { kind: 'gave-up', message: `Could not connect to ${endpoint}: ${message} (${tries})`, error };

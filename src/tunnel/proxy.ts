@@ -15,6 +15,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../log';
 import type { ProxyOptions, SourceTarget } from '../options';
+import { printable } from '../printable';
 import { CLOSE_ABNORMAL, CLOSE_NORMAL } from '../protocol/constants';
 import { Backoff, connectWithRetry, startKeepalive, type ServiceConnection } from '../transport';
 import { connectDestination } from './destination';
@@ -175,8 +176,8 @@ class Runner implements LocalProxy {
     if (state.name === 'closing') return this.finish(state.outcome);
     if (state.name !== 'session' || state.link !== link) return;
     if (code !== CLOSE_ABNORMAL) {
-      this.log.info(`Web socket close received. Code: ${code}; Reason: ${reason}`);
-      return this.finish({ kind: 'tunnel-closed', message: `the service closed the tunnel (code ${code}${reason ? `: ${reason}` : ''})` });
+      this.log.info(`Web socket close received. Code: ${code}; Reason: ${printable(reason)}`);
+      return this.finish({ kind: 'tunnel-closed', message: `the service closed the tunnel (code ${code}${reason ? `: ${printable(reason)}` : ''})` });
     }
     const channel = link.conn.channelId ? ` (web socket session ID: ${link.conn.channelId})` : '';
     const lost = `the service connection was lost: ${link.lostReason ?? 'it ended without a close frame'}${channel}`;
