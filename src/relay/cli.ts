@@ -26,6 +26,10 @@ Options:
   --tls-key FILE            PEM private key for --tls-cert
   --plain                   Serve ws:// without TLS (local experiments only)
   --state FILE              Keep open tunnels in FILE across restarts (token hashes only)
+  --bandwidth BYTES_PER_S   Carry at most this many bytes per second in each direction of
+                            every tunnel, as the cloud limits a tunnel (800000 is its class of
+                            limit): a peer sending faster is not read until it is back within
+                            the rate, so the excess waits in its own socket buffers
   --credentials-file FILE   Management API credentials: lines "aws_access_key_id = ..." and
                             "aws_secret_access_key = ..." (default: the environment variables
                             LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY)
@@ -51,6 +55,7 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'tls-key', value: true },
   { name: 'plain', value: false },
   { name: 'state', value: true },
+  { name: 'bandwidth', value: true },
   { name: 'credentials-file', value: true },
   { name: 'verbose', short: 'v', value: true },
   { name: 'help', short: 'h', value: false },
@@ -115,6 +120,12 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
     options.tls = 'self-signed';
   }
   options.statePath = stringOption(args, 'state');
+  const bandwidth = stringOption(args, 'bandwidth');
+  if (bandwidth !== undefined) {
+    const rate = /^\d{1,15}$/.test(bandwidth) ? Number(bandwidth) : NaN;
+    if (!(rate >= 1024)) throw usageError(`invalid --bandwidth '${bandwidth}': expected bytes per second, at least 1024 (e.g. 800000)`);
+    options.bandwidth = rate;
+  }
   const credentialsFile = stringOption(args, 'credentials-file');
   if (credentialsFile !== undefined) {
     options.credentials = parseCredentialsFile(readText(credentialsFile, 'credentials file'), credentialsFile);
@@ -170,6 +181,7 @@ export async function runRelayCli(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  if (options.bandwidth) log.info(`each direction of every tunnel is limited to ${options.bandwidth} bytes/s (--bandwidth)`);
   process.stdout.write(`localproxy relay listening on ${relay.url}\n`);
   await stopped;
   await relay.close();

@@ -4,9 +4,11 @@
  * message, normalised (V1 service ids), re-framed and forwarded in order to the other peer,
  * several frames per WebSocket message up to 131076 bytes.
  *
- * Flow control: when the receiving peer's unsent bytes pass HIGH_WATER_BYTES the sending
- * peer's socket is paused, and resumed once they fall below LOW_WATER_BYTES. Nothing else
- * queues, so memory per tunnel stays bounded.
+ * Flow control: when the receiving peer's unsent bytes pass its high-water mark the sending
+ * peer's socket is paused, and resumed once they fall below a quarter of it. Nothing else
+ * queues, so memory per tunnel stays bounded. The mark is HIGH_WATER_BYTES, or with a
+ * bandwidth (`--bandwidth`) a bound in time at that rate (bandwidth.ts), and then each
+ * sender is also read no faster than the rate.
  */
 import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
@@ -16,12 +18,14 @@ import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { validateMessage } from '../protocol/validate';
+import { queueBoundBytes, TokenBucket } from './bandwidth';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
-/** Pause the sender while the receiver has more than this many bytes not yet written to its socket. */
+/**
+ * Pause the sender while the receiver has more than this many bytes not yet written to its
+ * socket (without a bandwidth); resume it below a quarter of it.
+ */
 export const HIGH_WATER_BYTES = 256 * 1024;
-/** Resume the sender when the receiver's unsent bytes drop below this. */
-export const LOW_WATER_BYTES = 64 * 1024;
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
 /** Bounds of the ping interval towards a peer we hold back (half its own ping interval). */
@@ -47,6 +51,8 @@ export interface PeerInit {
   version: ProtocolVersion;
   channelId: string;
   log: Logger;
+  /** Bytes per second this peer may send (`--bandwidth`); undefined: unlimited. */
+  bandwidth?: number;
 }
 
 /** Runtime state of one open tunnel: its connected peers and the streams between them. */
@@ -142,8 +148,15 @@ export class Peer {
   private readonly decoder = new FrameDecoder();
   /** Bytes handed to ws.send whose write callback has not run yet. */
   private unsent = 0;
+  /** Above this many unsent bytes, senders to this peer are paused; resumed below a quarter of it. */
+  private readonly highWater: number;
   /** Peers paused because this peer's backlog is above the high-water mark. */
   private readonly pausedSenders = new Set<Peer>();
+  /** Why this peer is not read: its receiver's backlog, its bandwidth budget (either or both). */
+  private heldForBacklog = false;
+  private heldForBandwidth = false;
+  private readonly bucket?: TokenBucket;
+  private bandwidthTimer?: NodeJS.Timeout;
   private closing = false;
   private readonly startedAt = Date.now();
   /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
@@ -152,6 +165,9 @@ export class Peer {
   /** Our pings to this peer while its reading is paused (see startHeartbeat). */
   private heartbeat?: NodeJS.Timeout;
   private heartbeatInFlight = false;
+  /** A pong handed to ws and not yet written, and the latest ping received meanwhile. */
+  private pongInFlight = false;
+  private pendingPing?: Buffer;
 
   constructor(link: TunnelLink, init: PeerInit) {
     this.link = link;
@@ -161,6 +177,8 @@ export class Peer {
     this.version = init.version;
     this.channelId = init.channelId;
     this.log = init.log;
+    this.highWater = queueBoundBytes(init.bandwidth, HIGH_WATER_BYTES);
+    if (init.bandwidth) this.bucket = new TokenBucket(init.bandwidth, Date.now());
     this.onWsMessage = this.onWsMessage.bind(this);
     this.onWsClose = this.onWsClose.bind(this);
     this.onWsPing = this.onWsPing.bind(this);
@@ -180,6 +198,7 @@ export class Peer {
     if (this.closing) return;
     this.closing = true;
     this.resumeReading();
+    this.releaseBandwidthHold();
     try {
       this.ws.close(code, reason);
     } catch {
@@ -205,11 +224,56 @@ export class Peer {
     }
   }
 
+  /** The receiver's backlog no longer holds this peer back. */
   resumeReading(): void {
     this.stopHeartbeat();
-    if (!this.ws.isPaused) return;
+    if (!this.heldForBacklog) return;
+    this.heldForBacklog = false;
     this.log.debug('resumed reading');
-    this.ws.resume();
+    this.applyHolds();
+  }
+
+  /** ws is paused while anything holds the peer back, and resumed when nothing does. */
+  private applyHolds(): void {
+    const hold = this.heldForBacklog || this.heldForBandwidth;
+    if (hold && !this.ws.isPaused) this.ws.pause();
+    else if (!hold && this.ws.isPaused) this.ws.resume();
+  }
+
+  /**
+   * `--bandwidth`: bytes read from this peer are charged to its bucket; while the bucket is in
+   * debt the peer is not read, so what it sends beyond the rate waits in its own socket
+   * buffers, in front of its pings, as in front of the cloud. The relay's ping answers are
+   * never held: a ping is answered when it is read.
+   */
+  private charge(bytes: number): void {
+    if (!this.bucket || this.closing) return;
+    const now = Date.now();
+    this.bucket.take(bytes, now);
+    if (this.heldForBandwidth) return;
+    const wait = this.bucket.waitMs(now);
+    if (wait <= 0) return;
+    this.heldForBandwidth = true;
+    this.applyHolds();
+    this.bandwidthTimer = setTimeout(this.onBandwidthTimer, wait);
+  }
+
+  private readonly onBandwidthTimer = (): void => {
+    this.bandwidthTimer = undefined;
+    const wait = this.bucket!.waitMs(Date.now());
+    if (wait > 0 && !this.closing) {
+      this.bandwidthTimer = setTimeout(this.onBandwidthTimer, wait);
+      return;
+    }
+    this.releaseBandwidthHold();
+  };
+
+  private releaseBandwidthHold(): void {
+    clearTimeout(this.bandwidthTimer);
+    this.bandwidthTimer = undefined;
+    if (!this.heldForBandwidth) return;
+    this.heldForBandwidth = false;
+    this.applyHolds();
   }
 
   /**
@@ -240,7 +304,7 @@ export class Peer {
 
   private onSent(length: number): void {
     this.unsent -= length;
-    if (this.unsent < LOW_WATER_BYTES && this.pausedSenders.size > 0) {
+    if (this.unsent < this.highWater / 4 && this.pausedSenders.size > 0) {
       for (const sender of this.pausedSenders) sender.resumeReading();
       this.pausedSenders.clear();
     }
@@ -250,10 +314,29 @@ export class Peer {
     const now = Date.now();
     if (this.lastPingAt > 0) this.pingIntervalMs = now - this.lastPingAt;
     this.lastPingAt = now;
+    // The cloud counts pings towards the tunnel's bandwidth (V3 guide): frame header + payload.
+    this.charge(data.length + 6);
     // The server runs with autoPong off so that setFaults({answerPings:false}) can stop answering.
-    // A peer that pings but never reads gets no more pongs once its backlog is full.
-    if (this.answerPings && this.ws.readyState === this.ws.OPEN && this.ws.bufferedAmount < HIGH_WATER_BYTES) this.ws.pong(data);
+    if (!this.answerPings || this.ws.readyState !== this.ws.OPEN) return;
+    // A ping is answered when it is read, as the cloud does: its pong follows only what was
+    // already sent to this peer. One pong waits at a time; pings read meanwhile are answered
+    // by one pong for the latest (RFC 6455 5.5.3), so a peer that pings but never reads costs
+    // one pending pong.
+    if (this.pongInFlight) this.pendingPing = data;
+    else this.sendPong(data);
   }
+
+  private sendPong(data: Buffer): void {
+    this.pongInFlight = true;
+    this.ws.pong(data, undefined, this.onPongWritten);
+  }
+
+  private readonly onPongWritten = (err?: Error): void => {
+    this.pongInFlight = false;
+    const next = this.pendingPing;
+    this.pendingPing = undefined;
+    if (!err && next && this.answerPings && this.ws.readyState === this.ws.OPEN) this.sendPong(next);
+  };
 
   private onWsError(err: Error): void {
     // ws closes the connection after a protocol error (bad frame, message too large).
@@ -265,6 +348,7 @@ export class Peer {
     if (!isBinary) return this.violation('text frames are not allowed');
     const chunk = data as Buffer;
     this.bytesIn += chunk.length;
+    this.charge(chunk.length);
     const other = this.detached ? undefined : this.link.other(this.mode);
     const forward: Buffer[] = [];
     const replies: Buffer[] = [];
@@ -292,9 +376,10 @@ export class Peer {
     // reading while its writes are blocked (an echo server) then deadlocks the whole tunnel.
     const receivers = replies.length > 0 ? (other ? [other, this] : [this]) : other ? [other] : [];
     for (const receiver of receivers) {
-      if (receiver.unsent > HIGH_WATER_BYTES && !this.ws.isPaused) {
+      if (receiver.unsent > receiver.highWater && !this.heldForBacklog) {
         this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
-        this.ws.pause();
+        this.heldForBacklog = true;
+        this.applyHolds();
         this.startHeartbeat();
         receiver.pausedSenders.add(this);
       }
@@ -341,6 +426,7 @@ export class Peer {
     this.ws.off('ping', this.onWsPing);
     this.ws.off('close', this.onWsClose);
     this.stopHeartbeat();
+    this.releaseBandwidthHold();
     this.decoder.reset();
     const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(1);
     this.log.info(`disconnected (code ${code}) after ${seconds} s: received ${this.bytesIn} bytes, sent ${this.bytesOut} bytes`);

@@ -27,6 +27,11 @@ export interface RelayOptions {
   log?: Logger;
   /** Sends the destination token to the tunnel's thing on open and on rotation (src/relay/notify.ts). */
   notifier?: TunnelNotifier;
+  /**
+   * `--bandwidth`: bytes per second each direction of every tunnel may carry, as the cloud
+   * limits a tunnel (src/relay/bandwidth.ts). Undefined or 0: unlimited.
+   */
+  bandwidth?: number;
 }
 
 export interface RelayFaults {
@@ -83,6 +88,7 @@ class RelayServer implements Relay {
   private readonly log: Logger;
   private readonly credentials?: Credentials;
   private readonly notifier?: TunnelNotifier;
+  private readonly bandwidth?: number;
   private faults: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
 
   constructor(options: RelayOptions) {
@@ -90,6 +96,10 @@ class RelayServer implements Relay {
     this.host = options.host ?? DEFAULT_HOST;
     this.credentials = options.credentials;
     this.notifier = options.notifier;
+    if (options.bandwidth !== undefined && !(Number.isSafeInteger(options.bandwidth) && options.bandwidth >= 0)) {
+      throw new RangeError(`bandwidth must be a whole number of bytes per second, got ${options.bandwidth}`);
+    }
+    this.bandwidth = options.bandwidth || undefined;
     this.registry = new TunnelRegistry({
       statePath: options.statePath,
       onSaveProblem: (message, ok) => (ok ? this.log.info(message) : this.log.error(message)),
@@ -267,7 +277,7 @@ class RelayServer implements Relay {
     const log = this.log.fork(`tunnel ${tunnelId} ${mode}`);
     const replacing = link.peers[mode] !== undefined;
     log.info(`${replacing ? 'reconnected, replacing the previous connection' : 'connected'} (channel ${channelId}, ${accepted.subprotocol}, from ${socket.remoteAddress})`);
-    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log });
+    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, bandwidth: this.bandwidth });
     peer.answerPings = this.faults.answerPings;
   }
 

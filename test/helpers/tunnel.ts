@@ -26,6 +26,8 @@ export interface TunnelSpec {
   destOptions?: Partial<ProxyOptions>;
   /** Bound for both proxies' `ready`; default 10 s. */
   readyTimeoutMs?: number;
+  /** The relay's `bandwidth` (bytes per second per tunnel direction, `--bandwidth`); default unlimited. */
+  bandwidth?: number;
 }
 
 export interface Tunnel {
@@ -60,12 +62,12 @@ export function proxyOptions(relay: Relay, mode: ProxyOptions['mode'], accessTok
   };
 }
 
-export async function startRelayForTests(): Promise<Relay> {
-  return startRelay({ port: 0, tls: 'self-signed', log: testLogger('relay') });
+export async function startRelayForTests(options: { bandwidth?: number } = {}): Promise<Relay> {
+  return startRelay({ port: 0, tls: 'self-signed', log: testLogger('relay'), ...options });
 }
 
 export async function startTunnel(spec: TunnelSpec): Promise<Tunnel> {
-  const relay = await startRelayForTests();
+  const relay = await startRelayForTests({ bandwidth: spec.bandwidth });
   const services = spec.services ?? Object.keys(spec.destinationMap).filter((id) => id !== '');
   const tunnel = relay.openTunnel({ services });
   const sourceMap = spec.sourceMap ?? Object.fromEntries((services.length > 0 ? services : ['']).map((id) => [id, { kind: 'tcp', port: 0 } as ServiceTarget]));

@@ -50,6 +50,8 @@ for (const [args, pattern] of [
   [['--tls-cert', 'a.pem'], /--tls-cert and --tls-key must be given together/],
   [['--tls-cert', '/nonexistent/a.pem', '--tls-key', '/nonexistent/k.pem'], /cannot read certificate '\/nonexistent\/a.pem': ENOENT/],
   [['-v', '9'], /invalid --verbose/],
+  [['--bandwidth', 'fast'], /invalid --bandwidth 'fast': expected bytes per second, at least 1024/],
+  [['--bandwidth', '100'], /invalid --bandwidth '100'/],
 ] as Array<[string[], RegExp]>) {
   cli(`bad usage exits 2 with one line: ${args.join(' ')}`, async () => {
     const r = await inProcess(runRelayCli, args);
