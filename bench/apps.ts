@@ -7,7 +7,8 @@
  *   'E'                echo every byte back
  *   'S' <u64 LE n>     sink n bytes, answer <u64 LE n><sha256 of them>; may repeat ('S' again)
  *   'L' <u32 LE rate>  read at most `rate` bytes/s for ever, checking every byte against the pattern
- *   'D' <u64 LE n>     send n bytes of the pattern (a download; the client checks count and sha256)
+ *   'D' <u64 LE n>     send n bytes of the pattern (a download; the client checks count and sha256);
+ *                      may repeat ('D' again once the client has them all)
  *
  * Uploads carry a deterministic pattern: 256 KiB chunks of one random block, each stamped with its
  * chunk number in its first 8 bytes, so a dropped, repeated or reordered chunk changes the digest.
@@ -166,7 +167,7 @@ class AppConnection {
           }
           void sendPattern(this.socket, Number(buf.readBigUInt64LE(0))).catch(() => this.socket.destroy());
           buf = EMPTY;
-          this.state = ECHO;
+          this.state = MODE;
           break;
       }
     }
@@ -298,6 +299,10 @@ export interface UploadOptions {
   segmentBytes?: number;
   /** Checked between segments: stop early when it returns true. */
   until?: () => boolean;
+  /** Called with the bytes confirmed so far, after each confirmed segment. */
+  onSegment?: (confirmedBytes: number) => void;
+  /** Ends the transfer at once (the connection is destroyed); resolves with what was confirmed, completed false. */
+  signal?: AbortSignal;
   limitMs: number;
 }
 
@@ -325,6 +330,7 @@ export function upload(port: number, options: UploadOptions): Promise<UploadResu
       if (err) reject(err);
       else resolve({ bytes: segmentsConfirmed * segmentBytes, seconds: secondsSince(startedNs), completed });
     }
+    options.signal?.addEventListener('abort', () => settle(undefined, false));
     socket.on('error', (err) => settle(new Error(`upload connection failed: ${err.message}`)));
     socket.on('close', () => settle(new Error(`upload connection closed after ${segmentsConfirmed} of ${segmentsSent} segments were confirmed`)));
     socket.on('data', (data: Buffer) => {
@@ -337,6 +343,7 @@ export function upload(port: number, options: UploadOptions): Promise<UploadResu
         }
         segmentsConfirmed++;
         replies = replies.subarray(40);
+        options.onSegment?.(segmentsConfirmed * segmentBytes);
       }
       if (sendingDone && segmentsConfirmed === segmentsSent) settle(undefined);
     });
@@ -392,6 +399,53 @@ export function download(port: number, bytes: number, limitMs: number): Promise<
     const header = Buffer.alloc(9);
     header.write('D', 0);
     header.writeBigUInt64LE(BigInt(bytes), 1);
+    socket.write(header);
+  });
+}
+
+/**
+ * Downloads the pattern in segments of `segmentBytes` ('D' again after each), each checked by
+ * count and sha256, until `until()` says so between segments; the time runs from the connect
+ * call to the last byte of the last segment.
+ */
+export function downloadSegments(port: number, options: Required<Pick<UploadOptions, 'segmentBytes' | 'until' | 'limitMs'>> & Pick<UploadOptions, 'onSegment' | 'signal'>): Promise<UploadResult> {
+  const { segmentBytes } = options;
+  const expected = patternDigest(segmentBytes);
+  const startedNs = process.hrtime.bigint();
+  const socket = connect(port);
+  const header = Buffer.alloc(9);
+  header.write('D', 0);
+  header.writeBigUInt64LE(BigInt(segmentBytes), 1);
+  let hash = createHash('sha256');
+  let received = 0;
+  let confirmed = 0;
+  return new Promise<UploadResult>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => settle(undefined, false), options.limitMs);
+    function settle(err?: Error, completed = true): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve({ bytes: confirmed, seconds: secondsSince(startedNs), completed });
+    }
+    options.signal?.addEventListener('abort', () => settle(undefined, false));
+    socket.on('error', (err) => settle(new Error(`download connection failed: ${err.message}`)));
+    socket.on('close', () => settle(new Error(`download connection closed after ${confirmed + received} bytes`)));
+    socket.on('data', (data: Buffer) => {
+      received += data.length;
+      if (received > segmentBytes) return settle(new Error(`integrity: received ${received} bytes in a segment of ${segmentBytes}`));
+      hash.update(data);
+      if (received < segmentBytes) return;
+      if (!hash.digest().equals(expected)) return settle(new Error('integrity: a downloaded segment has the wrong sha256'));
+      confirmed += segmentBytes;
+      received = 0;
+      hash = createHash('sha256');
+      options.onSegment?.(confirmed);
+      if (options.until()) return settle();
+      socket.write(header);
+    });
     socket.write(header);
   });
 }

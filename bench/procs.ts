@@ -71,8 +71,10 @@ export function profileChildren(dir: string): void {
   nodeFlags = ['--cpu-prof', `--cpu-prof-dir=${dir}`];
 }
 
-export function spawnChild(name: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  const child = spawn(process.execPath, [...nodeFlags, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts `node ARGS` (or `command ARGS` for another executable, such as the C++ reference). */
+export function spawnChild(name: string, args: string[], env: NodeJS.ProcessEnv, command?: string): Child {
+  const [file, argv] = command ? [command, args] : [process.execPath, [...nodeFlags, ...args]];
+  const child = spawn(file, argv, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   let exited = false;
   const waiters = new Set<() => void>();

@@ -3,6 +3,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { GiB, MiB, spread, type Spread } from './stats';
 import type { RunRecord } from './tunnel';
 
+/** One run of the echo-behind-bulk comparison over one path (bench/tunnel.ts runBehind). */
+export interface BehindRecord {
+  path: string;
+  capped: boolean;
+  /** up: source → destination side; down: the reverse; both: one of each at once; alone: an upload without echoes. */
+  direction: 'up' | 'down' | 'both' | 'alone';
+  /** p50/p99 in ms, rounds, upKBps/downKBps in kB/s. */
+  figures: Record<string, number>;
+}
+
 export interface Report {
   date: string;
   node: string;
@@ -21,7 +31,11 @@ export interface Report {
   afterRss: Record<string, number>;
   peakResettable: boolean;
   seconds: number;
+  /** Load averages (1 min) when the run started and ended: figures are only comparable on a quiet machine. */
+  load: { start: number; end: number };
   records: Record<string, RunRecord[]>;
+  behind: BehindRecord[];
+  behindSetup: { capBytesPerS: number; uncappedMs: number; cappedMs: number; uncappedSegment: number; cappedSegment: number; reference: boolean };
 }
 
 export const START_MARKER = '<!-- bench:tunnel:start -->';
@@ -129,7 +143,7 @@ export function renderTables(report: Report): string {
     'Uploads go from the source side to the destination side. `--quick` runs small sizes, `--only bulk1,echo` some',
     'workloads, `--profile DIR` writes V8 CPU profiles of the three processes.',
     '',
-    `Measured ${report.date} · Node ${report.node} · ${report.cpus} · ${report.kind}${report.quick ? ' · QUICK SIZES, not for comparison' : ''} · whole run ${Math.round(report.seconds)} s.`,
+    `Measured ${report.date} · Node ${report.node} · ${report.cpus} · load average ${report.load.start.toFixed(2)} at the start, ${report.load.end.toFixed(2)} at the end · ${report.kind}${report.quick ? ' · QUICK SIZES, not for comparison' : ''} · whole run ${Math.round(report.seconds)} s.`,
     '',
     '| workload | direct TCP | tunnel | tunnel ÷ direct |',
     '|---|---|---|---|',
@@ -143,9 +157,49 @@ export function renderTables(report: Report): string {
     '|---|---|---|---|---|---|---|---|---|---|',
     ...processRows,
     '',
+    ...renderBehind(report),
     ...notes,
     END_MARKER,
   ].join('\n');
+}
+
+const DIRECTION_TEXT: Record<BehindRecord['direction'], string> = {
+  alone: 'upload alone, no echoes',
+  up: 'upload (source → destination side)',
+  down: 'download (destination → source side)',
+  both: 'upload and download at once',
+};
+
+/** The echo-behind-bulk table: one row per path and direction, cells median (range) of the runs. */
+export function renderBehind(report: Report): string[] {
+  if (report.behind.length === 0) return [];
+  const { behindSetup: setup } = report;
+  const keys = [...new Set(report.behind.map((r) => `${r.capped ? 1 : 0}\u0000${r.path}\u0000${r.direction}`))];
+  const rows = keys.map((key) => {
+    const [capped, path, direction] = key.split('\u0000');
+    const runs = report.behind.filter((r) => `${r.capped ? 1 : 0}\u0000${r.path}\u0000${r.direction}` === key);
+    const f = (name: string) => cell(spread(runs.map((r) => r.figures[name] ?? NaN)));
+    const where = capped === '1' ? `${path}, capped` : path;
+    return `| ${where} | ${DIRECTION_TEXT[direction as BehindRecord['direction']]} | ${f('p50')} | ${f('p99')} | ${f('rounds')} | ${f('upKBps')} | ${f('downKBps')} |`;
+  });
+  const kB = (n: number) => `${n / 1000} kB/s`;
+  return [
+    '### Echo behind bulk',
+    '',
+    `1-byte echoes, one at a time, on one connection while bulk transfers run on other connections of`,
+    `the same tunnel (issue 13). Echoes are timed for ${setup.uncappedMs / 1000} s uncapped and ${setup.cappedMs / 1000} s capped, once every`,
+    `transfer has confirmed its first segment (${setup.uncappedSegment / MiB} MiB uncapped, ${setup.cappedSegment / 1024} KiB capped; each checked by sha256);`,
+    'a transfer\'s rate counts the segments confirmed while the echoes ran. "Capped": the relay runs with',
+    `\`--bandwidth ${setup.capBytesPerS}\` (${kB(setup.capBytesPerS)} per tunnel direction, the cloud's class of limit), so`,
+    'direct TCP has no capped row. The C++ reference v3.3.1 (which does not pace) runs the same paths',
+    `with the same relay${setup.reference ? '' : ' (not found on this machine: its rows are missing)'}. Goals: capped, echo p99 ≤ 150 ms while the upload moves ≥ 720 kB/s;`,
+    'uncapped, echo p99 ≤ 5 ms with the bulk rate no lower than before.',
+    '',
+    '| path | bulk transfer(s) | echo p50 (ms) | echo p99 (ms) | echoes | upload (kB/s) | download (kB/s) |',
+    '|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+  ];
 }
 
 /** Replaces the marked section of `file` (appends it at the end the first time). */

@@ -2,7 +2,7 @@
  * Tunnel benchmark (not a test): what the tunnel costs next to a direct TCP connection.
  *
  *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--no-write] [--json FILE]
- *                                     [--only bulk1,echo,...] [--profile DIR]
+ *                                     [--only bulk1,echo,...] [--profile DIR] [--target-delay MS]
  *
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
  * built CLI (`node dist/localproxy.cjs`) on loopback, one application server in this process, and runs every workload once over a
@@ -13,14 +13,14 @@
  * writes the docs); --profile DIR has the child processes write V8 CPU profiles (.cpuprofile) there.
  */
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import mri from 'mri';
-import { AppServer, burst, connectToFirstByte, download, echoRounds, patternDigest, slowConsumer, upload } from './apps';
+import { AppServer, burst, connectToFirstByte, download, downloadSegments, echoRounds, patternDigest, slowConsumer, upload, type UploadResult } from './apps';
 import { CLI, cpuSeconds, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
-import { renderTables, updateDocs, type Report } from './report';
+import { renderTables, updateDocs, type BehindRecord, type Report } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
 import { execFileSync } from 'node:child_process';
 
@@ -28,13 +28,15 @@ const root = new URL('..', import.meta.url).pathname;
 
 const args = mri(process.argv.slice(2), {
   boolean: ['quick', 'write'],
-  string: ['json', 'only', 'profile'],
+  string: ['json', 'only', 'profile', 'target-delay'],
   default: { write: true },
 });
 const quick = Boolean(args.quick);
 const RUNS = Number(args.runs ?? 3);
 const only = typeof args.only === 'string' ? args.only.split(',') : undefined;
 if (typeof args.profile === 'string') profileChildren(args.profile);
+/** `--target-delay MS`: our proxies run with flow.target_delay_ms MS (0: no pacing), to compare. */
+const OUR_SETTINGS: Record<string, Record<string, string>> = args['target-delay'] !== undefined ? { flow: { target_delay_ms: String(args['target-delay']) } } : {};
 
 /** Workload sizes; the 1 GiB single-connection transfer is a real 1 GiB in a full run. */
 const SIZES = quick
@@ -87,8 +89,9 @@ const BENCH_KEY_ID = 'AKIDLOCALPROXYBENCH';
 const BENCH_SECRET = 'bench-secret-not-a-real-credential';
 
 /** `localproxy relay` with a self-signed certificate in `dir`, and a tunnel opened through its management API with `localproxy tunnel open`. */
-async function startCliRelay(dir: string, started: Child[]): Promise<{ relay: Child; ready: RelayReady }> {
-  const relay = spawnChild('relay', [CLI, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3'], {
+async function startCliRelay(dir: string, started: Child[], bandwidth?: number): Promise<{ relay: Child; ready: RelayReady }> {
+  const limit = bandwidth ? ['--bandwidth', String(bandwidth)] : [];
+  const relay = spawnChild('relay', [CLI, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3', ...limit], {
     LOCALPROXY_RELAY_ACCESS_KEY_ID: BENCH_KEY_ID,
     LOCALPROXY_RELAY_SECRET_ACCESS_KEY: BENCH_SECRET,
   });
@@ -106,8 +109,22 @@ async function startCliRelay(dir: string, started: Child[]): Promise<{ relay: Ch
   return { relay, ready: { port, caPem: readFileSync(join(dir, 'cert.pem'), 'utf8'), tokens } };
 }
 
-/** Relay, destination (in front of `app`) and source; `maxActiveConnections` overrides that proxy setting on both proxies. */
-async function startStack(app: AppServer, maxActiveConnections?: number): Promise<Stack> {
+/** The C++ reference beside the checkout (`../shared`) or beside the worktrees' parent (`../../shared`). */
+const REFERENCE = ['..', '../..'].map((up) => join(root, up, 'shared/reference/cpp-localproxy/localproxy')).find((path) => existsSync(path));
+
+interface StackOptions {
+  /** Overrides tcp.max_active_connections on both proxies. */
+  maxActiveConnections?: number;
+  /** `localproxy relay --bandwidth`: bytes per second per tunnel direction. */
+  bandwidth?: number;
+  /** The proxies at both ends: ours (default) or the C++ reference. */
+  proxies?: 'ours' | 'reference';
+  /** Extra proxy settings (ours), as `--settings-json` keys below tunneling.proxy. */
+  settings?: Record<string, Record<string, string>>;
+}
+
+/** Relay, destination (in front of `app`) and source. */
+async function startStack(app: AppServer, options: StackOptions = {}): Promise<Stack> {
   const temp = mkdtempSync(join(os.tmpdir(), 'localproxy-bench-'));
   const started: Child[] = [];
   const stopAll = async () => {
@@ -115,23 +132,33 @@ async function startStack(app: AppServer, maxActiveConnections?: number): Promis
     rmSync(temp, { recursive: true, force: true });
   };
   try {
-    const { relay, ready } = await startCliRelay(temp, started);
+    const { relay, ready } = await startCliRelay(temp, started, options.bandwidth);
     const sourcePort = await freePort();
     const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', '4'];
-    if (maxActiveConnections) {
+    const reference = options.proxies === 'reference';
+    const proxy = { ...(options.proxies === 'reference' ? {} : OUR_SETTINGS), ...options.settings };
+    if (options.maxActiveConnections) proxy.tcp = { ...proxy.tcp, max_active_connections: String(options.maxActiveConnections) };
+    // The reference aborts when a local reader lags by more than its write buffer (its README).
+    if (reference) proxy.tcp = { ...proxy.tcp, write_buffer_size: '1073741824' };
+    if (Object.keys(proxy).length > 0) {
       const file = join(temp, 'settings.json');
-      writeFileSync(file, JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: String(maxActiveConnections) } } } }));
+      writeFileSync(file, JSON.stringify({ tunneling: { proxy } }));
       common.push('--settings-json', file);
     }
-    const destination = spawnChild('destination', [CLI, ...common, '-d', `SSH1=127.0.0.1:${app.port}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken });
+    if (reference && !REFERENCE) throw new Error('the C++ reference (../shared/reference/cpp-localproxy/localproxy) is not there');
+    const spawnProxy = (name: string, args: string[], token: string) => reference
+      ? spawnChild(name, args, { AWSIOT_TUNNEL_ACCESS_TOKEN: token }, REFERENCE)
+      : spawnChild(name, [CLI, ...args], { AWSIOT_TUNNEL_ACCESS_TOKEN: token });
+    const destination = spawnProxy('destination', [...common, '-d', `SSH1=127.0.0.1:${app.port}`], ready.tokens.destinationAccessToken);
     started.push(destination);
-    const source = spawnChild('source', [CLI, ...common, '-s', `SSH1=${sourcePort}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.sourceAccessToken });
+    const source = spawnProxy('source', [...common, '-s', `SSH1=${sourcePort}`], ready.tokens.sourceAccessToken);
     started.push(source);
     await destination.waitFor(/Successfully established websocket connection/, 20_000);
     await source.waitFor(/Listening for new connection on port \d+/, 20_000);
     // Both proxies report ready on their own; one echo proves the whole path before timing anything.
     await probe(sourcePort);
-    const kind = 'relay: `localproxy relay` (CLI); proxies: the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)';
+    const proxies = reference ? `the C++ reference v3.3.1 (\`-v 4\`)` : 'the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)';
+    const kind = `relay: \`localproxy relay\` (CLI${options.bandwidth ? `, --bandwidth ${options.bandwidth}` : ''}); proxies: ${proxies}`;
     return { kind, relay, source, destination, sourcePort, stop: stopAll };
   } catch (err) {
     await stopAll();
@@ -232,6 +259,132 @@ function burstCase(name: string) {
   };
 }
 
+// ---------------------------------------------------------------------------------------------
+// Echo behind bulk (issue 13): 1-byte echoes on one connection while bulk transfers run on
+// others of the same tunnel, uncapped and through a relay that caps each direction.
+
+/** The capped relay's rate: the cloud's class of per-tunnel limit (bytes per second, each direction). */
+const CAP_BYTES_PER_S = 800_000;
+type BulkDirection = 'up' | 'down' | 'both' | 'alone';
+/** How long echoes are timed behind the bulk transfers, and the size of the transfers' confirmed segments. */
+const BEHIND = quick
+  ? { uncappedMs: 2_000, cappedMs: 4_000, uncappedSegment: 4 * MiB, cappedSegment: 64 * 1024 }
+  : { uncappedMs: 5_000, cappedMs: 10_000, uncappedSegment: 4 * MiB, cappedSegment: 64 * 1024 };
+
+interface Progress {
+  /** Confirmed bytes and the time (ms, performance.now()) of each confirmed segment. */
+  marks: Array<[number, number]>;
+}
+
+/** Bytes per second between the first confirmation at or after `from` and the last one at or before `to`. */
+function rateWithin(progress: Progress, from: number, to: number): number {
+  const inside = progress.marks.filter(([at]) => at >= from && at <= to);
+  if (inside.length < 2) return NaN;
+  const [t0, b0] = inside[0];
+  const [t1, b1] = inside[inside.length - 1];
+  return ((b1 - b0) * 1000) / (t1 - t0);
+}
+
+/**
+ * Starts the bulk transfers of `direction`, waits until each has confirmed a segment (the queues
+ * are full by then), times echoes for `durationMs` ('alone': no echoes, only the bulk upload),
+ * then ends the transfers. Figures: echo p50/p99 in ms and each transfer's rate (kB/s) while the
+ * echoes ran.
+ */
+function behindBulk(direction: BulkDirection, durationMs: number, segmentBytes: number) {
+  return async (path: { port: number }): Promise<Figures> => {
+    const abort = new AbortController();
+    const transfers: Array<{ name: 'up' | 'down'; progress: Progress; done: Promise<UploadResult> }> = [];
+    const started: Promise<void>[] = [];
+    const begin = (name: 'up' | 'down') => {
+      const progress: Progress = { marks: [] };
+      let first!: () => void;
+      started.push(new Promise<void>((resolve) => { first = resolve; }));
+      const onSegment = (bytes: number) => {
+        progress.marks.push([performance.now(), bytes]);
+        first();
+      };
+      const limitMs = durationMs + 120_000;
+      const done = name === 'up'
+        ? upload(path.port, { bytes: 1024 * GiB, segmentBytes, until: () => abort.signal.aborted, onSegment, signal: abort.signal, limitMs })
+        : downloadSegments(path.port, { segmentBytes, until: () => abort.signal.aborted, onSegment, signal: abort.signal, limitMs });
+      transfers.push({ name, progress, done });
+    };
+    if (direction !== 'down') begin('up');
+    if (direction === 'down' || direction === 'both') begin('down');
+    const failed = Promise.all(transfers.map((t) => t.done)).then(() => { throw new Error('a bulk transfer ended before the echoes'); });
+    try {
+      await Promise.race([Promise.all(started), failed]);
+      const from = performance.now();
+      const deadline = from + durationMs;
+      let rtts: number[] = [];
+      if (direction === 'alone') await Promise.race([new Promise((resolve) => setTimeout(resolve, durationMs)), failed]);
+      else rtts = await Promise.race([echoRounds(path.port, Number.MAX_SAFE_INTEGER, () => performance.now() > deadline), failed]);
+      const to = performance.now();
+      const figures: Figures = {};
+      if (rtts.length > 0) Object.assign(figures, { p50: percentile(rtts, 50) / 1000, p99: percentile(rtts, 99) / 1000, rounds: rtts.length });
+      for (const t of transfers) figures[`${t.name}KBps`] = rateWithin(t.progress, from, to) / 1000;
+      return figures;
+    } finally {
+      abort.abort();
+      await Promise.allSettled(transfers.map((t) => t.done));
+    }
+  };
+}
+
+interface BehindPath {
+  label: string;
+  capped: boolean;
+  /** Started on first use, stopped at the end; undefined: direct TCP. */
+  stack?: () => Promise<Stack>;
+}
+
+/** Every path × direction of the echo-behind-bulk comparison, `runs` times, alternating paths within a run. */
+async function runBehind(app: AppServer, ours: Stack, groups: string[], log: (line: string) => void, failures: string[]): Promise<BehindRecord[]> {
+  const stacks = new Map<string, Promise<Stack>>();
+  const lazy = (key: string, options: StackOptions) => () => {
+    let stack = stacks.get(key);
+    if (!stack) stacks.set(key, (stack = startStack(app, options)));
+    return stack;
+  };
+  const paths: BehindPath[] = [];
+  if (groups.includes('behind')) {
+    paths.push({ label: 'direct TCP', capped: false });
+    paths.push({ label: 'localproxy', capped: false, stack: async () => ours });
+    if (REFERENCE) paths.push({ label: 'C++ reference', capped: false, stack: lazy('reference', { proxies: 'reference' }) });
+  }
+  if (groups.includes('behindCapped')) {
+    paths.push({ label: 'localproxy', capped: true, stack: lazy('ours-capped', { bandwidth: CAP_BYTES_PER_S }) });
+    if (REFERENCE) paths.push({ label: 'C++ reference', capped: true, stack: lazy('reference-capped', { proxies: 'reference', bandwidth: CAP_BYTES_PER_S }) });
+  }
+  const records: BehindRecord[] = [];
+  try {
+    for (let run = 1; run <= RUNS; run++) {
+      for (const p of paths) {
+        const stack = p.stack ? await p.stack() : undefined;
+        const port = stack ? stack.sourcePort : app.port;
+        const directions: BulkDirection[] = p.capped ? ['alone', 'up', 'down', 'both'] : ['up', 'down', 'both'];
+        for (const direction of directions) {
+          const ms = p.capped ? BEHIND.cappedMs : BEHIND.uncappedMs;
+          const segment = p.capped ? BEHIND.cappedSegment : BEHIND.uncappedSegment;
+          let figures: Figures = {};
+          try {
+            figures = await behindBulk(direction, direction === 'alone' ? ms / 2 : ms, segment)({ port });
+          } catch (err) {
+            failures.push(`echo behind bulk (${direction}) run ${run} over ${p.label}${p.capped ? ' capped' : ''}: ${(err as Error).message.split('\n')[0]}`);
+            log(`behind ${direction} run ${run} ${p.label}${p.capped ? ' capped' : ''} FAILED: ${(err as Error).message}`);
+          }
+          records.push({ path: p.label, capped: p.capped, direction, figures });
+          log(`behind ${direction} run ${run} ${p.label}${p.capped ? ' capped' : ''}: ${Object.entries(figures).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')}`);
+        }
+      }
+    }
+  } finally {
+    for (const stack of stacks.values()) await (await stack.catch(() => undefined))?.stop();
+  }
+  return records;
+}
+
 /** Polls a condition of this process's own application server; bounded. */
 async function waitFor(check: () => boolean, limitMs: number, what: string): Promise<void> {
   const deadline = Date.now() + limitMs;
@@ -286,13 +439,15 @@ async function main(): Promise<void> {
       ['burst256', burstCase('burst256')],
     ];
     const workloads = all.filter(([name]) => !only || only.includes(name));
+    const behindGroups = ['behind', 'behindCapped'].filter((name) => !only || only.includes(name));
     const records: Record<string, RunRecord[]> = {};
     const failures: string[] = [];
     const startedNs = process.hrtime.bigint();
+    const loadStart = os.loadavg()[0];
     for (const [name, workload] of workloads) {
       // The default max_active_connections (128) refuses part of a 200-connection burst by design;
       // a second tunnel whose proxies allow 256 shows how the burst itself is handled.
-      const own = name === 'burst256' ? await startStack(app, 256) : stack;
+      const own = name === 'burst256' ? await startStack(app, { maxActiveConnections: 256 }) : stack;
       const ownProcs = [own.relay, own.source, own.destination];
       const tunnelPath: Path = { name: 'tunnel', port: own.sourcePort };
       records[name] = [];
@@ -321,6 +476,7 @@ async function main(): Promise<void> {
         if (own !== stack) await own.stop();
       }
     }
+    const behind = behindGroups.length > 0 ? await runBehind(app, stack, behindGroups, log, failures) : [];
     const afterRss = Object.fromEntries(procs.map((p) => [p.name, rssMiB(p.pid)]));
     const report: Report = {
       date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
@@ -338,7 +494,10 @@ async function main(): Promise<void> {
       afterRss,
       peakResettable,
       seconds: secondsSince(startedNs),
+      load: { start: loadStart, end: os.loadavg()[0] },
       records,
+      behind,
+      behindSetup: { capBytesPerS: CAP_BYTES_PER_S, ...BEHIND, reference: REFERENCE !== undefined },
     };
     const tables = renderTables(report);
     process.stdout.write(`${tables}\n`);
