@@ -5,6 +5,7 @@
  * naming its key instead of a silent fallback.
  */
 import { MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_WS_MESSAGE_BYTES } from './protocol/constants';
+import { DEFAULT_MIN_MESSAGE_BYTES, DEFAULT_TARGET_DELAY_MS } from './tunnel/pacer';
 
 export interface Settings {
   defaultBindAddress: string;
@@ -27,6 +28,11 @@ export interface Settings {
   inboundBudgetBytes: number;
   /** WebSocket send backlog above which local sockets stop being read. */
   outboundHighWaterBytes: number;
+  /** Queueing delay the pacer keeps in front of the service (ms, issue 13); 0 turns pacing off. */
+  targetDelayMs: number;
+  /** Range of DATA payload sizes: about 5 ms at the measured rate, within these (and message.max_payload_size). */
+  minMessageBytes: number;
+  maxMessageBytes: number;
 }
 
 type Kind = 'string' | 'int' | 'bool' | 'map';
@@ -60,6 +66,9 @@ export const SETTING_KEYS: readonly KeySpec[] = [
   { key: 'websocket.max_frame_size', field: 'maxFrameSize', kind: 'int', min: 1 },
   { key: 'flow.inbound_budget_bytes', field: 'inboundBudgetBytes', kind: 'int', min: 65536 },
   { key: 'flow.outbound_high_water_bytes', field: 'outboundHighWaterBytes', kind: 'int', min: 65536 },
+  { key: 'flow.target_delay_ms', field: 'targetDelayMs', kind: 'int', min: 0, max: 1000 },
+  { key: 'flow.min_message_bytes', field: 'minMessageBytes', kind: 'int', min: 256, max: MAX_PAYLOAD_BYTES },
+  { key: 'flow.max_message_bytes', field: 'maxMessageBytes', kind: 'int', min: 256, max: MAX_PAYLOAD_BYTES },
   { key: 'region_endpoint_overrides', field: 'regionEndpointOverrides', kind: 'map' },
 ];
 
@@ -101,6 +110,9 @@ export function defaultSettings(): Settings {
     maxFrameSize: MAX_WS_MESSAGE_BYTES,
     inboundBudgetBytes: 16 * 1024 * 1024,
     outboundHighWaterBytes: 1024 * 1024,
+    targetDelayMs: DEFAULT_TARGET_DELAY_MS,
+    minMessageBytes: DEFAULT_MIN_MESSAGE_BYTES,
+    maxMessageBytes: MAX_PAYLOAD_BYTES,
   };
 }
 

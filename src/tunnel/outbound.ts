@@ -1,16 +1,29 @@
 /**
- * Outbound flow (Decisions 4): apps → WebSocket. Every producer queues its frames; the
- * scheduler (scheduler.ts) picks which go next, the pacer (pacer.ts) how many bytes ws may
- * hold unwritten, and this file does the I/O: at most once per event-loop turn
- * (setImmediate) it packs the chosen frames into WebSocket messages of ≤ 131076 bytes and
- * hands them to ws.
+ * Outbound flow (Decisions 4, issue 13): apps → WebSocket. Every producer queues its frames;
+ * the scheduler (scheduler.ts) picks which go next, the pacer (pacer.ts) how many bytes may be
+ * in flight, and this file does the I/O: at most once per event-loop turn (setImmediate) it
+ * packs the chosen frames into WebSocket messages and hands them to ws, follows them with the
+ * pacer's delay probes (pings, transport/keepalive.ts) and hands the probes' pongs back to it.
+ * It runs again when ws has written a message, when a pong opens the window, or when the
+ * pacer asks to be woken (a probe unanswered for long).
+ *
+ * While the pacer holds bulk data back, a producer that sends little (the scheduler's new
+ * list: a keystroke, an echo) still passes, one quantum each: its bytes are few, and it would
+ * otherwise wait for the next pong.
+ *
+ * Messages are no bigger than the pacer's message size (one DATA payload at the measured rate):
+ * on a slow link a packed 128 KiB message would hold the link, and the relay, for as long as a
+ * big DATA message.
  *
  * Backpressure towards the apps: while the backlog (ws.bufferedAmount + queued) is above the
  * high-water mark, connections with a queue of their own stop being read (all of them above
  * twice the mark); all resume below half of it.
  */
+import { performance } from 'node:perf_hooks';
 import type WebSocket from 'ws';
+import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { packFrames } from '../protocol/framing';
+import { probeId, sendProbe } from '../transport/keepalive';
 import { Pacer } from './pacer';
 import { Scheduler } from './scheduler';
 
@@ -33,6 +46,9 @@ export interface Throttled {
   setOutboundPaused(paused: boolean): void;
 }
 
+/** Room for the framing of a message's frames beyond its DATA payload size, when packing. */
+const PACK_SLACK_BYTES = 256;
+
 export class Outbound {
   private readonly scheduler = new Scheduler<Producer>();
   private readonly throttled = new Set<Throttled>();
@@ -40,12 +56,22 @@ export class Outbound {
   private allPaused = false;
   private scheduled = false;
   private closed = false;
+  private wakeTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly highWaterBytes: number,
-    private readonly pacer: Pacer = new Pacer(),
-  ) {}
+    readonly pacer: Pacer = new Pacer(),
+    /** Milliseconds, sub-millisecond precision: loopback round trips are a fraction of one. */
+    private readonly clock: () => number = () => performance.now(),
+  ) {
+    ws.on('pong', this.onPong);
+  }
+
+  /** The DATA payload size for the measured rate (bytes read from a local socket are cut to it). */
+  dataPayloadBytes(): number {
+    return this.pacer.messageBytes();
+  }
 
   /** Bytes not yet on the wire: ours plus what `ws` has not written to its socket. */
   backlog(): number {
@@ -54,6 +80,8 @@ export class Outbound {
 
   push(producer: Producer, frame: Buffer): void {
     if (this.closed) return;
+    // A producer new to the scheduler gets one quantum ahead of the others: one message.
+    this.scheduler.quantum = this.pacer.messageBytes();
     this.scheduler.push(producer, frame);
     const backlog = this.backlog();
     if (backlog > this.highWaterBytes) {
@@ -105,6 +133,8 @@ export class Outbound {
   /** Stops sending; queued frames are dropped (the session is over). */
   close(): void {
     this.closed = true;
+    clearTimeout(this.wakeTimer);
+    this.ws.off('pong', this.onPong);
     this.scheduler.clear();
     this.throttled.clear();
     this.pausedSet.clear();
@@ -124,37 +154,82 @@ export class Outbound {
   /** @internal */
   flush(unpaced = false): void {
     this.scheduled = false;
+    clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
-    const room = unpaced ? Infinity : this.pacer.room(this.ws.bufferedAmount);
-    if (room <= 0) return;   // a send callback schedules the next turn
+    const now = this.clock();
+    const room = unpaced ? Infinity : this.room(now);
     const frames: Buffer[] = [];
     const emptied: Producer[] = [];
-    this.scheduler.take(room, frames, emptied);
-    if (frames.length === 0) return;
-    this.send(frames);
-    for (const producer of emptied) if (this.scheduler.queued(producer) === 0) producer.onQueueEmpty();
-    if (this.scheduler.queuedBytes > 0 && this.pacer.room(this.ws.bufferedAmount) > 0) this.schedule();
+    this.scheduler.quantum = this.pacer.messageBytes();
+    if (room > 0) this.scheduler.take(room, frames, emptied);
+    else if (this.scheduler.hasNewFlow) this.scheduler.take(this.scheduler.quantum, frames, emptied, true);
+    if (frames.length > 0) {
+      this.pacer.sent(this.send(frames), now);
+      for (const producer of emptied) if (this.scheduler.queued(producer) === 0) producer.onQueueEmpty();
+    }
+    this.probe(now);
+    if (this.scheduler.queuedBytes > 0) {
+      // Else a send callback or a pong runs the next turn, or the pacer's wake-up time.
+      if (this.room(now) > 0) this.schedule();
+      else this.armWake(now);
+    }
     this.checkResume();
   }
 
+  private room(now: number): number {
+    return this.pacer.room(now, this.ws.bufferedAmount, this.ws.isPaused);
+  }
+
+  /** A probe after the bytes just handed to ws, when the pacer wants one. */
+  private probe(now: number): void {
+    if (this.closed || !this.pacer.probeDue(now)) return;
+    const id = this.pacer.probeSent(now);
+    sendProbe(this.ws, id);
+  }
+
+  private armWake(now: number): void {
+    const at = this.pacer.wakeAt(now);
+    if (at === undefined || this.wakeTimer) return;
+    this.wakeTimer = setTimeout(onFlushTurn, Math.max(1, Math.ceil(at - now)), this);
+    this.wakeTimer.unref();
+  }
+
+  private readonly onPong = (data: Buffer): void => {
+    const id = probeId(data);
+    if (id === undefined || this.closed) return;
+    const now = this.clock();
+    if (!this.pacer.pong(id, now, this.ws.isPaused)) return;
+    this.probe(now);
+    if (this.scheduler.queuedBytes > 0) this.schedule();
+  };
+
   /**
-   * Small frames are packed together; a large one goes in a message of its own, which spares
-   * copying it into a packed buffer: with the all-zero mask ws writes it as it is.
+   * Small frames are packed together, up to the pacer's message size; a large one goes in a
+   * message of its own, which spares copying it into a packed buffer: with the all-zero mask ws
+   * writes it as it is. Returns the bytes handed to ws.
    */
-  private send(frames: Buffer[]): void {
+  private send(frames: Buffer[]): number {
+    const payload = this.pacer.messageBytes();
+    const limit = Math.min(MAX_WS_MESSAGE_BYTES, payload >= this.pacer.settings.maxMessageBytes ? MAX_WS_MESSAGE_BYTES : payload + PACK_SLACK_BYTES);
+    const alone = Math.min(COALESCE_BELOW_BYTES, limit);
+    let bytes = 0;
     let small: Buffer[] = [];
+    const sendPacked = (): void => {
+      for (const message of packFrames(small, limit)) this.ws.send(message, { binary: true }, this.onSent);
+      small = [];
+    };
     for (const frame of frames) {
-      if (frame.length < COALESCE_BELOW_BYTES) {
+      bytes += frame.length;
+      if (frame.length < alone) {
         small.push(frame);
         continue;
       }
-      if (small.length > 0) {
-        for (const message of packFrames(small)) this.ws.send(message, { binary: true }, this.onSent);
-        small = [];
-      }
+      if (small.length > 0) sendPacked();
       this.ws.send(frame, { binary: true }, this.onSent);
     }
-    for (const message of packFrames(small)) this.ws.send(message, { binary: true }, this.onSent);
+    if (small.length > 0) sendPacked();
+    return bytes;
   }
 
   private readonly onSent = (err?: Error): void => {

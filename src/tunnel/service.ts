@@ -90,7 +90,8 @@ export class ServiceState implements ConnectionOwner {
   // ── ConnectionOwner ────────────────────────────────────────────────────────────
 
   sendData(conn: Connection, bytes: Buffer): void {
-    const max = this.flow.maxPayloadBytes;
+    // Smaller DATA messages on a slow link (issue 13): one never holds it for more than a few ms.
+    const max = Math.min(this.flow.maxPayloadBytes, this.flow.outbound.dataPayloadBytes());
     for (let at = 0; at < bytes.length; at += max) {
       this.push(conn, { type: MessageType.DATA, streamId: conn.streamId, serviceId: this.wireId, connectionId: this.wireConnectionId(conn), payload: bytes.subarray(at, Math.min(at + max, bytes.length)) });
     }

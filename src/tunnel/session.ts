@@ -20,6 +20,7 @@ import { isKnownType, validateMessage } from '../protocol/validate';
 import type { Connection } from './connection';
 import { InboundBudget } from './inbound';
 import { Outbound, type Producer } from './outbound';
+import { Pacer, pacerSettings } from './pacer';
 import { ServiceState, type ServiceFlow } from './service';
 
 /** Distinct once-per-session warnings remembered (peer-chosen service ids and types among them). */
@@ -73,7 +74,7 @@ export class Session implements Producer {
     this.mode = init.options.mode;
     this.log = init.log;
     this.hooks = init.hooks;
-    this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes);
+    this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes, new Pacer(pacerSettings(this.settings)));
     this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
     this.flow = { outbound: this.outbound, inbound: this.inbound, maxPayloadBytes: this.settings.maxPayloadSize, log: this.log };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
