@@ -430,11 +430,12 @@ export class Session implements Producer {
     const id = svc.nextConnectionId();
     let type: number = MessageType.CONNECTION_START;
     if (svc.version === 3 && svc.streamId !== 0 && !svc.hasLiveConnection()) {
-      // Nobody else uses the stream: a new one is valid V3 and also what a V1/V2 destination
-      // expects (one connection per stream), which this source may not have detected yet — it
-      // may answer the last connection's reset with a STREAM_RESET that would end a connection
-      // joining the old stream. The old stream's last bytes and reset go on the wire first.
+      // Nobody else uses the stream (the peer reset its last connection; a local close ends the
+      // stream itself, Connection.localResetType): a new stream is what a V1/V2 destination not
+      // yet detected expects. The old one is ended first, after its queued bytes: a C++ V3
+      // destination takes a STREAM_START during data transfer as a reset only (reference bug 9.3#20).
       this.outbound.flushNow();
+      this.sendControl({ type: MessageType.STREAM_RESET, serviceId: svc.wireId, streamId: svc.streamId });
       svc.streamId = 0;
     }
     if (svc.version < 3 || svc.streamId === 0) {
