@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRelay, type Settings } from '../../src/index';
-import { spawnProxy, type ChildProxy } from '../helpers/child';
-import { LogWatch, spawnCpp, withLogs, type CppProxy } from '../helpers/cpp';
+import { spawnProxy } from '../helpers/child';
+import { LogWatch, spawnCpp, withLogs } from '../helpers/cpp';
 import { testLogger, type Relay } from '../helpers/tunnel';
 import { within } from '../helpers/wait';
 
@@ -26,6 +26,8 @@ export interface PeerSpec {
   cppSettings?: Record<string, unknown>;
   /** Ours only: settings over the defaults. */
   settings?: Partial<Settings>;
+  /** Default: the tunnel's token for that side (a rotated one after `RotateTunnelAccessToken`). */
+  accessToken?: string;
 }
 
 /** One proxy process of either kind. */
@@ -70,22 +72,57 @@ export interface Mixed {
   close(): Promise<void>;
 }
 
-function oursPeer(child: ChildProxy, mode: Mode): Peer {
+/** Our relay over TLS with its certificate in a hashed CA directory, as `localproxy relay --tls-self-signed DIR [--state FILE]`. */
+export interface InteropRelay {
+  readonly relay: Relay;
+  /** The relay's certificate directory, given to every proxy as `-c`. */
+  certDir: string;
+  /** Closes the relay and starts it again on the same port with the same state file and certificate. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startInteropRelay(options: { state?: boolean } = {}): Promise<InteropRelay> {
+  const dir = mkdtempSync(join(tmpdir(), 'localproxy-interop-'));
+  const certDir = join(dir, 'certs');
+  const statePath = options.state ? join(dir, 'state.json') : undefined;
+  const log = testLogger('relay');
+  let relay: Relay = await startRelay({ port: 0, selfSignedDir: certDir, statePath, log });
+  return {
+    get relay() { return relay; },
+    certDir,
+    async restart() {
+      const port = relay.port;
+      await relay.close();
+      relay = await startRelay({ port, selfSignedDir: certDir, statePath, log });
+    },
+    async close() {
+      await relay.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts one proxy of either kind on `relay`, not waiting for it to be ready. */
+export async function spawnPeer(relay: InteropRelay, mode: Mode, spec: PeerSpec & { services: Record<string, number>; accessToken: string }): Promise<Peer> {
+  if (spec.kind === 'cpp') {
+    const child = await spawnCpp({
+      relayPort: relay.relay.port, caDir: relay.certDir, mode, accessToken: spec.accessToken, services: spec.services,
+      clientType: spec.clientType, clientToken: spec.clientToken, settings: spec.cppSettings, label: `cpp-${mode}`,
+    });
+    return { kind: 'cpp', mode, log: child.log, ports: child.ports, ready: child.ready, exited: child.exited, stop: () => child.stop() };
+  }
+  const child = await spawnProxy({
+    relay: relay.relay, ca: { dir: relay.certDir, file: join(relay.certDir, 'cert.pem') }, mode, accessToken: spec.accessToken, services: spec.services,
+    clientType: spec.clientType, settings: spec.settings, verbose: Number(process.env.LOCALPROXY_OURS_VERBOSE ?? 4),
+  });
   const log = new LogWatch(`ours-${mode}`).follow(child.process);
   return { kind: 'ours', mode, log, ports: child.ports, ready: child.ready, exited: child.exited, stop: () => child.stop() };
 }
 
-function cppPeer(child: CppProxy, mode: Mode): Peer {
-  return { kind: 'cpp', mode, log: child.log, ports: child.ports, ready: child.ready, exited: child.exited, stop: () => child.stop() };
-}
-
 export async function startMixed(spec: MixedSpec): Promise<Mixed> {
-  const dir = mkdtempSync(join(tmpdir(), 'localproxy-interop-'));
-  const certDir = join(dir, 'certs');
-  const statePath = spec.state ? join(dir, 'state.json') : undefined;
-  const relayLog = testLogger('relay');
-  let relay: Relay = await startRelay({ port: 0, selfSignedDir: certDir, statePath, log: relayLog });
-  const tunnel = relay.openTunnel({ services: spec.services });
+  const relay = await startInteropRelay({ state: spec.state });
+  const tunnel = relay.relay.openTunnel({ services: spec.services });
   const peers: Partial<Record<Mode, Peer>> = {};
   const oldLogs: LogWatch[] = [];
 
@@ -93,32 +130,19 @@ export async function startMixed(spec: MixedSpec): Promise<Mixed> {
     const peerSpec = { ...spec[mode], ...override };
     const services = peerSpec.services
       ?? Object.fromEntries(spec.services.map((id) => [id, mode === 'source' ? (peers.source?.ports[id] ?? 0) : spec.apps[id]!]));
-    const accessToken = mode === 'source' ? tunnel.sourceAccessToken : tunnel.destinationAccessToken;
+    const accessToken = peerSpec.accessToken ?? (mode === 'source' ? tunnel.sourceAccessToken : tunnel.destinationAccessToken);
     const previous = peers[mode];
     if (previous) oldLogs.push(previous.log);
-    let peer: Peer;
-    if (peerSpec.kind === 'cpp') {
-      peer = cppPeer(await spawnCpp({
-        relayPort: relay.port, caDir: certDir, mode, accessToken, services,
-        clientType: peerSpec.clientType, clientToken: peerSpec.clientToken, settings: peerSpec.cppSettings,
-        label: `cpp-${mode}`,
-      }), mode);
-    } else {
-      peer = oursPeer(await spawnProxy({
-        relay, ca: { dir: certDir, file: join(certDir, 'cert.pem') }, mode, accessToken, services,
-        clientType: peerSpec.clientType, settings: peerSpec.settings,
-        verbose: Number(process.env.LOCALPROXY_OURS_VERBOSE ?? 4),
-      }), mode);
-    }
+    const peer = await spawnPeer(relay, mode, { ...peerSpec, services, accessToken });
     peers[mode] = peer;
     await peer.ready;
     return peer;
   };
 
   const mixed: Mixed = {
-    get relay() { return relay; },
+    get relay() { return relay.relay; },
     tunnel,
-    certDir,
+    certDir: relay.certDir,
     get source() { return peers.source!; },
     get destination() { return peers.destination!; },
     port(service) {
@@ -127,21 +151,16 @@ export async function startMixed(spec: MixedSpec): Promise<Mixed> {
       return port;
     },
     start,
-    async restartRelay() {
-      const port = relay.port;
-      await relay.close();
-      relay = await startRelay({ port, selfSignedDir: certDir, statePath, log: relayLog });
-    },
+    restartRelay: () => relay.restart(),
     logs: () => [...oldLogs, ...Object.values(peers).map((p) => p.log)],
     run: (fn) => withLogs(mixed.logs(), fn),
     async close() {
       await within(Promise.allSettled(Object.values(peers).map((p) => p.stop())), 10_000, 'peers stop');
       await relay.close();
-      rmSync(dir, { recursive: true, force: true });
     },
   };
   try {
-    // The destination first: a STREAM_START reaching the relay before it is answered with a reset.
+    // The destination first: the relay answers a STREAM_START with a reset while it is absent.
     await start('destination');
     await start('source');
   } catch (err) {
