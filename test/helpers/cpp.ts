@@ -15,7 +15,7 @@
  * its source listens with backlog 0 and its destination connects synchronously.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once, EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -71,6 +71,11 @@ export class LogWatch extends EventEmitter {
       this.lines.splice(0, drop);
       this.first += drop;
     }
+  }
+
+  /** Adds a line of our own (e.g. why the process could not start). */
+  note(line: string): void {
+    this.push('note', `${line}\n`);
   }
 
   /** Number of lines seen so far: pass it as `from` to wait only for later lines. */
@@ -153,20 +158,21 @@ export async function spawnCpp(spec: CppSpec): Promise<CppProxy> {
   const args = ['-e', `127.0.0.1:${spec.relayPort}`, '-c', spec.caDir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', String(verbose)];
   if (spec.clientType) args.push('-y', spec.clientType);
   if (spec.clientToken) args.push('-i', spec.clientToken);
-  let settingsDir: string | undefined;
+  // Its working directory is a fresh one: no config/ there for the reference to pick up (spec 1.14).
+  const cwd = mkdtempSync(join(tmpdir(), 'localproxy-cpp-'));
   if (spec.settings) {
-    settingsDir = mkdtempSync(join(tmpdir(), 'localproxy-cpp-'));
-    writeFileSync(join(settingsDir, 'settings.json'), JSON.stringify(spec.settings));
-    args.push('--settings-json', join(settingsDir, 'settings.json'));
+    writeFileSync(join(cwd, 'settings.json'), JSON.stringify(spec.settings));
+    args.push('--settings-json', join(cwd, 'settings.json'));
   }
-  // cwd: a fresh temporary directory has no config/ the reference could pick up (spec 1.14).
-  const cwd = settingsDir ?? tmpdir();
   const child = spawn(CPP_LOCALPROXY, args, { cwd, env: { ...process.env, AWSIOT_TUNNEL_ACCESS_TOKEN: spec.accessToken }, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = new LogWatch(spec.label ?? `cpp-${spec.mode}`).follow(child);
-  const exited = once(child, 'exit').then(([code, signal]) => {
-    if (settingsDir) rmSync(settingsDir, { recursive: true, force: true });
-    return { code: code as number | null, signal: signal as NodeJS.Signals | null };
-  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', (err) => {
+      log.note(`cannot run ${CPP_LOCALPROXY}: ${err.message}`);
+      resolve({ code: null, signal: null });
+    });
+  }).finally(() => rmSync(cwd, { recursive: true, force: true }));
   const up = spec.mode === 'source'
     ? log.waitFor(CPP_LISTENING, { count: Object.keys(ports).length, what: `${log.label} listening` })
     : log.waitFor(CPP_CONNECTED, { what: `${log.label} connected` });
