@@ -1,8 +1,10 @@
 /** Process entry: `relay`, `tunnel`, or the proxy command line (src/cli). */
 import { runTunnelCli } from './api/cli';
-import { reportError, runProxyCli } from './cli/run';
+import { reportError } from './cli/report';
+import { runProxyCli } from './cli/run';
 import { runRelayCli } from './relay/cli';
 
+// A word close to `relay` or `tunnel` is answered with "did you mean" by the proxy's parser.
 function dispatch(argv: string[]): Promise<number> {
   if (argv[0] === 'relay') return runRelayCli(argv.slice(1));
   if (argv[0] === 'tunnel') return runTunnelCli(argv.slice(1));

@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log';
+import { printable } from '../printable';
 import { verifySigV4, type Credentials } from './sigv4';
 import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord, type TunnelRegistry } from './tunnels';
 
@@ -167,7 +168,7 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
     else if (err instanceof RegistryError) apiError = new ApiError(err.type === 'ResourceNotFoundException' ? 404 : 400, err.type, err.message);
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');
     if (apiError.status === 500) ctx.log.error(`api: ${op || 'request'} failed: ${(err as Error).message}`);
-    else ctx.log.info(`api: ${op || 'request'} refused: ${apiError.type}: ${apiError.message}`);
+    else ctx.log.info(`api: ${op || 'request'} refused: ${apiError.type}: ${printable(apiError.message)}`);
     if (!res.headersSent) send(res, apiError.status, { __type: apiError.type, message: apiError.message }, apiError.type);
   }
 }

@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
 import type { Logger } from '../log';
+import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
@@ -331,7 +332,7 @@ export class Peer {
   }
 
   private violation(reason: string): void {
-    this.log.warn(`protocol violation, closing with 1008: ${reason}`);
+    this.log.warn(`protocol violation, closing with 1008: ${printable(reason)}`);
     this.close(CLOSE_POLICY, fitCloseReason(reason));
   }
 
