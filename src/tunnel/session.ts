@@ -430,15 +430,6 @@ export class Session implements Producer {
     }
     const id = svc.nextConnectionId();
     let type: number = MessageType.CONNECTION_START;
-    if (svc.version === 3 && svc.streamId !== 0 && !svc.hasLiveConnection()) {
-      // Nobody else uses the stream (the peer reset its last connection; a local close ends the
-      // stream itself, Connection.localResetType): a new stream is what a V1/V2 destination not
-      // yet detected expects. The old one is ended first, after its queued bytes: a C++ V3
-      // destination takes a STREAM_START during data transfer as a reset only (reference bug 9.3#20).
-      this.outbound.flushNow();
-      this.sendControl({ type: MessageType.STREAM_RESET, serviceId: svc.wireId, streamId: svc.streamId });
-      svc.streamId = 0;
-    }
     if (svc.version < 3 || svc.streamId === 0) {
       svc.streamId = svc.nextStreamId();
       type = MessageType.STREAM_START;

@@ -1,12 +1,13 @@
 /**
  * The cases run for each V3 mixed pair (ours source ↔ C++ destination, C++ source ↔ ours
- * destination): one tunnel with three services — ECHO (echo server), SINK (hashes uploads) and
- * SSH (a throw-away sshd) — shared by the cases of the file, every transfer checked by sha256.
+ * destination): one tunnel with four services — ECHO (echo server), SINK (hashes uploads), DOWN
+ * (sends 1 MiB and closes) and SSH (a throw-away sshd) — shared by the cases of the file, every
+ * transfer checked by sha256.
  */
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectTo, echoServer, hashUntilClose, pattern, patternSha256, sendPattern, sinkServer, writeAll, type AppServer, type SinkServer } from '../helpers/apps';
+import { blastServer, connectTo, echoServer, hashUntilClose, pattern, patternSha256, receiveAll, sendPattern, sinkServer, writeAll, type AppServer, type SinkServer } from '../helpers/apps';
 import { CPP_BIG_WRITE_BUFFER } from '../helpers/cpp';
 import { within } from '../helpers/wait';
 import { startMixed, type Mixed, type Peer } from './mixed';
@@ -41,15 +42,16 @@ async function openConnections(source: Peer, port: number, count: number) {
 export function pairSuite(title: string, sourceKind: 'ours' | 'cpp', destinationKind: 'ours' | 'cpp'): void {
   const pair = suite(title);
   let echo: AppServer;
+  let down: AppServer;
   let sink: SinkServer;
   let sshd: Sshd;
   let m: Mixed;
 
   pair.before(async () => {
-    [echo, sink, sshd] = await Promise.all([echoServer(), sinkServer(), startSshd()]);
+    [echo, down, sink, sshd] = await Promise.all([echoServer(), blastServer(MiB, 8), sinkServer(), startSshd()]);
     m = await startMixed({
-      services: ['ECHO', 'SINK', 'SSH'],
-      apps: { ECHO: echo.port, SINK: sink.port, SSH: sshd.port },
+      services: ['ECHO', 'SINK', 'DOWN', 'SSH'],
+      apps: { ECHO: echo.port, SINK: sink.port, DOWN: down.port, SSH: sshd.port },
       // Reference bug 9.4#33: without a bigger write buffer the C++ proxy aborts ("basic_multi_buffer
       // too long") as soon as a local application reads slower than the tunnel delivers.
       source: { kind: sourceKind, cppSettings: CPP_BIG_WRITE_BUFFER },
@@ -59,7 +61,7 @@ export function pairSuite(title: string, sourceKind: 'ours' | 'cpp', destination
 
   pair.after(async () => {
     await m?.close();
-    await Promise.all([echo?.close(), sink?.close(), sshd?.close()]);
+    await Promise.all([echo?.close(), down?.close(), sink?.close(), sshd?.close()]);
   });
 
   pair('one port: 1 MiB echoed byte-exact', () => m.run(async () => {
@@ -101,6 +103,24 @@ export function pairSuite(title: string, sourceKind: 'ours' | 'cpp', destination
     check.destroy();
     await echoed(m.port('ECHO'), MiB, 4, 20_000, 'transfer right after the port check');
     await echoed(m.port('ECHO'), MiB, 5, 20_000, 'and one more');
+  }));
+
+  pair('quick sequential connections where the server speaks first: a port check, then a download at once', () => m.run(async () => {
+    for (const round of [1, 2, 3]) {
+      const check = await connectTo(m.port('DOWN'));
+      check.destroy();
+      const received = await within(receiveAll(m.port('DOWN')), 20_000, `download ${round} right after a port check`);
+      assert.is(received.bytes, MiB, `download ${round}: bytes`);
+      assert.is(received.sha256, patternSha256(MiB, 8), `download ${round}: sha256`);
+    }
+  }));
+
+  pair('quick sequential downloads: the destination\'s application closes first, the next connection starts at once', () => m.run(async () => {
+    for (const round of [1, 2, 3]) {
+      const received = await within(receiveAll(m.port('DOWN')), 20_000, `download ${round}`);
+      assert.is(received.bytes, MiB, `download ${round}: bytes`);
+      assert.is(received.sha256, patternSha256(MiB, 8), `download ${round}: sha256`);
+    }
   }));
 
   pair('ssh then scp (8 MiB up and back down) through the pair', () => m.run(async () => {
