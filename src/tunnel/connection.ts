@@ -158,22 +158,10 @@ export class Connection implements Producer, Throttled {
 
   /** Local side ended: bytes already queued go first, then the reset; the socket closes. */
   private finishFromLocal(): void {
+    this.send(this.resetType());
     this.state = 'closing';
-    this.send(this.localResetType());
     this.service.onLocalClose(this);
     this.closeLocal();
-  }
-
-  /**
-   * A source's last connection of a stream ends the stream (STREAM_RESET, valid V3): a V1/V2
-   * destination not detected yet then waits for the next STREAM_START instead of answering a
-   * CONNECTION_RESET with a STREAM_RESET that races the next connection.
-   */
-  private localResetType(): number {
-    const svc = this.service;
-    if (svc.version < 3 || this.session.mode !== 'source' || svc.streamId !== this.streamId || svc.hasLiveConnection()) return this.resetType();
-    svc.streamId = 0;
-    return MessageType.STREAM_RESET;
   }
 
   /**
@@ -253,8 +241,8 @@ export class Connection implements Producer, Throttled {
     clearTimeout(this.flushTimer);
     this.session.outbound.unregister(this);
     if (this.state === 'open') {
+      this.send(this.resetType());
       this.state = 'closing';
-      this.send(this.localResetType());
       this.service.onLocalClose(this);
     }
     this.log.info(`Disconnected from: ${this.remote}`);

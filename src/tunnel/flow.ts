@@ -16,10 +16,6 @@
 import type WebSocket from 'ws';
 import { packFrames } from '../protocol/framing';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
-import { MessageType } from '../protocol/message';
-
-/** A frame's third byte: the tag of `type` (field 1, varint), which our encoder writes first. */
-const FRAME_TYPE_TAG = 0x08;
 
 /** Bytes handed to `ws` before waiting for its send callbacks (two full WebSocket messages). */
 export const WS_SEND_WINDOW_BYTES = 2 * MAX_WS_MESSAGE_BYTES;
@@ -191,13 +187,6 @@ export class Outbound {
     for (const frame of frames) {
       if (frame.length < COALESCE_BELOW_BYTES) {
         small.push(frame);
-        // A STREAM_RESET ends its message: the C++ proxy re-sets the service and reads nothing
-        // after it in the same message until another message arrives (a STREAM_START behind it
-        // would wait for the application's first bytes, forever if the server speaks first).
-        if (frame[2] === FRAME_TYPE_TAG && frame[3] === MessageType.STREAM_RESET) {
-          for (const message of packFrames(small)) this.ws.send(message, { binary: true }, this.onSent);
-          small = [];
-        }
         continue;
       }
       if (small.length > 0) {

@@ -430,6 +430,14 @@ export class Session implements Producer {
     }
     const id = svc.nextConnectionId();
     let type: number = MessageType.CONNECTION_START;
+    if (svc.version === 3 && svc.streamId !== 0 && !svc.hasLiveConnection()) {
+      // Nobody else uses the stream: a new one is valid V3 and also what a V1/V2 destination
+      // expects (one connection per stream), which this source may not have detected yet — it
+      // may answer the last connection's reset with a STREAM_RESET that would end a connection
+      // joining the old stream. The old stream's last bytes and reset go on the wire first.
+      this.outbound.flushNow();
+      svc.streamId = 0;
+    }
     if (svc.version < 3 || svc.streamId === 0) {
       svc.streamId = svc.nextStreamId();
       type = MessageType.STREAM_START;

@@ -93,7 +93,7 @@ source('stream and connection ids never repeat: after a STREAM_RESET the next co
   }
 });
 
-source('the last connection of a stream ends it with STREAM_RESET and the next one starts a new stream (a V1/V2 destination not yet detected would answer a CONNECTION_RESET with a STREAM_RESET racing the next connection)', async () => {
+source('a connection that finds no other connection of its service open starts a new stream (a V1/V2 destination not yet detected answers the old one\'s reset with STREAM_RESET)', async () => {
   const t = await setup({ SSH1: 0 }, ['SSH1']);
   try {
     const a = await t.connect();
@@ -101,8 +101,7 @@ source('the last connection of a stream ends it with STREAM_RESET and the next o
     // A port check: open, write, close.
     a.end('last');
     assert.is((await t.peer.takeData(1, 1, 4)).toString(), 'last');
-    const end = await t.peer.take((m) => m.type === T.STREAM_RESET || m.type === T.CONNECTION_RESET, 5000, 'the reset');
-    assert.equal([typeName(end.type), end.streamId], ['STREAM_RESET', 1]);
+    await t.peer.takeType(T.CONNECTION_RESET);
     await t.connect();
     const next = await t.peer.take((m) => m.type === T.STREAM_START || m.type === T.CONNECTION_START, 5000, 'the second start');
     assert.equal([typeName(next.type), next.streamId, next.connectionId], ['STREAM_START', 2, 2]);
