@@ -160,7 +160,7 @@ export function parseCommandLine(argv: readonly string[], table: readonly Option
 }
 
 /** The words after `localproxy` that start another command line (src/main.ts). */
-export const SUBCOMMANDS: readonly string[] = ['relay', 'tunnel'];
+export const SUBCOMMANDS: readonly string[] = ['relay', 'tunnel', 'agent'];
 
 /** The proxy's command line: options only, no positional arguments. */
 export function parseArgs(argv: readonly string[]): RawArgs {

@@ -71,8 +71,11 @@ function parseMode(text: string): Mode {
   throw usageError('Mode value is wrong! Allowed values are: src, dst, source, destination');
 }
 
-/** `path` as given on the command line (relative to `cwd`) is read; messages show it as given. */
-function readSettings(path: string, cwd: string, log: Logger): Settings {
+/**
+ * `--settings-json FILE` over the defaults (shared with `localproxy agent`). `path` as given on
+ * the command line (relative to `cwd`) is read; messages show it as given.
+ */
+export function readSettings(path: string, cwd: string, log: Logger): Settings {
   validatePath(path, '--settings-json');
   let text: string;
   try {

@@ -11,7 +11,7 @@ import { PRODUCT } from '../version';
 const MAX_MESSAGE_CHARS = 2000;
 
 /** '' for the proxy, or the subcommand whose error this is. */
-export type Command = '' | 'relay' | 'tunnel';
+export type Command = '' | 'relay' | 'tunnel' | 'agent';
 
 export interface ErrorReport {
   command?: Command;

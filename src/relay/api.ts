@@ -21,7 +21,10 @@ export interface ApiContext {
   credentials?: Credentials;
   log: Logger;
   /** Opens tunnels through the relay so they are logged the same way as in-process ones. */
-  relay: { openTunnel(req?: OpenTunnelRequest): OpenedTunnel };
+  relay: {
+    openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
+    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { thingName?: string; services?: string[] }): { sourceAccessToken?: string; destinationAccessToken?: string };
+  };
 }
 
 class ApiError extends Error {
@@ -133,7 +136,12 @@ function runOperation(op: string, input: Record<string, unknown>, ctx: ApiContex
     case 'RotateTunnelAccessToken': {
       const tunnelId = str(input, 'tunnelId')!;
       const mode = str(input, 'clientMode') as ClientMode;
-      const tokens = registry.rotate(tunnelId, mode);
+      // Through the relay: a destinationConfig.thingName (else the tunnel's) is notified of the new token.
+      const destination = (input.destinationConfig ?? {}) as { services?: unknown; thingName?: unknown };
+      const tokens = ctx.relay.rotateAccessToken(tunnelId, mode, {
+        thingName: typeof destination.thingName === 'string' ? destination.thingName : undefined,
+        services: Array.isArray(destination.services) ? destination.services.filter((id): id is string => typeof id === 'string') : undefined,
+      });
       return { tunnelArn: registry.get(tunnelId).tunnelArn, ...tokens };
     }
     default:

@@ -2,7 +2,9 @@
  * `localproxy relay [options]`: runs the relay until SIGINT/SIGTERM (then resolves 0).
  * Bad flags: one line on stderr, exit 2. Runtime failures (port in use): one line, exit 1.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
 import { parseCommandLine, stringOption, usageError, type OptionSpec } from '../cli/args';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
@@ -27,6 +29,14 @@ Options:
   --credentials-file FILE   Management API credentials: lines "aws_access_key_id = ..." and
                             "aws_secret_access_key = ..." (default: the environment variables
                             LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY)
+  --mqtt-url URL            Notify things as the cloud does: when a tunnel with a thing name is
+                            opened, or its destination token rotated, publish the token to
+                            $aws/things/<thing>/tunnels/notify (QoS 1) on this broker, where
+                            "localproxy agent" picks it up. mqtts://HOST[:PORT] (mqtt:// for tests)
+  --mqtt-cert FILE, --mqtt-key FILE
+                            PEM client certificate and key for the broker
+  --mqtt-ca FILE            PEM CA certificate(s) for the broker instead of the system ones
+  --mqtt-client-id ID       MQTT client id (default localproxy-relay-<random>)
   -v, --verbose LEVEL       Log level on stderr, 0-6 (default 4, info)
   -h, --help                Show this help and exit
 
@@ -44,6 +54,7 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'credentials-file', value: true },
   { name: 'verbose', short: 'v', value: true },
   { name: 'help', short: 'h', value: false },
+  ...BROKER_OPTIONS,
 ];
 
 function parseListen(value: string): { host: string; port: number } {
@@ -74,9 +85,10 @@ export function parseCredentialsFile(text: string, path: string): Credentials {
   return { accessKeyId, secretAccessKey };
 }
 
-function buildOptions(argv: string[], log: Logger): { options: RelayOptions; help: boolean } {
+function buildOptions(argv: string[], log: Logger): { options: RelayOptions; help: boolean; mqtt?: ReturnType<typeof brokerFromArgs> } {
   const args = parseCommandLine(argv, OPTIONS).options;
   if (args.has('help')) return { options: {}, help: true };
+  const mqtt = brokerFromArgs(args, `localproxy-relay-${randomBytes(4).toString('hex')}`);
   const options: RelayOptions = { log };
   const verbose = stringOption(args, 'verbose');
   if (verbose !== undefined) {
@@ -112,7 +124,7 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
     if (accessKeyId && secretAccessKey) options.credentials = { accessKeyId, secretAccessKey };
     else if (accessKeyId || secretAccessKey) throw usageError('set both LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY, or neither');
   }
-  return { options, help: false };
+  return { options, help: false, mqtt };
 }
 
 export async function runRelayCli(argv: string[]): Promise<number> {
@@ -132,6 +144,9 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   if (options.tls === 'plain') log.warn('--plain: serving ws:// without TLS; tokens cross the network in clear text. Use only for local experiments.');
   if (options.tls === 'self-signed') log.warn('no TLS option given: serving a certificate generated at start that no client trusts (clients need -k); use --tls-self-signed DIR to keep one');
   if (!options.credentials) log.warn('no management API credentials (LOCALPROXY_RELAY_ACCESS_KEY_ID/LOCALPROXY_RELAY_SECRET_ACCESS_KEY or --credentials-file): the API refuses every request');
+  if (built.mqtt?.plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
+  // Loaded on demand, as in main.ts: MQTT.js is as large as the rest of the bundle.
+  if (built.mqtt) options.notifier = (await import('./notify')).mqttNotifier({ ...built.mqtt.broker, log: log.fork('mqtt') });
 
   let relay;
   try {
@@ -141,6 +156,7 @@ export async function runRelayCli(argv: string[]): Promise<number> {
     const what = e.code === 'EADDRINUSE' ? `address ${options.host}:${options.port} is already in use`
       : e.code === 'EACCES' ? `no permission to listen on ${options.host}:${options.port}`
       : e.message;
+    await options.notifier?.close();
     return reportError(new ExitError(ExitCode.FAILURE, `cannot start: ${what}`), { command: 'relay' });
   }
   // Handlers first: a script may signal as soon as it reads the line below.
@@ -157,5 +173,6 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   process.stdout.write(`localproxy relay listening on ${relay.url}\n`);
   await stopped;
   await relay.close();
+  await options.notifier?.close();
   return ExitCode.OK;
 }

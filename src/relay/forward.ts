@@ -30,7 +30,6 @@ const HEARTBEAT_MAX_MS = 10_000;
 /** Until a peer has pinged twice its interval is unknown. */
 const HEARTBEAT_DEFAULT_MS = 500;
 
-export const CLOSE_NORMAL = 1000;
 export const CLOSE_POLICY = 1008;
 export const REPLACED_REASON = 'connection is replaced by another connection';
 
@@ -257,7 +256,8 @@ export class Peer {
   }
 
   private onWsError(err: Error): void {
-    this.log.debug(`WebSocket error: ${err.message}`);
+    // ws closes the connection after a protocol error (bad frame, message too large).
+    this.log.warn(`WebSocket error, closing the connection: ${err.message}`);
   }
 
   private onWsMessage(data: RawData, isBinary: boolean): void {

@@ -4,12 +4,11 @@
  * or what the upgrade needs.
  */
 import type { IncomingMessage } from 'node:http';
-import { SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
+import { CLIENT_TOKEN_PATTERN, SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
 import type { PeerMode, TokenOwner, TunnelRegistry } from './tunnels';
 
 /** The guide's limit for the whole upgrade request. */
 export const MAX_HANDSHAKE_BYTES = 4096;
-const CLIENT_TOKEN_PATTERN = /^[a-zA-Z0-9-]{32,128}$/;
 const TOKEN_COOKIE = 'awsiot-tunnel-token';
 
 /** Highest first. */

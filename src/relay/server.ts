@@ -8,11 +8,12 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger } from '../log';
-import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { handleApiRequest, type Credentials } from './api';
 import { generateSelfSigned, loadOrCreateSelfSigned } from './certs';
-import { CLOSE_NORMAL, TunnelLink, type Peer } from './forward';
+import { TunnelLink, type Peer } from './forward';
 import { checkHandshake, isRefusal, type Accepted } from './handshake';
+import type { TunnelNotifier } from './notify';
 import { TunnelRegistry, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord } from './tunnels';
 
 export interface RelayOptions {
@@ -24,6 +25,8 @@ export interface RelayOptions {
   statePath?: string;
   credentials?: Credentials;
   log?: Logger;
+  /** Sends the destination token to the tunnel's thing on open and on rotation (src/relay/notify.ts). */
+  notifier?: TunnelNotifier;
 }
 
 export interface RelayFaults {
@@ -38,9 +41,10 @@ export interface Relay {
   host: string;
   port: number;
   caPem?: string;
-  openTunnel(req?: { services?: string[]; lifetimeMinutes?: number }): OpenedTunnel;
+  openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
   closeTunnel(tunnelId: string, options?: { delete?: boolean }): void;
-  rotateAccessToken(tunnelId: string, mode: ClientMode): { sourceAccessToken?: string; destinationAccessToken?: string };
+  /** `destination`: RotateTunnelAccessToken's destinationConfig, which names the thing to notify. */
+  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { thingName?: string; services?: string[] }): { sourceAccessToken?: string; destinationAccessToken?: string };
   setFaults(faults: RelayFaults): void;
   close(): Promise<void>;
 }
@@ -78,12 +82,14 @@ class RelayServer implements Relay {
   private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
   private readonly credentials?: Credentials;
+  private readonly notifier?: TunnelNotifier;
   private faults: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
 
   constructor(options: RelayOptions) {
     this.log = options.log ?? new Logger();
     this.host = options.host ?? DEFAULT_HOST;
     this.credentials = options.credentials;
+    this.notifier = options.notifier;
     this.registry = new TunnelRegistry({
       statePath: options.statePath,
       onSaveProblem: (message, ok) => (ok ? this.log.info(message) : this.log.error(message)),
@@ -153,6 +159,7 @@ class RelayServer implements Relay {
   openTunnel(req?: OpenTunnelRequest): OpenedTunnel {
     const opened = this.registry.open(req);
     this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req?.services ?? []).join(',') || 'none'})`);
+    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? []);
     return opened;
   }
 
@@ -160,8 +167,12 @@ class RelayServer implements Relay {
     this.registry.close(tunnelId, options);
   }
 
-  rotateAccessToken(tunnelId: string, mode: ClientMode) {
-    return this.registry.rotate(tunnelId, mode);
+  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { thingName?: string; services?: string[] }) {
+    const tokens = this.registry.rotate(tunnelId, mode);
+    const tunnel = this.registry.get(tunnelId);
+    const thingName = destination?.thingName ?? tunnel.thingName;
+    if (tokens.destinationAccessToken && thingName) this.notifier?.notify(thingName, tokens.destinationAccessToken, destination?.services ?? tunnel.services);
+    return tokens;
   }
 
   setFaults(faults: RelayFaults): void {
@@ -180,6 +191,7 @@ class RelayServer implements Relay {
    * which is what a relay restart with --state should look like.
    */
   async close(): Promise<void> {
+    if (this.sockets.size > 0) this.log.info(`relay closing: dropping ${this.sockets.size} peer connection(s)`);
     this.registry.dispose();
     for (const socket of this.sockets) socket.destroy();
     this.sockets.clear();
@@ -236,6 +248,7 @@ class RelayServer implements Relay {
     const { owner, mode } = accepted;
     // The tunnel may have closed or the token rotated while the upgrade completed.
     if (owner.tunnel.status !== 'OPEN' || owner.tunnel[mode].tokenHash !== tokenHash) {
+      this.log.info(`tunnel ${owner.tunnel.tunnelId} ${mode}: closing a connection just accepted: the tunnel closed or its token was rotated meanwhile`);
       ws.close(CLOSE_NORMAL, 'tunnel closed');
       socket.end();
       return;

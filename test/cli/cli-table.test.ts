@@ -160,6 +160,7 @@ const cases: Record<string, Case> = {
   'no suggestion for a word unlike any option': { args: ['--bogus', 'x'], code: 2, out: "unrecognised option '--bogus'", absent: ['did you mean'] },
   'a mistyped subcommand gets a suggestion': { args: ['relya', '--listen', '127.0.0.1:0'], code: 2, out: ["unknown command 'relya' (did you mean 'localproxy relay'?)", TRY], process: true },
   'a mistyped tunnel subcommand gets a suggestion': { args: ['tunel', 'list'], code: 2, out: "unknown command 'tunel' (did you mean 'localproxy tunnel'?)" },
+  'a mistyped agent subcommand gets a suggestion': { args: ['agnet', '--thing-name', 'pi1'], code: 2, out: "unknown command 'agnet' (did you mean 'localproxy agent'?)" },
   'ambiguous prefix': { args: ['--dest', 'x'], code: 2, out: "option '--dest' is ambiguous and matches '--destination-app', and '--destination-client-type'" },
   'ambiguous prefix of --config': { args: ['--conf', 'x'], code: 2, out: "option '--conf' is ambiguous and matches '--config', and '--config-dir'" },
   'value option twice': { args: [...t, '-r', 'us-east-1', '--region', 'us-west-2', '-s', '1'], code: 2, out: "option '--region' cannot be specified more than once" },

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { agentTunnelThrough } from './agent';
 import { sameAsBundle, strayNodeOptionsIgnored } from './behaviour';
 import { executable, platforms, run, start, tunnelThrough } from './harness';
 
@@ -57,6 +58,13 @@ test('a real tunnel on loopback: relay, tunnel open, destination and source all 
   const result = await tunnelThrough(linux, 4 << 20, 30_000);
   assert.is(result.length, 4 << 20);
   assert.is(result.received, result.sent);
+});
+
+test('the device agent from the executable starts the destination of a tunnel notified over MQTT (mosquitto, TLS client certificates) and exits 0 on SIGTERM', async () => {
+  const result = await agentTunnelThrough(linux, 1 << 20, 30_000);
+  assert.is(result.length, 1 << 20);
+  assert.is(result.received, result.sent);
+  assert.is(result.agentExit, 0);
 });
 
 test.run();

@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { defaultSettings, type ProxyOptions } from '../../src/index';
+import { defaultSettings, exitCodeOf, type ProxyOptions } from '../../src/index';
 import { startRelay } from '../../src/relay/server';
 import { startProxy } from '../../src/tunnel/proxy';
 import { connectTo, echoServer } from '../helpers/apps';
@@ -39,8 +39,8 @@ test('a tunnel that reaches its lifetime: both proxies exit 0 and local connecti
     const socketClosed = once(socket, 'close');
     const [s, d] = await within(Promise.all([source.done, destination.done]), 90_000, 'both proxies done at expiry');
     assert.ok(Date.now() - openedAt >= 55_000, 'ended at the lifetime, not before');
-    assert.is(s.exitCode, 0, s.message);
-    assert.is(d.exitCode, 0, d.message);
+    assert.is(exitCodeOf(s), 0, s.message);
+    assert.is(exitCodeOf(d), 0, d.message);
     await within(socketClosed, 5000, 'local connection closed');
   } finally {
     await relay.close();
