@@ -9,28 +9,30 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectTo, echoServer, hashUntilClose, sendPattern, type AppServer } from '../helpers/apps';
+import { connectTo, hashUntilClose, patternSha256, sendPattern, sinkServer, type SinkServer } from '../helpers/apps';
 import { withLogs } from '../helpers/cpp';
 import { within } from '../helpers/wait';
-import { spawnPeer, startInteropRelay, startMixed, type Mixed, type Peer } from './mixed';
+import { sinkResult, spawnPeer, startInteropRelay, startMixed, type Mixed, type Peer } from './mixed';
 
 const MiB = 1024 * 1024;
 const lifecycle = suite('interop: CloseTunnel, token rotation, relay restart, V1-form mapping');
 
-let echo: AppServer;
+let sink: SinkServer;
 
 lifecycle.before(async () => {
-  echo = await echoServer();
+  sink = await sinkServer();
 });
 
 lifecycle.after(async () => {
-  await echo?.close();
+  await sink?.close();
 });
 
-async function echoed(m: Mixed, seed: number, what: string): Promise<void> {
-  const result = await within(sendPattern(m.port('SSH1'), MiB, { seed, expectEcho: true }), 20_000, what);
-  assert.is(result.echo?.bytes, MiB, `${what}: bytes`);
-  assert.is(result.echo?.sha256, result.sha256, `${what}: sha256`);
+/** 1 MiB uploaded through the pair, checked at the sink (each seed is used once in the file). */
+async function uploaded(m: Mixed, seed: number, what: string): Promise<void> {
+  const before = sink.results.length;
+  await within(sendPattern(m.port('SSH1'), MiB, { seed }), 20_000, what);
+  const received = await sinkResult(sink, before, patternSha256(MiB, seed), `${what}: the sink receives it byte-exact`);
+  assert.is(received.bytes, MiB, `${what}: bytes`);
 }
 
 async function exitCode(peer: Peer, what: string): Promise<number | null> {
@@ -43,8 +45,8 @@ async function exitCode(peer: Peer, what: string): Promise<number | null> {
 function bothPairs(extra: { state?: boolean; cppClientToken?: string } = {}): Promise<Mixed[]> {
   const cpp = { kind: 'cpp' as const, clientToken: extra.cppClientToken };
   return Promise.all([
-    startMixed({ services: ['SSH1'], apps: { SSH1: echo.port }, source: { kind: 'ours' }, destination: cpp, state: extra.state }),
-    startMixed({ services: ['SSH1'], apps: { SSH1: echo.port }, source: cpp, destination: { kind: 'ours' }, state: extra.state }),
+    startMixed({ services: ['SSH1'], apps: { SSH1: sink.port }, source: { kind: 'ours' }, destination: cpp, state: extra.state }),
+    startMixed({ services: ['SSH1'], apps: { SSH1: sink.port }, source: cpp, destination: { kind: 'ours' }, state: extra.state }),
   ]);
 }
 
@@ -78,12 +80,12 @@ lifecycle('token rotation (ALL): both proxies exit 0 (either mode); restarted wi
   try {
     await withLogs(pairs.flatMap((m) => m.logs()), async () => {
       await Promise.all(pairs.map(async (m, i) => {
-        await echoed(m, 1 + i, 'before the rotation');
+        await uploaded(m, 1 + i, 'before the rotation');
         const tokens = m.relay.rotateAccessToken(m.tunnel.tunnelId, 'ALL');
         for (const peer of [m.source, m.destination]) assert.is(await exitCode(peer, `${peer.kind} ${peer.mode} exits`), 0, `${peer.kind} ${peer.mode} exit code`);
         await m.start('destination', { accessToken: tokens.destinationAccessToken });
         await m.start('source', { accessToken: tokens.sourceAccessToken });
-        await echoed(m, 3 + i, 'with the rotated tokens');
+        await uploaded(m, 3 + i, 'with the rotated tokens');
       }));
     });
   } finally {
@@ -98,10 +100,10 @@ lifecycle('relay restart with --state: the C++ proxy (with -i) and ours reconnec
   // token from the access token and the host name (README), so it needs nothing.
   const clientToken = 'interop-client-token-0123456789abcdef';
   const pairs = await bothPairs({ state: true, cppClientToken: clientToken });
-  const spent = await startMixed({ services: ['SSH1'], apps: { SSH1: echo.port }, source: { kind: 'ours' }, destination: { kind: 'cpp' }, state: true });
+  const spent = await startMixed({ services: ['SSH1'], apps: { SSH1: sink.port }, source: { kind: 'ours' }, destination: { kind: 'cpp' }, state: true });
   try {
     await withLogs([...pairs, spent].flatMap((m) => m.logs()), async () => {
-      await Promise.all(pairs.map((m, i) => echoed(m, 5 + i, 'before the restart')));
+      await Promise.all(pairs.map((m, i) => uploaded(m, 5 + i, 'before the restart')));
       const marks = pairs.map((m) => [m.source.log.mark(), m.destination.log.mark()]);
       await Promise.all([...pairs, spent].map((m) => m.restartRelay()));
       await Promise.all(pairs.map(async (m, i) => {
@@ -111,7 +113,7 @@ lifecycle('relay restart with --state: the C++ proxy (with -i) and ours reconnec
         const [sourceMark, destinationMark] = marks[i]!;
         await m.destination.log.waitFor(/Successfully established websocket connection/, { from: destinationMark, what: `${m.destination.kind} destination reconnects` });
         await m.source.log.waitFor(m.source.kind === 'cpp' ? /Listening for new connection/ : /Successfully established websocket connection/, { from: sourceMark, what: `${m.source.kind} source reconnects` });
-        await echoed(m, 7 + i, 'after the restart');
+        await uploaded(m, 7 + i, 'after the restart');
       }));
       assert.is(await exitCode(spent.destination, 'the C++ destination without -i exits'), 0, 'its exit code');
       assert.is(spent.destination.log.matches(/Proxy server rejected web socket upgrade request: \(HTTP\/1\.1 40\d/).length, 1, 'it was refused once');
@@ -127,12 +129,12 @@ lifecycle('a V1-form mapping (-s PORT / -d PORT) against a tunnel of two service
   const peers: Peer[] = [];
   try {
     // Each of ours faces a C++ peer with the full mapping on the other side of its tunnel.
-    peers.push(await spawnPeer(relay, 'destination', { kind: 'cpp', accessToken: tunnels[0]!.destinationAccessToken, services: { SSH1: echo.port, HTTP1: echo.port } }));
+    peers.push(await spawnPeer(relay, 'destination', { kind: 'cpp', accessToken: tunnels[0]!.destinationAccessToken, services: { SSH1: sink.port, HTTP1: sink.port } }));
     peers.push(await spawnPeer(relay, 'source', { kind: 'cpp', accessToken: tunnels[1]!.sourceAccessToken, services: { SSH1: 0, HTTP1: 0 } }));
     await Promise.all(peers.map((p) => p.ready));
     const ours = [
       await spawnPeer(relay, 'source', { kind: 'ours', accessToken: tunnels[0]!.sourceAccessToken, services: { '': 0 } }),
-      await spawnPeer(relay, 'destination', { kind: 'ours', accessToken: tunnels[1]!.destinationAccessToken, services: { '': echo.port } }),
+      await spawnPeer(relay, 'destination', { kind: 'ours', accessToken: tunnels[1]!.destinationAccessToken, services: { '': sink.port } }),
     ];
     peers.push(...ours);
     await withLogs(peers.map((p) => p.log), async () => {

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRelay, type Settings } from '../../src/index';
+import type { Received, SinkServer } from '../helpers/apps';
 import { spawnProxy } from '../helpers/child';
 import { LogWatch, spawnCpp, withLogs } from '../helpers/cpp';
 import { testLogger, type Relay } from '../helpers/tunnel';
@@ -26,6 +27,8 @@ export interface PeerSpec {
   cppSettings?: Record<string, unknown>;
   /** Ours only: settings over the defaults. */
   settings?: Partial<Settings>;
+  /** Ours only: `-v` (default $LOCALPROXY_OURS_VERBOSE or 4). */
+  verbose?: number;
   /** Default: the tunnel's token for that side (a rotated one after `RotateTunnelAccessToken`). */
   accessToken?: string;
 }
@@ -114,7 +117,7 @@ export async function spawnPeer(relay: InteropRelay, mode: Mode, spec: PeerSpec 
   }
   const child = await spawnProxy({
     relay: relay.relay, ca: { dir: relay.certDir, file: join(relay.certDir, 'cert.pem') }, mode, accessToken: spec.accessToken, services: spec.services,
-    clientType: spec.clientType, settings: spec.settings, verbose: Number(process.env.LOCALPROXY_OURS_VERBOSE ?? 4),
+    clientType: spec.clientType, settings: spec.settings, verbose: spec.verbose ?? Number(process.env.LOCALPROXY_OURS_VERBOSE ?? 4),
   });
   const log = new LogWatch(`ours-${mode}`).follow(child.process);
   return { kind: 'ours', mode, log, ports: child.ports, ready: child.ready, exited: child.exited, stop: () => child.stop() };
@@ -169,4 +172,17 @@ export async function startMixed(spec: MixedSpec): Promise<Mixed> {
     throw Object.assign(err as Error, { message: `${(err as Error).message}\n${logs}` });
   }
   return mixed;
+}
+
+/**
+ * The result of the connection to `sink` (after its first `from` results) whose bytes hash to
+ * `sha256`: port checks and other cases' connections end at the same sink in any order.
+ * Each wait for one more finished connection is bounded by `ms`.
+ */
+export async function sinkResult(sink: SinkServer, from: number, sha256: string, what: string, ms = 10_000): Promise<Received> {
+  for (let count = from + 1; ; count++) {
+    const results = await within(sink.waitFor(count), ms, `${what} (SINK has ${sink.results.length - from} new results: ${sink.results.slice(from).map((r) => r.bytes).join(', ')} bytes)`);
+    const hit = results.slice(from).find((r) => r.sha256 === sha256);
+    if (hit) return hit;
+  }
 }
