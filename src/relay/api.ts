@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LogLevel, type Logger } from '../log';
-import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type DestinationConfigInput, type OpenTunnelInput, type Operation } from './shapes';
+import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type DestinationConfigInput, type OpenTunnelInput, type Operation, type TagInput } from './shapes';
 import { verifySigV4, type Credentials } from './sigv4';
 import { StateWriteError } from './state';
 import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord, type TunnelRegistry } from './tunnels';
@@ -172,8 +172,22 @@ async function runOperation(op: Operation, body: unknown, region: string, ctx: A
       await registry.durable();
       return { tunnelArn: registry.get(input.tunnelId).tunnelArn, ...tokens };
     }
-    default:
-      throw new ApiError(400, 'UnknownOperationException', `Unknown operation ${op}`);
+    case 'TagResource': {
+      const input = validateInput<{ resourceArn: string; tags: TagInput[] }>(body, SHAPES.TagResource);
+      registry.tag(registry.getByArn(input.resourceArn), input.tags);
+      await registry.durable();
+      return {};
+    }
+    case 'UntagResource': {
+      const input = validateInput<{ resourceArn: string; tagKeys: string[] }>(body, SHAPES.UntagResource);
+      registry.untag(registry.getByArn(input.resourceArn), input.tagKeys);
+      await registry.durable();
+      return {};
+    }
+    case 'ListTagsForResource': {
+      const input = validateInput<{ resourceArn: string }>(body, SHAPES.ListTagsForResource);
+      return { tags: registry.getByArn(input.resourceArn).tags };
+    }
   }
 }
 
