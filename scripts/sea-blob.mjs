@@ -14,6 +14,9 @@ export class SeaBlobError extends Error {
 }
 const FLAG_DISABLE_EXPERIMENTAL_SEA_WARNING = 1;
 
+/** The blob's execArgv: see generateSeaBlob. scripts/sea-prelude.cjs looks for this exact flag. */
+export const SEA_EXEC_ARGV = ['--stack-trace-limit=10'];
+
 /** The file name recorded in the blob; fixed so builds are reproducible wherever they run. */
 export const SEA_MAIN_NAME = 'localproxy-sea.cjs';
 
@@ -46,6 +49,13 @@ export function generateSeaBlob(nodeExe, code, workDir) {
     // they cannot be made for a foreign target and would gain nothing for a small bundle.
     useSnapshot: false,
     useCodeCache: false,
+    // A NODE_OPTIONS left in the user's environment must not reach localproxy: with "none",
+    // Node ignores it before any JavaScript runs, so even a `--require` of a missing file cannot
+    // stop the start. Nodes that know the field also apply `execArgv`: SEA_EXEC_ARGV is V8's
+    // default made explicit, which changes nothing but tells scripts/sea-prelude.cjs that
+    // NODE_OPTIONS was ignored. Older Nodes (armv7's 20.11) ignore both; the prelude restarts.
+    execArgv: SEA_EXEC_ARGV,
+    execArgvExtension: 'none',
   }));
   const env = { ...process.env };
   delete env.NODE_OPTIONS;

@@ -1,12 +1,17 @@
 // Runs first inside the single executable (scripts/dist.mjs puts it in front of the bundle).
-// A stray NODE_OPTIONS in the user's environment (an IDE's --inspect, --max-old-space-size, …)
-// would otherwise change how this "native" tool runs. If it is set, start this same executable
-// again without it, pass stdio through, and exit exactly as the child did. Returns true when the
-// child owns the run, so the bundle must not start.
-// Options Node acts on before any JavaScript runs (--require/--import preloads) cannot be
-// undone from here; the README says so.
-// Plain ES2019 and only built-ins: the armv7 executable is Node 20.11, where `node:sea` is absent.
+// A stray NODE_OPTIONS in the user's environment (an IDE's --inspect, --max-old-space-size, a
+// --require of a file that is gone) would otherwise change how this "native" tool runs.
+// Node 22/24 executables ignore it themselves: their SEA blob says `execArgvExtension: "none"`
+// (scripts/sea-blob.mjs), and the blob's execArgv marker below shows that Node read it.
+// Older Nodes (the armv7 executable is Node 20.11) do not: there, if NODE_OPTIONS is set, start
+// this same executable again without it, pass stdio through, and exit exactly as the child did.
+// Returns true when the child owns the run, so the bundle must not start. A --require/--import
+// preload still runs in that first process before any of our code; the README says so.
+// Plain ES2019 and only built-ins: on Node 20.11 `node:sea` is absent.
 (function localproxySeaPrelude() {
+  // SEA_EXEC_ARGV of scripts/sea-blob.mjs: present exactly when Node applied the blob's
+  // execArgv and execArgvExtension, so NODE_OPTIONS never reached this process.
+  if (process.execArgv.indexOf('--stack-trace-limit=10') !== -1) return false;
   if (process.env.LOCALPROXY_SEA_CHILD === '1') {
     // The re-started child: the marker has done its job; keep it out of the application's view.
     delete process.env.LOCALPROXY_SEA_CHILD;

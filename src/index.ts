@@ -20,3 +20,6 @@ export {
   type ServiceConnection, type RetryOptions, type KeepaliveOptions, type ProxyEnvValue,
 } from './transport/index';
 export { TunnelApiClient, ApiError as TunnelApiError, defaultEndpoint as defaultApiEndpoint, type TunnelApiOptions, type ApiCredentials } from './api/client';
+export { startAgent, DEFAULT_MAX_TUNNELS, type Agent, type AgentOptions } from './agent/agent';
+export { notificationTopic, encodeNotification, parseNotification, type TunnelNotification } from './agent/notification';
+export { mqttNotifier, type TunnelNotifier } from './relay/notify';

@@ -1,11 +1,15 @@
-/** Process entry: `relay`, `tunnel`, or the proxy command line (src/cli). */
+/** Process entry: `relay`, `tunnel`, `agent`, or the proxy command line (src/cli). */
 import { runTunnelCli } from './api/cli';
-import { reportError, runProxyCli } from './cli/run';
+import { reportError } from './cli/report';
+import { runProxyCli } from './cli/run';
 import { runRelayCli } from './relay/cli';
 
-function dispatch(argv: string[]): Promise<number> {
+// A word close to `relay`, `tunnel` or `agent` is answered with "did you mean" by the proxy's parser.
+async function dispatch(argv: string[]): Promise<number> {
   if (argv[0] === 'relay') return runRelayCli(argv.slice(1));
   if (argv[0] === 'tunnel') return runTunnelCli(argv.slice(1));
+  // Loaded on demand: MQTT.js is as large as the rest of the bundle, and only the agent uses it.
+  if (argv[0] === 'agent') return (await import('./agent/cli')).runAgentCli(argv.slice(1));
   return runProxyCli(argv);
 }
 

@@ -4,8 +4,12 @@
  * Exit codes: 0 ok, 1 the call failed (network or API error), 2 usage.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { ExitCode } from '../exit';
+import { parseCommandLine, usageError, type OptionSpec } from '../cli/args';
+import { reportError } from '../cli/report';
+import { closest } from '../cli/suggest';
+import { printable } from '../printable';
+import { ExitCode, ExitError } from '../exit';
+import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/tunnels';
 import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
 
 const HELP = `Usage: localproxy tunnel COMMAND [options]
@@ -36,17 +40,31 @@ const COMMANDS: Record<string, Operation> = {
   rotate: 'RotateTunnelAccessToken',
 };
 
-class UsageError extends Error {}
+const OPTIONS: readonly OptionSpec[] = [
+  { name: 'endpoint', value: true },
+  { name: 'region', value: true },
+  { name: 'ca', value: true },
+  { name: 'services', value: true },
+  { name: 'lifetime', value: true },
+  { name: 'description', value: true },
+  { name: 'thing-name', value: true },
+  { name: 'tunnel-id', value: true },
+  { name: 'delete', value: false },
+  { name: 'client-mode', value: true },
+  { name: 'max-results', value: true },
+  { name: 'next-token', value: true },
+  { name: 'help', short: 'h', value: false },
+];
 
-type Values = Record<string, string | boolean | undefined>;
+type Values = Record<string, string | true | undefined>;
 
 function need(values: Values, name: string): string {
   const value = values[name];
-  if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required`);
+  if (typeof value !== 'string' || value === '') throw usageError(`--${name} is required`);
   return value;
 }
 
-function services(value: string | boolean | undefined): string[] | undefined {
+function services(value: string | true | undefined): string[] | undefined {
   if (typeof value !== 'string') return undefined;
   return value.split(',').map((s) => s.trim()).filter(Boolean);
 }
@@ -59,7 +77,9 @@ function buildInput(command: string, v: Values): object {
       if (list || v['thing-name']) input.destinationConfig = { services: list ?? [], thingName: v['thing-name'] };
       if (v.lifetime !== undefined) {
         const minutes = Number(v.lifetime);
-        if (!Number.isInteger(minutes) || minutes < 1 || minutes > 720) throw new UsageError(`invalid --lifetime '${v.lifetime}': expected 1-720 minutes`);
+        if (!Number.isInteger(minutes) || minutes < MIN_LIFETIME_MINUTES || minutes > MAX_LIFETIME_MINUTES) {
+          throw usageError(`invalid --lifetime '${v.lifetime}': expected ${MIN_LIFETIME_MINUTES}-${MAX_LIFETIME_MINUTES} minutes`);
+        }
         input.timeoutConfig = { maxLifetimeTimeoutMinutes: minutes };
       }
       if (typeof v.description === 'string') input.description = v.description;
@@ -73,7 +93,7 @@ function buildInput(command: string, v: Values): object {
       const input: Record<string, unknown> = {};
       if (v['max-results'] !== undefined) {
         const n = Number(v['max-results']);
-        if (!Number.isInteger(n) || n < 1 || n > 100) throw new UsageError(`invalid --max-results '${v['max-results']}': expected 1-100`);
+        if (!Number.isInteger(n) || n < 1 || n > 100) throw usageError(`invalid --max-results '${v['max-results']}': expected 1-100`);
         input.maxResults = n;
       }
       if (typeof v['next-token'] === 'string') input.nextToken = v['next-token'];
@@ -82,14 +102,16 @@ function buildInput(command: string, v: Values): object {
     }
     case 'rotate': {
       const mode = need(v, 'client-mode').toUpperCase();
-      if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw new UsageError(`invalid --client-mode '${v['client-mode']}': expected SOURCE, DESTINATION or ALL`);
+      if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw usageError(`invalid --client-mode '${v['client-mode']}': expected SOURCE, DESTINATION or ALL`);
       const input: Record<string, unknown> = { tunnelId: need(v, 'tunnel-id'), clientMode: mode };
       const list = services(v.services);
       if (list) input.destinationConfig = { services: list };
       return input;
     }
-    default:
-      throw new UsageError(`unknown command '${command}' (open, close, describe, list or rotate)`);
+    default: {
+      const guess = closest(command, Object.keys(COMMANDS));
+      throw usageError(`unknown command '${command}' (${guess ? `did you mean '${guess}'?` : 'open, close, describe, list or rotate'})`);
+    }
   }
 }
 
@@ -98,50 +120,26 @@ export async function runTunnelCli(argv: string[]): Promise<number> {
   let operation: Operation;
   let input: object;
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        strict: true,
-        allowPositionals: true,
-        options: {
-          endpoint: { type: 'string' },
-          region: { type: 'string' },
-          ca: { type: 'string' },
-          services: { type: 'string' },
-          lifetime: { type: 'string' },
-          description: { type: 'string' },
-          'thing-name': { type: 'string' },
-          'tunnel-id': { type: 'string' },
-          delete: { type: 'boolean' },
-          'client-mode': { type: 'string' },
-          'max-results': { type: 'string' },
-          'next-token': { type: 'string' },
-          help: { type: 'boolean', short: 'h' },
-        },
-      });
-    } catch (err) {
-      throw new UsageError(String((err as Error).message).split('. ')[0]);
-    }
-    const v = parsed.values as Values;
+    const parsed = parseCommandLine(argv, OPTIONS, 1);
+    const v: Values = Object.fromEntries(parsed.options);
     if (v.help) {
       process.stdout.write(HELP);
       return ExitCode.OK;
     }
-    if (parsed.positionals.length !== 1) throw new UsageError(parsed.positionals.length === 0 ? 'missing command (open, close, describe, list or rotate)' : `unexpected argument '${parsed.positionals[1]}'`);
-    const command = parsed.positionals[0];
+    const [command] = parsed.positionals;
+    if (command === undefined) throw usageError('missing command (open, close, describe, list or rotate)');
     input = buildInput(command, v);
     operation = COMMANDS[command];
     const region = (typeof v.region === 'string' && v.region) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
     const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
     const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
-    if (!accessKeyId || !secretAccessKey) throw new UsageError('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)');
+    if (!accessKeyId || !secretAccessKey) throw usageError('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)');
     let ca: string | undefined;
     if (typeof v.ca === 'string') {
       try {
         ca = readFileSync(v.ca, 'utf8');
       } catch (err) {
-        throw new UsageError(`cannot read --ca '${v.ca}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        throw usageError(`cannot read --ca '${v.ca}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
     }
     try {
@@ -152,20 +150,19 @@ export async function runTunnelCli(argv: string[]): Promise<number> {
         ca,
       });
     } catch (err) {
-      throw new UsageError(`invalid --endpoint: ${(err as Error).message}`);
+      throw usageError(`invalid --endpoint: ${(err as Error).message}`);
     }
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`localproxy tunnel: ${err.message} (try 'localproxy tunnel --help')\n`);
-    return ExitCode.USAGE;
+    if (!(err instanceof ExitError)) throw err;
+    return reportError(err, { command: 'tunnel' });
   }
   try {
     const output = await client.call(operation, input);
     process.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
     return ExitCode.OK;
   } catch (err) {
-    const text = err instanceof ApiError ? `${err.type}: ${err.message}` : (err as Error).message;
-    process.stderr.write(`localproxy tunnel: ${operation} failed: ${text}\n`);
-    return ExitCode.FAILURE;
+    // The service's words: escaped and cut where they are printed.
+    const text = err instanceof ApiError ? `${printable(err.type)}: ${printable(err.message)}` : printable((err as Error).message);
+    return reportError(new ExitError(ExitCode.FAILURE, `${operation} failed: ${text}`), { command: 'tunnel' });
   }
 }

@@ -1,27 +1,43 @@
 /**
- * The proxy's option table and the command-line syntax of the reference (Boost
- * program_options "unix style"): `--name value`, `--name=value`, `-x value`, `-xvalue`,
- * unambiguous long prefixes, value options at most once. The table also feeds the
- * help text (src/cli/help.ts) and the `--config` file parser.
+ * The command-line syntax of all three command lines (`localproxy`, `localproxy relay`,
+ * `localproxy tunnel`), which is the reference's (Boost program_options "unix style",
+ * behaviour spec 1.3): `--name value`, `--name=value`, `-x value`, `-xvalue`, clusters of
+ * switches ending in one value option (`-kv5`), unambiguous long prefixes (`--reg`), value
+ * options at most once, a value never taken from a following option (`-t -r` is a missing
+ * argument), unknown options and stray arguments refused. Plus the proxy's option table,
+ * which also feeds the help text (src/cli/help.ts) and the `--config` file parser.
+ *
+ * node:util `parseArgs` splits the words (clusters, attached and `=` values, `--`); the
+ * rules above are checked here on its tokens. It serves better than mri, which reads
+ * `-tTOKEN` as the switches t, T, O, K, E and `--no-ssl-host-verify` as a negated
+ * `ssl-host-verify`, and knows neither prefixes nor duplicates: every word would have to be
+ * re-parsed before mri saw it, leaving mri nothing to do.
  */
-import mri from 'mri';
+import { parseArgs as splitArgs } from 'node:util';
 import { usageError } from '../exit';
+import { printable } from '../printable';
+import { closest } from './suggest';
 
 export { usageError };
 
+/** One option of a command line. */
 export interface OptionSpec {
-  /** Long name without dashes; also the key in a `--config` file. */
+  /** Long name without dashes. */
   name: string;
   short?: string;
   /** Value options take exactly one argument; the others are switches. */
   value: boolean;
+}
+
+/** A proxy option: also documented in `--help` and usable as a `--config` key. */
+export interface ProxyOptionSpec extends OptionSpec {
   /** Placeholder shown in the help text. */
   arg?: string;
   description: string;
   example: string;
 }
 
-export const OPTIONS: readonly OptionSpec[] = [
+export const OPTIONS: readonly ProxyOptionSpec[] = [
   { name: 'help', short: 'h', value: false, description: 'Show help message and exit', example: 'localproxy --help' },
   { name: 'version', short: 'V', value: false, description: 'Print the version and exit', example: 'localproxy -V' },
   { name: 'access-token', short: 't', value: true, arg: 'TOKEN', description: 'Client access token (prefer AWSIOT_TUNNEL_ACCESS_TOKEN: the command line is visible to other users)', example: '-t "$TOKEN"' },
@@ -42,27 +58,41 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'config-dir', value: true, arg: 'DIR', description: 'Directory of "ID = port" / "ID = host:port" files (default ./config, else config/ beside the executable)', example: '--config-dir /etc/localproxy/services' },
 ];
 
-export const OPTION_BY_NAME: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.name, o]));
-const OPTION_BY_SHORT: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.filter((o) => o.short).map((o) => [o.short as string, o]));
+export const OPTION_BY_NAME: ReadonlyMap<string, ProxyOptionSpec> = new Map(OPTIONS.map((o) => [o.name, o]));
 
 /** Option values by long name: a string for value options, true for switches that were given. */
 export type RawArgs = Map<string, string | true>;
 
+export interface CommandLine {
+  options: RawArgs;
+  positionals: string[];
+}
+
+/** A string value option, or undefined when absent. */
+export function stringOption(args: RawArgs, name: string): string | undefined {
+  const value = args.get(name);
+  return typeof value === 'string' ? value : undefined;
+}
+
 /**
  * A value echoed in an error message, with any run of 32 or more token characters cut to
  * its first four: the text may be an access or client token typed in the wrong place
- * (tokens never appear in output, Decisions 12). Absolute paths are shown whole.
+ * (tokens never appear in output, Decisions 12). Absolute paths are shown whole. The rest
+ * is made printable: control characters escaped, a long value cut.
  */
 export function shownValue(text: string): string {
-  return text.replace(/[A-Za-z0-9+/=_-]{32,}/g, (run) => (run.startsWith('/') ? run : `${run.slice(0, 4)}…(${run.length} characters not shown)`));
+  return printable(text.replace(/[A-Za-z0-9+/=_-]{32,}/g, (run) => (run.startsWith('/') ? run : `${run.slice(0, 4)}…(${run.length} characters not shown)`)));
 }
 
 /** A long name or an unambiguous prefix of one, as Boost's allow_guessing does. */
-function resolveLong(given: string): OptionSpec {
-  const exact = OPTION_BY_NAME.get(given);
+function resolveLong(table: readonly OptionSpec[], given: string): OptionSpec {
+  const exact = table.find((o) => o.name === given);
   if (exact) return exact;
-  const matches = OPTIONS.filter((o) => o.name.startsWith(given));
-  if (given === '' || matches.length === 0) throw usageError(`unrecognised option '--${given}'`);
+  const matches = given === '' ? [] : table.filter((o) => o.name.startsWith(given));
+  if (matches.length === 0) {
+    const guess = closest(given, table.map((o) => o.name));
+    throw usageError(`unrecognised option '--${shownValue(given)}'${guess ? ` (did you mean '--${guess}'?)` : ''}`);
+  }
   if (matches.length > 1) {
     const names = matches.map((o) => `'--${o.name}'`);
     throw usageError(`option '--${given}' is ambiguous and matches ${names.slice(0, -1).join(', ')}, and ${names[names.length - 1]}`);
@@ -70,85 +100,72 @@ function resolveLong(given: string): OptionSpec {
   return matches[0];
 }
 
-/** A following token that looks like an option is not taken as a value (Boost does the same). */
-function isOptionLike(token: string): boolean {
-  return token.length > 1 && token.startsWith('-');
+/** A word that looks like an option is not taken as a value (Boost does the same). */
+function isOptionLike(word: string): boolean {
+  return word.length > 1 && word.startsWith('-');
 }
 
 /**
- * Turns argv into option values. Every syntax problem is a usage error (exit 2) with
- * the reference's message text; stray positional arguments are rejected, where the
- * reference silently ignores them (9.5#64).
+ * Turns argv into option values and positional arguments, checked against `table`. Every
+ * syntax problem is a usage error (exit 2) with the reference's message text, raised at
+ * the first offending word; more than `maxPositionals` positional arguments is one too
+ * (the reference silently ignores them, 9.5#64).
  */
-export function parseArgs(argv: readonly string[]): RawArgs {
-  // The pre-pass resolves prefixes, short clusters and duplicates, which mri does not
-  // know about; mri then splits the normalised `--name=value` tokens.
-  const normalised: string[] = [];
-  const seen = new Set<string>();
-  const add = (spec: OptionSpec, value: string | undefined): void => {
-    if (spec.value) {
-      if (seen.has(spec.name)) throw usageError(`option '--${spec.name}' cannot be specified more than once`);
-      normalised.push(`--${spec.name}=${value}`);
-    } else {
-      normalised.push(`--${spec.name}`);
+export function parseCommandLine(argv: readonly string[], table: readonly OptionSpec[], maxPositionals = 0): CommandLine {
+  // Non-strict: unknown names and prefixes come through as tokens to be resolved below.
+  const { tokens } = splitArgs({
+    args: [...argv],
+    options: Object.fromEntries(table.map((o) => [o.name, o.short ? { type: o.value ? 'string' : 'boolean', short: o.short } : { type: o.value ? 'string' : 'boolean' }])),
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const options: RawArgs = new Map();
+  const positionals: string[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const token = tokens[i];
+    if (token.kind === 'option-terminator') continue;
+    if (token.kind === 'positional') {
+      if (positionals.length >= maxPositionals) {
+        const hint = maxPositionals === 0 ? ' (options take the form -x VALUE or --name VALUE)' : '';
+        throw usageError(`unexpected argument '${shownValue(token.value)}'${hint}`);
+      }
+      positionals.push(token.value);
+      continue;
     }
-    seen.add(spec.name);
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const token = argv[i];
-    if (token === '--') {
-      if (i + 1 < argv.length) throw usageError(`unexpected argument '${shownValue(argv[i + 1])}'`);
-      break;
+    const isLong = token.rawName.startsWith('--');
+    const spec = isLong ? resolveLong(table, token.name) : table.find((o) => o.short === token.rawName.slice(1));
+    if (!spec) throw usageError(`unrecognised option '${shownValue(token.rawName)}'`);
+    if (!spec.value) {
+      if (token.inlineValue) throw usageError(`option '--${spec.name}' does not take any arguments`);
+      options.set(spec.name, true);
+      continue;
     }
-    if (token.startsWith('--')) {
-      const eq = token.indexOf('=');
-      const spec = resolveLong(eq === -1 ? token.slice(2) : token.slice(2, eq));
-      if (!spec.value) {
-        if (eq !== -1) throw usageError(`option '--${spec.name}' does not take any arguments`);
-        add(spec, undefined);
-      } else if (eq !== -1) {
-        add(spec, token.slice(eq + 1));
-      } else {
-        const next = argv[i + 1];
-        if (next === undefined || isOptionLike(next)) throw usageError(`the required argument for option '--${spec.name}' is missing`);
-        add(spec, next);
+    let value = token.value;
+    if (value === undefined) {
+      // A prefix (`--reg`) is unknown to node:util, which left its value as the next token.
+      const next = tokens[i + 1];
+      if (next?.kind === 'positional' && next.index === token.index + 1) {
+        value = next.value;
         i++;
       }
-      continue;
+    } else if (!token.inlineValue && isOptionLike(value)) {
+      value = undefined;
     }
-    if (token.startsWith('-') && token.length > 1) {
-      // A cluster of switches may end with one value option: `-kv6`, `-kv 6`.
-      for (let j = 1; j < token.length; j++) {
-        const spec = OPTION_BY_SHORT.get(token[j]);
-        if (!spec) throw usageError(`unrecognised option '-${token[j]}'`);
-        if (!spec.value) {
-          add(spec, undefined);
-          continue;
-        }
-        let value = token.slice(j + 1);
-        if (value === '') {
-          const next = argv[i + 1];
-          if (next === undefined || isOptionLike(next)) throw usageError(`the required argument for option '--${spec.name}' is missing`);
-          value = next;
-          i++;
-        }
-        add(spec, value);
-        break;
-      }
-      continue;
-    }
-    throw usageError(`unexpected argument '${shownValue(token)}' (options take the form -x VALUE or --name VALUE)`);
+    if (value === undefined) throw usageError(`the required argument for option '--${spec.name}' is missing`);
+    if (options.has(spec.name)) throw usageError(`option '--${spec.name}' cannot be specified more than once`);
+    options.set(spec.name, value);
   }
+  return { options, positionals };
+}
 
-  const parsed = mri(normalised, {
-    string: OPTIONS.filter((o) => o.value).map((o) => o.name),
-    boolean: OPTIONS.filter((o) => !o.value).map((o) => o.name),
-  });
-  const out: RawArgs = new Map();
-  for (const spec of OPTIONS) {
-    if (!seen.has(spec.name)) continue;
-    const value: unknown = parsed[spec.name];
-    out.set(spec.name, spec.value ? String(Array.isArray(value) ? value[value.length - 1] : value) : true);
-  }
-  return out;
+/** The words after `localproxy` that start another command line (src/main.ts). */
+export const SUBCOMMANDS: readonly string[] = ['relay', 'tunnel', 'agent'];
+
+/** The proxy's command line: options only, no positional arguments. */
+export function parseArgs(argv: readonly string[]): RawArgs {
+  const first = argv[0];
+  const guess = first !== undefined && !first.startsWith('-') ? closest(first, SUBCOMMANDS) : undefined;
+  if (guess) throw usageError(`unknown command '${shownValue(first)}' (did you mean 'localproxy ${guess}'?)`);
+  return parseCommandLine(argv, OPTIONS).options;
 }

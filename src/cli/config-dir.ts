@@ -12,6 +12,7 @@
 import { readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { usageError } from '../exit';
+import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import type { Mode, ServiceTarget } from '../options';
 import { readSmallTextFile } from './read-file';
 import { formatTarget, parseTarget } from './service-spec';
@@ -75,7 +76,7 @@ function parseFile(text: string): { entries: Array<[string, string, number]>; no
       continue;
     }
     const eq = line.indexOf('=');
-    if (eq <= 0) return { entries, notIni: `line ${i + 1} is not "ID = value": ${line.slice(0, 60)}` };
+    if (eq <= 0) return { entries, notIni: `line ${i + 1} is not "ID = value": ${printable(line, 60)}` };
     if (!inSection) entries.push([line.slice(0, eq).trim(), line.slice(eq + 1).trim(), i + 1]);
   }
   return { entries };
@@ -97,7 +98,7 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
     const { entries, notIni } = parseFile(text);
     if (notIni) {
       // As the reference: a file that is not in this format is skipped with a warning.
-      warnings.push(`Fail to parse ${file} .Please make sure your file is in .ini format. (${notIni}) Continue to the next file.`);
+      warnings.push(`Fail to parse ${printable(file, MAX_PRINTED_PATH_CHARS)} .Please make sure your file is in .ini format. (${notIni}) Continue to the next file.`);
       continue;
     }
     for (const [id, value, line] of entries) {

@@ -8,6 +8,7 @@
  *
  * Keys are long option names; a value is cut at `#` as in the reference.
  */
+import { resolve } from 'node:path';
 import { OPTION_BY_NAME, shownValue, usageError, type RawArgs } from './args';
 import { readSmallTextFile } from './read-file';
 
@@ -46,10 +47,11 @@ export function parseConfigText(text: string): RawArgs {
   return out;
 }
 
-export function readConfigFile(path: string): RawArgs {
+/** Reads `path` (relative to `cwd`); messages show it as given. */
+export function readConfigFile(path: string, cwd: string): RawArgs {
   let text: string;
   try {
-    text = readSmallTextFile(path);
+    text = readSmallTextFile(resolve(cwd, path));
   } catch (err) {
     throw usageError(`can not read options configuration file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

@@ -13,6 +13,7 @@ Usage:
   localproxy [options]            run the local proxy (source or destination mode)
   localproxy relay [options]      run a self-hosted tunneling service (see: localproxy relay --help)
   localproxy tunnel COMMAND ...   open, list, describe, rotate or close tunnels (see: localproxy tunnel --help)
+  localproxy agent [options]      run on a device: start the destination for tunnels notified over MQTT (see: localproxy agent --help)
 
 Examples:
   AWSIOT_TUNNEL_ACCESS_TOKEN=... localproxy -r us-east-1 -s 5555

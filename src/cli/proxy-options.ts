@@ -3,14 +3,16 @@
  * The order of checks follows the reference's process_cli (behaviour spec 1.4) so the
  * same error wins, with the deviations of the Decisions (exit 2, env overridden, …).
  */
-import { statSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ExitCode, ExitError } from '../exit';
 import { Logger, LogLevel, type LogSink } from '../log';
 import type { Mode, ProxyOptions, ServiceTarget, WebProxy } from '../options';
+import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import { defaultSettings, exportSettings, mergeSettingsJson, SettingsError, type Settings } from '../settings';
+import { caDirectoryProblem, warnCaProblems } from '../transport/ca';
 import { deriveClientToken } from '../transport/client-token';
-import { noProxyFromEnv, parseProxyUrl, proxyFromEnv } from '../transport/web-proxy';
+import { noProxyFromEnv, parseProxyUrl, proxyFromEnv, shouldBypassProxy } from '../transport/web-proxy';
 import { PRODUCT, VERSION } from '../version';
 import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
@@ -27,6 +29,8 @@ export interface CliContext {
   /** Path of the executable (or script), for the `config/` directory beside it. */
   executable: string;
   stdout: (text: string) => void;
+  /** Where error messages go. */
+  stderr: (text: string) => void;
   /** Where log lines go; default stderr. */
   logSink?: LogSink;
 }
@@ -67,40 +71,49 @@ function parseMode(text: string): Mode {
   throw usageError('Mode value is wrong! Allowed values are: src, dst, source, destination');
 }
 
-function readSettings(path: string, log: Logger): Settings {
+/**
+ * `--settings-json FILE` over the defaults (shared with `localproxy agent`). `path` as given on
+ * the command line (relative to `cwd`) is read; messages show it as given.
+ */
+export function readSettings(path: string, cwd: string, log: Logger): Settings {
   validatePath(path, '--settings-json');
   let text: string;
   try {
-    text = readSmallTextFile(path);
+    text = readSmallTextFile(resolve(cwd, path));
   } catch (err) {
     throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  log.info(`Using settings specified in file: ${path}`);
+  let merged: ReturnType<typeof mergeSettingsJson>;
   try {
     // Windows editors may start the file with a byte order mark, which JSON.parse refuses.
-    const { settings, unknownKeys } = mergeSettingsJson(text.replace(/^\uFEFF/, ''));
-    for (const key of unknownKeys) log.debug(`Ignoring unknown setting ${key} in ${path}`);
-    return settings;
+    merged = mergeSettingsJson(text.replace(/^\uFEFF/, ''));
   } catch (err) {
     if (err instanceof SettingsError) throw usageError(`${path}: ${err.message}`);
     throw err;
   }
+  // Only a file that is used is announced: a broken one gets its error line alone.
+  log.info(`Using settings specified in file: ${printable(path, MAX_PRINTED_PATH_CHARS)}`);
+  for (const key of merged.unknownKeys) log.debug(`Ignoring unknown setting ${printable(key)} in ${printable(path, MAX_PRINTED_PATH_CHARS)}`);
+  return merged.settings;
 }
 
 /**
- * Decisions 9: an explicit region or endpoint (command line or `--config`) replaces the
- * environment's instead of conflicting with it; two explicit ones still conflict.
+ * Decisions 9: region and endpoint are one choice. The highest source that names either
+ * (command line, then `--config`, then the environment) decides it, replacing the lower
+ * ones' region *and* endpoint: `-e` on the command line wins over a `--config` file's
+ * `region`. Both in the same source still conflict, as in the reference.
  */
-function pickRegionOrEndpoint(explicit: RawArgs, env: NodeJS.ProcessEnv): { region?: string; endpoint?: string } {
-  const conflict = 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options';
-  let region = str(explicit, 'region');
-  let endpoint = str(explicit, 'proxy-endpoint');
-  if (region === undefined && endpoint === undefined) {
-    region = env.AWSIOT_TUNNEL_REGION;
-    endpoint = env.AWSIOT_TUNNEL_ENDPOINT;
+function pickRegionOrEndpoint(cli: RawArgs, config: RawArgs, env: NodeJS.ProcessEnv): { region?: string; endpoint?: string } {
+  const sources = [
+    { region: str(cli, 'region'), endpoint: str(cli, 'proxy-endpoint') },
+    { region: str(config, 'region'), endpoint: str(config, 'proxy-endpoint') },
+    { region: env.AWSIOT_TUNNEL_REGION, endpoint: env.AWSIOT_TUNNEL_ENDPOINT },
+  ];
+  const chosen = sources.find((s) => s.region !== undefined || s.endpoint !== undefined);
+  if (chosen === undefined || (chosen.region !== undefined && chosen.endpoint !== undefined)) {
+    throw usageError('Must specify one and only one of --region/-r or --proxy-endpoint/-e options');
   }
-  if ((region === undefined) === (endpoint === undefined)) throw usageError(conflict);
-  return { region, endpoint };
+  return chosen;
 }
 
 export function buildProxyOptions(argv: readonly string[], ctx: CliContext): CliPlan {
@@ -117,7 +130,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (exportPath !== undefined) {
     validatePath(exportPath, '--export-default-settings');
     try {
-      writeFileSync(exportPath, exportSettings(defaultSettings()));
+      writeFileSync(resolve(ctx.cwd, exportPath), exportSettings(defaultSettings()));
     } catch (err) {
       throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
@@ -127,9 +140,11 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   // Command line first, then the --config file fills what is still unset (1.5).
   const merged: RawArgs = new Map(cli);
   const configPath = str(cli, 'config');
+  let config: RawArgs = new Map();
   if (configPath !== undefined) {
     validatePath(configPath, '--config');
-    for (const [key, value] of readConfigFile(configPath)) if (!merged.has(key)) merged.set(key, value);
+    config = readConfigFile(configPath, ctx.cwd);
+    for (const [key, value] of config) if (!merged.has(key)) merged.set(key, value);
   }
 
   // Unlike the reference, `verbose` from the --config file works (9.5#49).
@@ -137,19 +152,18 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   const log = new Logger({ level: verbose === undefined ? LogLevel.INFO : parseVerbose(verbose), sink: ctx.logSink });
 
   const tokenFromArgv = cli.has('access-token');
-  const explicit = new Map(merged);
   for (const [variable, option] of ENV_OPTIONS) {
     const value = ctx.env[variable];
     if (value !== undefined && !merged.has(option) && option !== 'region' && option !== 'proxy-endpoint') merged.set(option, value);
   }
 
   const settingsPath = str(merged, 'settings-json');
-  const settings = settingsPath === undefined ? defaultSettings() : readSettings(settingsPath, log);
+  const settings = settingsPath === undefined ? defaultSettings() : readSettings(settingsPath, ctx.cwd, log);
 
   const accessToken = str(merged, 'access-token');
-  if (accessToken === undefined) throw usageError("the option '--access-token' is required but missing");
+  if (accessToken === undefined) throw usageError("the option '--access-token' is required but missing: set AWSIOT_TUNNEL_ACCESS_TOKEN (or give -t TOKEN)");
   log.redact(accessToken);
-  const { region, endpoint } = pickRegionOrEndpoint(explicit, ctx.env);
+  const { region, endpoint } = pickRegionOrEndpoint(cli, config, ctx.env);
 
   if (tokenFromArgv) log.warn('Found access token supplied via CLI arg. Consider using environment variable AWSIOT_TUNNEL_ACCESS_TOKEN instead');
   validateAccessToken(accessToken);
@@ -174,9 +188,13 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     } catch (err) {
       throw usageError(`Failed to parse the value of environment variable ${proxyEnv.variable}: ${log.scrub((err as Error).message)}`);
     }
-    log.info('Found Web proxy information in the environment variables, will use it to connect via the proxy.');
   }
   const noProxy = noProxyFromEnv(ctx.env);
+  if (webProxy && shouldBypassProxy(service.host, noProxy, service.port)) {
+    log.info(`Found Web proxy information in the environment variables, but ${service.host} is listed in ${ctx.env.no_proxy !== undefined ? 'no_proxy' : 'NO_PROXY'}: connecting directly.`);
+  } else if (webProxy) {
+    log.info('Found Web proxy information in the environment variables, will use it to connect via the proxy.');
+  }
 
   const sourceList = str(merged, 'source-listen-port');
   const destinationList = str(merged, 'destination-app');
@@ -219,8 +237,8 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   let configDir: string | undefined;
   if (configDirArg !== undefined) {
     validatePath(configDirArg, '--config-dir');
-    checkConfigDir(configDirArg);
-    configDir = configDirArg;
+    configDir = resolve(ctx.cwd, configDirArg);
+    checkConfigDir(configDir);
   } else if (services.size === 0) {
     configDir = defaultConfigDir(ctx.cwd, ctx.executable);
     if (configDir === undefined) log.debug(`${resolve(ctx.cwd, 'config')} does not exist or is empty; no configuration files`);
@@ -228,7 +246,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (configDir !== undefined) {
     const result = readConfigDir(configDir, mode);
     log.info('Detect configuration files: ');
-    for (const file of result.files) log.info(file);
+    for (const file of result.files) log.info(printable(file, MAX_PRINTED_PATH_CHARS));
     for (const warning of result.warnings) log.warn(warning);
     configDirMappings = result.mappings;
     if (mode === 'source') checkListenPorts(result.mappings, configDir);
@@ -237,12 +255,15 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
 
   let bindAddress = str(merged, 'local-bind-address');
   if (bindAddress !== undefined) bindAddress = validateBindAddress(bindAddress) || undefined;
-  const caPath = str(merged, 'capath');
+  let caPath = str(merged, 'capath');
   if (caPath !== undefined) {
     validatePath(caPath, '--capath');
+    caPath = resolve(ctx.cwd, caPath);
     // A warning, not an error: the reference accepts any path here and the seed README's
     // example (`capath = /opt/rootca`) must keep working where that directory is absent.
-    if (!statSync(caPath, { throwIfNoEntry: false })?.isDirectory()) log.warn(`CA directory ${caPath} does not exist or is not a directory; only the system CAs are used`);
+    // Said once: the connect attempts do not repeat it.
+    const problem = caDirectoryProblem(caPath);
+    if (problem) warnCaProblems(log, [problem]);
   }
   if (mode === 'source' && services.size === 0 && (configDirMappings?.size ?? 0) === 0) {
     log.debug('Source mode without mappings: every service id gets a free port');

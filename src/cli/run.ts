@@ -3,15 +3,21 @@
  * (Decisions 13) and return the exit code (Decisions 1).
  */
 import { realpathSync } from 'node:fs';
-import { ExitCode, ExitError } from '../exit';
-import type { Logger } from '../log';
+import { ExitCode } from '../exit';
+import { Logger, LogLevel } from '../log';
+import type { ProxyOptions } from '../options';
 import { startProxy, type LocalProxy } from '../tunnel/proxy';
 import { PRODUCT } from '../version';
 import { buildProxyOptions, type CliContext } from './proxy-options';
+import { reportError } from './report';
 
 /** Decisions 13: exit within 2 s of the first signal even if the close handshake stalls. */
 const SHUTDOWN_GRACE_MS = 1800;
-const TRY_HELP = "Try 'localproxy --help' for a list of options.";
+
+export interface ProxyCliContext extends CliContext {
+  /** Starts the proxy once the options are built (tests of the command line stop here). */
+  startProxy: (options: ProxyOptions) => LocalProxy;
+}
 
 /**
  * The executable's real path, for the `config/` directory beside it: the bundle behind an
@@ -25,24 +31,15 @@ function executablePath(): string {
   }
 }
 
-export function defaultContext(): CliContext {
+export function defaultContext(): ProxyCliContext {
   return {
     env: process.env,
     cwd: process.cwd(),
     executable: executablePath(),
     stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+    startProxy,
   };
-}
-
-/** One line for a failure; usage errors add the "Try --help" line (Decisions 1). */
-export function reportError(err: unknown, scrub: (text: string) => string = (t) => t): number {
-  if (err instanceof ExitError) {
-    const tail = err.exitCode === ExitCode.USAGE ? `\n${TRY_HELP}` : '';
-    process.stderr.write(`${scrub(err.message)}${tail}\n`);
-    return err.exitCode;
-  }
-  process.stderr.write(`${PRODUCT}: internal error: ${scrub(err instanceof Error ? err.message : String(err))}\n`);
-  return ExitCode.FAILURE;
 }
 
 const TOKEN_OPTIONS = ['-t', '--access-token', '-i', '--client-token'];
@@ -52,15 +49,17 @@ const TOKEN_OPTIONS = ['-t', '--access-token', '-i', '--client-token'];
  * command line: the options may not have parsed, so they are picked out of argv here.
  */
 function tokenScrubber(argv: readonly string[], env: NodeJS.ProcessEnv): (text: string) => string {
-  const secrets = [env.AWSIOT_TUNNEL_ACCESS_TOKEN, env.AWSIOT_TUNNEL_CLIENT_TOKEN];
+  // The logger's redaction is the one place that hides secrets; this one writes nothing.
+  const redactor = new Logger({ level: LogLevel.OFF, sink: () => {} });
+  redactor.redact(env.AWSIOT_TUNNEL_ACCESS_TOKEN);
+  redactor.redact(env.AWSIOT_TUNNEL_CLIENT_TOKEN);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    if (TOKEN_OPTIONS.includes(arg)) secrets.push(argv[i + 1]);
-    else if (/^-[ti]./.test(arg)) secrets.push(arg.slice(2));
-    else if (/^--(access|client)-token=/.test(arg)) secrets.push(arg.slice(arg.indexOf('=') + 1));
+    if (TOKEN_OPTIONS.includes(arg)) redactor.redact(argv[i + 1]);
+    else if (/^-[ti]./.test(arg)) redactor.redact(arg.slice(2));
+    else if (/^--(access|client)-token=/.test(arg)) redactor.redact(arg.slice(arg.indexOf('=') + 1));
   }
-  const known = secrets.filter((s): s is string => s !== undefined && s.length >= 4);
-  return (text) => known.reduce((t, secret) => t.split(secret).join('***'), text);
+  return (text) => redactor.scrub(text);
 }
 
 function stopOnSignals(proxy: LocalProxy, log: Logger): () => void {
@@ -90,12 +89,12 @@ function stopOnSignals(proxy: LocalProxy, log: Logger): () => void {
   };
 }
 
-export async function runProxyCli(argv: string[], ctx: CliContext = defaultContext()): Promise<number> {
+export async function runProxyCli(argv: string[], ctx: ProxyCliContext = defaultContext()): Promise<number> {
   let plan;
   try {
     plan = buildProxyOptions(argv, ctx);
   } catch (err) {
-    return reportError(err, tokenScrubber(argv, ctx.env));
+    return reportError(err, { write: ctx.stderr, scrub: tokenScrubber(argv, ctx.env) });
   }
   if (plan.action === 'exit') return plan.exitCode;
   const { options } = plan;
@@ -105,9 +104,9 @@ export async function runProxyCli(argv: string[], ctx: CliContext = defaultConte
   let proxy: LocalProxy;
   options.log.info(`Starting proxy in ${options.mode} mode`);
   try {
-    proxy = startProxy(options);
+    proxy = ctx.startProxy(options);
   } catch (err) {
-    return reportError(err, (t) => options.log.scrub(t));
+    return reportError(err, { write: ctx.stderr, scrub: (t) => options.log.scrub(t) });
   }
   const detach = stopOnSignals(proxy, options.log);
   // The proxy logs how it ended; only the exit code is left to report.

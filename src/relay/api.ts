@@ -6,10 +6,11 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LogLevel, type Logger } from '../log';
+import { printable } from '../printable';
 import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type DestinationConfigInput, type OpenTunnelInput, type Operation, type TagInput } from './shapes';
 import { verifySigV4, type Credentials } from './sigv4';
 import { StateWriteError } from './state';
-import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord, type TunnelRegistry } from './tunnels';
+import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord, type TunnelRegistry } from './tunnels';
 
 export type { Credentials } from './sigv4';
 
@@ -22,7 +23,11 @@ export interface ApiContext {
   credentials?: Credentials;
   log: Logger;
   /** Opens tunnels through the relay so they are logged the same way as in-process ones. */
-  relay: { openTunnel(req: OpenTunnelRequest, region?: string): OpenedTunnel };
+  relay: {
+    openTunnel(req: OpenTunnelRequest, region?: string): OpenedTunnel;
+    /** Through the relay: the tunnel's thing is notified of a new destination token. */
+    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfigInput): RotatedTokens;
+  };
   maxBodyBytes: number;
 }
 
@@ -168,7 +173,7 @@ async function runOperation(op: Operation, body: unknown, region: string, ctx: A
     }
     case 'RotateTunnelAccessToken': {
       const input = validateInput<{ tunnelId: string; clientMode: ClientMode; destinationConfig?: DestinationConfigInput }>(body, SHAPES.RotateTunnelAccessToken);
-      const tokens = registry.rotate(input.tunnelId, input.clientMode, input.destinationConfig);
+      const tokens = ctx.relay.rotateAccessToken(input.tunnelId, input.clientMode, input.destinationConfig);
       await registry.durable();
       return { tunnelArn: registry.get(input.tunnelId).tunnelArn, ...tokens };
     }
@@ -232,7 +237,7 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');
     if (err instanceof StateWriteError) ctx.log.limited(LogLevel.WARNING, 'api-unsaved', `api: ${op} answered HTTP 503: the state file cannot be written`);
     else if (apiError.status >= 500) ctx.log.error(`api: ${op || 'request'} failed: ${(err as Error).message}`);
-    else ctx.log.limited(LogLevel.INFO, 'api-refused', `api: ${op || 'request'} refused: ${apiError.type}: ${apiError.message}`);
+    else ctx.log.limited(LogLevel.INFO, 'api-refused', `api: ${printable(op) || 'request'} refused: ${apiError.type}: ${printable(apiError.message)}`);
     if (!res.headersSent && !res.socket?.destroyed) send(res, apiError.status, { __type: apiError.type, message: apiError.message }, apiError.type);
   }
 }

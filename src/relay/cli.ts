@@ -2,9 +2,12 @@
  * `localproxy relay [options]`: runs the relay until SIGINT/SIGTERM (then resolves 0).
  * Bad flags: one line on stderr, exit 2. Runtime failures (port in use): one line, exit 1.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { ExitCode } from '../exit';
+import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
+import { parseCommandLine, stringOption, usageError, type OptionSpec } from '../cli/args';
+import { reportError } from '../cli/report';
+import { ExitCode, ExitError } from '../exit';
 import { Logger } from '../log';
 import type { Credentials } from './sigv4';
 import { startRelay, type RelayOptions } from './server';
@@ -26,6 +29,14 @@ Options:
   --credentials-file FILE   Management API credentials: lines "aws_access_key_id = ..." and
                             "aws_secret_access_key = ..." (default: the environment variables
                             LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY)
+  --mqtt-url URL            Notify things as the cloud does: when a tunnel with a thing name is
+                            opened, or its destination token rotated, publish the token to
+                            $aws/things/<thing>/tunnels/notify (QoS 1) on this broker, where
+                            "localproxy agent" picks it up. mqtts://HOST[:PORT] (mqtt:// for tests)
+  --mqtt-cert FILE, --mqtt-key FILE
+                            PEM client certificate and key for the broker
+  --mqtt-ca FILE            PEM CA certificate(s) for the broker instead of the system ones
+  --mqtt-client-id ID       MQTT client id (default localproxy-relay-<random>)
   -v, --verbose LEVEL       Log level on stderr, 0-6 (default 4, info)
   -h, --help                Show this help and exit
 
@@ -33,12 +44,23 @@ Without a TLS option the relay serves a self-signed certificate generated at sta
 then need -k); --tls-self-signed DIR is the convenient choice for tests and labs.
 `;
 
-class UsageError extends Error {}
+const OPTIONS: readonly OptionSpec[] = [
+  { name: 'listen', value: true },
+  { name: 'tls-self-signed', value: true },
+  { name: 'tls-cert', value: true },
+  { name: 'tls-key', value: true },
+  { name: 'plain', value: false },
+  { name: 'state', value: true },
+  { name: 'credentials-file', value: true },
+  { name: 'verbose', short: 'v', value: true },
+  { name: 'help', short: 'h', value: false },
+  ...BROKER_OPTIONS,
+];
 
 function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`invalid --listen '${value}': expected HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443`);
+  if (!m || port > 65535) throw usageError(`invalid --listen '${value}': expected HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443`);
   return { host: m[1] ?? m[2], port };
 }
 
@@ -46,7 +68,7 @@ function readText(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read ${what} '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw usageError(`cannot read ${what} '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
 }
 
@@ -59,65 +81,50 @@ export function parseCredentialsFile(text: string, path: string): Credentials {
   }
   const accessKeyId = values.get('aws_access_key_id') ?? values.get('localproxy_relay_access_key_id');
   const secretAccessKey = values.get('aws_secret_access_key') ?? values.get('localproxy_relay_secret_access_key');
-  if (!accessKeyId || !secretAccessKey) throw new UsageError(`credentials file '${path}' needs aws_access_key_id and aws_secret_access_key`);
+  if (!accessKeyId || !secretAccessKey) throw usageError(`credentials file '${path}' needs aws_access_key_id and aws_secret_access_key`);
   return { accessKeyId, secretAccessKey };
 }
 
-function buildOptions(argv: string[], log: Logger): { options: RelayOptions; help: boolean } {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        listen: { type: 'string' },
-        'tls-self-signed': { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        plain: { type: 'boolean' },
-        state: { type: 'string' },
-        'credentials-file': { type: 'string' },
-        verbose: { type: 'string', short: 'v' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    // node:util's messages run to several sentences; keep the first.
-    throw new UsageError(String((err as Error).message).split('. ')[0]);
-  }
-  const v = parsed.values;
-  if (v.help) return { options: {}, help: true };
+function buildOptions(argv: string[], log: Logger): { options: RelayOptions; help: boolean; mqtt?: ReturnType<typeof brokerFromArgs> } {
+  const args = parseCommandLine(argv, OPTIONS).options;
+  if (args.has('help')) return { options: {}, help: true };
+  const mqtt = brokerFromArgs(args, `localproxy-relay-${randomBytes(4).toString('hex')}`);
   const options: RelayOptions = { log };
-  if (v.verbose !== undefined) {
-    if (!/^[0-6]$/.test(v.verbose)) throw new UsageError(`invalid --verbose '${v.verbose}': expected 0-6`);
-    log.level = Number(v.verbose);
+  const verbose = stringOption(args, 'verbose');
+  if (verbose !== undefined) {
+    if (!/^[0-6]$/.test(verbose)) throw usageError(`invalid --verbose '${verbose}': expected 0-6`);
+    log.level = Number(verbose);
   }
-  const listen = parseListen(v.listen ?? '127.0.0.1:8443');
+  const listen = parseListen(stringOption(args, 'listen') ?? '127.0.0.1:8443');
   options.host = listen.host;
   options.port = listen.port;
-  const tlsChoices = [v.plain && '--plain', v['tls-self-signed'] !== undefined && '--tls-self-signed', (v['tls-cert'] !== undefined || v['tls-key'] !== undefined) && '--tls-cert/--tls-key'].filter(Boolean);
-  if (tlsChoices.length > 1) throw new UsageError(`${tlsChoices.join(' and ')} cannot be combined`);
-  if (v.plain) {
+  const plain = args.has('plain');
+  const selfSignedDir = stringOption(args, 'tls-self-signed');
+  const certFile = stringOption(args, 'tls-cert');
+  const keyFile = stringOption(args, 'tls-key');
+  const tlsChoices = [plain && '--plain', selfSignedDir !== undefined && '--tls-self-signed', (certFile !== undefined || keyFile !== undefined) && '--tls-cert/--tls-key'].filter(Boolean);
+  if (tlsChoices.length > 1) throw usageError(`${tlsChoices.join(' and ')} cannot be combined`);
+  if (plain) {
     options.tls = 'plain';
-  } else if (v['tls-self-signed'] !== undefined) {
-    options.selfSignedDir = v['tls-self-signed'];
-  } else if (v['tls-cert'] !== undefined || v['tls-key'] !== undefined) {
-    if (v['tls-cert'] === undefined || v['tls-key'] === undefined) throw new UsageError('--tls-cert and --tls-key must be given together');
-    options.tls = { cert: readText(v['tls-cert'], 'certificate'), key: readText(v['tls-key'], 'private key') };
+  } else if (selfSignedDir !== undefined) {
+    options.selfSignedDir = selfSignedDir;
+  } else if (certFile !== undefined || keyFile !== undefined) {
+    if (certFile === undefined || keyFile === undefined) throw usageError('--tls-cert and --tls-key must be given together');
+    options.tls = { cert: readText(certFile, 'certificate'), key: readText(keyFile, 'private key') };
   } else {
     options.tls = 'self-signed';
   }
-  options.statePath = v.state;
-  if (v['credentials-file'] !== undefined) {
-    options.credentials = parseCredentialsFile(readText(v['credentials-file'], 'credentials file'), v['credentials-file']);
+  options.statePath = stringOption(args, 'state');
+  const credentialsFile = stringOption(args, 'credentials-file');
+  if (credentialsFile !== undefined) {
+    options.credentials = parseCredentialsFile(readText(credentialsFile, 'credentials file'), credentialsFile);
   } else {
     const accessKeyId = process.env.LOCALPROXY_RELAY_ACCESS_KEY_ID;
     const secretAccessKey = process.env.LOCALPROXY_RELAY_SECRET_ACCESS_KEY;
     if (accessKeyId && secretAccessKey) options.credentials = { accessKeyId, secretAccessKey };
-    else if (accessKeyId || secretAccessKey) throw new UsageError('set both LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY, or neither');
+    else if (accessKeyId || secretAccessKey) throw usageError('set both LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY, or neither');
   }
-  return { options, help: false };
+  return { options, help: false, mqtt };
 }
 
 export async function runRelayCli(argv: string[]): Promise<number> {
@@ -126,9 +133,8 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   try {
     built = buildOptions(argv, log);
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`localproxy relay: ${err.message} (try 'localproxy relay --help')\n`);
-    return ExitCode.USAGE;
+    if (!(err instanceof ExitError)) throw err;
+    return reportError(err, { command: 'relay' });
   }
   if (built.help) {
     process.stdout.write(HELP);
@@ -138,6 +144,9 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   if (options.tls === 'plain') log.warn('--plain: serving ws:// without TLS; tokens cross the network in clear text. Use only for local experiments.');
   if (options.tls === 'self-signed') log.warn('no TLS option given: serving a certificate generated at start that no client trusts (clients need -k); use --tls-self-signed DIR to keep one');
   if (!options.credentials) log.warn('no management API credentials (LOCALPROXY_RELAY_ACCESS_KEY_ID/LOCALPROXY_RELAY_SECRET_ACCESS_KEY or --credentials-file): the API refuses every request');
+  if (built.mqtt?.plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
+  // Loaded on demand, as in main.ts: MQTT.js is as large as the rest of the bundle.
+  if (built.mqtt) options.notifier = (await import('./notify')).mqttNotifier({ ...built.mqtt.broker, log: log.fork('mqtt') });
 
   let relay;
   try {
@@ -147,8 +156,8 @@ export async function runRelayCli(argv: string[]): Promise<number> {
     const what = e.code === 'EADDRINUSE' ? `address ${options.host}:${options.port} is already in use`
       : e.code === 'EACCES' ? `no permission to listen on ${options.host}:${options.port}`
       : e.message;
-    process.stderr.write(`localproxy relay: cannot start: ${what}\n`);
-    return ExitCode.FAILURE;
+    await options.notifier?.close();
+    return reportError(new ExitError(ExitCode.FAILURE, `cannot start: ${what}`), { command: 'relay' });
   }
   // Handlers first: a script may signal as soon as it reads the line below.
   const stopped = new Promise<void>((resolve) => {
@@ -164,5 +173,6 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   process.stdout.write(`localproxy relay listening on ${relay.url}\n`);
   await stopped;
   await relay.close();
+  await options.notifier?.close();
   return ExitCode.OK;
 }

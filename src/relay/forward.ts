@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
 import { LogLevel, type Logger } from '../log';
+import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
@@ -362,7 +363,7 @@ export class Peer {
 
   private violation(reason: string): void {
     // A peer can provoke this at will (connect, violate, reconnect): rate-limited.
-    this.log.limited(LogLevel.WARNING, 'protocol-violation', `protocol violation, closing with 1008: ${reason}`);
+    this.log.limited(LogLevel.WARNING, 'protocol-violation', `protocol violation, closing with 1008: ${printable(reason)}`);
     this.close(CLOSE_POLICY, fitCloseReason(reason));
   }
 

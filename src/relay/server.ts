@@ -20,6 +20,7 @@ import type { Clock } from './clock';
 import { CLOSE_NORMAL, TunnelLink, type Peer, type PeerEvent } from './forward';
 import { ConnectionGuard, endGracefully } from './guard';
 import { checkHandshake, isRefusal, type Accepted } from './handshake';
+import type { TunnelNotifier } from './notify';
 import { resolveLimits, type RelayLimits } from './limits';
 import { TunnelRegistry, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord } from './tunnels';
 
@@ -43,6 +44,8 @@ export interface RelayOptions {
   accountId?: string;
   /** Peers connecting, leaving, paused and resumed by flow control. */
   onEvent?: (event: PeerEvent) => void;
+  /** Sends the destination token to the tunnel's thing on open and on rotation (src/relay/notify.ts). */
+  notifier?: TunnelNotifier;
 }
 
 export type { PeerEvent } from './forward';
@@ -73,7 +76,11 @@ export interface Relay {
   readonly limits: RelayLimits;
   openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
   closeTunnel(tunnelId: string, options?: { delete?: boolean }): void;
-  rotateAccessToken(tunnelId: string, mode: ClientMode): RotatedTokens;
+  /**
+   * `destination` (not with SOURCE): RotateTunnelAccessToken's destinationConfig, which replaces
+   * the tunnel's services and thing name; the thing is notified of the new destination token.
+   */
+  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens;
   setFaults(faults: RelayFaults): void;
   stats(): RelayStats;
   /** Resolves once every change so far is in the state file (at once without one); rejects if that write failed. */
@@ -116,6 +123,7 @@ class RelayServer implements Relay {
   private readonly log: Logger;
   private readonly credentials?: Credentials;
   private readonly onEvent?: (event: PeerEvent) => void;
+  private readonly notifier?: TunnelNotifier;
   private faults: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
 
   constructor(options: RelayOptions) {
@@ -123,6 +131,7 @@ class RelayServer implements Relay {
     this.host = options.host ?? DEFAULT_HOST;
     this.credentials = options.credentials;
     this.onEvent = options.onEvent;
+    this.notifier = options.notifier;
     this.limits = resolveLimits(options.limits);
     const limits = this.limits;
     let tls = options.tls ?? 'self-signed';
@@ -216,6 +225,7 @@ class RelayServer implements Relay {
   openTunnel(req?: OpenTunnelRequest, region?: string): OpenedTunnel {
     const opened = this.registry.open(req, region);
     this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req?.services ?? []).join(',') || 'none'})`);
+    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? []);
     return opened;
   }
 
@@ -223,8 +233,12 @@ class RelayServer implements Relay {
     this.registry.close(tunnelId, options);
   }
 
-  rotateAccessToken(tunnelId: string, mode: ClientMode): RotatedTokens {
-    return this.registry.rotate(tunnelId, mode);
+  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens {
+    const tokens = this.registry.rotate(tunnelId, mode, destination);
+    // The thing (as the destination config left it) learns the new destination token.
+    const tunnel = this.registry.get(tunnelId);
+    if (tokens.destinationAccessToken && tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services);
+    return tokens;
   }
 
   setFaults(faults: RelayFaults): void {

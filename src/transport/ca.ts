@@ -7,10 +7,12 @@
  * both are read the same way, so a Windows path like `D:\certs` is just a directory.
  */
 import { createHash, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
+import type { Logger } from '../log';
+import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 /** Files bigger than this are not certificate bundles; skip instead of reading them whole. */
@@ -38,6 +40,47 @@ export function certificatesIn(bytes: Buffer, name: string): string[] {
   }
 }
 
+function shownPath(path: string): string {
+  return printable(path, MAX_PRINTED_PATH_CHARS);
+}
+
+/** The line for a CA directory that cannot be listed; the same at start (CLI) and at each attempt. */
+function unusableDirectory(dir: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'ENOENT' ? 'does not exist' : code === 'ENOTDIR' ? 'is not a directory' : printable((err as Error).message);
+  return `CA directory ${shownPath(dir)} ${why}; only the system CAs are used`;
+}
+
+/** Why `dir` cannot be used as a CA directory, checked without reading it; undefined if it is a directory. */
+export function caDirectoryProblem(dir: string): string | undefined {
+  try {
+    if (statSync(dir).isDirectory()) return undefined;
+    return unusableDirectory(dir, Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }));
+  } catch (err) {
+    return unusableDirectory(dir, err);
+  }
+}
+
+const reportedProblems = new WeakMap<Logger, Set<string>>();
+
+/**
+ * Logs each CA problem once per logger. The CA directory is read again at every connect
+ * attempt (a CA installed while the proxy waits is picked up), but a problem that stays
+ * is said once, not before every retry.
+ */
+export function warnCaProblems(log: Logger, problems: readonly string[]): void {
+  let reported = reportedProblems.get(log);
+  if (!reported) {
+    reported = new Set();
+    reportedProblems.set(log, reported);
+  }
+  for (const problem of problems) {
+    if (reported.has(problem)) continue;
+    reported.add(problem);
+    log.warn(problem);
+  }
+}
+
 /** Reads every certificate below `dir` (one level, following links). Never throws. */
 export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
   const problems: string[] = [];
@@ -45,9 +88,7 @@ export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
   try {
     names = (await readdir(dir)).sort();
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'ENOTDIR' ? 'is not a directory' : (err as Error).message;
-    return { certificates: [], problems: [`CA directory ${dir} ${why}`] };
+    return { certificates: [], problems: [unusableDirectory(dir, err)] };
   }
   const seen = new Set<string>();
   const certificates: string[] = [];
@@ -62,10 +103,10 @@ export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
         certificates.push(pem);
       }
     } catch (err) {
-      problems.push(`cannot read CA file ${path}: ${(err as Error).message}`);
+      problems.push(`cannot read CA file ${shownPath(path)}: ${printable((err as Error).message)}`);
     }
   }
-  if (certificates.length === 0) problems.push(`no certificates found in CA directory ${dir}`);
+  if (certificates.length === 0) problems.push(`no certificates found in CA directory ${shownPath(dir)}`);
   return { certificates, problems };
 }
 

@@ -8,10 +8,11 @@ import type { IncomingMessage, ClientRequest } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
+import { printable } from '../printable';
 import { MAX_WS_MESSAGE_BYTES, subprotocolVersion, type ProtocolVersion } from '../protocol/constants';
 import type { Mode, ProxyOptions } from '../options';
 import { PRODUCT, VERSION } from '../version';
-import { trustedCertificates } from './ca';
+import { trustedCertificates, warnCaProblems } from './ca';
 import { deriveClientToken } from './client-token';
 import { ConnectError, ConnectErrorCode, describeError, oneLine } from './errors';
 import { openProxyTunnel } from './http-connect';
@@ -77,7 +78,7 @@ export async function connectToService(options: ProxyOptions, signal?: AbortSign
   let socket: Duplex | undefined;
   try {
     const { ca, problems } = await trustedCertificates(options);
-    for (const problem of problems) log.warn(problem);
+    warnCaProblems(log, problems);
 
     const proxy = options.webProxy && !shouldBypassProxy(host, options.noProxy, port) ? options.webProxy : undefined;
     if (proxy) {
@@ -100,7 +101,7 @@ export async function connectToService(options: ProxyOptions, signal?: AbortSign
 
     stage = 'WebSocket upgrade';
     const connection = await upgrade(socket as TLSSocket, options, clientToken, attempt.signal);
-    log.info(`Web socket session ID: ${connection.channelId}`);
+    log.info(`Web socket session ID: ${printable(connection.channelId)}`);
     log.debug(`Web socket subprotocol selected: ${connection.subprotocol}`);
     log.info(`Successfully established websocket connection with proxy server: ${endpoint}`);
     return connection;
@@ -175,7 +176,7 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
     function onOpen(): void {
       const version = subprotocolVersion(ws.protocol);
       if (version === 0) {
-        fail(new ConnectError(ConnectErrorCode.SUBPROTOCOL, `Service chose websocket subprotocol "${ws.protocol}", which is not one this proxy speaks (requested "${requested}")`));
+        fail(new ConnectError(ConnectErrorCode.SUBPROTOCOL, `Service chose websocket subprotocol "${printable(ws.protocol)}", which is not one this proxy speaks (requested "${requested}")`));
         return;
       }
       settled = true;
@@ -184,7 +185,7 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
     }
     function onError(err: Error): void {
       if (/subprotocol/i.test(err.message)) {
-        const what = offered === undefined ? 'No websocket subprotocol returned from proxy server' : `Service chose websocket subprotocol "${offered}", not the requested one`;
+        const what = offered === undefined ? 'No websocket subprotocol returned from proxy server' : `Service chose websocket subprotocol "${printable(offered)}", not the requested one`;
         fail(new ConnectError(ConnectErrorCode.SUBPROTOCOL, `${what} (requested "${requested}")`, { cause: err }));
         return;
       }
@@ -267,7 +268,7 @@ function extractMessage(text: string): string {
 
 function statusError(res: IncomingMessage, reason: string, mode: Mode): ConnectError {
   const status = res.statusCode ?? 0;
-  const statusLine = `HTTP/${res.httpVersion} ${status} ${res.statusMessage ?? ''}`.trim();
+  const statusLine = `HTTP/${res.httpVersion} ${status} ${printable(res.statusMessage ?? '')}`.trim();
   const message = `Proxy server rejected web socket upgrade request: (${statusLine}) "${reason}"`;
   if (status >= 400 && status < 500) {
     const hint = refusalHint(status, reason, mode);

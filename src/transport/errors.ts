@@ -3,6 +3,8 @@
  * `refused` is true only for an HTTP 4xx on the WebSocket upgrade: the service
  * said no, and asking again will not change its mind (Decisions 2: exit 3).
  */
+import { printable } from '../printable';
+
 export const ConnectErrorCode = {
   /** Upgrade answered with 4xx: bad, used, rotated or other-mode token, wrong region. */
   REFUSED: 'ERR_CONNECT_REFUSED',
@@ -78,8 +80,7 @@ export function describeError(err: unknown): string {
   return oneLine(String(err));
 }
 
-/** Collapses whitespace so a reason fits on one log line, and bounds its length. */
+/** Collapses whitespace so a reason fits on one log line, escapes control characters and bounds its length. */
 export function oneLine(text: string, max = 300): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length > max ? `${flat.slice(0, max - 3)}...` : flat;
+  return printable(text.replace(/\s+/g, ' ').trim(), max);
 }

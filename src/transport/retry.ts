@@ -78,10 +78,11 @@ export async function connectWithRetry(options: ProxyOptions, retry: RetryOption
         throw new ExitError(ExitCode.FAILURE, log.scrub(`Internal error while connecting to ${endpoint}: ${(err as Error)?.message ?? String(err)}`), { cause: err });
       }
       const message = log.scrub(err.message);
-      log.error(message);
+      // A refusal is logged once, with its hint, by whoever ends the run with this error.
       if (err.refused) {
         throw new ExitError(ExitCode.REFUSED, log.scrub(`${err.message}; ${err.hint ?? 'check the access token'}`), { cause: err });
       }
+      log.error(message);
       if (allowed !== -1 && retries >= allowed) {
         const tries = allowed === 0 ? 'retries are disabled (websocket.connect_retry_count is 0)' : `gave up after ${allowed} ${allowed === 1 ? 'retry' : 'retries'}`;
         throw new ExitError(ExitCode.FAILURE, `Could not connect to ${endpoint}: ${message} (${tries})`, { cause: err });

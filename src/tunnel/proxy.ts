@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import { ExitCode, ExitError } from '../exit';
 import type { ProxyOptions, ServiceTarget, SourceTarget } from '../options';
+import { MAX_PRINTED_ITEMS, printable, printableList } from '../printable';
 import { Backoff, connectWithRetry, startKeepalive, type ServiceConnection } from '../transport';
 import { CLOSE_HANDSHAKE_TIMEOUT_MS, STABLE_SESSION_MS } from './flow';
 import { connectDestination } from './destination';
@@ -58,12 +59,12 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
     // reference sends them all to the first service): fail now, with the reason.
     return {
       exitCode: ExitCode.REFUSED,
-      message: `-y V1 cannot be used with a tunnel of several services [${ids.join(', ')}]: the V1 message format carries no service id. Open the tunnel with one service, or start the local proxy without -y V1.`,
+      message: `-y V1 cannot be used with a tunnel of several services [${printableList(ids)}]: the V1 message format carries no service id. Open the tunnel with one service, or start the local proxy without -y V1.`,
     };
   }
   if (v1Form) {
     if (ids.length === 1) {
-      log.info(`Updated port mapping for v1 format: ${ids[0]} = ${describe(configured.get('')!)}`);
+      log.info(`Updated port mapping for v1 format: ${printable(ids[0])} = ${describe(configured.get('')!)}`);
       return new Map([[ids[0], configured.get('')!]]);
     }
     if (ids.length > 1) {
@@ -72,7 +73,7 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
       const flag = options.mode === 'source' ? '-s' : '-d';
       return {
         exitCode: ExitCode.REFUSED,
-        message: `The tunnel has several services [${ids.join(', ')}] but ${flag} ${describe(configured.get('')!)} names none: give one mapping per service, e.g. ${flag} ${ids.map((id, i) => `${id}=${i === 0 ? describe(configured.get('')!) : 'PORT'}`).join(',')}`,
+        message: `The tunnel has several services [${printableList(ids)}] but ${flag} ${describe(configured.get('')!)} names none: give one mapping per service, e.g. ${flag} ${ids.slice(0, MAX_PRINTED_ITEMS).map((id, i) => `${printable(id)}=${i === 0 ? describe(configured.get('')!) : 'PORT'}`).join(',')}`,
       };
     }
     return new Map(configured);
@@ -83,7 +84,7 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
     if (missing.length > 0 || extra.length > 0) {
       return {
         exitCode: ExitCode.REFUSED,
-        message: `Wrong configurations detected in local proxy: the tunnel has service ids [${ids.join(', ')}] but this proxy is configured for [${keys.join(', ')}]. Please start the local proxy with the tunnel's service ids.`,
+        message: `Wrong configurations detected in local proxy: the tunnel has service ids [${printableList(ids)}] but this proxy is configured for [${keys.join(', ')}]. Please start the local proxy with the tunnel's service ids.`,
       };
     }
     return new Map(ids.map((id) => [id, configured.get(id)!]));
@@ -102,11 +103,11 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
   if (absent.length > 0 || mapping.size === 0) {
     return {
       exitCode: ExitCode.USAGE,
-      message: `No port mapping exists for service id${absent.length === 1 ? '' : 's'} ${absent.join(', ') || '(none)'}: fail to start local proxy in destination mode. Give -d ${absent[0] ?? 'SERVICE'}=PORT or a --config-dir file.`,
+      message: `No port mapping exists for service id${absent.length === 1 ? '' : 's'} ${printableList(absent) || '(none)'}: fail to start local proxy in destination mode. Give -d ${absent[0] === undefined ? 'SERVICE' : printable(absent[0])}=PORT or a --config-dir file.`,
     };
   }
   log.info('Use port mapping:');
-  for (const [id, target] of mapping) log.info(`${id} = ${describe(target)}`);
+  for (const [id, target] of mapping) log.info(`${printable(id)} = ${describe(target)}`);
   return mapping;
 }
 
@@ -225,8 +226,8 @@ export function startProxy(options: ProxyOptions): LocalProxy {
           return;
         }
         if (code !== CLOSE_ABNORMAL) {
-          slog.info(`Web socket close received. Code: ${code}; Reason: ${reason}`);
-          settle({ kind: 'final', outcome: { exitCode: ExitCode.OK, message: `the service closed the tunnel (code ${code}${reason ? `: ${reason}` : ''})` } });
+          slog.info(`Web socket close received. Code: ${code}; Reason: ${printable(reason)}`);
+          settle({ kind: 'final', outcome: { exitCode: ExitCode.OK, message: `the service closed the tunnel (code ${code}${reason ? `: ${printable(reason)}` : ''})` } });
           return;
         }
         settle({ kind: 'lost', message: 'the service connection was lost' });

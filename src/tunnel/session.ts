@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type WebSocket from 'ws';
 import type { Logger } from '../log';
 import type { ProxyOptions, ServiceTarget, DestinationTarget } from '../options';
+import { printable, printableList } from '../printable';
 import type { Settings } from '../settings';
 import type { ProtocolVersion } from '../protocol/constants';
 import { ErrorCode, type TunnelError } from '../protocol/errors';
@@ -257,7 +258,7 @@ export class Session implements Producer {
     }
     const svc = this.services.get(msg.serviceId);
     if (!svc) {
-      this.warnOnce(`service:${msg.serviceId}`, `Dropping messages for unknown service id ${msg.serviceId} (configured: ${[...this.services.keys()].join(', ')})`);
+      this.warnOnce(`service:${msg.serviceId}`, `Dropping messages for unknown service id ${printable(msg.serviceId)} (configured: ${[...this.services.keys()].join(', ')})`);
       // A start we cannot serve is answered, so the peer's application is not left waiting.
       if (this.mode === 'destination' && (msg.type === MessageType.STREAM_START || msg.type === MessageType.CONNECTION_START)) {
         this.sendControl(msg.connectionId !== 0
@@ -271,13 +272,13 @@ export class Session implements Producer {
   private onServiceIds(msg: Message): void {
     const ids: string[] = [];
     for (const id of msg.availableServiceIds) {
-      if (ids.includes(id)) this.log.warn(`Duplicate service Id received, ignore: ${id}`);
+      if (ids.includes(id)) this.log.warn(`Duplicate service Id received, ignore: ${printable(id)}`);
       else ids.push(id);
     }
     if (this.serviceIds) {
       const same = ids.length === this.serviceIds.length && ids.every((id) => this.serviceIds!.includes(id));
       if (same) this.log.debug('Repeated SERVICE_IDS received: ignored');
-      else this.warnLimited('service-ids', `Receive service Ids during data transfer. ignore (received ${ids.join(', ') || 'none'})`);
+      else this.warnLimited('service-ids', `Receive service Ids during data transfer. ignore (received ${printableList(ids) || 'none'})`);
       return;
     }
     this.serviceIds = ids;

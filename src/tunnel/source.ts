@@ -6,6 +6,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log';
 import type { SourceTarget } from '../options';
+import { printable } from '../printable';
 import type { Settings } from '../settings';
 import { PENDING_ACCEPT_LIMIT, PENDING_ACCEPT_TIMEOUT_MS } from './flow';
 
@@ -64,7 +65,7 @@ export class Listeners {
       if (this.closed) throw new Error('the proxy is closing');
       try {
         const port = await this.listenOnce(serviceId, host, target.port);
-        if (target.port === 0) this.log.info(`Listen port assigned for service id ${serviceId}. New port mapping: ${serviceId} = ${port}`);
+        if (target.port === 0) this.log.info(`Listen port assigned for service id ${printable(serviceId)}. New port mapping: ${printable(serviceId)} = ${port}`);
         this.log.info(`Listening for new connection on port ${port}`);
         return port;
       } catch (err) {

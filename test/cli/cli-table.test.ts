@@ -1,15 +1,17 @@
 /**
- * The proxy command line, table-driven against the built CLI: every option, validation
- * rule, precedence rule, config file and config dir case, settings file errors and every
- * example command of the reference's README. Accepted invocations are stopped at the
- * line that ends option processing (see run-cli.ts), so nothing reaches the network.
+ * The proxy command line, table-driven: every option, validation rule, precedence rule,
+ * config file and config dir case, settings file errors and every example command of the
+ * reference's README. The rows run in this process through `runProxyCli`, the function the
+ * executable runs, and end where the proxy would start (see run-cli.ts); the rows marked
+ * `process` run the built CLI as a child instead, for its exit codes and stdio, and are
+ * stopped at the line that ends option processing, so nothing reaches the network.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CLI, runCli, type CliResult } from './run-cli';
+import { CLI, runCli, runCliInProcess, type CliResult } from './run-cli';
 
 const TOKEN = 'AQGAAXh0ZXN0LWFjY2Vzcy10b2tlbi1mb3ItdGhlLWNsaQ';
 const CLIENT_TOKEN = '3f1c6e0e-7f5b-4f4b-9a44-7b2c5f0f0a11';
@@ -75,6 +77,9 @@ const cfgVerbose = file('verbose.ini', `verbose = 5\nregion = us-east-1\naccess-
 const cfgInsecure = file('insecure.ini', 'no-ssl-host-verify = true\n');
 const cfgRegion = file('region.ini', 'region = us-west-2   # where the tunnel is\n');
 const cfgEmptyToken = file('emptytoken.ini', 'access-token =\n');
+const cfgRegionAndEndpoint = file('region-endpoint.ini', 'region = us-west-2\nproxy-endpoint = 127.0.0.1:7\n');
+const cfgControl = file('control.ini', '\u001b[31mred\u001b]0;title\u0007 = 1\n');
+const cfgLongKey = file('longkey.ini', `${'~'.repeat(70_000)} = 1\n`);
 const cfgHelp = file('help.ini', 'help = true\n');
 const cfgEndpoint = file('endpoint.ini', 'proxy-endpoint = 127.0.0.1:7\n');
 const cfgBadSwitch = file('badswitch.ini', 'no-ssl-host-verify = perhaps\n');
@@ -111,6 +116,9 @@ file('cd-same-port/a.ini', 'SSH1 = 3333\n');
 file('cd-same-port/b.ini', 'SSH2 = 3333\n');
 const cdBig = join(dir, 'cd-big');
 file('cd-big/big.ini', '#'.repeat(1024 * 1024 + 1));
+const cdControl = join(dir, 'cd-control');
+file('cd-control/ports.ini', 'SSH1 = 3333\n');
+file('cd-control/\u001b]0;title\u0007.ini', 'not \u001b[2J an ini line\n');
 const cdEmpty = join(dir, 'cd-empty');
 mkdirSync(cdEmpty);
 const cwdWithConfig = join(dir, 'cwd');
@@ -128,6 +136,8 @@ interface Case {
   exact?: boolean;
   /** Text that must not appear anywhere in the output. */
   absent?: string[];
+  /** Run the built CLI as a child process (exit code, stdout and stderr of a real process). */
+  process?: boolean;
 }
 
 const t = ['-t', TOKEN];
@@ -136,16 +146,21 @@ const envToken = { AWSIOT_TUNNEL_ACCESS_TOKEN: TOKEN };
 
 const cases: Record<string, Case> = {
   // --version, --help
-  '-V prints name and version': { args: ['-V'], code: 0, out: `localproxy ${version}` },
+  '-V prints name and version': { args: ['-V'], code: 0, out: `localproxy ${version}`, process: true },
   'syntax errors come before --version': { args: ['--version', '-Z'], code: 2, out: "unrecognised option '-Z'" },
-  '--version alone': { args: ['--version'], code: 0, out: `localproxy ${version}` },
+  '--version alone': { args: ['--version'], code: 0, out: `localproxy ${version}`, process: true },
   '-h lists every option': { args: ['-h'], code: 0, out: ['--access-token', '--client-token', '--proxy-endpoint', '--region', '--source-listen-port', '--destination-app', '--local-bind-address', '--capath', '--no-ssl-host-verify', '--export-default-settings', '--settings-json', '--config ', '--verbose', '--mode', '--destination-client-type', '--config-dir'] },
   '--help names the subcommands and exit codes': { args: ['--help'], code: 0, out: ['localproxy relay', 'localproxy tunnel', 'Exit codes', '3  refused', 'up to 65535 accepted, read as 6'] },
   '--help with a value is an error': { args: ['--help=yes'], code: 2, out: "option '--help' does not take any arguments" },
 
   // syntax
-  'unknown short option': { args: ['-Z'], code: 2, out: ["unrecognised option '-Z'", TRY] },
+  'unknown short option': { args: ['-Z'], code: 2, out: ["unrecognised option '-Z'", TRY], process: true },
   'unknown long option': { args: ['--bogus', 'x'], code: 2, out: "unrecognised option '--bogus'" },
+  'a mistyped long option gets a suggestion': { args: ['--regoin', 'us-east-1'], code: 2, out: "unrecognised option '--regoin' (did you mean '--region'?)" },
+  'no suggestion for a word unlike any option': { args: ['--bogus', 'x'], code: 2, out: "unrecognised option '--bogus'", absent: ['did you mean'] },
+  'a mistyped subcommand gets a suggestion': { args: ['relya', '--listen', '127.0.0.1:0'], code: 2, out: ["unknown command 'relya' (did you mean 'localproxy relay'?)", TRY], process: true },
+  'a mistyped tunnel subcommand gets a suggestion': { args: ['tunel', 'list'], code: 2, out: "unknown command 'tunel' (did you mean 'localproxy tunnel'?)" },
+  'a mistyped agent subcommand gets a suggestion': { args: ['agnet', '--thing-name', 'pi1'], code: 2, out: "unknown command 'agnet' (did you mean 'localproxy agent'?)" },
   'ambiguous prefix': { args: ['--dest', 'x'], code: 2, out: "option '--dest' is ambiguous and matches '--destination-app', and '--destination-client-type'" },
   'ambiguous prefix of --config': { args: ['--conf', 'x'], code: 2, out: "option '--conf' is ambiguous and matches '--config', and '--config-dir'" },
   'value option twice': { args: [...t, '-r', 'us-east-1', '--region', 'us-west-2', '-s', '1'], code: 2, out: "option '--region' cannot be specified more than once" },
@@ -159,7 +174,7 @@ const cases: Record<string, Case> = {
   'short option with attached value and a switch cluster': { args: [`-t${TOKEN}`, '-kv5', '-reu-west-1', '-s5555'], code: ACCEPTED, out: ['eu-west-1', 'SSL host verification is DISABLED'] },
 
   // required options and mode inference
-  'missing token': { args: src, code: 2, out: ["the option '--access-token' is required but missing", TRY] },
+  'missing token names the environment variable too': { args: src, code: 2, out: ["the option '--access-token' is required but missing: set AWSIOT_TUNNEL_ACCESS_TOKEN (or give -t TOKEN)", TRY], process: true },
   'neither region nor endpoint': { args: [...t, '-s', '5555'], code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
   'both region and endpoint': { args: [...t, ...src, '-e', 'example.com'], code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
   'no mapping and no mode': { args: [...t, '-r', 'us-east-1'], code: 2, out: 'Must specify one of --source-listen-port/-s or --destination-app/-d or --mode' },
@@ -187,7 +202,7 @@ const cases: Record<string, Case> = {
   'no warning when the token came from the environment': { args: src, env: envToken, code: ACCEPTED, out: 'source mode', absent: ['Found access token supplied via CLI arg', TOKEN] },
   'client token too short': { args: [...t, ...src, '-i', 'short'], code: 2, out: 'Client token must be between 32 and 128 characters' },
   'fixes reference bug 9.5#56: client token character class enforced': { args: [...t, ...src, '-i', 'a_b'.repeat(12)], code: 2, out: 'Client token must contain only letters, digits and hyphens' },
-  'Decisions 12: a token given without -t is not echoed in the error': { args: [...src, TOKEN], code: 2, out: "unexpected argument 'AQGA…(46 characters not shown)'", absent: [TOKEN] },
+  'Decisions 12: a token given without -t is not echoed in the error': { args: [...src, TOKEN], code: 2, out: "unexpected argument 'AQGA…(46 characters not shown)'", absent: [TOKEN], process: true },
   'Decisions 12: a short -t token pasted twice is not echoed in the error': { args: ['-t', 'secret-token-1', ...src, 'secret-token-1'], code: 2, out: "unexpected argument '***'", absent: ['secret-token-1'] },
   'Decisions 12: an environment token in the wrong option is not echoed': { args: ['-r', 'us-east-1', '-s', 'tok-3n'], env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'tok-3n' }, code: 2, out: 'Endpoint must be PORT or HOST:PORT: ***', absent: ['tok-3n'] },
   'Decisions 12: a --config line "access-token: TOKEN" is not echoed': { args: ['--config', cfgTokenLine], code: 2, out: "contains an invalid line 'access-token: AQGA…", absent: [TOKEN] },
@@ -232,7 +247,7 @@ const cases: Record<string, Case> = {
   'destination host with an underscore': { args: [...t, '-r', 'us-east-1', '-d', 'my_host:22'], code: 2, out: 'Bind address contains invalid characters' },
   'bind address with an underscore': { args: [...t, ...src, '-b', 'my_host'], code: 2, out: 'Bind address contains invalid characters' },
   'bind address IPv6 in brackets': { args: [...t, ...src, '-b', '[::1]'], code: ACCEPTED, out: ACCEPTED_LINE() },
-  'missing CA directory is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: 'does not exist or is not a directory; only the system CAs are used' },
+  'missing CA directory is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: `CA directory ${join(dir, 'nope')} does not exist; only the system CAs are used` },
   '-y V1': { args: [...t, ...src, '-y', 'V1'], code: ACCEPTED, out: 'setting source protocol to V1' },
   '-y in lower case falls back to V3': { args: [...t, ...src, '-y', 'v2'], code: ACCEPTED, out: 'unknown value for destination-client-type, assuming default protocol V3.' },
   '-k prints the five-line banner': { args: [...t, ...src, '-k'], code: ACCEPTED, out: ['*' + '*'.repeat(69), '* SECURITY WARNING: SSL host verification is DISABLED (-k flag)     *', '* to potential man-in-the-middle attacks. DO NOT use in production! *'] },
@@ -247,12 +262,17 @@ const cases: Record<string, Case> = {
   'CLI region overrides env region': { args: ['-r', 'us-east-1', '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-east-1.amazonaws.com' },
   'config region overrides env region': { args: ['--config', cfgRegion, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_REGION: 'eu-west-1' }, code: ACCEPTED, out: 'us-west-2.amazonaws.com' },
   'config endpoint overrides env endpoint': { args: ['--config', cfgEndpoint, '-s', '1'], env: { ...envToken, AWSIOT_TUNNEL_ENDPOINT: '127.0.0.1:9' }, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:7' },
+  'CLI endpoint overrides config region (the command line wins)': { args: ['--config', cfgRegion, '-e', '127.0.0.1:9', '-s', '1'], env: envToken, code: ACCEPTED, out: 'Service endpoint: 127.0.0.1:9' },
+  'CLI region overrides config endpoint': { args: ['--config', cfgEndpoint, '-r', 'eu-central-1', '-s', '1'], env: envToken, code: ACCEPTED, out: 'Service endpoint: data.tunneling.iot.eu-central-1.amazonaws.com:443' },
+  'config region and config endpoint conflict': { args: ['--config', cfgRegionAndEndpoint, '-s', '1'], env: envToken, code: 2, out: 'Must specify one and only one of --region/-r or --proxy-endpoint/-e options' },
   'CLI region overrides config region': { args: ['--config', cfgRegion, '-r', 'eu-central-1', '-s', '1'], env: envToken, code: ACCEPTED, out: 'eu-central-1.amazonaws.com' },
   'config token overrides env token': { args: ['--config', cfgEmptyToken, ...src], env: envToken, code: 2, out: 'Access token cannot be empty' },
   'CLI token overrides config token': { args: ['--config', cfgEmptyToken, ...t, ...src], code: ACCEPTED, out: 'source mode' },
 
   // --config file
   'config: unknown key': { args: ['--config', cfgUnknown], code: 2, out: ["unrecognised option 'bogus-key'", 'unknown.ini', TRY] },
+  'config: control characters in a line are escaped, never sent to the terminal': { args: ['--config', cfgControl], code: 2, out: "unrecognised option '\\x1b[31mred\\x1b]0;title\\x07'" },
+  'config: a 70 KB key is cut in the message': { args: ['--config', cfgLongKey], code: 2, out: `unrecognised option '${'~'.repeat(200)}…(69800 more characters)'` },
   'config: line without =': { args: ['--config', cfgInvalidLine], code: 2, out: "the options configuration file contains an invalid line 'region'" },
   'config: unreadable file': { args: ['--config', unreadable, ...t, ...src], code: 2, out: `can not read options configuration file '${unreadable}'` },
   'config: missing file': { args: ['--config', join(dir, 'nope.ini')], code: 2, out: 'can not read options configuration file' },
@@ -265,10 +285,10 @@ const cases: Record<string, Case> = {
 
   // --settings-json and --export-default-settings
   'settings: unreadable file': { args: [...t, ...src, '--settings-json', unreadable], code: 2, out: 'can not read settings file' },
-  'settings: malformed JSON': { args: [...t, ...src, '--settings-json', settingsBadJson], code: 2, out: 'settings file is not valid JSON' },
-  'settings: not an object': { args: [...t, ...src, '--settings-json', settingsArray], code: 2, out: 'settings file must contain a JSON object' },
-  'settings: wrong type names the key': { args: [...t, ...src, '--settings-json', settingsBadType], code: 2, out: 'tunneling.proxy.tcp.max_active_connections must be an integer' },
-  'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false' },
+  'settings: malformed JSON, not announced as used first': { args: [...t, ...src, '--settings-json', settingsBadJson], code: 2, out: 'settings file is not valid JSON', absent: ['Using settings specified in file'] },
+  'settings: not an object': { args: [...t, ...src, '--settings-json', settingsArray], code: 2, out: 'settings file must contain a JSON object', absent: ['Using settings specified in file'] },
+  'settings: wrong type names the key': { args: [...t, ...src, '--settings-json', settingsBadType], code: 2, out: 'tunneling.proxy.tcp.max_active_connections must be an integer', absent: ['Using settings specified in file'] },
+  'settings: bad boolean names the key': { args: [...t, ...src, '--settings-json', settingsBadBool], code: 2, out: 'tunneling.proxy.websocket.reconnect_on_data_error must be true or false', absent: ['Using settings specified in file'] },
   'settings: a file saved with a byte order mark (Windows editors) is read': { args: [...t, ...src, '--settings-json', settingsBom], code: ACCEPTED, out: 'Service endpoint: bom.example.test:9443' },
   'config: a file with a byte order mark and CRLF lines is read': { args: ['--config', cfgBom], code: ACCEPTED, out: 'data.tunneling.iot.us-east-1.amazonaws.com:443, source mode' },
   'settings: a device that never ends is refused, not read forever': { args: [...t, ...src, '--settings-json', '/dev/zero'], code: 2, out: "can not read settings file '/dev/zero': larger than 1 MiB" },
@@ -288,6 +308,7 @@ const cases: Record<string, Case> = {
   'config-dir: a symlink loop is an error naming the file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSymlinkLoop], code: 2, out: `Cannot read configuration file ${join(cdSymlinkLoop, 'self.ini')}: ELOOP` },
   'config-dir: a symlink back to a parent directory is read once': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdCycle, '-v', '5'], code: ACCEPTED, out: ['SSH1 = 3333 (configuration files)', join(cdCycle, 'a/ports.ini')], absent: ['a/up/a'] },
   'config-dir: a file over 1 MiB is refused': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBig], code: 2, out: `Cannot read configuration file ${join(cdBig, 'big.ini')}: larger than 1 MiB` },
+  'config-dir: a file name and a line with control characters are escaped': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdControl, '-v', '5'], code: ACCEPTED, out: [join(cdControl, '\\x1b]0;title\\x07.ini'), 'is not "ID = value": not \\x1b[2J an ini line', 'SSH1 = 3333 (configuration files)'] },
   'config-dir: nested files read': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdGood, '-v', '5'], code: ACCEPTED, out: ['Detect configuration files', join(cdGood, 'more/HTTP.ini'), 'HTTP1 = 8080 (configuration files)', 'SSH2 = 5555 (configuration files)'] },
   'config-dir: destination values': { args: [...t, '-r', 'us-east-1', '-m', 'dst', '--config-dir', cdDest, '-v', '5'], code: ACCEPTED, out: 'SSH2 = 10.0.0.1:80 (configuration files)' },
   'config-dir: file not in ini format skipped with a warning': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdNotIni, '-v', '5'], code: ACCEPTED, out: ['Fail to parse', 'SSH1 = 3333 (configuration files)'] },
@@ -298,12 +319,14 @@ const cases: Record<string, Case> = {
   'https_proxy that cannot be parsed': { args: [...t, ...src], env: { https_proxy: 'http://user@proxy:3128' }, code: 2, out: 'Failed to parse the value of environment variable https_proxy' },
   'HTTPS_PROXY with an unsupported scheme': { args: [...t, ...src], env: { HTTPS_PROXY: 'socks5://proxy:1080' }, code: 2, out: ['environment variable HTTPS_PROXY', 'Unsupported protocol'] },
   'https_proxy="" masks HTTPS_PROXY': { args: [...t, ...src], env: { https_proxy: '', HTTPS_PROXY: 'socks5://proxy:1080' }, code: ACCEPTED, out: ACCEPTED_LINE(), absent: ['Web proxy'] },
+  'no_proxy listing the endpoint: the web proxy is not announced as used': { args: [...t, ...src], env: { https_proxy: 'http://proxy.example:3128', no_proxy: 'localhost,.amazonaws.com' }, code: ACCEPTED, out: 'Found Web proxy information in the environment variables, but data.tunneling.iot.us-east-1.amazonaws.com is listed in no_proxy: connecting directly.', absent: ['will use it to connect via the proxy'] },
+  'NO_PROXY not listing the endpoint: the web proxy is used': { args: [...t, ...src], env: { https_proxy: 'http://proxy.example:3128', NO_PROXY: 'localhost' }, code: ACCEPTED, out: 'will use it to connect via the proxy' },
   'HTTPS_PROXY is used': { args: [...t, ...src], env: { HTTPS_PROXY: 'http://user:secret@proxy.example:3128' }, code: ACCEPTED, out: 'Found Web proxy information in the environment variables', absent: ['secret'] },
 
   // the examples of the reference's README
   'README: -r us-east-1 -d localhost:3389 -t': { args: ['-r', 'us-east-1', '-d', 'localhost:3389', '-t', TOKEN], code: ACCEPTED, out: 'destination mode' },
   'README: -r us-east-1 -d HTTP1=80,SSH1=22 -t': { args: ['-r', 'us-east-1', '-d', 'HTTP1=80,SSH1=22', '-t', TOKEN], code: ACCEPTED, out: 'destination mode' },
-  'README: -r us-east-1 -s 3389 -t': { args: ['-r', 'us-east-1', '-s', '3389', '-t', TOKEN], code: ACCEPTED, out: 'source mode' },
+  'README: -r us-east-1 -s 3389 -t': { args: ['-r', 'us-east-1', '-s', '3389', '-t', TOKEN], code: ACCEPTED, out: 'source mode', absent: [TOKEN], process: true },
   'README: -r us-east-1 -s HTTP1=5555,SSH1=3333 -t': { args: ['-r', 'us-east-1', '-s', 'HTTP1=5555,SSH1=3333', '-t', TOKEN], code: ACCEPTED, out: 'source mode' },
   'README: -r us-east-1 -s 3389 -c ./certs (token from the environment)': { args: ['-r', 'us-east-1', '-s', '3389', '-c', './certs'], cwd: dir, env: envToken, code: ACCEPTED, out: 'source mode' },
   'README: -r us-east-1 -s 3389 -c ./certs without a token': { args: ['-r', 'us-east-1', '-s', '3389', '-c', './certs'], cwd: dir, code: 2, out: "the option '--access-token' is required but missing" },
@@ -333,7 +356,10 @@ table.after(() => {
 
 function check(name: string, c: Case, r: CliResult): void {
   const output = r.stdout + r.stderr;
-  const context = `${name}: localproxy ${c.args.join(' ')}\n--- output ---\n${output}`;
+  const context = `${name}: localproxy ${c.args.join(' ')}\n--- output ---\n${JSON.stringify(output).slice(0, 5000)}`;
+  // Whatever the input, nothing but line ends reaches the terminal raw, and no line is huge.
+  assert.not.match(output, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, `a control character in the output\n${context}`);
+  assert.ok(output.split('\n').every((line) => line.length < 2100), `a line over 2100 characters\n${context}`);
   assert.is(r.code, c.code, `exit code\n${context}`);
   for (const text of Array.isArray(c.out) ? c.out : [c.out]) assert.ok(output.includes(text), `missing ${JSON.stringify(text)}\n${context}`);
   for (const text of c.absent ?? []) assert.not.ok(output.includes(text), `must not contain ${JSON.stringify(text)}\n${context}`);
@@ -350,25 +376,33 @@ table(`at least 60 invocations (${Object.keys(cases).length})`, () => {
   assert.ok(Object.keys(cases).length >= 60);
 });
 
-// Three children at a time: the machine has two cores shared with other test files.
-table('every invocation gives its exit code and message', async () => {
-  const entries = Object.entries(cases);
+/** Accepted cases need the debug line that ends option processing. */
+function argsOf(c: Case): string[] {
+  return c.code === ACCEPTED && !c.exact && !c.args.includes('-v') && !c.args.some((a) => a.startsWith('-kv')) ? [...c.args, '-v', '5'] : c.args;
+}
+
+table('every invocation gives its exit code and message (in process)', async () => {
   const failures: string[] = [];
-  let next = 0;
-  async function worker(): Promise<void> {
-    while (next < entries.length) {
-      const [name, c] = entries[next++];
-      // Accepted cases need the debug line that ends option processing.
-      const args = c.code === ACCEPTED && !c.exact && !c.args.includes('-v') && !c.args.some((a) => a.startsWith('-kv')) ? [...c.args, '-v', '5'] : c.args;
-      try {
-        const r = await runCli(args, { env: c.env, cwd: c.cwd, untilAccepted: c.code === ACCEPTED, timeoutMs: 30_000 });
-        check(name, { ...c, args }, r);
-      } catch (err) {
-        failures.push((err as Error).message);
-      }
+  for (const [name, c] of Object.entries(cases)) {
+    if (c.process) continue;
+    const args = argsOf(c);
+    try {
+      check(name, { ...c, args }, await runCliInProcess(args, { env: c.env, cwd: c.cwd }));
+    } catch (err) {
+      failures.push((err as Error).message);
     }
   }
-  await Promise.all([worker(), worker(), worker()]);
+  assert.is(failures.length, 0, failures.join('\n\n'));
+});
+
+table('exit codes and stdio of the built CLI (one child process per row)', async () => {
+  const rows = Object.entries(cases).filter(([, c]) => c.process);
+  assert.ok(rows.length >= 5, 'a handful of rows run as processes');
+  const results = await Promise.allSettled(rows.map(async ([name, c]) => {
+    const args = argsOf(c);
+    check(name, { ...c, args }, await runCli(args, { env: c.env, cwd: c.cwd, untilAccepted: c.code === ACCEPTED, timeoutMs: 30_000 }));
+  }));
+  const failures = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
   assert.is(failures.length, 0, failures.join('\n\n'));
 });
 

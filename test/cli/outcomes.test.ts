@@ -49,9 +49,24 @@ outcomes('connect_retry_count 0 and nothing listening: exit 1', async () => {
   assert.is(await exitOf(cli), 1, cli.stderr());
 });
 
-outcomes('a token the service refuses: exit 3', async () => {
+outcomes('a token the service refuses: exit 3, the refusal said once, with its hint', async () => {
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'not-a-real-token-0123456789' }, cwd: work });
   assert.is(await exitOf(cli), 3, cli.stderr());
+  const refusals = cli.stderr().split('\n').filter((line) => line.includes('rejected web socket upgrade request'));
+  assert.is(refusals.length, 1, cli.stderr());
+  assert.match(refusals[0], '"Invalid access token"; check that the region (-r) or endpoint (-e)');
+});
+
+outcomes('a missing -c directory is said once, not again before every attempt', async () => {
+  const settings = join(work, 'two-retries.json');
+  writeFileSync(settings, JSON.stringify({ tunneling: { proxy: { websocket: { connect_retry_count: '2', retry_delay_ms: '10' } } } }));
+  const port = await freePort();
+  const missing = join(work, 'no-such-ca-dir');
+  const cli = startCli(['-e', `127.0.0.1:${port}`, '-m', 'src', '-c', missing, '--settings-json', settings], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'not-a-real-token-0123456789' }, cwd: work });
+  assert.is(await exitOf(cli), 1, cli.stderr());
+  const count = (text: string): number => cli.stderr().split(text).length - 1;
+  assert.is(count('Attempting to establish web socket connection'), 3, cli.stderr());
+  assert.is(count(`CA directory ${missing} does not exist; only the system CAs are used`), 1, cli.stderr());
 });
 
 outcomes('service ids that do not match -d: exit 3', async () => {

@@ -1,7 +1,7 @@
 /** The pure parsers behind the command line: argv, mapping lists, endpoints, --config text. */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseArgs } from '../../src/cli/args';
+import { parseArgs, parseCommandLine, type OptionSpec } from '../../src/cli/args';
 import { parseConfigText } from '../../src/cli/config-file';
 import { parseEndpoint, regionEndpoint } from '../../src/cli/endpoint';
 import { parseMappings } from '../../src/cli/service-spec';
@@ -24,7 +24,7 @@ args('long, long=value, prefixes, short, attached and clustered forms give the s
   }
 });
 
-args('values keep leading zeros, equals signs and spaces (mri gets no chance to coerce them)', () => {
+args('values keep leading zeros, equals signs and spaces (nothing coerces them to numbers)', () => {
   const parsed = parseArgs(['-s', '05555', '--destination-app=SSH1=22', '-t', 'a b']);
   assert.is(parsed.get('source-listen-port'), '05555');
   assert.is(parsed.get('destination-app'), 'SSH1=22');
@@ -39,6 +39,31 @@ args('syntax errors carry the reference texts', () => {
   assert.throws(() => parseArgs(['-k', 'extra']), usage("unexpected argument 'extra'"));
   assert.throws(() => parseArgs(['--', 'extra']), usage("unexpected argument 'extra'"));
   assert.throws(() => parseArgs(['--k=1']), usage("unrecognised option '--k'"));
+});
+
+args('relay and tunnel share the syntax: prefixes, attached values, once-only values, a bounded number of positionals', () => {
+  const table: OptionSpec[] = [
+    { name: 'tunnel-id', value: true },
+    { name: 'thing-name', value: true },
+    { name: 'delete', value: false },
+    { name: 'verbose', short: 'v', value: true },
+  ];
+  const parsed = parseCommandLine(['close', '--tun', 'x', '--del', '-v5'], table, 1);
+  assert.equal(parsed.positionals, ['close']);
+  assert.equal(Object.fromEntries(parsed.options), { 'tunnel-id': 'x', delete: true, verbose: '5' });
+  assert.equal(parseCommandLine(['--thing=a', 'open'], table, 1).positionals, ['open']);
+  assert.throws(() => parseCommandLine(['close', 'now'], table, 1), usage("unexpected argument 'now'"));
+  assert.throws(() => parseCommandLine(['--t', 'x'], table, 1), usage("option '--t' is ambiguous and matches '--tunnel-id', and '--thing-name'"));
+  assert.throws(() => parseCommandLine(['--tunnel-id', 'x', '--tunnel-id=y'], table, 1), usage("option '--tunnel-id' cannot be specified more than once"));
+  assert.throws(() => parseCommandLine(['--tunnel-id', '--delete'], table, 1), usage("the required argument for option '--tunnel-id' is missing"));
+  assert.throws(() => parseCommandLine(['--delete=yes'], table, 1), usage("option '--delete' does not take any arguments"));
+});
+
+args('a prefix takes the next word as its value only when it is not an option or after --', () => {
+  assert.is(parseArgs(['--reg', 'us-east-1']).get('region'), 'us-east-1');
+  assert.throws(() => parseArgs(['--reg', '-k']), usage("the required argument for option '--region' is missing"));
+  assert.throws(() => parseArgs(['--reg', '--', 'us-east-1']), usage("the required argument for option '--region' is missing"));
+  assert.is(parseArgs(['-t', '-']).get('access-token'), '-');
 });
 
 args('an exact long name wins over a longer one it prefixes', () => {

@@ -1,20 +1,29 @@
 /**
- * Runs the built CLI (`node dist/localproxy.cjs`) as a child process and collects its output.
- * `untilAccepted`: the run is stopped (SIGKILL) as soon as the debug line that ends option
- * processing (`Service endpoint: …`) appears, so accepted invocations never reach the network.
+ * Runs the proxy command line and collects its output, two ways:
+ * - `runCli`: the built CLI (`node dist/localproxy.cjs`) as a child process. `untilAccepted`:
+ *   the run is stopped (SIGKILL) as soon as the debug line that ends option processing
+ *   (`Service endpoint: …`) appears, so accepted invocations never reach the network.
+ * - `runCliInProcess`: `runProxyCli`, the function the executable runs, in this process with
+ *   its output, environment and working directory given to it; an accepted invocation ends
+ *   where the proxy would start, with the options it would start with.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import type { ProxyOptions } from '../../src/options';
+import { runProxyCli } from '../../src/cli/run';
+import type { LocalProxy } from '../../src/tunnel/proxy';
 
 const root = new URL('../..', import.meta.url).pathname;
 export const CLI = join(root, 'dist/localproxy.cjs');
 export const ACCEPTED_MARKER = 'Service endpoint: ';
 
 export interface CliResult {
-  /** Exit code, or 'accepted' when stopped at the marker. */
+  /** Exit code, or 'accepted' when stopped at the marker (in process: where the proxy would start). */
   code: number | 'accepted';
   stdout: string;
   stderr: string;
+  /** In process, for an accepted invocation: the options the proxy would have started with. */
+  options?: ProxyOptions;
 }
 
 export interface RunOptions {
@@ -69,4 +78,29 @@ export function runCli(args: string[], options: RunOptions = {}): Promise<CliRes
       resolve({ code: accepted ? 'accepted' : (code ?? -1), stdout, stderr });
     });
   });
+}
+
+/** The proxy that an accepted in-process invocation gets: it has ended as soon as it starts. */
+function endedProxy(): LocalProxy {
+  const done = Promise.resolve({ exitCode: 0, message: 'not started: the command line was accepted' });
+  return { ready: Promise.resolve(), ports: () => new Map(), close: () => Promise.resolve(), done };
+}
+
+export async function runCliInProcess(args: string[], options: Pick<RunOptions, 'env' | 'cwd'> = {}): Promise<CliResult> {
+  let stdout = '';
+  let stderr = '';
+  let started: ProxyOptions | undefined;
+  const code = await runProxyCli(args, {
+    env: cleanEnv(options.env),
+    cwd: options.cwd ?? root,
+    executable: CLI,
+    stdout: (text) => { stdout += text; },
+    stderr: (text) => { stderr += text; },
+    logSink: (line) => { stderr += line; },
+    startProxy: (proxyOptions) => {
+      started = proxyOptions;
+      return endedProxy();
+    },
+  });
+  return started ? { code: 'accepted', stdout, stderr, options: started } : { code, stdout, stderr };
 }

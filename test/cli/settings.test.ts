@@ -15,7 +15,7 @@ const dir = mkdtempSync(join(tmpdir(), 'localproxy-settings-'));
 const exported = join(dir, 'lpsettings.json');
 
 function ctx(): CliContext {
-  return { env: {}, cwd: dir, executable: join(dir, 'localproxy'), stdout: () => {}, logSink: () => {} };
+  return { env: {}, cwd: dir, executable: join(dir, 'localproxy'), stdout: () => {}, stderr: () => {}, logSink: () => {} };
 }
 
 function settingsFrom(path: string) {

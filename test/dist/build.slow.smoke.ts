@@ -66,17 +66,17 @@ test('an unknown --target is refused with the list of known targets, building no
 });
 
 test('a tarball whose integrity differs from the pinned one is rejected and not cached', async () => {
-  // mri is a dependency, so `npm pack --prefer-offline` finds it in npm's cache.
+  // pbf is a dependency, so `npm pack --prefer-offline` finds it in npm's cache.
   const cache = mkdtempSync(join(tmpdir(), 'localproxy-dist-cache-'));
   const script = [
     "import { fetchNode } from './scripts/fetch-node.mjs';",
-    "try { fetchNode({ package: 'mri', version: '1.2.0', integrity: 'sha512-' + 'A'.repeat(86) + '==', bin: 'package/lib/index.js' }); console.log('accepted'); }",
+    "try { fetchNode({ package: 'pbf', version: '5.1.2', integrity: 'sha512-' + 'A'.repeat(86) + '==', bin: 'package/package.json' }); console.log('accepted'); }",
     'catch (err) { console.log(err.code + ": " + err.message); }',
   ].join('\n');
   try {
     const result = await node(['--input-type=module', '-e', script], { LOCALPROXY_CACHE_DIR: cache }, 60_000);
-    assert.match(result.stdout, /^ERR_NODE_INTEGRITY: mri@1\.2\.0: tarball integrity sha512-\S+ does not match the pinned sha512-A+==/);
-    assert.not.ok(existsSync(join(cache, 'node', 'mri-1.2.0')), 'nothing cached under the package name');
+    assert.match(result.stdout, /^ERR_NODE_INTEGRITY: pbf@5\.1\.2: tarball integrity sha512-\S+ does not match the pinned sha512-A+==/);
+    assert.not.ok(existsSync(join(cache, 'node', 'pbf-5.1.2')), 'nothing cached under the package name');
   } finally {
     rmSync(cache, { recursive: true, force: true });
   }

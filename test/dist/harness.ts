@@ -3,7 +3,7 @@
  * Debian's cross sysroots, or under wine. Long-running programs are watched through their output
  * (pipes, or a file under wine, where Node cannot write to a pipe); every wait is bounded.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, watch, type FSWatcher } from 'node:fs';
@@ -43,16 +43,29 @@ export const platforms: Record<string, Platform> = {
   },
   'win-x64': {
     name: 'win-x64', file: 'localproxy-win-x64.exe', launcher: [WINE], outputToFile: true,
-    env: {
-      WINEPREFIX: join(root, '.cache', 'wine-prefix'),
-      WINEDEBUG: '-all',
-      // A fresh prefix claims an old Windows version, which Node refuses without this.
-      NODE_SKIP_PLATFORM_CHECK: '1',
-    },
+    // The prefix is set up as a user's wine is (prepareWinePrefix): Windows 10, so Node starts
+    // without NODE_SKIP_PLATFORM_CHECK, which no real Windows 10 user sets either.
+    env: { WINEPREFIX: join(root, '.cache', 'wine-prefix'), WINEDEBUG: '-all' },
     // wine maps the host's / to drive Z:
     hostPath: (p) => `Z:${p.replace(/\//g, '\\')}`,
   },
 };
+
+/**
+ * Creates the win-x64 platform's wine prefix if it is new and makes it report Windows 10, as
+ * `winecfg -v win10` does for a user: a fresh prefix claims an older Windows, which Node
+ * refuses ("only supported on Windows 8.1 ... or higher", exit 216). Returns the version the
+ * prefix then reports (`CurrentVersion`, "10.0").
+ */
+export function prepareWinePrefix(ms = 300_000): string {
+  const env = { ...baseEnv(), ...platforms['win-x64']!.env };
+  const winecfg = spawnSync(WINE, ['winecfg', '-v', 'win10'], { env, stdio: 'ignore', timeout: ms });
+  if (winecfg.status !== 0) throw new Error(`wine winecfg -v win10 failed (${winecfg.status ?? winecfg.signal ?? winecfg.error?.message})`);
+  const query = spawnSync(WINE, ['reg', 'query', 'HKLM\\Software\\Microsoft\\Windows NT\\CurrentVersion', '/v', 'CurrentVersion'], { env, encoding: 'utf8', timeout: ms });
+  const match = /CurrentVersion\s+REG_SZ\s+(\S+)/.exec(query.stdout ?? '');
+  if (!match) throw new Error(`wine reg query gave no CurrentVersion: ${query.stdout}${query.stderr}`);
+  return match[1]!;
+}
 
 /** Path of a built executable; a clear failure if `npm run dist` has not produced it. */
 export function executable(platform: Platform): string {

@@ -3,12 +3,18 @@ import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sameAsBundle, strayNodeOptionsIgnored } from './behaviour';
-import { executable, platforms, run, tunnelThrough } from './harness';
+import { executable, platforms, prepareWinePrefix, run, tunnelThrough } from './harness';
 
 // wine starts its server and, on the first run, creates the prefix (.cache/wine-prefix): slow.
 const MS = 120_000;
 const win = platforms['win-x64']!;
 const test = suite('dist: win-x64 executable under wine');
+let windowsVersion = '';
+
+test.before(() => {
+  // As a user's wine is set up: `winecfg -v win10` (creating the prefix on the first run).
+  windowsVersion = prepareWinePrefix();
+});
 
 test.after(() => {
   // The wine server of our own prefix lingers after the last program; stop it so this file exits.
@@ -27,6 +33,14 @@ test('is a PE32+ x86-64 executable with no Authenticode signature left (its cert
   const security = optional + 112 + 4 * 8;
   assert.is(image.readUInt32LE(security), 0);
   assert.is(image.readUInt32LE(security + 4), 0);
+});
+
+test('runs on Windows 10 as it is, without NODE_SKIP_PLATFORM_CHECK (no Windows user sets it)', async () => {
+  assert.is(windowsVersion, '10.0', 'the prefix reports Windows 10');
+  assert.not.ok('NODE_SKIP_PLATFORM_CHECK' in win.env);
+  const result = await run(win, ['--version'], { NODE_SKIP_PLATFORM_CHECK: undefined }, MS);
+  assert.is(result.code, 0, `exit ${result.code}: ${result.stdout}${result.stderr}`);
+  assert.not.match(result.stdout + result.stderr, 'only supported on Windows');
 });
 
 test('--version prints the product and version like node dist/localproxy.cjs', async () => {

@@ -5,7 +5,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ConnectErrorCode, connectRequest, openProxyTunnel, readConnectResponse, CONNECT_RESPONSE_MAX_BYTES, type ConnectError } from '../../src/transport/index';
-import { within } from '../helpers/wait';
+import { waitUntil, within } from '../helpers/wait';
 import { captureLog, makePki, type Pki } from './fixtures';
 
 /** A fake web proxy: records the request header, answers with `reply` (written in `pieces`), then echoes. */
@@ -106,13 +106,36 @@ test('fixes reference bug 5.4: a reply split at every offset is read completely'
   }
 });
 
-test('a reply written byte by byte over a real socket is read completely', async () => {
-  const reply = 'HTTP/1.0 200 Connection established\r\n\r\n';
+test('a reply written byte by byte over a real socket is read completely: the tunnel then carries only the application bytes', async () => {
+  // Header lines after the status line, one byte per write: a reader that stopped at the
+  // first chunk or the first line would leave the rest of the header in the tunnel.
+  const reply = 'HTTP/1.0 200 Connection established\r\nProxy-Agent: byte-by-byte\r\nVia: 1.0 test\r\n\r\n';
   const proxy = await startFakeProxy(reply, { pieces: reply.length });
-  const { log } = captureLog();
+  const { log, lines } = captureLog();
   try {
     const socket = await within(openProxyTunnel({ proxy: { protocol: 'http', host: '127.0.0.1', port: proxy.port }, target, log }), 5000, 'tunnel');
+    let received = '';
+    socket.on('data', (d: Buffer) => { received += d.toString('latin1'); });
+    socket.resume();
+    socket.write('echo me');
+    await waitUntil(socket, 'data', () => received.length >= 'echo me'.length, 5000, 'the echo through the tunnel');
+    assert.is(received, 'echo me');
+    assert.ok(lines.some((l) => l.includes('TCP tunnel established successfully')), lines.join(''));
     socket.destroy();
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('control characters in the proxy reply are escaped in the error, and a long reason is cut', async () => {
+  const proxy = await startFakeProxy(`HTTP/1.1 403 \u001b[31mForbidden\u001b]0;title\u0007 ${'x'.repeat(5000)}\r\n\r\n`);
+  const { log } = captureLog();
+  try {
+    const err = await expectFailure(openProxyTunnel({ proxy: { protocol: 'http', host: '127.0.0.1', port: proxy.port }, target, log }));
+    assert.is(err.code, ConnectErrorCode.PROXY_REFUSED);
+    assert.match(err.message, 'refused the CONNECT (HTTP/1.1 403 \\x1b[31mForbidden\\x1b]0;title\\x07 xxx');
+    assert.not.match(err.message, /[\u0000-\u001f]/);
+    assert.ok(err.message.length < 600, `${err.message.length} characters`);
   } finally {
     await proxy.close();
   }
