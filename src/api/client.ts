@@ -29,7 +29,7 @@ export interface TunnelApiOptions {
   ca?: string;
 }
 
-export type Operation = 'OpenTunnel' | 'CloseTunnel' | 'DescribeTunnel' | 'ListTunnels' | 'RotateTunnelAccessToken';
+export type Operation = 'OpenTunnel' | 'CloseTunnel' | 'DescribeTunnel' | 'ListTunnels' | 'RotateTunnelAccessToken' | 'TagResource' | 'UntagResource' | 'ListTagsForResource';
 
 /** The service answered with an error: `type` is its `__type` (e.g. ResourceNotFoundException). */
 export class ApiError extends Error {

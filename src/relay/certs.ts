@@ -207,7 +207,7 @@ export function checkKeyPair(certPem: string, keyPem: string, certName = 'the ce
   try {
     cert = new X509Certificate(certPem);
   } catch {
-    const hint = /PRIVATE KEY-----/.test(certPem) ? ' (it holds a private key: give the certificate here and the key with the key option)' : '';
+    const hint = /PRIVATE KEY-----/.test(certPem) ? ' (it holds a private key, not a certificate)' : '';
     throw new RelayConfigError(`${certName} is not a PEM certificate${hint}`);
   }
   let key: KeyObject;

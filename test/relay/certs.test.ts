@@ -87,7 +87,7 @@ certs('a certificate option that holds the key, a key that is not one or not the
   const a = generateSelfSigned();
   const b = generateSelfSigned();
   for (const [tls, pattern] of [
-    [{ cert: a.keyPem, key: a.keyPem, certFile: '/etc/relay/key.pem', keyFile: '/etc/relay/key.pem' }, /^\/etc\/relay\/key\.pem is not a PEM certificate \(it holds a private key: give the certificate here and the key with the key option\)$/],
+    [{ cert: a.keyPem, key: a.keyPem, certFile: '/etc/relay/key.pem', keyFile: '/etc/relay/key.pem' }, /^\/etc\/relay\/key\.pem is not a PEM certificate \(it holds a private key, not a certificate\)$/],
     [{ cert: a.certPem, key: a.certPem, certFile: 'cert.pem', keyFile: 'cert-again.pem' }, /^cert-again\.pem is not a PEM private key \(it holds a certificate\)$/],
     [{ cert: a.certPem, key: b.keyPem, certFile: 'a.pem', keyFile: 'b.key' }, /^b\.key does not belong to the certificate in a\.pem$/],
     [{ cert: 'hello', key: a.keyPem }, /^the TLS certificate is not a PEM certificate$/],
