@@ -202,6 +202,32 @@ hostile('maxConnections: connections past it are closed on accept; the relay kee
   assert.is(await health(relay.port, relay.caPem), 200);
 });
 
+hostile('idleTimeoutMs: a client that sends requests but never reads the answers is dropped once nothing moves', async (ctx) => {
+  const relay = await relayWith(ctx, { limits: { idleTimeoutMs: 500 } });
+  const socket = await tlsConnection(relay.port, relay.caPem);
+  ctx.sockets.push(socket);
+  socket.pause();
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  // Pipelined requests whose answers fill the socket buffers, then nothing moves either way.
+  socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(100_000));
+  await until(() => relay.stats().pending === 0, 10_000, 'the stalled connection dropped');
+  socket.resume();
+  await within(closed, 5000, 'the client seeing the end');
+});
+
+hostile('maxClosedTunnels: the oldest closed tunnels are forgotten; open ones never', async (ctx) => {
+  const relay = await relayWith(ctx, { limits: { maxClosedTunnels: 2 } });
+  const ids = Array.from({ length: 4 }, () => relay.openTunnel().tunnelId);
+  const open = relay.openTunnel().tunnelId;
+  for (const id of ids) relay.closeTunnel(id);
+  const describe = async (tunnelId: string) => (await signedPost(relay, CREDENTIALS, 'DescribeTunnel', JSON.stringify({ tunnelId }))).json;
+  assert.is((await describe(ids[0])).__type, 'ResourceNotFoundException');
+  assert.is((await describe(ids[1])).__type, 'ResourceNotFoundException');
+  assert.is((await describe(ids[2]) as { tunnel: { status: string } }).tunnel.status, 'CLOSED');
+  assert.is((await describe(ids[3]) as { tunnel: { status: string } }).tunnel.status, 'CLOSED');
+  assert.is((await describe(open) as { tunnel: { status: string } }).tunnel.status, 'OPEN');
+});
+
 hostile('maxOpenTunnels: OpenTunnel past it is a LimitExceededException; closing one makes room', async (ctx) => {
   const relay = await relayWith(ctx, { limits: { maxOpenTunnels: 3 } });
   const ids: string[] = [];
