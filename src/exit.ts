@@ -1,4 +1,10 @@
-/** Process exit codes (Decisions 1), documented in the README and `--help`. */
+/**
+ * Process exit codes (Decisions 1), documented in the README and `--help`. The library reports
+ * how a run ended as a typed outcome; only the entry points (src/main.ts, the CLIs) turn it
+ * into an exit code, here.
+ */
+import type { ProxyOutcome } from './tunnel/proxy';
+
 export const ExitCode = {
   /** Normal stop: signal, tunnel closed by the service, --help, --version, --export-default-settings. */
   OK: 0,
@@ -25,4 +31,19 @@ export class ExitError extends Error {
 /** A usage or configuration error (exit 2) with its one-line message. */
 export function usageError(message: string): ExitError {
   return new ExitError(ExitCode.USAGE, message);
+}
+
+/** The exit code for how a proxy run ended. */
+export function exitCodeOf(outcome: Pick<ProxyOutcome, 'kind'>): ExitCodeValue {
+  switch (outcome.kind) {
+    case 'closed':
+    case 'tunnel-closed':
+      return ExitCode.OK;
+    case 'misconfigured':
+      return ExitCode.USAGE;
+    case 'refused':
+      return ExitCode.REFUSED;
+    case 'failed':
+      return ExitCode.FAILURE;
+  }
 }

@@ -4,19 +4,16 @@
  * is merged over the defaults (Decisions 9) and a value of the wrong type is an error
  * naming its key instead of a silent fallback.
  */
+import { MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_WS_MESSAGE_BYTES } from './protocol/constants';
 
 export interface Settings {
   defaultBindAddress: string;
   endpointFormat: string;
   regionEndpointOverrides: Record<string, string>;
-  dataLengthSize: number;
-  dataFrameMaxSize: number;
   maxPayloadSize: number;
   maxSize: number;
   tcpConnectionRetryCount: number;
   tcpConnectionRetryDelayMs: number;
-  tcpReadBufferSize: number;
-  tcpWriteBufferSize: number;
   maxActiveConnections: number;
   pingPeriodMs: number;
   maxMissedPings: number;
@@ -26,8 +23,6 @@ export interface Settings {
   reconnectOnDataError: boolean;
   subprotocol: string;
   maxFrameSize: number;
-  wsWriteBufferSize: number;
-  wsReadBufferSize: number;
   /** Total bytes waiting to be written to local applications before the WebSocket reader pauses. */
   inboundBudgetBytes: number;
   /** WebSocket send backlog above which local sockets stop being read. */
@@ -50,14 +45,10 @@ interface KeySpec {
 export const SETTING_KEYS: readonly KeySpec[] = [
   { key: 'default_bind_address', field: 'defaultBindAddress', kind: 'string' },
   { key: 'endpoint_format', field: 'endpointFormat', kind: 'string' },
-  { key: 'message.data_length_size', field: 'dataLengthSize', kind: 'int', min: 2, max: 2 },
-  { key: 'message.data_frame_max_size', field: 'dataFrameMaxSize', kind: 'int', min: 1, max: 65538 },
-  { key: 'message.max_payload_size', field: 'maxPayloadSize', kind: 'int', min: 1, max: 64512 },
-  { key: 'message.max_size', field: 'maxSize', kind: 'int', min: 16, max: 65536 },
+  { key: 'message.max_payload_size', field: 'maxPayloadSize', kind: 'int', min: 1, max: MAX_PAYLOAD_BYTES },
+  { key: 'message.max_size', field: 'maxSize', kind: 'int', min: 16, max: MAX_MESSAGE_BYTES },
   { key: 'tcp.connection_retry_count', field: 'tcpConnectionRetryCount', kind: 'int', min: -1 },
   { key: 'tcp.connection_retry_delay_ms', field: 'tcpConnectionRetryDelayMs', kind: 'int', min: 0 },
-  { key: 'tcp.read_buffer_size', field: 'tcpReadBufferSize', kind: 'int', min: 1 },
-  { key: 'tcp.write_buffer_size', field: 'tcpWriteBufferSize', kind: 'int', min: 1 },
   { key: 'tcp.max_active_connections', field: 'maxActiveConnections', kind: 'int', min: 1 },
   { key: 'websocket.ping_period_ms', field: 'pingPeriodMs', kind: 'int', min: 1 },
   { key: 'websocket.max_missed_pings', field: 'maxMissedPings', kind: 'int', min: 0 },
@@ -67,11 +58,24 @@ export const SETTING_KEYS: readonly KeySpec[] = [
   { key: 'websocket.reconnect_on_data_error', field: 'reconnectOnDataError', kind: 'bool' },
   { key: 'websocket.subprotocol', field: 'subprotocol', kind: 'string' },
   { key: 'websocket.max_frame_size', field: 'maxFrameSize', kind: 'int', min: 1 },
-  { key: 'websocket.write_buffer_size', field: 'wsWriteBufferSize', kind: 'int', min: 1 },
-  { key: 'websocket.read_buffer_size', field: 'wsReadBufferSize', kind: 'int', min: 1 },
   { key: 'flow.inbound_budget_bytes', field: 'inboundBudgetBytes', kind: 'int', min: 65536 },
   { key: 'flow.outbound_high_water_bytes', field: 'outboundHighWaterBytes', kind: 'int', min: 65536 },
   { key: 'region_endpoint_overrides', field: 'regionEndpointOverrides', kind: 'map' },
+];
+
+/**
+ * Keys of the reference that size its own buffers, which this proxy does not have (its
+ * flow control is `flow.*`). A settings file written for the reference may carry them: they
+ * are checked (a wrong value is still an error naming the key) and otherwise ignored, and
+ * not exported.
+ */
+export const REFERENCE_ONLY_KEYS: readonly Omit<KeySpec, 'field'>[] = [
+  { key: 'message.data_length_size', kind: 'int', min: 2, max: 2 },
+  { key: 'message.data_frame_max_size', kind: 'int', min: 1, max: 65538 },
+  { key: 'tcp.read_buffer_size', kind: 'int', min: 1 },
+  { key: 'tcp.write_buffer_size', kind: 'int', min: 1 },
+  { key: 'websocket.write_buffer_size', kind: 'int', min: 1 },
+  { key: 'websocket.read_buffer_size', kind: 'int', min: 1 },
 ];
 
 export function defaultSettings(): Settings {
@@ -82,14 +86,10 @@ export function defaultSettings(): Settings {
       'cn-north-1': 'data.tunneling.iot.cn-north-1.amazonaws.com.cn',
       'cn-northwest-1': 'data.tunneling.iot.cn-northwest-1.amazonaws.com.cn',
     },
-    dataLengthSize: 2,
-    dataFrameMaxSize: 65538,
-    maxPayloadSize: 64512,
-    maxSize: 65536,
+    maxPayloadSize: MAX_PAYLOAD_BYTES,
+    maxSize: MAX_MESSAGE_BYTES,
     tcpConnectionRetryCount: 5,
     tcpConnectionRetryDelayMs: 2500,
-    tcpReadBufferSize: 131076,
-    tcpWriteBufferSize: 131076,
     maxActiveConnections: 128,
     pingPeriodMs: 20000,
     maxMissedPings: 3,
@@ -98,9 +98,7 @@ export function defaultSettings(): Settings {
     connectRetryCount: -1,
     reconnectOnDataError: true,
     subprotocol: 'aws.iot.securetunneling-3.0',
-    maxFrameSize: 131076,
-    wsWriteBufferSize: 131076,
-    wsReadBufferSize: 131076,
+    maxFrameSize: MAX_WS_MESSAGE_BYTES,
     inboundBudgetBytes: 16 * 1024 * 1024,
     outboundHighWaterBytes: 1024 * 1024,
   };
@@ -117,7 +115,7 @@ export class SettingsError extends Error {
 
 const PREFIX = 'tunneling.proxy.';
 
-function convert(spec: KeySpec, value: unknown): string | number | boolean | Record<string, string> {
+function convert(spec: Omit<KeySpec, 'field'>, value: unknown): string | number | boolean | Record<string, string> {
   const name = PREFIX + spec.key;
   switch (spec.kind) {
     case 'string':
@@ -195,6 +193,12 @@ export function mergeSettingsJson(text: string, base: Settings = defaultSettings
       (settings as unknown as Record<string, unknown>)[spec.field] = converted;
       known.add(PREFIX + spec.key);
     }
+  }
+  for (const spec of REFERENCE_ONLY_KEYS) {
+    const value = lookup(tree, PREFIX + spec.key);
+    if (value === undefined) continue;
+    convert(spec, value);
+    known.add(PREFIX + spec.key);
   }
   const unknownKeys = leafKeys(tree).filter((k) => k && !known.has(k));
   return { settings, unknownKeys };

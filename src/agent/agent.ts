@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { formatTarget } from '../cli/service-spec';
 import { parseEndpoint, regionEndpoint } from '../cli/endpoint';
+import { exitCodeOf } from '../exit';
 import { Logger, LogLevel, type LoggerOptions } from '../log';
 import type { DestinationTarget, ProxyOptions } from '../options';
 import { defaultSettings, type Settings } from '../settings';
@@ -110,7 +111,7 @@ export function startAgent(options: AgentOptions): Agent {
     proxy.done.then((outcome) => {
       remove(session);
       // The proxy has already logged a failure through tlog; this line says the slot is free.
-      log.info(`tunnel ${id}: ended (exit code ${outcome.exitCode}: ${tlog.scrub(outcome.message)})`);
+      log.info(`tunnel ${id}: ended (exit code ${exitCodeOf(outcome)}: ${tlog.scrub(outcome.message)})`);
     });
   }
 

@@ -3,7 +3,7 @@
  * (Decisions 13) and return the exit code (Decisions 1).
  */
 import { realpathSync } from 'node:fs';
-import { ExitCode } from '../exit';
+import { ExitCode, exitCodeOf } from '../exit';
 import { Logger, LogLevel } from '../log';
 import type { ProxyOptions } from '../options';
 import { startProxy, type LocalProxy } from '../tunnel/proxy';
@@ -110,7 +110,7 @@ export async function runProxyCli(argv: string[], ctx: ProxyCliContext = default
   }
   const detach = stopOnSignals(proxy, options.log);
   // The proxy logs how it ended; only the exit code is left to report.
-  const { exitCode } = await proxy.done;
+  const outcome = await proxy.done;
   detach();
-  return exitCode;
+  return exitCodeOf(outcome);
 }

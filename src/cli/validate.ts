@@ -3,6 +3,7 @@
  * Each check throws a usage ExitError (exit 2) naming what was wrong.
  */
 import { usageError } from '../exit';
+import { CLIENT_TOKEN_MAX_CHARS, CLIENT_TOKEN_MIN_CHARS, CLIENT_TOKEN_PATTERN } from '../protocol/constants';
 
 const MAX_TOKEN_CHARS = 4096;
 const MAX_HOST_CHARS = 253;
@@ -22,11 +23,12 @@ export function validateAccessToken(token: string): void {
   if (hasControl(token)) throw usageError('Access token contains invalid control characters');
 }
 
-/** Decisions 7: the documented `^[a-zA-Z0-9-]{32,128}$`, which the reference never enforced. */
+/** Decisions 7: the documented CLIENT_TOKEN_PATTERN, which the reference never enforced. */
 export function validateClientToken(token: string): void {
   if (hasControl(token)) throw usageError('Client token contains invalid control characters');
-  if (token.length < 32 || token.length > 128) throw usageError('Client token must be between 32 and 128 characters');
-  if (!/^[a-zA-Z0-9-]+$/.test(token)) throw usageError('Client token must contain only letters, digits and hyphens');
+  if (CLIENT_TOKEN_PATTERN.test(token)) return;
+  if (token.length < CLIENT_TOKEN_MIN_CHARS || token.length > CLIENT_TOKEN_MAX_CHARS) throw usageError(`Client token must be between ${CLIENT_TOKEN_MIN_CHARS} and ${CLIENT_TOKEN_MAX_CHARS} characters`);
+  throw usageError('Client token must contain only letters, digits and hyphens');
 }
 
 export function validateEndpoint(endpoint: string): void {

@@ -35,7 +35,3 @@ export class TunnelError extends Error {
     this.code = code;
   }
 }
-
-export function isTunnelError(err: unknown): err is TunnelError {
-  return err instanceof TunnelError;
-}

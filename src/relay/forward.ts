@@ -30,7 +30,6 @@ const HEARTBEAT_MAX_MS = 10_000;
 /** Until a peer has pinged twice its interval is unknown. */
 const HEARTBEAT_DEFAULT_MS = 500;
 
-export const CLOSE_NORMAL = 1000;
 export const CLOSE_POLICY = 1008;
 export const REPLACED_REASON = 'connection is replaced by another connection';
 
@@ -284,7 +283,9 @@ export class Peer {
   }
 
   private onWsError(err: Error): void {
-    this.log.debug(`WebSocket error: ${err.message}`);
+    // ws closes the connection after a protocol error (bad frame, message too large).
+    // A peer can provoke this at will (a message over the size limit, then reconnect): rate-limited.
+    this.log.limited(LogLevel.WARNING, 'websocket-error', `WebSocket error, closing the connection: ${printable(err.message)}`);
   }
 
   private onWsMessage(data: RawData, isBinary: boolean): void {

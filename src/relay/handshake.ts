@@ -4,12 +4,11 @@
  * or what the upgrade needs.
  */
 import type { IncomingMessage } from 'node:http';
-import { SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
+import { CLIENT_TOKEN_PATTERN, SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
 import type { PeerMode, TokenOwner, TunnelRegistry } from './tunnels';
 
 /** The guide's limit for the whole upgrade request. */
 export const MAX_HANDSHAKE_BYTES = 4096;
-const CLIENT_TOKEN_PATTERN = /^[a-zA-Z0-9-]{32,128}$/;
 /** RFC 6455 4.1: the base64 of 16 bytes. */
 const WEBSOCKET_KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 const TOKEN_COOKIE = 'awsiot-tunnel-token';

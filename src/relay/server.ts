@@ -13,11 +13,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger, LogLevel } from '../log';
-import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { handleApiRequest, type Credentials } from './api';
 import { checkKeyPair, generateSelfSigned, loadOrCreateSelfSigned } from './certs';
 import type { Clock } from './clock';
-import { CLOSE_NORMAL, TunnelLink, type Peer, type PeerEvent } from './forward';
+import { TunnelLink, type Peer, type PeerEvent } from './forward';
 import { ConnectionGuard, endGracefully } from './guard';
 import { checkHandshake, isRefusal, type Accepted } from './handshake';
 import type { TunnelNotifier } from './notify';
@@ -265,6 +265,7 @@ class RelayServer implements Relay {
    * which is what a relay restart with --state should look like.
    */
   async close(): Promise<void> {
+    if (this.peerSockets.size > 0) this.log.info(`relay closing: dropping ${this.peerSockets.size} peer connection(s)`);
     for (const socket of this.peerSockets) socket.destroy();
     this.peerSockets.clear();
     this.links.clear();
@@ -351,6 +352,7 @@ class RelayServer implements Relay {
     const { owner, mode } = accepted;
     // The tunnel may have closed or the token rotated while the upgrade completed.
     if (owner.tunnel.status !== 'OPEN' || owner.tunnel[mode].tokenHash !== tokenHash) {
+      this.log.info(`tunnel ${owner.tunnel.tunnelId} ${mode}: closing a connection just accepted: the tunnel closed or its token was rotated meanwhile`);
       ws.close(CLOSE_NORMAL, 'tunnel closed');
       endGracefully(socket, this.limits.lingerMs);
       return;

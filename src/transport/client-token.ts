@@ -1,9 +1,6 @@
 import { createHash } from 'node:crypto';
 import { hostname as osHostname } from 'node:os';
 
-/** What the service accepts as a client token (behaviour spec 2.2, Decisions 7). */
-export const CLIENT_TOKEN_PATTERN = /^[a-zA-Z0-9-]{32,128}$/;
-
 /**
  * Decisions 7: without `-i`, the client token is derived from the access token and the host
  * name, so a reconnect - and a restart on the same host - presents the same pair and the

@@ -16,6 +16,7 @@ import { trustedCertificates, warnCaProblems } from './ca';
 import { deriveClientToken } from './client-token';
 import { ConnectError, ConnectErrorCode, describeError, oneLine } from './errors';
 import { openProxyTunnel } from './http-connect';
+import { answerPings } from './keepalive';
 import { hostPort, isCertificateError, tcpConnect, tlsHandshake } from './sockets';
 import { describeProxy, shouldBypassProxy } from './web-proxy';
 
@@ -29,8 +30,8 @@ export interface ServiceConnection {
   version: ProtocolVersion;
 }
 
-/** Bound on one whole attempt: TCP, proxy, TLS and upgrade. */
-export const CONNECT_ATTEMPT_TIMEOUT_MS = 30_000;
+/** Bound on one whole attempt to reach the service: TCP, web proxy, TLS and upgrade. */
+export const SERVICE_CONNECT_TIMEOUT_MS = 30_000;
 /** Room above the largest message a peer may send, for a service that packs a little more. */
 const MAX_PAYLOAD_SLACK_BYTES = 64 * 1024;
 /** How much of a refusal's body we read for its reason. */
@@ -41,18 +42,19 @@ const REFUSAL_BODY_TIMEOUT_MS = 2000;
 export const USER_AGENT = `${PRODUCT}/${VERSION} (node ${process.versions.node}; ${process.platform} ${process.arch})`;
 
 export interface ConnectOptions {
-  /** Overrides CONNECT_ATTEMPT_TIMEOUT_MS (tests). */
+  /** Overrides SERVICE_CONNECT_TIMEOUT_MS (tests). */
   timeoutMs?: number;
+}
+
+/** ws's `generateMask`: the all-zero key (see `upgrade` for why). */
+function zeroMask(mask: Buffer): void {
+  mask.fill(0);
 }
 
 /**
  * One attempt. Resolves with an open WebSocket; rejects with a ConnectError (`refused`
  * for an HTTP 4xx), or with `signal.reason` when aborted.
  */
-function zeroMask(mask: Buffer): void {
-  mask.fill(0);
-}
-
 export async function connectToService(options: ProxyOptions, signal?: AbortSignal, connectOptions: ConnectOptions = {}): Promise<ServiceConnection> {
   signal?.throwIfAborted();
   const { log } = options;
@@ -66,7 +68,7 @@ export async function connectToService(options: ProxyOptions, signal?: AbortSign
   log.info(`Attempting to establish web socket connection with endpoint ${endpoint}`);
   if (options.insecure) log.warn('SECURITY WARNING: SSL host verification is disabled - connection is vulnerable to MITM attacks');
 
-  const timeoutMs = connectOptions.timeoutMs ?? CONNECT_ATTEMPT_TIMEOUT_MS;
+  const timeoutMs = connectOptions.timeoutMs ?? SERVICE_CONNECT_TIMEOUT_MS;
   let stage = 'connecting';
   const attempt = new AbortController();
   const onAbort = (): void => attempt.abort(signal?.reason);
@@ -153,12 +155,15 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
         // server accepts it, as the key is the client's choice.
         generateMask: zeroMask,
         maxPayload: Math.max(options.settings.maxFrameSize, MAX_WS_MESSAGE_BYTES) + MAX_PAYLOAD_SLACK_BYTES,
+        // Pings are answered by answerPings(): ws's own answering disconnects a paused tunnel.
+        autoPong: false,
       });
     } catch (err) {
       reject(new ConnectError(ConnectErrorCode.HANDSHAKE, `Cannot start the websocket upgrade: ${describeError(err)} (websocket.subprotocol is "${requested}")`, { cause: err }));
       return;
     }
     ws.binaryType = 'nodebuffer';
+    answerPings(ws);
     let channelId = '';
     let offered: string | undefined;
     let settled = false;

@@ -27,6 +27,35 @@ export interface KeepaliveOptions {
   readerPaused?: () => boolean;
 }
 
+/**
+ * Answers the service's pings: one pong at a time, for the most recent ping (RFC 6455 5.5.3
+ * allows that). The connection must be created with `autoPong: false`.
+ *
+ * ws's automatic pongs are not used: each waits in our socket while the service does not read
+ * us, and ws terminates the connection, silently, once 60 are waiting (`maxPendingAutoPongs`).
+ * A service holding us back (flow control: its other side lags) while pinging us to show it is
+ * alive - our relay does, twice per ping period of ours - then cut a healthy tunnel after
+ * 30 s (issue 21). Here a paused tunnel costs one pending pong, however long the pause.
+ */
+export function answerPings(ws: WebSocket): void {
+  let inFlight = false;
+  let latest: Buffer | undefined;
+  function send(data: Buffer): void {
+    latest = undefined;
+    inFlight = true;
+    ws.pong(data, undefined, onWritten);
+  }
+  function onWritten(err?: Error): void {
+    inFlight = false;
+    if (!err && latest && ws.readyState === ws.OPEN) send(latest);
+  }
+  ws.on('ping', (data: Buffer) => {
+    if (ws.readyState !== ws.OPEN) return;
+    if (inFlight) latest = data;
+    else send(data);
+  });
+}
+
 /** Starts pinging; returns stop(). Stops by itself when the socket closes. */
 export function startKeepalive(ws: WebSocket, options: KeepaliveOptions): () => void {
   const { periodMs, maxMissed, log, onDead } = options;

@@ -1,12 +1,11 @@
 /**
  * Connecting with retries (Decisions 2): `connect_retry_count` retries (-1 forever, 0 none),
  * exponential delays from `retry_delay_ms` with full jitter up to `retry_max_delay_ms`.
- * A 4xx is never retried; it ends the process with exit 3.
+ * A 4xx is never retried. How it ended is a typed outcome; exit codes are the CLI's business.
  */
-import { ExitCode, ExitError } from '../exit';
 import type { ProxyOptions } from '../options';
 import { connectToService, type ConnectOptions, type ServiceConnection } from './connect';
-import { isConnectError } from './errors';
+import { isConnectError, type ConnectError } from './errors';
 import { hostPort } from './sockets';
 
 /** Exponent ceiling, so `base * 2 ** n` never overflows into Infinity. */
@@ -53,45 +52,54 @@ export interface RetryOptions {
   connect?: ConnectOptions;
 }
 
+/** How connectWithRetry ended. `message` is one line, scrubbed of secrets. */
+export type RetryOutcome =
+  | { kind: 'connected'; connection: ServiceConnection }
+  /** The service refused the upgrade (HTTP 4xx): not retried. */
+  | { kind: 'refused'; message: string; error: ConnectError }
+  /** Every attempt failed and the retries are used up. */
+  | { kind: 'gave-up'; message: string; error: ConnectError }
+  /** `signal` aborted the attempts (or the wait between them). */
+  | { kind: 'aborted'; reason: unknown };
+
 /**
- * Attempts until one succeeds. Rejects with ExitError(REFUSED) on a 4xx, with
- * ExitError(FAILURE) when the retries are used up, and with `signal.reason` when aborted.
+ * Attempts until one succeeds, the service refuses, the retries are used up or `signal`
+ * aborts; never rejects for those. Anything else thrown on the way is a bug and rejects.
  */
-export async function connectWithRetry(options: ProxyOptions, retry: RetryOptions = {}): Promise<ServiceConnection> {
+export async function connectWithRetry(options: ProxyOptions, retry: RetryOptions = {}): Promise<RetryOutcome> {
   const { log, settings } = options;
   const { signal } = retry;
   const backoff = retry.backoff ?? new Backoff(settings.retryDelayMs, settings.retryMaxDelayMs);
   const allowed = settings.connectRetryCount;
   const endpoint = `wss://${hostPort(options.endpoint.host, options.endpoint.port)}`;
+  const aborted = (): RetryOutcome => ({ kind: 'aborted', reason: signal?.reason });
   if (retry.delayFirst) {
     // Said aloud: otherwise the operator sees "reconnecting" and then nothing for up to a minute.
     const wait = backoff.next();
     log.info(`Reconnecting to ${endpoint} in ${wait} ms`);
-    await delay(wait, signal);
+    if (!(await delay(wait, signal).then(() => true, () => false))) return aborted();
   }
   for (let retries = 0; ; retries++) {
+    let error: ConnectError;
     try {
-      return await connectToService(options, signal, retry.connect);
+      return { kind: 'connected', connection: await connectToService(options, signal, retry.connect) };
     } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      if (!isConnectError(err)) {
-        throw new ExitError(ExitCode.FAILURE, log.scrub(`Internal error while connecting to ${endpoint}: ${(err as Error)?.message ?? String(err)}`), { cause: err });
-      }
-      const message = log.scrub(err.message);
-      // A refusal is logged once, with its hint, by whoever ends the run with this error.
-      if (err.refused) {
-        throw new ExitError(ExitCode.REFUSED, log.scrub(`${err.message}; ${err.hint ?? 'check the access token'}`), { cause: err });
-      }
-      log.error(message);
-      if (allowed !== -1 && retries >= allowed) {
-        const tries = allowed === 0 ? 'retries are disabled (websocket.connect_retry_count is 0)' : `gave up after ${allowed} ${allowed === 1 ? 'retry' : 'retries'}`;
-        throw new ExitError(ExitCode.FAILURE, `Could not connect to ${endpoint}: ${message} (${tries})`, { cause: err });
-      }
-      const wait = backoff.next();
-      const of = allowed === -1 ? '' : ` of ${allowed}`;
-      log.info(`Retrying connection to ${endpoint} in ${wait} ms (retry ${retries + 1}${of})`);
-      await delay(wait, signal);
+      if (signal?.aborted) return aborted();
+      if (!isConnectError(err)) throw err;
+      error = err;
     }
+    const message = log.scrub(error.message);
+    // A refusal is logged once, with its hint, by whoever ends the run with this outcome.
+    if (error.refused) return { kind: 'refused', message: log.scrub(`${error.message}; ${error.hint ?? 'check the access token'}`), error };
+    log.error(message);
+    if (allowed !== -1 && retries >= allowed) {
+      const tries = allowed === 0 ? 'retries are disabled (websocket.connect_retry_count is 0)' : `gave up after ${allowed} ${allowed === 1 ? 'retry' : 'retries'}`;
+      return { kind: 'gave-up', message: `Could not connect to ${endpoint}: ${message} (${tries})`, error };
+    }
+    const wait = backoff.next();
+    const of = allowed === -1 ? '' : ` of ${allowed}`;
+    log.info(`Retrying connection to ${endpoint} in ${wait} ms (retry ${retries + 1}${of})`);
+    if (!(await delay(wait, signal).then(() => true, () => false))) return aborted();
   }
 }
 

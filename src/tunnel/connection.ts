@@ -1,16 +1,52 @@
 /**
- * One tunneled TCP connection: a local socket on one side, DATA messages on the other.
+ * One tunneled TCP connection: a local socket on one side, DATA messages on the other, as one
+ * explicit state machine (the shape of ws's readyState):
+ *
+ *   connecting ──attach(socket)──► open
+ *       │                           │  local end / error / close, or reset() ─► closing, the peer is told
+ *       │                           │  peer reset, or session ended ──────────► closing, the peer is not
+ *       │                           ▼
+ *       ├── reset(), connect failed ──► closing ──── local socket closed and ────► closed
+ *       │                                 ▲           our frames handed to ws     (owner.closed)
+ *       ├── peer reset with bytes waiting ┘ (the connect goes on; attach writes them, then closes)
+ *       └── peer reset, session ended ──────────────────────────────────────────► closed
  *
  * Closing follows Decisions 5: a local FIN or error sends every byte read before it, then the
  * reset; a reset from the peer closes the local socket only after every byte received before
  * it has been written (`socket.end()` flushes Node's write queue before the FIN).
+ *
+ * The connection knows nothing of messages, versions or the session: it talks to its owner
+ * (the service it belongs to) through ConnectionOwner.
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../log';
-import { encodeFrame } from '../protocol/framing';
-import { MessageType } from '../protocol/message';
-import { CLOSE_FLUSH_TIMEOUT_MS, type Producer, type Throttled } from './flow';
-import type { Session, ServiceState } from './session';
+import type { Producer, Throttled } from './outbound';
+
+/**
+ * A closing local socket is destroyed once nothing moved on it for this long: its app takes
+ * none of the last bytes (Node's socket timeout counts the kernel taking queued bytes as
+ * activity, so a slow reader is not a stuck one) and sends nothing.
+ */
+export const CLOSE_FLUSH_TIMEOUT_MS = 30_000;
+
+export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed';
+
+/** What a connection needs from its owner. */
+export interface ConnectionOwner {
+  /** Queues bytes read from the local socket as DATA, in order. */
+  sendData(conn: Connection, bytes: Buffer): void;
+  /** Queues the reset that ends the connection for the peer, after the DATA queued before it. */
+  sendReset(conn: Connection): void;
+  /** Forgets the connection's frames not yet handed to the WebSocket. */
+  discard(conn: Connection): void;
+  /** The local socket is read (true; backpressure may pause it) or no longer read for the peer (false). */
+  reading(conn: Connection, reading: boolean): void;
+  /** Bytes received for the app and not yet taken by its socket (the inbound budget), and their release. */
+  retain(bytes: number): void;
+  release(bytes: number): void;
+  /** The connection is over: the owner forgets it. */
+  closed(conn: Connection): void;
+}
 
 const kConnection = Symbol('connection');
 type OwnedSocket = Socket & { [kConnection]?: Connection };
@@ -29,48 +65,46 @@ function socketOnError(this: OwnedSocket, err: Error): void {
 function socketOnClose(this: OwnedSocket): void {
   this[kConnection]!.onSocketClose();
 }
-
-export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed';
+function socketOnFlushTimeout(this: OwnedSocket): void {
+  this[kConnection]!.onFlushTimeout();
+}
 
 export class Connection implements Producer, Throttled {
-  queue: Buffer[] = [];
-  queuedBytes = 0;
-  inRing = false;
   state: ConnectionState = 'connecting';
-  socket?: Socket;
   bytesIn = 0;
   bytesOut = 0;
-  readonly log: Logger;
-  /** Payloads received before the local socket exists (destination connect in progress). */
-  private early: Uint8Array[] = [];
-  private outboundPaused = false;
-  private endWhenConnected = false;
+  private socket?: Socket;
+  /** The local socket emitted 'close' (or will never exist). */
   private socketClosed = false;
-  private flushTimer?: NodeJS.Timeout;
+  /** Nothing of ours waits in the outbound queue. */
+  private queueEmpty = true;
+  /** Payloads received while connecting, counted in the inbound budget. */
+  private early: Uint8Array[] = [];
+  /** Aborts the destination's connect in progress; undefined when none is. */
+  private abortConnect?: () => void;
+  private outboundPaused = false;
+  /** socket.end() was called. */
+  private ending = false;
   private remote = '';
-  /** Aborts a destination connect in progress. */
-  abortConnect?: () => void;
 
   constructor(
-    readonly session: Session,
-    readonly service: ServiceState,
+    private readonly owner: ConnectionOwner,
     readonly streamId: number,
     /** Allocated by the source or received by the destination; 0 in the V1/V2 form. */
     readonly id: number,
-  ) {
-    this.log = session.log.fork(`${service.id || 'v1'} stream#${streamId} conn#${id}`);
+    readonly log: Logger,
+    private readonly flushTimeoutMs: number = CLOSE_FLUSH_TIMEOUT_MS,
+  ) {}
+
+  /** Destination: a connect to the local app is under way; `abort` gives it up. */
+  connecting(abort: () => void): void {
+    this.abortConnect = abort;
   }
 
-  /** The connection id on the wire: none for V1/V2 peers. */
-  get wireConnectionId(): number {
-    return this.service.version >= 3 ? this.id : 0;
-  }
-
-  /** Attaches the local socket; reading starts at once (the start message is already queued). */
+  /** The local socket exists (accepted, or connected): reading starts at once. */
   attach(socket: Socket): void {
+    this.abortConnect = undefined;
     this.socket = socket;
-    // A peer reset that arrived while connecting leaves the state at 'closing'.
-    if (!this.endWhenConnected) this.state = 'open';
     socket.setNoDelay(true);
     (socket as OwnedSocket)[kConnection] = this;
     this.remote = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
@@ -78,13 +112,18 @@ export class Connection implements Producer, Throttled {
     socket.on('end', socketOnEnd);
     socket.on('error', socketOnError);
     socket.on('close', socketOnClose);
-    if (this.state === 'open') this.session.outbound.register(this);
+    const closing = this.state === 'closing';   // the peer reset it while we connected
+    if (!closing) {
+      this.state = 'open';
+      this.owner.reading(this, true);
+    }
     for (const payload of this.early) this.writeToApp(payload);
     this.early = [];
-    if (this.endWhenConnected) this.closeLocal();
+    if (closing) this.closeSocket();
     else if (!this.outboundPaused) socket.resume();
   }
 
+  /** Backpressure towards the app (outbound.ts). */
   setOutboundPaused(paused: boolean): void {
     this.outboundPaused = paused;
     if (!this.socket || this.state !== 'open') return;
@@ -95,188 +134,156 @@ export class Connection implements Producer, Throttled {
   /** A DATA payload from the peer. */
   deliver(payload: Uint8Array): void {
     if (this.state === 'closing' || this.state === 'closed') return;
-    if (!this.socket) {
-      this.early.push(payload);
-      this.session.inbound.add(payload.length);
-      return;
-    }
-    this.session.inbound.add(payload.length);
-    this.writeToApp(payload);
+    this.owner.retain(payload.length);
+    if (this.socket) this.writeToApp(payload);
+    else this.early.push(payload);
   }
 
   /** Writes a payload already counted in the inbound budget; the budget is released once the kernel has it. */
   private writeToApp(payload: Uint8Array): void {
-    const budget = this.session.inbound;
     const n = payload.length;
     this.bytesIn += n;
-    this.socket!.write(payload, () => budget.release(n));
+    this.socket!.write(payload, () => this.owner.release(n));
   }
 
-  /** @internal */
-  onSocketData(chunk: Buffer): void {
-    if (this.state !== 'open') return;
-    this.bytesOut += chunk.length;
-    const max = this.session.settings.maxPayloadSize;
-    for (let at = 0; at < chunk.length; at += max) {
-      this.send(MessageType.DATA, chunk.subarray(at, Math.min(at + max, chunk.length)));
-    }
+  onQueueEmpty(): void {
+    this.queueEmpty = true;
+    this.maybeClosed();
   }
 
-  private send(type: number, payload?: Uint8Array): void {
-    const frame = encodeFrame({
-      type,
-      streamId: this.streamId,
-      serviceId: this.service.wireId,
-      connectionId: type === MessageType.STREAM_RESET ? 0 : this.wireConnectionId,
-      payload,
-    });
-    this.session.outbound.push(this, frame);
-  }
+  // ── the ways a connection ends ────────────────────────────────────────────────
 
-  /** Queues this connection's start message (source). */
-  sendStart(type: number): void {
-    this.send(type);
-  }
-
-  private resetType(): number {
-    return this.service.version >= 3 ? MessageType.CONNECTION_RESET : MessageType.STREAM_RESET;
-  }
-
-  /** @internal */
+  /** @internal The app closed its side: the bytes read before go first, then the reset. */
   onSocketEnd(): void {
     if (this.state !== 'open') return;
     this.log.debug('local end of file; sending the reset after the bytes read before it');
-    this.finishFromLocal();
+    this.close({ tellPeer: true });
   }
 
   /** @internal */
   onSocketError(err: Error): void {
     this.log.debug(`local socket error: ${err.message}`);
-    if (this.state === 'open') this.finishFromLocal();
+    if (this.state === 'open') this.close({ tellPeer: true });
     this.socket?.destroy();
-  }
-
-  /** Local side ended: bytes already queued go first, then the reset; the socket closes. */
-  private finishFromLocal(): void {
-    this.send(this.resetType());
-    this.state = 'closing';
-    this.service.onLocalClose(this);
-    this.closeLocal();
-  }
-
-  /**
-   * Resets the connection from our side (proxy closing, connect failed, refused): the peer is
-   * told with the matching reset, the local socket is closed after pending writes.
-   */
-  reset(reason: string): void {
-    if (this.state === 'closing' || this.state === 'closed') return;
-    this.log.debug(`resetting: ${reason}`);
-    this.send(this.resetType());
-    this.state = 'closing';
-    if (!this.socket) {
-      // Still connecting: there is no socket to wait for, only the reset to send.
-      this.abortConnect?.();
-      for (const payload of this.early) this.session.inbound.release(payload.length);
-      this.early = [];
-      this.socketClosed = true;
-      return;
-    }
-    this.closeLocal();
-  }
-
-  /**
-   * The peer reset the connection (or the session is gone): nothing more is sent; the local
-   * socket closes once every byte received before the reset has been written.
-   */
-  closeFromPeer(reason: string): void {
-    if (this.state === 'closed') return;
-    this.log.debug(`closing: ${reason}`);
-    this.session.outbound.drop(this);
-    const wasConnecting = this.state === 'connecting';
-    this.state = 'closing';
-    if (wasConnecting && !this.socket) {
-      if (this.early.length > 0 && this.abortConnect) {
-        // Bytes already arrived for the app: connect, write them, then close.
-        this.endWhenConnected = true;
-        return;
-      }
-      this.abortConnect?.();
-      this.release();
-      return;
-    }
-    this.closeLocal();
-  }
-
-  /** The local socket could not be created (destination connect failed for good). */
-  failed(reason: string): void {
-    this.log.debug(reason);
-    this.abortConnect = undefined;
-    const closing = this.state === 'closing';
-    if (!closing) this.send(this.resetType());
-    this.state = 'closing';
-    for (const payload of this.early) this.session.inbound.release(payload.length);
-    this.early = [];
-    this.socketClosed = true;
-    this.service.onLocalClose(this);
-    this.maybeRelease();
-  }
-
-  private closeLocal(): void {
-    const socket = this.socket;
-    if (!socket) return;
-    // Keep reading (and discarding): an app blocked writing to us could otherwise never see
-    // our FIN through, and neither side would close until the flush timeout.
-    this.session.outbound.unregister(this);
-    socket.resume();
-    if (!this.socketClosed) {
-      socket.end();
-      this.flushTimer = setTimeout(() => socket.destroy(), CLOSE_FLUSH_TIMEOUT_MS);
-      this.flushTimer.unref();
-    }
   }
 
   /** @internal */
   onSocketClose(): void {
     this.socketClosed = true;
-    clearTimeout(this.flushTimer);
-    this.session.outbound.unregister(this);
-    if (this.state === 'open') {
-      this.send(this.resetType());
-      this.state = 'closing';
-      this.service.onLocalClose(this);
-    }
+    this.owner.reading(this, false);
+    if (this.state === 'open') this.close({ tellPeer: true });
     this.log.info(`Disconnected from: ${this.remote}`);
     this.log.debug(`closed (sent ${this.bytesOut} bytes, received ${this.bytesIn} bytes)`);
-    this.maybeRelease();
+    this.maybeClosed();
   }
 
-  onQueueEmpty(): void {
-    this.maybeRelease();
+  /**
+   * Ours ends it (proxy closing, duplicate id, payload too large): the peer gets the reset,
+   * the local socket closes after pending writes.
+   */
+  reset(reason: string): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    this.log.debug(`resetting: ${reason}`);
+    this.close({ tellPeer: true });
   }
 
-  /** The connection leaves its service once its socket is gone and its reset is on the wire. */
-  private maybeRelease(): void {
-    if (this.state === 'closing' && this.socketClosed && this.queue.length === 0) this.release();
+  /** The local app cannot be reached (destination connect failed for good). */
+  connectFailed(reason: string): void {
+    this.log.debug(reason);
+    this.abortConnect = undefined;
+    this.socketClosed = true;
+    this.releaseEarly();
+    // A peer reset that came while connecting left it closing: the peer needs no reset then.
+    if (this.state === 'connecting') this.close({ tellPeer: true });
+    else this.maybeClosed();
   }
 
-  private release(): void {
+  /**
+   * The peer reset the connection: nothing more is sent; the local socket closes once every
+   * byte received before the reset has been written.
+   */
+  closeFromPeer(reason: string): void {
     if (this.state === 'closed') return;
-    this.state = 'closed';
-    for (const payload of this.early) this.session.inbound.release(payload.length);
-    this.early = [];
-    this.service.remove(this);
+    this.log.debug(`closing: ${reason}`);
+    this.close({ tellPeer: false, deliverEarly: true });
   }
 
-  /** The session is over: drop the socket after writing what was received. */
-  teardown(): void {
+  /** The session is over (its WebSocket is gone): nothing more is sent, a connect in progress is given up. */
+  sessionEnded(): void {
     if (this.state === 'closed') return;
-    this.session.outbound.drop(this);
-    this.state = 'closing';
-    if (!this.socket) {
-      this.abortConnect?.();
-      this.release();
-      return;
+    this.close({ tellPeer: false });
+  }
+
+  /**
+   * The one transition into closing (or closed). `tellPeer`: queue the reset (after our DATA),
+   * else forget what is queued. `deliverEarly`: a connect in progress goes on when bytes
+   * already wait for the app.
+   */
+  private close(how: { tellPeer: boolean; deliverEarly?: boolean }): void {
+    const from = this.state;
+    if (how.tellPeer) {
+      if (from !== 'closing') {
+        this.queueEmpty = false;
+        this.owner.sendReset(this);
+      }
+    } else {
+      this.owner.discard(this);
+      this.queueEmpty = true;
     }
-    this.closeLocal();
+    this.state = 'closing';
+    if (this.socket) {
+      this.closeSocket();
+    } else if (how.deliverEarly && this.abortConnect && this.early.length > 0) {
+      // Bytes already arrived for the app: the connect goes on, attach() writes them, then closes.
+      return;
+    } else {
+      this.abortConnect?.();
+      this.abortConnect = undefined;
+      this.socketClosed = true;
+      this.releaseEarly();
+    }
+    this.maybeClosed();
+  }
+
+  private releaseEarly(): void {
+    for (const payload of this.early) this.owner.release(payload.length);
+    this.early = [];
+  }
+
+  /** Ends the local socket after its pending writes; destroyed if the app stops taking them. */
+  private closeSocket(): void {
+    const socket = this.socket!;
+    // Keep reading (and discarding): an app blocked writing to us could otherwise never see
+    // our FIN through, and neither side would close until the flush timeout.
+    this.owner.reading(this, false);
+    socket.resume();
+    if (this.socketClosed || this.ending) return;
+    this.ending = true;
+    socket.end();
+    socket.setTimeout(this.flushTimeoutMs);
+    socket.once('timeout', socketOnFlushTimeout);
+  }
+
+  /** @internal Nothing moved on the closing socket for the flush timeout. */
+  onFlushTimeout(): void {
+    const socket = this.socket!;
+    this.log.info(`Closing the local connection: its app took none of the last ${socket.writableLength} bytes for ${this.flushTimeoutMs / 1000} s`);
+    socket.destroy();
+  }
+
+  /** Closing ends once the local socket is gone and our frames (the reset among them) are on the wire. */
+  private maybeClosed(): void {
+    if (this.state !== 'closing' || !this.socketClosed || !this.queueEmpty) return;
+    this.state = 'closed';
+    this.releaseEarly();
+    this.owner.closed(this);
+  }
+
+  /** @internal Bytes read from the app go to the peer while open. */
+  onSocketData(chunk: Buffer): void {
+    if (this.state !== 'open') return;
+    this.bytesOut += chunk.length;
+    this.queueEmpty = false;
+    this.owner.sendData(this, chunk);
   }
 }

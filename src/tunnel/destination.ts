@@ -6,8 +6,11 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { DestinationTarget } from '../options';
+import type { Settings } from '../settings';
 import type { Connection } from './connection';
-import { CONNECT_ATTEMPT_TIMEOUT_MS } from './flow';
+
+/** One attempt to connect to the local application gives up after this (then the retry policy applies). */
+export const LOCAL_CONNECT_TIMEOUT_MS = 15_000;
 
 /** `-d 22` → 127.0.0.1:22 (or the `-b` host); IPv6 hosts come without brackets. */
 export function describeTarget(target: DestinationTarget, bindAddress?: string): string {
@@ -16,8 +19,7 @@ export function describeTarget(target: DestinationTarget, bindAddress?: string):
   return host.includes(':') ? `[${host}]:${target.port}` : `${host}:${target.port}`;
 }
 
-export function connectDestination(conn: Connection, target: DestinationTarget, bindAddress?: string): void {
-  const settings = conn.session.settings;
+export function connectDestination(conn: Connection, target: DestinationTarget, settings: Settings, bindAddress?: string): void {
   const retries = settings.tcpConnectionRetryCount;
   const log = conn.log;
   const where = describeTarget(target, bindAddress);
@@ -26,12 +28,11 @@ export function connectDestination(conn: Connection, target: DestinationTarget, 
   let socket: Socket | undefined;
   let timer: NodeJS.Timeout | undefined;
 
-  conn.abortConnect = () => {
+  conn.connecting(() => {
     aborted = true;
     clearTimeout(timer);
     socket?.destroy();
-    conn.abortConnect = undefined;
-  };
+  });
 
   log.info(`Attempting to establish tcp socket connection to: ${where}`);
   const tryOnce = (): void => {
@@ -44,15 +45,14 @@ export function connectDestination(conn: Connection, target: DestinationTarget, 
     } catch (err) {
       // A target no attempt can reach (a port out of range from a library caller): answer now.
       log.error(`Could not connect to destination ${where} -- ${(err as Error).message}`);
-      conn.abortConnect = undefined;
-      conn.failed(`giving up on ${where}: ${(err as Error).message}`);
+      conn.connectFailed(`giving up on ${where}: ${(err as Error).message}`);
       return;
     }
     socket = s;
     s.pause();
-    s.setTimeout(CONNECT_ATTEMPT_TIMEOUT_MS);
+    s.setTimeout(LOCAL_CONNECT_TIMEOUT_MS);
     const onError = (err: Error): void => done(err);
-    const onTimeout = (): void => done(new Error(`no answer within ${CONNECT_ATTEMPT_TIMEOUT_MS} ms`));
+    const onTimeout = (): void => done(new Error(`no answer within ${LOCAL_CONNECT_TIMEOUT_MS} ms`));
     const onConnect = (): void => done();
     s.once('connect', onConnect);
     s.once('error', onError);
@@ -64,7 +64,6 @@ export function connectDestination(conn: Connection, target: DestinationTarget, 
       if (aborted) return;
       if (!err) {
         s.setTimeout(0);
-        conn.abortConnect = undefined;
         if (target.kind === 'unix') log.info(`Connected to Unix socket: ${target.path}`);
         else log.info(`Connected to ${s.remoteAddress}, port: ${s.remotePort}`);
         conn.attach(s);
@@ -76,8 +75,7 @@ export function connectDestination(conn: Connection, target: DestinationTarget, 
         ? `Could not connect to Unix socket ${target.path} -- ${err.message}`
         : `Could not connect to destination ${where} -- ${err.message}`);
       if (retries >= 0 && attempt > retries) {
-        conn.abortConnect = undefined;
-        conn.failed(`giving up on ${where} after ${attempt} attempt${attempt === 1 ? '' : 's'}`);
+        conn.connectFailed(`giving up on ${where} after ${attempt} attempt${attempt === 1 ? '' : 's'}`);
         return;
       }
       timer = setTimeout(tryOnce, settings.tcpConnectionRetryDelayMs);

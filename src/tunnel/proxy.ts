@@ -1,313 +1,274 @@
 /**
- * The runner: connect → session → (reconnect) → done.
+ * The runner: one service connection at a time, for as long as the tunnel lasts.
  *
- *   connectWithRetry ──► Session ──► close frame from the service ──► done (exit 0)
- *         ▲                  │
- *         └── backoff ◄──────┴── abrupt loss (error, keepalive dead) ──► reconnect
+ *         ┌──────── abrupt loss (reconnect_on_data_error), after a backoff delay ────────┐
+ *         ▼                                                                               │
+ *   ► connecting ──connected──► session ──┬── close frame from the service ──► done      │
+ *         │                        │      └── abrupt loss ──────────────────────────────┘
+ *         │                        └── close() / mapping refused / bind failed ──► closing ──► done
+ *         └── refused (4xx) / retries used up / close() ──► done
  *
  * Source listeners outlive sessions; connections never do (every one is reset when its
- * session ends, 3.7).
+ * session ends, 3.7). Every close of the service connection by our side is logged with its
+ * reason (issue 21).
  */
 import type { Socket } from 'node:net';
-import { ExitCode, ExitError } from '../exit';
-import type { ProxyOptions, ServiceTarget, SourceTarget } from '../options';
-import { MAX_PRINTED_ITEMS, printable, printableList } from '../printable';
+import type { Logger } from '../log';
+import type { ProxyOptions, SourceTarget } from '../options';
+import { printable } from '../printable';
+import { CLOSE_ABNORMAL, CLOSE_NORMAL } from '../protocol/constants';
 import { Backoff, connectWithRetry, startKeepalive, type ServiceConnection } from '../transport';
-import { CLOSE_HANDSHAKE_TIMEOUT_MS, STABLE_SESSION_MS } from './flow';
 import { connectDestination } from './destination';
+import { completeMapping } from './mapping';
 import { Session } from './session';
 import { Listeners } from './source';
+
+/** A session that lived longer than this resets the reconnect backoff. */
+export const STABLE_SESSION_MS = 30_000;
+/** After our close frame, the WebSocket is forced down if the close handshake has not finished within this. */
+export const CLOSE_HANDSHAKE_TIMEOUT_MS = 1_500;
+
+/**
+ * How a run ended. The CLI maps it to an exit code (src/exit.ts).
+ * - closed: `close()` was called;
+ * - tunnel-closed: the service closed the tunnel with a close frame;
+ * - refused: the service refused the token (HTTP 4xx), or the tunnel's services do not match;
+ * - misconfigured: no mapping names a port for the tunnel's services;
+ * - failed: retries used up, a listener cannot be bound, the connection was lost without
+ *   reconnect_on_data_error, or an internal error.
+ */
+export interface ProxyOutcome {
+  kind: 'closed' | 'tunnel-closed' | 'refused' | 'misconfigured' | 'failed';
+  /** One line, scrubbed of secrets. */
+  message: string;
+}
 
 export interface LocalProxy {
   /** First SERVICE_IDS handled and (source) every listener bound; rejects if done first. */
   ready: Promise<void>;
   /** Source: service id → bound port. */
   ports(): Map<string, number>;
-  /** Resets local connections, closes the WebSocket with 1000; done → exit 0. */
+  /** Resets local connections, closes the WebSocket with 1000; done → closed. */
   close(): Promise<void>;
   /** How it ended; never rejects. */
-  done: Promise<{ exitCode: number; message: string }>;
+  done: Promise<ProxyOutcome>;
 }
 
-export interface Outcome {
-  exitCode: number;
-  message: string;
+/** One service connection and the session on it. */
+interface Link {
+  conn: ServiceConnection;
+  session: Session;
+  startedAt: number;
+  stopKeepalive: () => void;
+  /** Why the connection went down without a close frame, when we know (our keepalive, a ws error). */
+  lostReason?: string;
 }
 
-/** How one session ended. */
-type SessionEnd = { kind: 'lost'; message: string } | { kind: 'final'; outcome: Outcome };
+type RunnerState =
+  | { name: 'connecting' }
+  | { name: 'session'; link: Link }
+  /** Ending with `outcome`: waiting for the attempt to abort or the WebSocket to close. */
+  | { name: 'closing'; outcome: ProxyOutcome }
+  | { name: 'done'; outcome: ProxyOutcome };
 
-const CLOSE_NORMAL = 1000;
-const CLOSE_ABNORMAL = 1006;
+const CLOSED: ProxyOutcome = { kind: 'closed', message: 'closed' };
 
-/**
- * Completes the configured mapping with the received service ids (behaviour spec 4.5).
- * `ids` undefined: a 1.0 subprotocol, which carries none.
- */
-export function completeMapping(options: ProxyOptions, ids: string[] | undefined): Map<string, ServiceTarget> | Outcome {
-  const configured = options.services;
-  const keys = [...configured.keys()];
-  const v1Form = keys.length === 1 && keys[0] === '';
-  const log = options.log;
-  if (ids === undefined) {
-    const mapping = configured.size > 0 ? configured : options.configDirMappings ?? new Map();
-    if (mapping.size === 0) return { exitCode: ExitCode.USAGE, message: 'No port mapping exists: the 1.0 protocol names no services, so give -s/-d with a port' };
-    return new Map(mapping);
-  }
-  if (options.clientType === 'V1' && ids.length > 1) {
-    // Messages without a service id are refused by the service in such a tunnel (and the
-    // reference sends them all to the first service): fail now, with the reason.
-    return {
-      exitCode: ExitCode.REFUSED,
-      message: `-y V1 cannot be used with a tunnel of several services [${printableList(ids)}]: the V1 message format carries no service id. Open the tunnel with one service, or start the local proxy without -y V1.`,
-    };
-  }
-  if (v1Form) {
-    if (ids.length === 1) {
-      log.info(`Updated port mapping for v1 format: ${printable(ids[0])} = ${describe(configured.get('')!)}`);
-      return new Map([[ids[0], configured.get('')!]]);
-    }
-    if (ids.length > 1) {
-      // Messages without a service id are refused by the service in such a tunnel (the
-      // reference keeps going and its first connection ends the session): fail now.
-      const flag = options.mode === 'source' ? '-s' : '-d';
-      return {
-        exitCode: ExitCode.REFUSED,
-        message: `The tunnel has several services [${printableList(ids)}] but ${flag} ${describe(configured.get('')!)} names none: give one mapping per service, e.g. ${flag} ${ids.slice(0, MAX_PRINTED_ITEMS).map((id, i) => `${printable(id)}=${i === 0 ? describe(configured.get('')!) : 'PORT'}`).join(',')}`,
-      };
-    }
-    return new Map(configured);
-  }
-  if (configured.size > 0) {
-    const missing = ids.filter((id) => !configured.has(id));
-    const extra = keys.filter((id) => !ids.includes(id));
-    if (missing.length > 0 || extra.length > 0) {
-      return {
-        exitCode: ExitCode.REFUSED,
-        message: `Wrong configurations detected in local proxy: the tunnel has service ids [${printableList(ids)}] but this proxy is configured for [${keys.join(', ')}]. Please start the local proxy with the tunnel's service ids.`,
-      };
-    }
-    return new Map(ids.map((id) => [id, configured.get(id)!]));
-  }
-  // No -s/-d mapping: the config directory, then (source) free ports for the rest.
-  const fromDir = options.configDirMappings ?? new Map<string, ServiceTarget>();
-  const mapping = new Map<string, ServiceTarget>();
-  const absent: string[] = [];
-  for (const id of ids) {
-    const target = fromDir.get(id);
-    if (target) mapping.set(id, target);
-    else if (options.mode === 'source') mapping.set(id, { kind: 'tcp', port: 0 });
-    else absent.push(id);
-  }
-  if (ids.length === 0) for (const [id, target] of fromDir) mapping.set(id, target);
-  if (absent.length > 0 || mapping.size === 0) {
-    return {
-      exitCode: ExitCode.USAGE,
-      message: `No port mapping exists for service id${absent.length === 1 ? '' : 's'} ${printableList(absent) || '(none)'}: fail to start local proxy in destination mode. Give -d ${absent[0] === undefined ? 'SERVICE' : printable(absent[0])}=PORT or a --config-dir file.`,
-    };
-  }
-  log.info('Use port mapping:');
-  for (const [id, target] of mapping) log.info(`${printable(id)} = ${describe(target)}`);
-  return mapping;
-}
+class Runner implements LocalProxy {
+  readonly ready: Promise<void>;
+  readonly done: Promise<ProxyOutcome>;
+  private state: RunnerState = { name: 'connecting' };
+  private readonly options: ProxyOptions;
+  private readonly log: Logger;
+  /** Aborts the connect attempts once the run ends. */
+  private readonly abort = new AbortController();
+  private readonly backoff: Backoff;
+  private readonly listeners: Listeners;
+  private isReady = false;
+  private resolveReady!: () => void;
+  private rejectReady!: (err: Error) => void;
+  private resolveDone!: (outcome: ProxyOutcome) => void;
 
-function describe(target: ServiceTarget): string {
-  if (target.kind === 'unix') return target.path;
-  return target.host ? `${target.host}:${target.port}` : String(target.port);
+  constructor(options: ProxyOptions) {
+    this.options = options;
+    this.log = options.log;
+    this.backoff = new Backoff(options.settings.retryDelayMs, options.settings.retryMaxDelayMs);
+    this.listeners = new Listeners({ accept: (serviceId, socket) => this.accept(serviceId, socket) }, options.settings, options.bindAddress, this.log);
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => {});
+    this.done = new Promise<ProxyOutcome>((resolve) => { this.resolveDone = resolve; });
+  }
+
+  ports(): Map<string, number> {
+    return this.listeners.ports();
+  }
+
+  async close(): Promise<void> {
+    this.end(CLOSED, 'the proxy is closing');
+    await this.done;
+  }
+
+  /** connecting: one connectWithRetry, then a session or the end. */
+  connect(delayFirst: boolean): void {
+    this.state = { name: 'connecting' };
+    connectWithRetry(this.options, { signal: this.abort.signal, backoff: this.backoff, delayFirst })
+      .then((result) => {
+        const state = this.state;
+        if (result.kind === 'connected') {
+          if (state.name === 'connecting') return this.openSession(result.connection);
+          // close() came after the upgrade completed and before we saw it.
+          this.closeService(result.connection, 'the proxy is closing');
+          return this.finish(state.name === 'closing' ? state.outcome : CLOSED);
+        }
+        if (result.kind === 'aborted') return this.finish(state.name === 'closing' ? state.outcome : CLOSED);
+        this.finish({ kind: result.kind === 'refused' ? 'refused' : 'failed', message: result.message });
+      })
+      .catch((err: unknown) => this.finish(this.internalError(err)));
+  }
+
+  private openSession(conn: ServiceConnection): void {
+    const { options, log } = this;
+    const { ws } = conn;
+    log.debug(`Web socket session ID: ${conn.channelId || '(none)'}; protocol V${conn.version}`);
+    const link = { conn, startedAt: Date.now() } as Link;
+    link.session = new Session({
+      ws,
+      version: conn.version,
+      options,
+      log,
+      hooks: {
+        completeMapping: (ids) => {
+          const result = completeMapping(options, ids);
+          if (result instanceof Map) return result;
+          this.end(result, result.message);
+          return undefined;
+        },
+        onStarted: () => {
+          if (options.mode === 'source') void this.bindAll(link);
+          else this.markReady();
+        },
+        connect: (c, target) => connectDestination(c, target, options.settings, options.bindAddress),
+      },
+    });
+    ws.on('close', (code: number, reason: Buffer) => this.onServiceClose(link, code, reason.toString()));
+    ws.on('error', (err: Error) => {
+      link.lostReason = log.scrub(err.message);
+      log.error(`Web socket error: ${link.lostReason}`);
+    });
+    this.state = { name: 'session', link };
+    // The keepalive must know when the reader is paused for slow apps: pongs are not read then.
+    link.stopKeepalive = startKeepalive(ws, {
+      periodMs: options.settings.pingPeriodMs,
+      maxMissed: options.settings.maxMissedPings,
+      log,
+      readerPaused: () => link.session.inbound.isPaused,
+      onDead: () => this.drop(link, `no pong for ${options.settings.maxMissedPings} pings`),
+    });
+    if (conn.version === 1) link.session.startWithoutServiceIds();
+  }
+
+  private onServiceClose(link: Link, code: number, reason: string): void {
+    link.stopKeepalive();
+    link.session.end();
+    const state = this.state;
+    if (state.name === 'closing') return this.finish(state.outcome);
+    if (state.name !== 'session' || state.link !== link) return;
+    if (code !== CLOSE_ABNORMAL) {
+      this.log.info(`Web socket close received. Code: ${code}; Reason: ${printable(reason)}`);
+      return this.finish({ kind: 'tunnel-closed', message: `the service closed the tunnel (code ${code}${reason ? `: ${printable(reason)}` : ''})` });
+    }
+    const channel = link.conn.channelId ? ` (web socket session ID: ${link.conn.channelId})` : '';
+    const lost = `the service connection was lost: ${link.lostReason ?? 'it ended without a close frame'}${channel}`;
+    if (!this.options.settings.reconnectOnDataError) return this.finish({ kind: 'failed', message: lost });
+    const lived = Date.now() - link.startedAt;
+    if (lived > STABLE_SESSION_MS) this.backoff.reset();
+    this.log.error(`${lost}; reconnecting`);
+    this.connect(lived <= STABLE_SESSION_MS);
+  }
+
+  /** Ends the run: connections are reset, the WebSocket closed with 1000; `done` follows its close. */
+  private end(outcome: ProxyOutcome, reason: string): void {
+    const state = this.state;
+    if (state.name === 'closing' || state.name === 'done') return;
+    this.state = { name: 'closing', outcome };
+    this.abort.abort(new Error(reason));
+    if (state.name === 'session') {
+      state.link.session.resetAll(reason);
+      this.closeService(state.link.conn, reason);
+    }
+  }
+
+  /** Our side drops the connection without a close frame (the service is not answering); a reconnect follows. */
+  private drop(link: Link, reason: string): void {
+    link.lostReason = reason;
+    this.log.info(`Dropping the service connection: ${reason}`);
+    link.conn.ws.terminate();
+  }
+
+  /** Our side closes the connection with a close frame, forcing it down if the service does not answer. */
+  private closeService(conn: ServiceConnection, reason: string): void {
+    const { ws } = conn;
+    if (ws.readyState !== ws.OPEN) return;
+    this.log.info(`Closing the service connection: ${reason}`);
+    ws.close(CLOSE_NORMAL);
+    const timer = setTimeout(() => {
+      this.log.warn(`The service did not answer our close frame within ${CLOSE_HANDSHAKE_TIMEOUT_MS} ms: dropping the connection`);
+      ws.terminate();
+    }, CLOSE_HANDSHAKE_TIMEOUT_MS);
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
+  }
+
+  private finish(outcome: ProxyOutcome): void {
+    if (this.state.name === 'done') return;
+    this.state = { name: 'done', outcome };
+    this.abort.abort(new Error('done'));
+    this.listeners.close();
+    if (!this.isReady) this.rejectReady(new Error(outcome.message));
+    if (outcome.kind !== 'closed' && outcome.kind !== 'tunnel-closed') this.log.error(outcome.message);
+    this.resolveDone(outcome);
+  }
+
+  private internalError(err: unknown): ProxyOutcome {
+    return { kind: 'failed', message: `internal error: ${this.log.scrub(String((err as Error)?.message ?? err))}` };
+  }
+
+  /** Source: an accepted socket goes to the current session, if there is one that has started. */
+  private accept(serviceId: string, socket: Socket): boolean {
+    const state = this.state;
+    if (state.name !== 'session' || !state.link.session.started) return false;
+    state.link.session.accept(serviceId, socket);
+    return true;
+  }
+
+  private async bindAll(link: Link): Promise<void> {
+    try {
+      for (const svc of link.session.services.values()) {
+        if (this.listeners.has(svc.id)) continue;
+        await this.listeners.bind(svc.id, svc.target as SourceTarget);
+      }
+    } catch (err) {
+      this.end({ kind: 'failed', message: `Source local proxy fails to bind address: ${(err as Error).message}` }, 'a listener could not be bound');
+      return;
+    }
+    const state = this.state;
+    if (state.name !== 'session' || state.link !== link) return;
+    this.listeners.drain();
+    this.markReady();
+  }
+
+  private markReady(): void {
+    if (this.isReady) return;
+    this.isReady = true;
+    this.resolveReady();
+  }
 }
 
 /** Runs a source or destination until the tunnel closes, it fails for good, or `close()`. */
 export function startProxy(options: ProxyOptions): LocalProxy {
-  const log = options.log;
-  const settings = options.settings;
-  const abort = new AbortController();
-  const backoff = new Backoff(settings.retryDelayMs, settings.retryMaxDelayMs);
-  let session: Session | undefined;
-  let current: ServiceConnection | undefined;
-  let closing = false;
-  let finished: Outcome | undefined;
-  let endSession: ((end: SessionEnd) => void) | undefined;
-
-  let readyResolve!: () => void;
-  let readyReject!: (err: Error) => void;
-  let isReady = false;
-  const ready = new Promise<void>((resolve, reject) => {
-    readyResolve = resolve;
-    readyReject = reject;
-  });
-  ready.catch(() => {});
-
-  const listeners = new Listeners({
-    accept(serviceId: string, socket: Socket): boolean {
-      if (!session || !session.started) return false;
-      session.accept(serviceId, socket);
-      return true;
-    },
-  }, settings, options.bindAddress, log);
-
-  function finish(outcome: Outcome): void {
-    if (finished) return;
-    finished = outcome;
-    endSession?.({ kind: 'final', outcome });
-  }
-
-  async function bindAll(s: Session): Promise<void> {
-    try {
-      for (const svc of s.services.values()) {
-        if (listeners.has(svc.id)) continue;
-        await listeners.bind(svc.id, svc.target as SourceTarget);
-      }
-    } catch (err) {
-      if (closing) return;
-      finish({ exitCode: ExitCode.FAILURE, message: `Source local proxy fails to bind address: ${(err as Error).message}` });
-      return;
-    }
-    if (session !== s) return;
-    listeners.drain();
-    markReady();
-  }
-
-  function markReady(): void {
-    if (isReady) return;
-    isReady = true;
-    readyResolve();
-  }
-
-  function runSession(conn: ServiceConnection): Promise<SessionEnd> {
-    return new Promise<SessionEnd>((resolve) => {
-      const { ws } = conn;
-      const slog = log;
-      let settled = false;
-      const settle = (end: SessionEnd): void => {
-        if (settled) return;
-        settled = true;
-        endSession = undefined;
-        stopKeepalive();
-        ws.off('close', onClose);
-        s.end();
-        if (session === s) session = undefined;
-        resolve(end);
-      };
-      endSession = settle;
-      const s = new Session({
-        ws,
-        version: conn.version,
-        options,
-        log: slog,
-        hooks: {
-          completeMapping(ids) {
-            const result = completeMapping({ ...options, log: slog }, ids);
-            if (result instanceof Map) return result;
-            finish(result);
-            return undefined;
-          },
-          onStarted(started) {
-            if (options.mode === 'source') void bindAll(started);
-            else markReady();
-          },
-          connect(c, target) {
-            connectDestination(c, target, options.bindAddress);
-          },
-        },
-      });
-      session = s;
-      // The keepalive must know when the reader is paused for slow apps: pongs are not read then.
-      const stopKeepalive = startKeepalive(ws, {
-        periodMs: settings.pingPeriodMs,
-        maxMissed: settings.maxMissedPings,
-        log: slog,
-        readerPaused: () => s.inbound.isPaused,
-        onDead: () => ws.terminate(),
-      });
-      const onClose = (code: number, reasonBuf: Buffer): void => {
-        const reason = reasonBuf.toString();
-        if (closing) {
-          settle({ kind: 'final', outcome: { exitCode: ExitCode.OK, message: 'closed' } });
-          return;
-        }
-        if (code !== CLOSE_ABNORMAL) {
-          slog.info(`Web socket close received. Code: ${code}; Reason: ${printable(reason)}`);
-          settle({ kind: 'final', outcome: { exitCode: ExitCode.OK, message: `the service closed the tunnel (code ${code}${reason ? `: ${printable(reason)}` : ''})` } });
-          return;
-        }
-        settle({ kind: 'lost', message: 'the service connection was lost' });
-      };
-      ws.on('close', onClose);
-      ws.on('error', (err: Error) => slog.error(`Web socket error: ${options.log.scrub(err.message)}`));
-      if (conn.version === 1) s.startWithoutServiceIds();
-    });
-  }
-
-  async function run(): Promise<Outcome> {
-    let delayFirst = false;
-    for (;;) {
-      let conn: ServiceConnection;
-      try {
-        conn = await connectWithRetry(options, { signal: abort.signal, backoff, delayFirst });
-      } catch (err) {
-        if (closing || abort.signal.aborted) return finished ?? { exitCode: ExitCode.OK, message: 'closed' };
-        if (err instanceof ExitError) return { exitCode: err.exitCode, message: err.message };
-        return { exitCode: ExitCode.FAILURE, message: options.log.scrub(String((err as Error)?.message ?? err)) };
-      }
-      if (closing) {
-        conn.ws.close(CLOSE_NORMAL);
-        return finished ?? { exitCode: ExitCode.OK, message: 'closed' };
-      }
-      current = conn;
-      log.debug(`Web socket session ID: ${conn.channelId || '(none)'}; protocol V${conn.version}`);
-      const startedAt = Date.now();
-      const end = await runSession(conn);
-      current = undefined;
-      if (end.kind === 'final') {
-        if (conn.ws.readyState === conn.ws.OPEN) {
-          conn.ws.close(CLOSE_NORMAL);
-          setTimeout(() => conn.ws.terminate(), CLOSE_HANDSHAKE_TIMEOUT_MS).unref();
-        }
-        return finished ?? end.outcome;
-      }
-      if (!settings.reconnectOnDataError) return { exitCode: ExitCode.FAILURE, message: end.message };
-      const lived = Date.now() - startedAt;
-      if (lived > STABLE_SESSION_MS) backoff.reset();
-      delayFirst = lived <= STABLE_SESSION_MS;
-      log.error(`${end.message}${conn.channelId ? ` (web socket session ID: ${conn.channelId})` : ''}; reconnecting`);
-    }
-  }
-
-  const done: Promise<Outcome> = run()
-    .catch((err: unknown): Outcome => ({ exitCode: ExitCode.FAILURE, message: `internal error: ${options.log.scrub(String((err as Error)?.message ?? err))}` }))
-    .then(async (outcome) => {
-      finished ??= outcome;
-      listeners.close();
-      if (!isReady) readyReject(new Error(finished.message));
-      if (finished.exitCode !== ExitCode.OK) log.error(finished.message);
-      return finished;
-    });
-
-  async function close(): Promise<void> {
-    if (closing) {
-      await done;
-      return;
-    }
-    closing = true;
-    abort.abort(new Error('closing'));
-    const s = session;
-    const conn = current;
-    if (s && conn) {
-      s.resetAll('the proxy is closing');
-      conn.ws.close(CLOSE_NORMAL);
-      const timer = setTimeout(() => conn.ws.terminate(), CLOSE_HANDSHAKE_TIMEOUT_MS);
-      timer.unref();
-      conn.ws.once('close', () => clearTimeout(timer));
-    } else {
-      finish({ exitCode: ExitCode.OK, message: 'closed' });
-    }
-    await done;
-  }
-
-  return {
-    ready,
-    ports: () => listeners.ports(),
-    close,
-    done,
-  };
+  const runner = new Runner(options);
+  runner.connect(false);
+  return runner;
 }

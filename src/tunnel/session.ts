@@ -17,77 +17,13 @@ import { ErrorCode, type TunnelError } from '../protocol/errors';
 import { encodeFrame, FrameDecoder } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { isKnownType, validateMessage } from '../protocol/validate';
-import { Connection } from './connection';
-import { InboundBudget, Outbound, type Producer } from './flow';
+import type { Connection } from './connection';
+import { InboundBudget } from './inbound';
+import { Outbound, type Producer } from './outbound';
+import { ServiceState, type ServiceFlow } from './service';
 
-const INT32_MAX = 0x7fffffff;
 /** Distinct once-per-session warnings remembered (peer-chosen service ids and types among them). */
 const WARNED_KEYS_LIMIT = 100;
-
-/** One service of the session: its current stream and its connections. */
-export class ServiceState {
-  /** Current stream id; 0 = none (source: the next connection sends STREAM_START). */
-  streamId = 0;
-  private lastStreamId = 0;
-  private lastConnectionId = 0;
-  readonly connections = new Map<number, Connection>();
-
-  constructor(
-    readonly session: Session,
-    readonly id: string,
-    readonly target: ServiceTarget,
-    /** Message format spoken with the peer for this service: 3, or 2/1 for older peers. */
-    public version: ProtocolVersion,
-  ) {}
-
-  /** The service id on the wire: none in the V1 form. */
-  get wireId(): string {
-    return this.version === 1 ? '' : this.id;
-  }
-
-  /** Stream ids never repeat within a session (INT32_MAX wraps to 1, as in the reference). */
-  nextStreamId(): number {
-    this.lastStreamId = this.lastStreamId >= INT32_MAX ? 1 : this.lastStreamId + 1;
-    return this.lastStreamId;
-  }
-
-  nextConnectionId(): number {
-    this.lastConnectionId = this.lastConnectionId >= 0xffffffff ? 1 : this.lastConnectionId + 1;
-    return this.lastConnectionId;
-  }
-
-  /** The connection a received message is for, or undefined (unknown or stale). */
-  find(msg: Message): Connection | undefined {
-    if (msg.connectionId !== 0) {
-      const conn = this.connections.get(msg.connectionId);
-      return conn && conn.streamId === msg.streamId ? conn : undefined;
-    }
-    // V1/V2 form: one connection per stream, found by stream id.
-    for (const conn of this.connections.values()) if (conn.streamId === msg.streamId) return conn;
-    return undefined;
-  }
-
-  /** True while a connection of the service is open or still connecting (not only closing). */
-  hasLiveConnection(): boolean {
-    for (const conn of this.connections.values()) if (conn.state === 'open' || conn.state === 'connecting') return true;
-    return false;
-  }
-
-  /** A local close: with V1/V2 peers the stream ends with it (its STREAM_RESET is queued). */
-  onLocalClose(conn: Connection): void {
-    if (this.version < 3 && conn.streamId === this.streamId) this.streamId = 0;
-  }
-
-  remove(conn: Connection): void {
-    if (this.connections.get(conn.id) === conn) this.connections.delete(conn.id);
-  }
-
-  /** Closes every connection of the stream (after writing what was received). */
-  closeAll(reason: string): void {
-    for (const conn of [...this.connections.values()]) conn.closeFromPeer(reason);
-    this.streamId = 0;
-  }
-}
 
 export interface SessionHooks {
   /**
@@ -109,10 +45,8 @@ export interface SessionInit {
   hooks: SessionHooks;
 }
 
+/** Sends its own control messages (resets it answers with) through the outbound queue, as a producer. */
 export class Session implements Producer {
-  queue: Buffer[] = [];
-  queuedBytes = 0;
-  inRing = false;
   readonly ws: WebSocket;
   readonly version: ProtocolVersion;
   readonly log: Logger;
@@ -127,6 +61,7 @@ export class Session implements Producer {
   private readonly decoder: FrameDecoder;
   private readonly options: ProxyOptions;
   private readonly hooks: SessionHooks;
+  private readonly flow: ServiceFlow;
   /** Warnings logged once per session (per message type, per unknown service id, per detection). */
   private readonly warned = new Set<string>();
 
@@ -140,6 +75,7 @@ export class Session implements Producer {
     this.hooks = init.hooks;
     this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes);
     this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
+    this.flow = { outbound: this.outbound, inbound: this.inbound, maxPayloadBytes: this.settings.maxPayloadSize, log: this.log };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
     this.ws.on('message', this.onWsMessage);
   }
@@ -150,10 +86,10 @@ export class Session implements Producer {
     if (mapping) this.start(mapping);
   }
 
-  private readonly onWsMessage = (data: WebSocket.RawData): void => {
+  /** The connection's binaryType is 'nodebuffer' (transport/connect.ts): every message is one Buffer. */
+  private readonly onWsMessage = (data: Buffer): void => {
     if (this.ended) return;
-    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-    this.decoder.push(bytes, this.onMessage, this.onDecodeError);
+    this.decoder.push(data, this.onMessage, this.onDecodeError);
   };
 
   private readonly onDecodeError = (err: TunnelError): void => {
@@ -194,8 +130,12 @@ export class Session implements Producer {
       for (const svc of this.services.values()) svc.closeAll('session reset');
       return;
     }
-    const svc = this.route(msg);
-    if (!svc) return;
+    const svc = this.serviceFor(msg);
+    if (!svc) {
+      this.onUnroutable(msg);
+      return;
+    }
+    this.observeFormat(svc, msg);
     switch (msg.type) {
       case MessageType.DATA: return this.onData(svc, msg);
       case MessageType.STREAM_START: return this.onStreamStart(svc, msg);
@@ -224,8 +164,7 @@ export class Session implements Producer {
 
   private onInvalid(msg: Message, err: TunnelError): void {
     if (err.code === ErrorCode.PAYLOAD_TOO_LARGE && this.started) {
-      const svc = this.route(msg);
-      const conn = svc?.find(msg);
+      const conn = this.serviceFor(msg)?.find(msg);
       this.log.warn(`${err.message}: resetting the connection`);
       conn?.reset('payload too large');
       return;
@@ -233,40 +172,68 @@ export class Session implements Producer {
     this.warnLimited(`invalid:${msg.type}:${err.code}`, `Dropping ${typeName(msg.type)} message from the service: ${err.message}`);
   }
 
-  /** The service state a message is for, detecting V1 peers (no service id) on the way. */
-  private route(msg: Message): ServiceState | undefined {
-    const first = this.services.values().next().value as ServiceState | undefined;
-    if (this.version === 1 || this.options.clientType === 'V1') return first;
+  private firstService(): ServiceState | undefined {
+    return this.services.values().next().value as ServiceState | undefined;
+  }
+
+  /** The service a received message is for; no side effects. */
+  private serviceFor(msg: Message): ServiceState | undefined {
+    if (this.version === 1 || this.options.clientType === 'V1') return this.firstService();
+    if (msg.serviceId !== '') return this.services.get(msg.serviceId);
+    // No service id: a peer speaking the V1 message format (Decisions 6).
+    const v1 = this.services.get('');
+    if (v1) return v1;
+    if (this.mode === 'destination') return this.firstService();
+    for (const svc of this.services.values()) if (svc.streamId === msg.streamId && svc.connections.size > 0) return svc;
+    return undefined;
+  }
+
+  /** A message for no service we have: dropped; a start we cannot serve is answered, so the peer's application is not left waiting. */
+  private onUnroutable(msg: Message): void {
     if (msg.serviceId === '') {
-      const v1 = this.services.get('');
-      if (v1) return v1;
-      let svc: ServiceState | undefined;
-      if (this.mode === 'source') {
-        for (const s of this.services.values()) if (s.streamId === msg.streamId && s.connections.size > 0) { svc = s; break; }
-      } else {
-        svc = first;
-      }
-      if (!svc) {
-        this.log.debug(`Dropping ${typeName(msg.type)} without a service id for stream ${msg.streamId}`);
-        return undefined;
-      }
-      if (svc.version !== 1) {
-        svc.version = 1;
-        this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
-      }
-      return svc;
+      this.log.debug(`Dropping ${typeName(msg.type)} without a service id for stream ${msg.streamId}`);
+      return;
     }
-    const svc = this.services.get(msg.serviceId);
-    if (!svc) {
-      this.warnOnce(`service:${msg.serviceId}`, `Dropping messages for unknown service id ${printable(msg.serviceId)} (configured: ${[...this.services.keys()].join(', ')})`);
-      // A start we cannot serve is answered, so the peer's application is not left waiting.
-      if (this.mode === 'destination' && (msg.type === MessageType.STREAM_START || msg.type === MessageType.CONNECTION_START)) {
-        this.sendControl(msg.connectionId !== 0
-          ? { type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId }
-          : { type: MessageType.STREAM_RESET, serviceId: msg.serviceId, streamId: msg.streamId });
-      }
+    this.warnOnce(`service:${msg.serviceId}`, `Dropping messages for unknown service id ${printable(msg.serviceId)} (configured: ${[...this.services.keys()].join(', ')})`);
+    if (this.mode === 'destination' && (msg.type === MessageType.STREAM_START || msg.type === MessageType.CONNECTION_START)) {
+      this.sendControl(msg.connectionId !== 0
+        ? { type: MessageType.CONNECTION_RESET, serviceId: msg.serviceId, streamId: msg.streamId, connectionId: msg.connectionId }
+        : { type: MessageType.STREAM_RESET, serviceId: msg.serviceId, streamId: msg.streamId });
     }
-    return svc;
+  }
+
+  /**
+   * The one place that decides the message format the peer speaks for a service (Decisions 6).
+   * A service starts at the negotiated version (lowered by -y); the peer's own messages can
+   * only lower it further:
+   * - a message without a service id: V1 (one connection at a time);
+   * - on a V3 service, a message without a connection id that a V3 peer would have given one:
+   *   a DATA for the current stream (source) or a STREAM_START (destination): V2 (one
+   *   connection per stream). Further connections of that stream were started with
+   *   CONNECTION_START, which a V2 peer ignores: they are closed.
+   */
+  private observeFormat(svc: ServiceState, msg: Message): void {
+    if (svc.version === 1) return;
+    if (msg.serviceId === '') {
+      svc.version = 1;
+      this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
+      return;
+    }
+    if (svc.version !== 3 || msg.connectionId !== 0) return;
+    if (this.mode === 'destination' && msg.type === MessageType.STREAM_START) {
+      svc.version = 2;
+      this.log.info(`The peer omits connection ids (V2 message format) for service ${svc.id}: reverting to v2 message format`);
+      return;
+    }
+    if (this.mode !== 'source' || msg.type !== MessageType.DATA || msg.streamId !== svc.streamId) return;
+    svc.version = 2;
+    this.log.info(`The peer omits connection ids (V2 message format): service ${svc.id} now uses one connection per stream`);
+    let kept = false;
+    for (const conn of [...svc.connections.values()]) {
+      if (conn.streamId !== msg.streamId) continue;
+      if (!kept && conn.state !== 'closed') kept = true;
+      else conn.closeFromPeer('the peer allows only one connection per stream');
+    }
   }
 
   private onServiceIds(msg: Message): void {
@@ -289,34 +256,19 @@ export class Session implements Producer {
   private start(mapping: Map<string, ServiceTarget>): void {
     const version: ProtocolVersion = this.options.clientType === 'V1' ? 1 : this.options.clientType === 'V2' ? 2 : 3;
     for (const [id, target] of mapping) {
-      this.services.set(id, new ServiceState(this, id, target, Math.min(version, this.version) as ProtocolVersion));
+      this.services.set(id, new ServiceState(id, target, Math.min(version, this.version) as ProtocolVersion, this.flow));
     }
     this.started = true;
     this.hooks.onStarted(this);
   }
 
   private onData(svc: ServiceState, msg: Message): void {
-    if (msg.connectionId === 0 && svc.version === 3 && this.mode === 'source') this.detectV2(svc, msg.streamId);
     const conn = svc.find(msg);
     if (!conn) {
       this.log.trace(`Dropping DATA for unknown or stale stream ${msg.streamId} connection ${msg.connectionId} of service ${svc.id}`);
       return;
     }
     conn.deliver(msg.payload);
-  }
-
-  /** A DATA without connection id on a V3 service: the peer speaks V2 (Decisions 6). */
-  private detectV2(svc: ServiceState, streamId: number): void {
-    if (streamId !== svc.streamId) return;
-    svc.version = 2;
-    this.log.info(`The peer omits connection ids (V2 message format): service ${svc.id} now uses one connection per stream`);
-    let kept = false;
-    for (const conn of [...svc.connections.values()]) {
-      if (conn.streamId !== streamId) continue;
-      if (!kept && conn.state !== 'closed') kept = true;
-      // Further connections of the stream were started with CONNECTION_START, which a V2 peer ignores.
-      else conn.closeFromPeer('the peer allows only one connection per stream');
-    }
   }
 
   private onStreamStart(svc: ServiceState, msg: Message): void {
@@ -331,10 +283,6 @@ export class Session implements Producer {
     } else if (svc.streamId === msg.streamId && svc.find(msg)) {
       this.log.debug(`Ignoring repeated STREAM_START for stream ${msg.streamId} of service ${svc.id}`);
       return;
-    }
-    if (msg.connectionId === 0 && svc.version === 3) {
-      svc.version = 2;
-      this.log.info(`The peer omits connection ids (V2 message format) for service ${svc.id}: reverting to v2 message format`);
     }
     svc.streamId = msg.streamId;
     this.log.debug(`Received service id : ${svc.id}, stream id: ${msg.streamId}`);
@@ -380,9 +328,7 @@ export class Session implements Producer {
       this.sendControl(reset);
       return;
     }
-    const conn = new Connection(this, svc, streamId, connectionId);
-    svc.connections.set(connectionId, conn);
-    this.hooks.connect(conn, svc.target as DestinationTarget);
+    this.hooks.connect(svc.open(streamId, connectionId), svc.target as DestinationTarget);
   }
 
   private onStreamReset(svc: ServiceState, msg: Message): void {
@@ -429,7 +375,7 @@ export class Session implements Producer {
       return;
     }
     const id = svc.nextConnectionId();
-    let type: number = MessageType.CONNECTION_START;
+    let type: typeof MessageType.STREAM_START | typeof MessageType.CONNECTION_START = MessageType.CONNECTION_START;
     if (svc.version === 3 && svc.streamId !== 0 && !svc.hasLiveConnection()) {
       // Nobody else uses the stream: a new one is valid V3 and also what a V1/V2 destination
       // expects (one connection per stream), which this source may not have detected yet — it
@@ -442,13 +388,16 @@ export class Session implements Producer {
       svc.streamId = svc.nextStreamId();
       type = MessageType.STREAM_START;
     }
-    const conn = new Connection(this, svc, svc.streamId, id);
-    svc.connections.set(id, conn);
+    const conn = svc.open(svc.streamId, id);
     this.log.info(`Accepted tcp connection on port ${socket.localPort} from ${from}`);
     if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.id}`);
     else this.log.debug(`sending connection start for service id: ${svc.id} connection id: ${id}`);
-    conn.sendStart(type);
+    svc.sendStart(conn, type);
     conn.attach(socket);
+  }
+
+  onQueueEmpty(): void {
+    // Control messages need no follow-up once they are on the wire.
   }
 
   sendControl(msg: MessageInit): void {
@@ -473,6 +422,6 @@ export class Session implements Producer {
     this.ws.off('message', this.onWsMessage);
     this.decoder.reset();
     this.outbound.close();
-    for (const conn of this.connections()) conn.teardown();
+    for (const conn of this.connections()) conn.sessionEnded();
   }
 }

@@ -8,7 +8,11 @@ import type { Logger } from '../log';
 import type { SourceTarget } from '../options';
 import { printable } from '../printable';
 import type { Settings } from '../settings';
-import { PENDING_ACCEPT_LIMIT, PENDING_ACCEPT_TIMEOUT_MS } from './flow';
+
+/** Connections accepted while there is no session wait this long for the next one. */
+export const PENDING_ACCEPT_TIMEOUT_MS = 30_000;
+/** At most this many connections wait for the next session (all listeners together). */
+export const PENDING_ACCEPT_LIMIT = 64;
 
 interface Waiting {
   serviceId: string;

@@ -59,7 +59,7 @@ hostile('a 60 KB service id with escapes in SERVICE_IDS: the refusal and the log
     const id = `${ESCAPES}${'x'.repeat(60_000)}`;
     peer.serviceIds(ESCAPES, ESCAPES, id, 'SSH1');
     const end = await within(proxy.done, 5000, 'the proxy ends');
-    assert.is(end.exitCode, 3);
+    assert.is(end.kind, 'refused');
     assert.match(end.message, `the tunnel has service ids [${SHOWN}, ${SHOWN}xx`);
     assert.match(end.message, 'more characters)');
     assert.ok(end.message.length < 1000, `${end.message.length} characters`);
@@ -84,7 +84,7 @@ hostile('messages for an unknown 60 KB service id and a close reason with escape
     assert.ok(options.capture.has(`unknown service id ${SHOWN}yyy`));
     peer.ws.close(1000, 'bye \u001b]0;pwned\u0007');
     const end = await within(proxy.done, 5000, 'the proxy ends');
-    assert.is(end.exitCode, 0);
+    assert.is(end.kind, 'tunnel-closed');
     assert.ok(options.capture.has('Reason: bye \\x1b]0;pwned\\x07'), options.capture.lines.join(''));
     assertClean(options.capture, end.message);
   } finally {

@@ -82,7 +82,7 @@ export function runCli(args: string[], options: RunOptions = {}): Promise<CliRes
 
 /** The proxy that an accepted in-process invocation gets: it has ended as soon as it starts. */
 function endedProxy(): LocalProxy {
-  const done = Promise.resolve({ exitCode: 0, message: 'not started: the command line was accepted' });
+  const done = Promise.resolve({ kind: 'closed' as const, message: 'not started: the command line was accepted' });
   return { ready: Promise.resolve(), ports: () => new Map(), close: () => Promise.resolve(), done };
 }
 

@@ -38,6 +38,45 @@ function mutate(r: ReturnType<typeof rng>): Uint8Array {
   }
 }
 
+/**
+ * What a stream holds, read plainly from the start: the body of every complete frame (2-byte
+ * length, then that many bytes), and how many bytes of a partial frame are left at the end.
+ */
+function splitFrames(stream: Uint8Array): { bodies: Uint8Array[]; rest: number } {
+  const bodies: Uint8Array[] = [];
+  let pos = 0;
+  while (stream.length - pos >= 2) {
+    const length = (stream[pos] << 8) | stream[pos + 1];
+    if (stream.length - pos - 2 < length) break;
+    bodies.push(stream.subarray(pos + 2, pos + 2 + length));
+    pos += 2 + length;
+  }
+  return { bodies, rest: stream.length - pos };
+}
+
+/** Bytes that complete the partial frame at the end of `stream` (a zero-filled body), so the stream ends on a frame boundary. */
+function completion(stream: Uint8Array): Uint8Array {
+  const { rest } = splitFrames(stream);
+  if (rest === 0) return new Uint8Array(0);
+  if (rest === 1) return new Uint8Array(1 + stream[stream.length - 1] * 256);   // low length byte 0, then the body
+  const at = stream.length - rest;
+  return new Uint8Array(2 + ((stream[at] << 8) | stream[at + 1]) - rest);
+}
+
+/** A decoder outcome in comparable form: the message, or the error's code. */
+type Outcome = { msg: unknown } | { error: string };
+const outcomeOf = (m: Message): Outcome => ({ msg: { ...m, payload: [...m.payload] } });
+
+/** What decoding one complete frame body must give (FrameDecoder's default limit is 65536). */
+function expectedOutcome(body: Uint8Array): Outcome {
+  if (body.length > 65536) return { error: 'ERR_FRAME_TOO_LARGE' };
+  try {
+    return outcomeOf(decodeMessage(body));
+  } catch (err) {
+    return { error: (err as TunnelError).code };
+  }
+}
+
 function check(m: Message) {
   assert.type(m.type, 'number');
   assert.ok(Number.isInteger(m.streamId) && m.streamId >= -(2 ** 31) && m.streamId < 2 ** 31);
@@ -67,7 +106,7 @@ fuzz('100,000 mutated messages: a Message or a TunnelError, nothing else', () =>
   assert.ok(rejected > 1000, `rejected ${rejected}`);
 });
 
-fuzz('random byte streams in random chunks, with lengths 0 and 65535: the decoder always returns', () => {
+fuzz('random byte streams in random chunks, with lengths 0 and 65535: every complete frame is decoded in order, the partial one is kept', () => {
   const r = rng(42);
   let messages = 0;
   let errors = 0;
@@ -83,13 +122,29 @@ fuzz('random byte streams in random chunks, with lengths 0 and 65535: the decode
       else parts.push(r.bytes(r.int(100)));
     }
     const stream = Buffer.concat(parts);
+    const outcomes: Outcome[] = [];
+    const onMessage = (m: Message): void => { check(m); messages++; outcomes.push(outcomeOf(m)); };
+    const onError = (e: TunnelError): void => { assert.instance(e, TunnelError); errors++; outcomes.push({ error: e.code }); };
     let pos = 0;
     while (pos < stream.length) {
       const n = 1 + r.int(300);
-      d.push(stream.subarray(pos, pos + n), (m) => { check(m); messages++; }, (e) => { assert.instance(e, TunnelError); errors++; });
+      d.push(stream.subarray(pos, pos + n), onMessage, onError);
       pos += n;
     }
-    assert.ok(d.bufferedBytes <= stream.length);
+    // Chunking must not matter: the same outcomes, in order, as reading the whole stream at
+    // once, and nothing held back but the partial frame at the end (its length prefix, once
+    // read, is no longer counted).
+    const { bodies, rest } = splitFrames(stream);
+    assert.equal(outcomes, bodies.map(expectedOutcome), `round ${round}`);
+    assert.is(d.bufferedBytes, rest >= 2 ? rest - 2 : rest, `round ${round}: bytes kept`);
+    // Completing that frame and sending one more: both come out, and nothing is kept.
+    const last = encodeFrame(GOLDEN[round % GOLDEN.length].msg);
+    const tail = Buffer.concat([completion(stream), last]);
+    d.push(tail, onMessage, onError);
+    const whole = splitFrames(Buffer.concat([stream, tail]));
+    assert.is(whole.rest, 0);
+    assert.equal(outcomes, whole.bodies.map(expectedOutcome), `round ${round}: after completing the stream`);
+    assert.is(d.bufferedBytes, 0, `round ${round}: nothing kept`);
   }
   // A random length prefix often swallows the rest of a stream; both outcomes must still be common.
   assert.ok(messages > 500, `messages ${messages}`);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TunnelApiClient } from '../../src/api/client';
+import { exitCodeOf } from '../../src/exit';
 import type { Relay } from '../../src/relay/server';
 import { connectTo, echoServer } from '../helpers/apps';
 import { spawnProxy } from '../helpers/child';
@@ -39,8 +40,8 @@ proxies('in-process proxies tunnel through the relay; CloseTunnel ends both with
     assert.is(await echoRoundTrip(tunnel.port('SSH'), 'hello through the relay'), 'hello through the relay');
     tunnel.relay.closeTunnel(tunnel.tunnel.tunnelId);
     const [src, dst] = await within(Promise.all([tunnel.source.done, tunnel.destination.done]), 10_000, 'both proxies done');
-    assert.is(src.exitCode, 0);
-    assert.is(dst.exitCode, 0);
+    assert.is(exitCodeOf(src), 0);
+    assert.is(exitCodeOf(dst), 0);
   } finally {
     await tunnel.close();
     await app.close();

@@ -37,6 +37,15 @@ s('a value of the wrong type is an error naming its key (the reference silently 
   assert.is(errorOf('{"tunneling":{"proxy":{"message":{"data_length_size":4}}}}').key, 'tunneling.proxy.message.data_length_size');
 });
 
+s('the reference\'s buffer sizes are accepted and checked, have no effect and are not exported', () => {
+  const { settings, unknownKeys } = mergeSettingsJson('{"tunneling":{"proxy":{"tcp":{"read_buffer_size":"4096","write_buffer_size":"4096"},"websocket":{"read_buffer_size":"1","write_buffer_size":"1"},"message":{"data_length_size":"2","data_frame_max_size":"65538"}}}}');
+  assert.equal(settings, defaultSettings());
+  assert.equal(unknownKeys, []);
+  assert.is(errorOf('{"tunneling":{"proxy":{"tcp":{"read_buffer_size":"big"}}}}').key, 'tunneling.proxy.tcp.read_buffer_size');
+  const exported = exportSettings(defaultSettings());
+  for (const key of ['data_length_size', 'data_frame_max_size', 'read_buffer_size', 'write_buffer_size']) assert.not.match(exported, key);
+});
+
 s('a section that is not an object is an error naming it, not silently dropped', () => {
   const err = errorOf('{"tunneling":{"proxy":{"tcp":5}}}');
   assert.is(err.key, 'tunneling.proxy.tcp');

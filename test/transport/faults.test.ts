@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
-import { defaultSettings, type ProxyOptions, type Settings } from '../../src/index';
+import { defaultSettings, exitCodeOf, type ProxyOptions, type Settings } from '../../src/index';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import { connectTo, echoServer, type AppServer } from '../helpers/apps';
@@ -264,8 +264,8 @@ faults('CloseTunnel: both proxies end with exit 0, local connections are reset',
   const gone = closed(socket);
   relay.closeTunnel(tunnelId);
   const [s, d] = await within(Promise.all([source.proxy.done, destination.proxy.done]), 10_000, 'both proxies done');
-  assert.is(s.exitCode, 0, s.message);
-  assert.is(d.exitCode, 0, d.message);
+  assert.is(exitCodeOf(s), 0, s.message);
+  assert.is(exitCodeOf(d), 0, d.message);
   assert.match(s.message, 'closed the tunnel');
   await within(gone, 5000, 'local connection closed');
   assert.match(source.logs.text(), 'Web socket close received. Code: 1000');
@@ -281,10 +281,10 @@ faults('a rotated token: the connected proxy is closed (exit 0), a restart with 
   const oldToken = source.options.accessToken;
   relay.rotateAccessToken(tunnelId, 'SOURCE');
   const ended = await within(source.proxy.done, 10_000, 'source done after rotation');
-  assert.is(ended.exitCode, 0, ended.message);
+  assert.is(exitCodeOf(ended), 0, ended.message);
   const again = start(relay, 'source', oldToken);
   const outcome = await within(again.proxy.done, 10_000, 'restart with the old token');
-  assert.is(outcome.exitCode, 3, outcome.message);
+  assert.is(exitCodeOf(outcome), 3, outcome.message);
   assert.match(outcome.message, 'Invalid access token');
   assert.match(outcome.message, "tunnel's region");
   assert.is(again.logs.count('Attempting to establish'), 1, 'a 4xx is not retried');
@@ -304,7 +304,7 @@ faults('a consumed token (used before without a client token) exits 3 with the r
   await within(once(first, 'close'), 10_000, 'first client closed');
   const destination = start(relay, 'destination', opened.destinationAccessToken);
   const outcome = await within(destination.proxy.done, 10_000, 'destination done');
-  assert.is(outcome.exitCode, 3, outcome.message);
+  assert.is(exitCodeOf(outcome), 3, outcome.message);
   assert.match(outcome.message, 'previously used');
   assert.match(outcome.message, 'already used by another client');
 });
@@ -314,7 +314,7 @@ faults('a restarted proxy reuses its access token (derived client token); anothe
   const { source, port } = await pair(relay);
   const token = source.options.accessToken;
   await within(source.proxy.close(), 10_000, 'source close');
-  assert.is((await source.proxy.done).exitCode, 0);
+  assert.is(exitCodeOf(await source.proxy.done), 0);
 
   const restarted = start(relay, 'source', token);
   await within(restarted.proxy.ready, 10_000, 'restarted source ready');
@@ -324,7 +324,7 @@ faults('a restarted proxy reuses its access token (derived client token); anothe
 
   const stranger = start(relay, 'source', token, {}, { clientToken: 'another-client-token-0123456789abcdef' });
   const outcome = await within(stranger.proxy.done, 10_000, 'stranger done');
-  assert.is(outcome.exitCode, 3, outcome.message);
+  assert.is(exitCodeOf(outcome), 3, outcome.message);
   assert.match(outcome.message, 'does not match');
   assert.match(outcome.message, 'same -i value');
 });

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectToService, startKeepalive, type ServiceConnection } from '../../src/transport/index';
-import { within } from '../helpers/wait';
+import { waitUntil, within } from '../helpers/wait';
 import { captureLog, makePki, optionsFor, startFakeService, type FakeService, type Pki } from './fixtures';
 
 const test = suite('startKeepalive');
@@ -114,6 +114,40 @@ test('any frame from the service counts as an answer', async () => {
   stop();
   conn.ws.terminate();
   assert.is(dead, false);
+});
+
+test('issue 21: a service that pings us while it does not read us is answered, never disconnected', async () => {
+  // Our relay pings a peer whose data it holds back (flow control), and reads nothing from it
+  // meanwhile. Each pong then waits in our socket. ws, answering pings by itself, gave up after
+  // 60 unwritten pongs and terminated the connection without a word (about 30 s of the relay's
+  // heartbeat): a paused tunnel was lost. One pong at a time answers the most recent ping (RFC
+  // 6455 5.5.3), however long the service holds us back.
+  const { conn, peer } = await open();
+  const PINGS = 100;
+  peer.pause();
+  const ws = conn.ws;
+  // Fill both socket buffers, so that nothing more we write reaches the service.
+  const chunk = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < 64 && ws.bufferedAmount < 8 * chunk.length; i++) {
+    ws.send(chunk);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  assert.ok(ws.bufferedAmount > 0, 'our writes are held back');
+  let seen = 0;
+  ws.on('ping', () => seen++);
+  for (let i = 1; i <= PINGS; i++) peer.ping(String(i));
+  await waitUntil(ws, 'ping', () => seen === PINGS, 10_000, `${PINGS} pings read`);
+  assert.is(ws.readyState, ws.OPEN, 'still open after every ping');
+  const pongs: string[] = [];
+  const lastPong = new Promise<void>((resolve) => peer.on('pong', (data: Buffer) => {
+    pongs.push(data.toString());
+    if (data.toString() === String(PINGS)) resolve();
+  }));
+  peer.resume();
+  await within(lastPong, 20_000, 'the pong to the last ping');
+  assert.ok(pongs.length <= 2, `one pong in flight, then the latest (got ${pongs.length})`);
+  assert.is(ws.readyState, ws.OPEN);
+  ws.terminate();
 });
 
 test('stops by itself when the socket closes, and onDead is not called', async () => {

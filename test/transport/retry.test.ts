@@ -1,7 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ExitCode, ExitError } from '../../src/exit';
-import { Backoff, connectWithRetry } from '../../src/transport/index';
+import { Backoff, connectWithRetry, type RetryOutcome, type ServiceConnection } from '../../src/transport/index';
 import { within } from '../helpers/wait';
 import { captureLog, makePki, optionsFor, startFakeService, type FakeService, type Pki } from './fixtures';
 
@@ -55,20 +54,23 @@ retry.before.each(() => {
   service.requests.length = 0;
 });
 
-async function expectExit(promise: Promise<unknown>): Promise<ExitError> {
-  try {
-    await within(promise, 20_000, 'connectWithRetry');
-  } catch (err) {
-    assert.instance(err, ExitError);
-    return err as ExitError;
-  }
-  throw new Error('connectWithRetry unexpectedly succeeded');
+/** The connection of a 'connected' outcome (fails the test otherwise). */
+function connected(outcome: RetryOutcome): ServiceConnection {
+  if (outcome.kind !== 'connected') throw new Error(`expected a connection, got ${outcome.kind}`);
+  return outcome.connection;
+}
+
+/** A failed outcome of the given kind, with its message. */
+async function expectFailure(promise: Promise<RetryOutcome>, kind: 'refused' | 'gave-up'): Promise<{ message: string }> {
+  const outcome = await within(promise, 20_000, 'connectWithRetry');
+  if (outcome.kind !== kind) throw new Error(`expected ${kind}, got ${outcome.kind}`);
+  return outcome;
 }
 
 retry('503 three times, then accepted: connects after three logged failures', async () => {
   service.behaviour.rejectNext = { status: 503, count: 3 };
   const { log, lines } = captureLog();
-  const conn = await within(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] })), 20_000, 'connect');
+  const conn = connected(await within(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] })), 20_000, 'connect'));
   conn.ws.terminate();
   assert.is(service.requests.length, 4);
   const failures = lines.filter((l) => l.includes('[error] Proxy server rejected web socket upgrade request: (HTTP/1.1 503 Service Unavailable) "injected"'));
@@ -77,21 +79,19 @@ retry('503 three times, then accepted: connects after three logged failures', as
   assert.is(retries.length, 3);
 });
 
-retry('fixes reference bug 3.6: connect_retry_count N means N retries, then exit 1', async () => {
+retry('fixes reference bug 3.6: connect_retry_count N means N retries, then it gives up', async () => {
   service.behaviour.reject = { status: 503 };
   const { log } = captureLog();
-  const err = await expectExit(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: 2 })));
-  assert.is(err.exitCode, ExitCode.FAILURE);
+  const err = await expectFailure(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: 2 })), 'gave-up');
   assert.is(service.requests.length, 3);
   assert.match(err.message, 'gave up after 2 retries');
   assert.match(err.message, '503');
 });
 
-retry('fixes reference bug 3.6: connect_retry_count 0 means one attempt and exit 1 (not a silent exit 0)', async () => {
+retry('fixes reference bug 3.6: connect_retry_count 0 means one attempt, then it gives up (the reference exits 0 silently)', async () => {
   service.behaviour.reject = { status: 502 };
   const { log } = captureLog();
-  const err = await expectExit(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: 0 })));
-  assert.is(err.exitCode, ExitCode.FAILURE);
+  const err = await expectFailure(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: 0 })), 'gave-up');
   assert.is(service.requests.length, 1);
   assert.match(err.message, 'retries are disabled');
 });
@@ -99,16 +99,15 @@ retry('fixes reference bug 3.6: connect_retry_count 0 means one attempt and exit
 retry('connect_retry_count -1 keeps retrying until the service accepts', async () => {
   service.behaviour.rejectNext = { status: 500, count: 8 };
   const { log } = captureLog();
-  const conn = await within(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: -1, retryDelayMs: 1, retryMaxDelayMs: 5 })), 20_000, 'connect');
+  const conn = connected(await within(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: -1, retryDelayMs: 1, retryMaxDelayMs: 5 })), 20_000, 'connect'));
   conn.ws.terminate();
   assert.is(service.requests.length, 9);
 });
 
-retry('fixes reference bug 3.4: a 4xx is not retried and exits 3 with the reason and a hint', async () => {
+retry('fixes reference bug 3.4: a 4xx is not retried: refused, with the reason and a hint', async () => {
   service.behaviour.reject = { status: 400, text: 'Bad Request', body: 'Invalid access token: The access token was previously used and cannot be used again' };
   const { log, text } = captureLog();
-  const err = await expectExit(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: -1 })));
-  assert.is(err.exitCode, ExitCode.REFUSED);
+  const err = await expectFailure(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: -1 })), 'refused');
   assert.is(service.requests.length, 1);
   assert.match(err.message, 'previously used');
   assert.match(err.message, 'already used by another client');
@@ -118,8 +117,7 @@ retry('fixes reference bug 3.4: a 4xx is not retried and exits 3 with the reason
 retry('the delays follow the backoff and stay within its bounds', async () => {
   service.behaviour.reject = { status: 503 };
   const { log, lines } = captureLog();
-  const err = await expectExit(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: 5 }), { backoff: new Backoff(4, 20, () => 0.999999) }));
-  assert.is(err.exitCode, ExitCode.FAILURE);
+  await expectFailure(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }, { connectRetryCount: 5 }), { backoff: new Backoff(4, 20, () => 0.999999) }), 'gave-up');
   const delays = lines.map((l) => /Retrying connection to \S+ in (\d+) ms/.exec(l)?.[1]).filter((d) => d !== undefined).map(Number);
   assert.equal(delays, [4, 8, 16, 20, 20]);
 });
@@ -127,12 +125,12 @@ retry('the delays follow the backoff and stay within its bounds', async () => {
 retry('delayFirst waits one backoff step before the first attempt', async () => {
   const { log } = captureLog();
   const started = Date.now();
-  const conn = await within(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }), { delayFirst: true, backoff: new Backoff(150, 150, () => 0.999999) }), 10_000, 'connect');
+  const conn = connected(await within(connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }), { delayFirst: true, backoff: new Backoff(150, 150, () => 0.999999) }), 10_000, 'connect'));
   conn.ws.terminate();
   assert.ok(Date.now() - started >= 140, 'waited before connecting');
 });
 
-retry('abort during the delay rejects with the signal reason at once', async () => {
+retry('abort during the delay ends at once with the signal reason', async () => {
   service.behaviour.reject = { status: 503 };
   const { log, waitFor } = captureLog();
   const controller = new AbortController();
@@ -140,21 +138,16 @@ retry('abort during the delay rejects with the signal reason at once', async () 
   const attempt = connectWithRetry(optionsFor(service.port, log, { ca: [pki.caPem] }), { signal: controller.signal, backoff: new Backoff(60_000, 60_000, () => 0.5) });
   await waitFor('Retrying connection');
   controller.abort(reason);
-  try {
-    await within(attempt, 1000, 'abort');
-    assert.unreachable('should have rejected');
-  } catch (err) {
-    assert.is(err, reason);
-  }
+  const outcome = await within(attempt, 1000, 'abort');
+  assert.equal(outcome, { kind: 'aborted', reason });
 });
 
-retry('network failures (nothing listening) are retried and exhausted with exit 1', async () => {
+retry('network failures (nothing listening) are retried, then it gives up', async () => {
   const gone = await startFakeService(pki);
   const port = gone.port;
   await gone.close();
   const { log, lines } = captureLog();
-  const err = await expectExit(connectWithRetry(optionsFor(port, log, { ca: [pki.caPem] }, { connectRetryCount: 2 })));
-  assert.is(err.exitCode, ExitCode.FAILURE);
+  await expectFailure(connectWithRetry(optionsFor(port, log, { ca: [pki.caPem] }, { connectRetryCount: 2 })), 'gave-up');
   assert.is(lines.filter((l) => l.includes('[error] Could not connect to proxy server:')).length, 3);
 });
 

@@ -9,7 +9,7 @@ import { createServer, type Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType as T, type Message } from '../../src/protocol/message';
-import { Outbound, type Producer } from '../../src/tunnel/flow';
+import { Outbound, type Producer } from '../../src/tunnel/outbound';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer } from '../helpers/apps';
 import { within } from '../helpers/wait';
@@ -56,7 +56,7 @@ async function turnsUntil(check: () => boolean, ms: number, what: string): Promi
 }
 
 function producer(): Producer {
-  return { queue: [], queuedBytes: 0, inRing: false };
+  return { onQueueEmpty() {} };
 }
 
 flow('small frames queued in one turn are coalesced into one WebSocket message', async () => {
@@ -95,7 +95,7 @@ flow('sources are paused above the high-water mark and resumed below half of it'
   try {
     const out = new Outbound(pair.client, 256 * 1024);
     const states: boolean[] = [];
-    out.register({ setOutboundPaused: (paused) => states.push(paused) });
+    out.register({ setOutboundPaused: (paused: boolean) => states.push(paused) });
     const p = producer();
     for (let i = 0; i < 10; i++) out.push(p, encodeFrame({ type: T.DATA, streamId: 1, connectionId: 1, payload: Buffer.alloc(60000) }));
     assert.equal(states, [true]);

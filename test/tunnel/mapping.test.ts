@@ -3,8 +3,8 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { defaultSettings, silentLogger, type ProxyOptions, type ServiceTarget } from '../../src/index';
-import { completeMapping } from '../../src/tunnel/proxy';
+import { defaultSettings, exitCodeOf, silentLogger, type ProxyOptions, type ServiceTarget } from '../../src/index';
+import { completeMapping } from '../../src/tunnel/mapping';
 
 const mapping = suite('completeMapping');
 
@@ -23,7 +23,7 @@ function options(mode: ProxyOptions['mode'], services: Record<string, number>, c
 }
 
 function ports(result: ReturnType<typeof completeMapping>): Record<string, number> | string {
-  if (!(result instanceof Map)) return `exit ${result.exitCode}`;
+  if (!(result instanceof Map)) return `exit ${exitCodeOf(result)}`;
   return Object.fromEntries([...result].map(([k, t]) => [k, t.kind === 'tcp' ? t.port : -1]));
 }
 

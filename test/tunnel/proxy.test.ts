@@ -45,7 +45,7 @@ proxy('an abrupt loss resets local connections, keeps the listener bound and rec
   }
 });
 
-proxy('a service that stops answering pings is declared dead: connections are reset and the proxy reconnects', async () => {
+proxy('a service that stops answering pings is declared dead: connections are reset and the proxy reconnects, saying why', async () => {
   const app = await echoServer();
   const service = await startFakeService({ autoPong: false });
   const options = fakeOptions(service, 'destination', { SSH1: app.port }, {}, { pingPeriodMs: 50, maxMissedPings: 2 });
@@ -60,6 +60,9 @@ proxy('a service that stops answering pings is declared dead: connections are re
     second.serviceIds('SSH1');
     await within(p.ready, 1000, 'ready');
     assert.ok(options.capture.has('No pong'));
+    // Issue 21: a service connection closed by our side says who closed it and why.
+    assert.ok(options.capture.has('Dropping the service connection: no pong for 2 pings'));
+    assert.ok(options.capture.has('the service connection was lost: no pong for 2 pings'));
   } finally {
     await within(p.close(), 3000, 'close');
     await service.close();
@@ -67,7 +70,7 @@ proxy('a service that stops answering pings is declared dead: connections are re
   }
 });
 
-proxy('a 4xx on reconnect ends with exit 3', async () => {
+proxy('a 4xx on reconnect ends the run as refused', async () => {
   let refuseWith: number | undefined;
   const service = await startFakeService({ refuse: () => refuseWith });
   const options = fakeOptions(service, 'destination', { SSH1: 22 });
@@ -79,7 +82,7 @@ proxy('a 4xx on reconnect ends with exit 3', async () => {
     refuseWith = 403;
     first.ws.terminate();
     const outcome = await within(p.done, 5000, 'done');
-    assert.is(outcome.exitCode, 3);
+    assert.is(outcome.kind, 'refused');
     assert.match(outcome.message, /403/);
     assert.not.ok(options.capture.lines.some((l) => l.includes(options.accessToken)), 'the access token never appears in logs');
   } finally {
@@ -88,7 +91,7 @@ proxy('a 4xx on reconnect ends with exit 3', async () => {
   }
 });
 
-proxy('a close frame from the service resets connections and ends with exit 0, logging code and reason', async () => {
+proxy('a close frame from the service resets connections and ends the run as tunnel-closed, logging code and reason', async () => {
   const app = await echoServer();
   const service = await startFakeService();
   const options = fakeOptions(service, 'destination', { SSH1: app.port });
@@ -101,7 +104,7 @@ proxy('a close frame from the service resets connections and ends with exit 0, l
     await peer.takeData(1, 1, 1);
     peer.ws.close(4000, 'tunnel closed');
     const outcome = await within(p.done, 3000, 'done');
-    assert.is(outcome.exitCode, 0);
+    assert.is(outcome.kind, 'tunnel-closed');
     assert.ok(options.capture.has('Web socket close received. Code: 4000; Reason: tunnel closed'));
     assert.is(service.peers.length, 1, 'no reconnect');
     await within(appClosed, 3000, 'the app connection is closed');
@@ -112,7 +115,7 @@ proxy('a close frame from the service resets connections and ends with exit 0, l
   }
 });
 
-proxy('close() sends resets for active connections, closes with 1000 and ends with exit 0 within 2 s', async () => {
+proxy('close() sends resets for active connections, closes with 1000 (saying why) and ends as closed within 2 s', async () => {
   const service = await startFakeService();
   const options = fakeOptions(service, 'source', { SSH1: { kind: 'tcp', port: 0 } });
   const p = startProxy(options);
@@ -128,7 +131,8 @@ proxy('close() sends resets for active connections, closes with 1000 and ends wi
   const started = Date.now();
   await within(p.close(), 2000, 'close()');
   const outcome = await p.done;
-  assert.is(outcome.exitCode, 0);
+  assert.is(outcome.kind, 'closed');
+  assert.ok(options.capture.has('Closing the service connection: the proxy is closing'), 'the reason is logged');
   assert.ok(Date.now() - started < 2000);
   assert.is(await within(peer.closed, 2000, 'service sees the close'), 1000);
   const resets = peer.messages.filter((m) => m.type === T.CONNECTION_RESET).map((m) => m.connectionId).sort();
@@ -155,12 +159,12 @@ proxy('close() does not wait for an app that keeps its half of the connection op
   const ended = once(app, 'end');
   await within(p.close(), 2000, 'close() with a half-open app');
   await within(ended, 2000, 'the app sees our FIN');
-  assert.is((await p.done).exitCode, 0);
+  assert.is((await p.done).kind, 'closed');
   app.destroy();
   await service.close();
 });
 
-proxy('a port that cannot be bound is retried, then the source ends with exit 1', async () => {
+proxy('a port that cannot be bound is retried, then the source ends as failed', async () => {
   const blocker = createServer();
   blocker.listen(0, '127.0.0.1');
   await once(blocker, 'listening');
@@ -171,7 +175,7 @@ proxy('a port that cannot be bound is retried, then the source ends with exit 1'
   try {
     (await service.peer()).serviceIds('SSH1');
     const outcome = await within(p.done, 5000, 'done');
-    assert.is(outcome.exitCode, 1);
+    assert.is(outcome.kind, 'failed');
     assert.match(outcome.message, /bind/);
     assert.is(options.capture.count('[error] Could not bind to address'), 3);
   } finally {
@@ -181,7 +185,7 @@ proxy('a port that cannot be bound is retried, then the source ends with exit 1'
   }
 });
 
-proxy('reconnect_on_data_error false: an abrupt loss ends with exit 1', async () => {
+proxy('reconnect_on_data_error false: an abrupt loss ends the run as failed', async () => {
   const service = await startFakeService();
   const options = fakeOptions(service, 'destination', { SSH1: 22 }, {}, { reconnectOnDataError: false });
   const p = startProxy(options);
@@ -191,7 +195,7 @@ proxy('reconnect_on_data_error false: an abrupt loss ends with exit 1', async ()
     await within(p.ready, 3000, 'ready');
     peer.ws.terminate();
     const outcome = await within(p.done, 3000, 'done');
-    assert.is(outcome.exitCode, 1);
+    assert.is(outcome.kind, 'failed');
   } finally {
     await p.close();
     await service.close();

@@ -320,7 +320,7 @@ source('a 1.0 subprotocol has no SERVICE_IDS: the source binds at once and speak
   }
 });
 
-source('SERVICE_IDS mismatch ends the source with exit 3 and nothing is bound', async () => {
+source('SERVICE_IDS mismatch ends the source as refused and nothing is bound', async () => {
   const service = await startFakeService();
   const options = fakeOptions(service, 'source', { SSH1: { kind: 'tcp', port: 0 } });
   const proxy = startProxy(options);
@@ -328,7 +328,7 @@ source('SERVICE_IDS mismatch ends the source with exit 3 and nothing is bound', 
     const peer = await service.peer();
     peer.serviceIds('RDP');
     const outcome = await within(proxy.done, 5000, 'done');
-    assert.is(outcome.exitCode, 3);
+    assert.is(outcome.kind, 'refused');
     assert.match(outcome.message, /\[RDP\].*\[SSH1\]/);
     assert.is(proxy.ports().size, 0);
   } finally {

@@ -1,0 +1,138 @@
+/**
+ * One service of a session: its current stream, its connections and the message format the
+ * peer speaks for it. It owns its connections (ConnectionOwner): their bytes become messages
+ * here, in the form the peer's version expects, and go to the session's outbound queue.
+ */
+import type { Logger } from '../log';
+import type { ServiceTarget } from '../options';
+import { MAX_CONNECTION_ID, MAX_STREAM_ID, type ProtocolVersion } from '../protocol/constants';
+import { encodeFrame } from '../protocol/framing';
+import { MessageType, type Message } from '../protocol/message';
+import { Connection, type ConnectionOwner } from './connection';
+import type { InboundBudget } from './inbound';
+import type { Outbound } from './outbound';
+
+/** What a service uses of its session. */
+export interface ServiceFlow {
+  outbound: Outbound;
+  inbound: InboundBudget;
+  /** Largest DATA payload sent (`message.max_payload_size`). */
+  maxPayloadBytes: number;
+  log: Logger;
+}
+
+export class ServiceState implements ConnectionOwner {
+  /** Current stream id; 0 = none (source: the next connection sends STREAM_START). */
+  streamId = 0;
+  private lastStreamId = 0;
+  private lastConnectionId = 0;
+  readonly connections = new Map<number, Connection>();
+
+  constructor(
+    readonly id: string,
+    readonly target: ServiceTarget,
+    /** Message format spoken with the peer for this service: 3, or 2/1 for older peers (decided by Session.observeFormat). */
+    public version: ProtocolVersion,
+    private readonly flow: ServiceFlow,
+  ) {}
+
+  /** The service id on the wire: none in the V1 form. */
+  get wireId(): string {
+    return this.version === 1 ? '' : this.id;
+  }
+
+  /** Stream ids never repeat within a session (MAX_STREAM_ID wraps to 1, as in the reference). */
+  nextStreamId(): number {
+    this.lastStreamId = this.lastStreamId >= MAX_STREAM_ID ? 1 : this.lastStreamId + 1;
+    return this.lastStreamId;
+  }
+
+  nextConnectionId(): number {
+    this.lastConnectionId = this.lastConnectionId >= MAX_CONNECTION_ID ? 1 : this.lastConnectionId + 1;
+    return this.lastConnectionId;
+  }
+
+  /** A new connection of this service, known under its id until it is closed. */
+  open(streamId: number, connectionId: number): Connection {
+    const conn = new Connection(this, streamId, connectionId, this.flow.log.fork(`${this.id || 'v1'} stream#${streamId} conn#${connectionId}`));
+    this.connections.set(connectionId, conn);
+    return conn;
+  }
+
+  /** The connection a received message is for, or undefined (unknown or stale). */
+  find(msg: Message): Connection | undefined {
+    if (msg.connectionId !== 0) {
+      const conn = this.connections.get(msg.connectionId);
+      return conn && conn.streamId === msg.streamId ? conn : undefined;
+    }
+    // V1/V2 form: one connection per stream, found by stream id.
+    for (const conn of this.connections.values()) if (conn.streamId === msg.streamId) return conn;
+    return undefined;
+  }
+
+  /** True while a connection of the service is open or still connecting (not only closing). */
+  hasLiveConnection(): boolean {
+    for (const conn of this.connections.values()) if (conn.state === 'open' || conn.state === 'connecting') return true;
+    return false;
+  }
+
+  /** Closes every connection of the stream (after writing what was received). */
+  closeAll(reason: string): void {
+    for (const conn of [...this.connections.values()]) conn.closeFromPeer(reason);
+    this.streamId = 0;
+  }
+
+  /** Source: the STREAM_START or CONNECTION_START of a new connection, ahead of its data. */
+  sendStart(conn: Connection, type: typeof MessageType.STREAM_START | typeof MessageType.CONNECTION_START): void {
+    this.push(conn, { type, streamId: conn.streamId, serviceId: this.wireId, connectionId: this.wireConnectionId(conn) });
+  }
+
+  // ── ConnectionOwner ────────────────────────────────────────────────────────────
+
+  sendData(conn: Connection, bytes: Buffer): void {
+    const max = this.flow.maxPayloadBytes;
+    for (let at = 0; at < bytes.length; at += max) {
+      this.push(conn, { type: MessageType.DATA, streamId: conn.streamId, serviceId: this.wireId, connectionId: this.wireConnectionId(conn), payload: bytes.subarray(at, Math.min(at + max, bytes.length)) });
+    }
+  }
+
+  /** CONNECTION_RESET, or STREAM_RESET for V1/V2 peers, whose stream ends with its connection. */
+  sendReset(conn: Connection): void {
+    if (this.version >= 3) {
+      this.push(conn, { type: MessageType.CONNECTION_RESET, streamId: conn.streamId, serviceId: this.wireId, connectionId: conn.id });
+      return;
+    }
+    this.push(conn, { type: MessageType.STREAM_RESET, streamId: conn.streamId, serviceId: this.wireId });
+    if (conn.streamId === this.streamId) this.streamId = 0;
+  }
+
+  discard(conn: Connection): void {
+    this.flow.outbound.drop(conn);
+  }
+
+  reading(conn: Connection, reading: boolean): void {
+    if (reading) this.flow.outbound.register(conn);
+    else this.flow.outbound.unregister(conn);
+  }
+
+  retain(bytes: number): void {
+    this.flow.inbound.retain(bytes);
+  }
+
+  release(bytes: number): void {
+    this.flow.inbound.release(bytes);
+  }
+
+  closed(conn: Connection): void {
+    if (this.connections.get(conn.id) === conn) this.connections.delete(conn.id);
+  }
+
+  /** The connection id on the wire: none for V1/V2 peers. */
+  private wireConnectionId(conn: Connection): number {
+    return this.version >= 3 ? conn.id : 0;
+  }
+
+  private push(conn: Connection, msg: Parameters<typeof encodeFrame>[0]): void {
+    this.flow.outbound.push(conn, encodeFrame(msg));
+  }
+}
