@@ -90,14 +90,16 @@ export async function startInteropRelay(options: { state?: boolean } = {}): Prom
   const certDir = join(dir, 'certs');
   const statePath = options.state ? join(dir, 'state.json') : undefined;
   const log = testLogger('relay');
-  let relay: Relay = await startRelay({ port: 0, selfSignedDir: certDir, statePath, log });
+  // Four services per tunnel, as the shared test relay allows (the cloud's default quota is 3).
+  const limits = { maxServicesPerTunnel: 8 };
+  let relay: Relay = await startRelay({ port: 0, selfSignedDir: certDir, statePath, log, limits });
   return {
     get relay() { return relay; },
     certDir,
     async restart() {
       const port = relay.port;
       await relay.close();
-      relay = await startRelay({ port, selfSignedDir: certDir, statePath, log });
+      relay = await startRelay({ port, selfSignedDir: certDir, statePath, log, limits });
     },
     async close() {
       await relay.close();

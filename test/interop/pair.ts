@@ -68,6 +68,7 @@ export function pairSuite(title: string, sourceKind: 'ours' | 'cpp', destination
 
   pair.before(async () => {
     [sink, down, bulk, sshd] = await Promise.all([sinkServer(), blastServer(DOWN_BYTES, DOWN_SEED), blastServer(BULK_BYTES, BULK_SEED), startSshd()]);
+    // If the tunnel cannot start, the applications must not keep the file's process alive.
     m = await startMixed({
       services: ['SINK', 'DOWN', 'BULK', 'SSH'],
       apps: { SINK: sink.port, DOWN: down.port, BULK: bulk.port, SSH: sshd.port },
@@ -75,6 +76,9 @@ export function pairSuite(title: string, sourceKind: 'ours' | 'cpp', destination
       // too long") as soon as a local application reads slower than the tunnel delivers.
       source: { kind: sourceKind, cppSettings: CPP_BIG_WRITE_BUFFER },
       destination: { kind: destinationKind, cppSettings: CPP_BIG_WRITE_BUFFER },
+    }).catch(async (err: unknown) => {
+      await Promise.all([sink.close(), down.close(), bulk.close(), sshd.close()]);
+      throw err;
     });
   });
 
