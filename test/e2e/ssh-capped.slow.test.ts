@@ -5,14 +5,11 @@
  * seconds behind the copy's megabytes in the socket buffers, and a command (a handful of round
  * trips: connect, key exchange, authentication, the command) took tens of seconds.
  */
-import { createWriteStream } from 'node:fs';
-import { once } from 'node:events';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { pattern, writeAll } from '../helpers/apps';
-import { fileSha256, startSshd, type Sshd } from '../helpers/sshd';
+import { fileSha256, startSshd, type Sshd } from '../interop/sshd';
 import { startTunnel, type Tunnel } from '../helpers/tunnel';
 
 const MiB = 1024 * 1024;
@@ -24,35 +21,30 @@ let tunnel: Tunnel;
 ssh.before(async () => {
   sshd = await startSshd();
   tunnel = await startTunnel({ destinationMap: { SSH: sshd.port }, bandwidth: 800_000 });
-  const file = createWriteStream(join(sshd.dir, 'local.bin'));
-  await writeAll(file, pattern(8 * MiB, 13));
-  file.end();
-  await once(file, 'close');
 });
 
 ssh.after(async () => {
   await tunnel?.close();
-  await sshd?.stop();
+  await sshd?.close();
 });
 
 ssh('each ssh command answers in under 10 s while the copy runs, and the copy arrives byte-exact', async () => {
-  const port = String(tunnel.port('SSH'));
+  const port = tunnel.port('SSH');
+  const file = await sshd.makeFile('local.bin', 8 * MiB, 13);
+  const remote = join(sshd.dir, 'remote.bin');
   let copying = true;
   const started = performance.now();
-  const copy = sshd.run('scp', ['-P', port, ...sshd.clientOptions(), join(sshd.dir, 'local.bin'), `root@127.0.0.1:${join(sshd.dir, 'remote.bin')}`], 120_000)
-    .finally(() => { copying = false; });
+  const copy = sshd.scp(port, file.path, `root@127.0.0.1:${remote}`, 120_000).finally(() => { copying = false; });
   const times: number[] = [];
   for (let i = 0; copying; i++) {
     const t0 = performance.now();
-    const out = await sshd.run('ssh', ['-p', port, ...sshd.clientOptions(), 'root@127.0.0.1', `echo command ${i}`], 60_000);
-    const took = performance.now() - t0;
+    const out = await sshd.ssh(port, `echo command ${i}`, 60_000);
+    times.push(performance.now() - t0);
     assert.is(out, `command ${i}\n`);
-    // Commands that started while the copy ran count; the last may end after it.
-    times.push(took);
   }
   await copy;
   const seconds = (performance.now() - started) / 1000;
-  assert.is(await fileSha256(join(sshd.dir, 'remote.bin')), await fileSha256(join(sshd.dir, 'local.bin')), 'the copy');
+  assert.is(await fileSha256(remote), file.sha256, 'the copy');
   assert.ok(times.length >= 3, `${times.length} commands during a ${seconds.toFixed(1)} s copy`);
   assert.ok(Math.max(...times) < 10_000, `ssh commands took ${times.map((t) => (t / 1000).toFixed(1)).join(', ')} s`);
 });
