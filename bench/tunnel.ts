@@ -3,6 +3,7 @@
  *
  *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--no-write] [--json FILE]
  *                                     [--only bulk1,echo,...] [--profile DIR] [--target-delay MS]
+ *                                     [--proxy-log-level N]
  *
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
  * built CLI (`node dist/localproxy.cjs`) on loopback, one application server in this process, and runs every workload once over a
@@ -28,13 +29,15 @@ const root = new URL('..', import.meta.url).pathname;
 
 const args = mri(process.argv.slice(2), {
   boolean: ['quick', 'write'],
-  string: ['json', 'only', 'profile', 'target-delay'],
+  string: ['json', 'only', 'profile', 'target-delay', 'proxy-log-level'],
   default: { write: true },
 });
 const quick = Boolean(args.quick);
 const RUNS = Number(args.runs ?? 3);
 const only = typeof args.only === 'string' ? args.only.split(',') : undefined;
 if (typeof args.profile === 'string') profileChildren(args.profile);
+/** `--proxy-log-level N`: our proxies' -v (default 4; 5 logs the pacer's state every second, with BENCH_LOG=1). */
+const PROXY_LOG_LEVEL = String(args['proxy-log-level'] ?? 4);
 /** `--target-delay MS`: our proxies run with flow.target_delay_ms MS (0: no pacing), to compare. */
 const OUR_SETTINGS: Record<string, Record<string, string>> = args['target-delay'] !== undefined ? { flow: { target_delay_ms: String(args['target-delay']) } } : {};
 
@@ -134,7 +137,7 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
   try {
     const { relay, ready } = await startCliRelay(temp, started, options.bandwidth);
     const sourcePort = await freePort();
-    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', '4'];
+    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', options.proxies === 'reference' ? '4' : PROXY_LOG_LEVEL];
     const reference = options.proxies === 'reference';
     const proxy = { ...(options.proxies === 'reference' ? {} : OUR_SETTINGS), ...options.settings };
     if (options.maxActiveConnections) proxy.tcp = { ...proxy.tcp, max_active_connections: String(options.maxActiveConnections) };

@@ -21,6 +21,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type WebSocket from 'ws';
+import { LogLevel, type Logger } from '../log';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { packFrames } from '../protocol/framing';
 import { probeId, sendProbe } from '../transport/keepalive';
@@ -48,6 +49,8 @@ export interface Throttled {
 
 /** Room for the framing of a message's frames beyond its DATA payload size, when packing. */
 const PACK_SLACK_BYTES = 256;
+/** While data flows, the pacer's state is logged at debug level at most this often. */
+const PACER_LOG_EVERY_MS = 1000;
 
 export class Outbound {
   private readonly scheduler = new Scheduler<Producer>();
@@ -57,11 +60,13 @@ export class Outbound {
   private scheduled = false;
   private closed = false;
   private wakeTimer?: NodeJS.Timeout;
+  private loggedAt = -Infinity;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly highWaterBytes: number,
     readonly pacer: Pacer = new Pacer(),
+    private readonly log?: Logger,
     /** Milliseconds, sub-millisecond precision: loopback round trips are a fraction of one. */
     private readonly clock: () => number = () => performance.now(),
   ) {
@@ -200,9 +205,19 @@ export class Outbound {
     if (id === undefined || this.closed) return;
     const now = this.clock();
     if (!this.pacer.pong(id, now, this.ws.isPaused)) return;
+    if (now - this.loggedAt >= PACER_LOG_EVERY_MS && this.log?.enabled(LogLevel.DEBUG)) this.logPacer(now);
     this.probe(now);
     if (this.scheduler.queuedBytes > 0) this.schedule();
   };
+
+  /** One line on what the pacer sees, for `-v 5`: how much may be in flight, the queue it measures, the rate. */
+  private logPacer(now: number): void {
+    this.loggedAt = now;
+    const p = this.pacer;
+    const ms = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(1));
+    const rate = p.rate === undefined ? '?' : `${Math.round(p.rate / 1000)} kB/s`;
+    this.log!.debug(`Pacing: ${p.state}, window ${p.window} bytes (${p.inFlight} in flight), queue ${ms(p.queueDelayMs)} ms over a base round trip of ${ms(p.baseRttMs)} ms (target ${ms(p.targetMs)} ms), rate ${rate}, DATA ${p.messageBytes()} bytes, ${this.scheduler.queuedBytes} bytes queued here`);
+  }
 
   /**
    * Small frames are packed together, up to the pacer's message size; a large one goes in a

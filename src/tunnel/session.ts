@@ -74,7 +74,7 @@ export class Session implements Producer {
     this.mode = init.options.mode;
     this.log = init.log;
     this.hooks = init.hooks;
-    this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes, new Pacer(pacerSettings(this.settings)));
+    this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes, new Pacer(pacerSettings(this.settings)), this.log);
     this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
     this.flow = { outbound: this.outbound, inbound: this.inbound, maxPayloadBytes: this.settings.maxPayloadSize, log: this.log };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
