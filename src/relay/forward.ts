@@ -73,15 +73,42 @@ export interface PeerInit {
   onEvent?: (event: PeerEvent) => void;
 }
 
+/** Whatever can be paused because a receiver's backlog is too long, and resumed when it drains. */
+export interface Sender {
+  resumeReading(): void;
+}
+
+/**
+ * One end of a tunnel as its link sees it: a `Peer` connected to this relay, or a peer held by
+ * another node of a cluster, reached over a bridge (src/relay/cluster/bridge.ts). Frames for it
+ * go through `sendFrames`; `unsent` and `holdBack` give it the same backpressure as a local peer.
+ */
+export interface LinkEnd extends Sender {
+  readonly mode: PeerMode;
+  readonly log: Logger;
+  /** A close was started: nothing more is forwarded to it. */
+  readonly closing: boolean;
+  /** Set when this end was replaced: it no longer takes part in the tunnel. */
+  detached: boolean;
+  /** Bytes handed to the socket and not yet written. */
+  readonly unsent: number;
+  /** Encodes a message in the form this end expects. */
+  frameFor(msg: MessageInit): Buffer;
+  sendFrames(frames: Buffer[]): void;
+  /** `sender` was paused because of this end's backlog: resume it once the backlog drains. */
+  holdBack(sender: Sender): void;
+  close(code: number, reason: string): void;
+}
+
 /** Runtime state of one open tunnel: its connected peers and the streams between them. */
 export class TunnelLink {
   readonly tunnel: TunnelRecord;
-  readonly peers: { source?: Peer; destination?: Peer } = {};
+  readonly peers: { source?: LinkEnd; destination?: LinkEnd } = {};
   /** Active stream id per service id ("" for a tunnel without services); one stream per service at a time. */
   readonly activeStreams = new Map<string, number>();
-  private readonly onPeerGone: (peer: Peer) => void;
+  private readonly onPeerGone: (peer: LinkEnd) => void;
 
-  constructor(tunnel: TunnelRecord, onPeerGone: (peer: Peer) => void) {
+  constructor(tunnel: TunnelRecord, onPeerGone: (peer: LinkEnd) => void) {
     this.tunnel = tunnel;
     this.onPeerGone = onPeerGone;
   }
@@ -89,19 +116,24 @@ export class TunnelLink {
   /** Installs a peer; an existing peer of the same mode is replaced (closed with 1008). */
   attach(init: PeerInit): Peer {
     const peer = new Peer(this, init);
-    const old = this.peers[init.mode];
-    this.peers[init.mode] = peer;
-    if (old) {
-      old.log.info(`replaced by a new connection (channel ${init.channelId})`);
-      old.detached = true;
-      old.close(CLOSE_POLICY, REPLACED_REASON);
-      this.resetActiveStreams(init.mode);
-    }
+    this.install(peer, `channel ${init.channelId}`);
     peer.start();
     return peer;
   }
 
-  other(mode: PeerMode): Peer | undefined {
+  /** Installs an end that is not a local peer (a bridge to another node), replacing one of its mode. */
+  install(end: LinkEnd, what: string): void {
+    const old = this.peers[end.mode];
+    this.peers[end.mode] = end;
+    if (old) {
+      old.log.info(`replaced by a new connection (${what})`);
+      old.detached = true;
+      old.close(CLOSE_POLICY, REPLACED_REASON);
+      this.resetActiveStreams(end.mode);
+    }
+  }
+
+  other(mode: PeerMode): LinkEnd | undefined {
     return this.peers[mode === 'source' ? 'destination' : 'source'];
   }
 
@@ -123,7 +155,7 @@ export class TunnelLink {
   }
 
   /** Called by a peer whose socket closed. */
-  peerClosed(peer: Peer): void {
+  peerClosed(peer: LinkEnd): void {
     if (this.peers[peer.mode] === peer) {
       delete this.peers[peer.mode];
       this.resetActiveStreams(peer.mode);
@@ -150,7 +182,7 @@ export class TunnelLink {
   }
 }
 
-export class Peer {
+export class Peer implements LinkEnd {
   readonly link: TunnelLink;
   readonly ws: WebSocket;
   readonly socket: Socket;
@@ -166,10 +198,10 @@ export class Peer {
   answerPings = true;
   private readonly decoder = new FrameDecoder();
   /** Bytes handed to ws.send whose write callback has not run yet. */
-  private unsent = 0;
-  /** Peers paused because this peer's backlog is above the high-water mark. */
-  private readonly pausedSenders = new Set<Peer>();
-  private closing = false;
+  unsent = 0;
+  /** Senders paused because this peer's backlog is above the high-water mark. */
+  private readonly pausedSenders = new Set<Sender>();
+  closing = false;
   private readonly startedAt = Date.now();
   /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
   private lastPingAt = 0;
@@ -229,6 +261,10 @@ export class Peer {
       this.bytesOut += length;
       this.ws.send(payload, { binary: true }, () => this.onSent(length));
     }
+  }
+
+  holdBack(sender: Sender): void {
+    this.pausedSenders.add(sender);
   }
 
   resumeReading(): void {
@@ -324,7 +360,7 @@ export class Peer {
         this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
         this.ws.pause();
         this.startHeartbeat();
-        receiver.pausedSenders.add(this);
+        receiver.holdBack(this);
         this.onEvent?.({ type: 'paused', tunnelId: this.link.tunnel.tunnelId, mode: this.mode, receiver: receiver.mode, unsentBytes: receiver.unsent });
       }
     }
