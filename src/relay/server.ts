@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import { rootCertificates, type TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger, LogLevel } from '../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
@@ -140,6 +140,8 @@ class RelayServer implements Relay {
   readonly tunnels: TunnelDirectory;
   private readonly cluster?: ClusterNode;
   readonly nodeId?: string;
+  /** The certificate served (PEM), trusted by default when dialing other nodes. */
+  certPem?: string;
   /** The access token hash each local peer connected with (a rotation closes only those with the old one). */
   private readonly peerTokens = new WeakMap<Peer, string>();
   private readonly guard: ConnectionGuard;
@@ -177,6 +179,7 @@ class RelayServer implements Relay {
       cert = tls.cert;
       key = tls.key;
     }
+    this.certPem = cert;
     const events: DirectoryEvents = {
       onClosed: (tunnelId, reason) => this.onTunnelClosed(tunnelId, reason),
       onTokenRevoked: (tunnelId, mode, oldTokenHash) => this.onTokenRevoked(tunnelId, mode, oldTokenHash),
@@ -562,7 +565,7 @@ async function sharedStore(options: RelayOptions): Promise<SharedStore> {
     url: store.url,
     password: store.password,
     ca: store.ca,
-    log: log.fork('store'),
+    log,
     clock: options.clock ?? systemClock,
     limits: resolveLimits(options.limits),
     region: options.region,
@@ -586,7 +589,7 @@ async function sharedStore(options: RelayOptions): Promise<SharedStore> {
         log,
         refuse: (socket, status, reason) => relay.refuse(socket, status, reason),
         promote: (socket) => relay.promote(socket),
-      }, cluster);
+      }, { ...cluster, ca: cluster.ca ?? (relay.certPem ? [...rootCertificates, relay.certPem] : undefined) });
       log.info(`cluster node ${nodeId}, reached by other nodes at ${cluster.nodeUrl}`);
       directory.start();
       return node;

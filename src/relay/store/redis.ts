@@ -22,6 +22,7 @@ import {
 import { parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore } from '../cluster/types';
 import { StoreUnavailableError, type Authorized, type DirectoryEvents, type ListPosition, type Refusal, type TunnelDirectory, type TunnelPage } from './directory';
 import { COMMIT, HOLD, RELEASE, RENEW, SWEEP } from './scripts';
+import { describeStoreUrl } from './url';
 
 const PREFIX = 'localproxy:';
 /** Compare-and-set attempts before an operation gives up (only under extreme contention on one tunnel). */
@@ -55,31 +56,6 @@ export interface RedisStoreOptions {
   nodeId: string;
   nodeUrl: string;
   leaseMs: number;
-}
-
-/** The URL as it may be printed: scheme, host, port and database, never a user or password. */
-export function describeStoreUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol}//${u.host}${u.pathname && u.pathname !== '/' ? u.pathname : ''}`;
-  } catch {
-    return 'the Redis URL';
-  }
-}
-
-/** Checks a --store URL; returns a one-line problem, or undefined. */
-export function checkStoreUrl(url: string): string | undefined {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return 'expected redis://HOST[:PORT][/DB] or rediss://...';
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return `unsupported scheme ${u.protocol.replace(/:$/, '')} (redis or rediss)`;
-  if (!u.hostname) return 'no host';
-  if (u.pathname && u.pathname !== '/' && !/^\/\d{1,2}$/.test(u.pathname)) return 'the path must be a database number, e.g. /0';
-  if (u.search || u.hash) return 'no query or fragment is understood';
-  return undefined;
 }
 
 interface Stored {
@@ -158,9 +134,11 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     this.watch(this.redis, 'commands');
     this.watch(this.sub, 'events');
     this.sub.on('message', (_channel: string, message: string) => this.onMessage(message));
+    let subscribedBefore = false;
     this.sub.on('ready', () => {
       // Subscribed again after a reconnect: events of the outage are lost, so the nodes check their peers.
-      if (this.everReady) this.onReconnected?.();
+      if (subscribedBefore) this.onReconnected?.();
+      subscribedBefore = true;
     });
   }
 
