@@ -84,6 +84,7 @@ export class ClusterNode {
   private readonly wss: WebSocketServer;
   private readonly renewTimer: NodeJS.Timeout;
   private renewing = false;
+  private renewAgain?: string;
   private stopped = false;
 
   constructor(store: PeerStore, host: ClusterHost, options: ClusterOptions) {
@@ -93,10 +94,7 @@ export class ClusterNode {
     this.log = host.log.fork('cluster');
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false });
     store.onAttached = (event) => this.onAttached(event);
-    store.onReconnected = () => {
-      this.log.info('tunnel store reachable again: checking the peers held here');
-      void this.renewAll();
-    };
+    store.onReconnected = () => void this.renewAll('the tunnel store is back');
     this.renewTimer = setInterval(() => void this.renewAll(), Math.max(100, Math.floor(store.leaseMs / 3)));
     this.renewTimer.unref();
   }
@@ -380,12 +378,17 @@ export class ClusterNode {
   }
 
   /** Renews every lease; closes the peers the store says are replaced, revoked or closed. */
-  private async renewAll(): Promise<void> {
-    if (this.renewing || this.stopped || this.held.size === 0) return;
+  private async renewAll(why?: string): Promise<void> {
+    if (this.stopped) return;
+    if (this.renewing) {
+      // After an outage the check must not be skipped: it runs once the renewal under way is done.
+      if (why) this.renewAgain = why;
+      return;
+    }
     this.renewing = true;
     const entries = [...this.held.entries()];
     try {
-      const verdicts = await this.store.renew(entries.map(([, e]) => e));
+      const verdicts = entries.length > 0 ? await this.store.renew(entries.map(([, e]) => e)) : [];
       entries.forEach(([peer, entry], i) => {
         const answer = verdicts[i];
         if (!answer || this.held.get(peer) !== entry || peer.closing) return;
@@ -398,10 +401,14 @@ export class ClusterNode {
         }
         this.ensureBridge(entry.link);
       });
+      if (why) this.log.info(`${why}: the leases of ${entries.length} peer(s) held here are renewed`);
     } catch (err) {
       this.log.limited(LogLevel.WARNING, 'renew-failed', `lease renewal failed (${(err as Error).message}); the peers held here stay connected, retrying`);
     } finally {
       this.renewing = false;
+      const again = this.renewAgain;
+      this.renewAgain = undefined;
+      if (again) void this.renewAll(again);
     }
   }
 }

@@ -134,19 +134,18 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     this.watch(this.redis, 'commands');
     this.watch(this.sub, 'events');
     this.sub.on('message', (_channel: string, message: string) => this.onMessage(message));
-    let subscribedBefore = false;
-    this.sub.on('ready', () => {
-      // Subscribed again after a reconnect: events of the outage are lost, so the nodes check their peers.
-      if (subscribedBefore) this.onReconnected?.();
-      subscribedBefore = true;
-    });
   }
 
   /** Connects in the background (retrying with backoff); `health()` says when it is ready. */
   start(): void {
     this.log.info(`tunnel store: connecting to ${this.where}`);
     void this.redis.connect().catch(() => {});
-    void this.sub.connect().then(() => this.sub.subscribe(`${PREFIX}events`)).catch(() => {});
+    // Subscribed on the first connection, whenever that is; ioredis subscribes again after a reconnect.
+    let subscribed = false;
+    this.sub.on('ready', () => {
+      if (!subscribed) this.sub.subscribe(`${PREFIX}events`).then(() => { subscribed = true; }, () => {});
+    });
+    void this.sub.connect().catch(() => {});
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
     this.sweeper.unref();
   }
@@ -173,9 +172,12 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
       if (this.redis.status !== 'ready' || this.sub.status !== 'ready') return;
       if (!this.everReady) this.log.info(`tunnel store ${this.where} connected`);
       else if (this.down) this.log.info(`tunnel store ${this.where} reachable again`);
+      const again = this.everReady;
       this.everReady = true;
       this.down = false;
       void this.refreshCount();
+      // Events published while either connection was down are lost: the cluster node checks its peers.
+      if (again) this.onReconnected?.();
     });
   }
 
