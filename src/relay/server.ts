@@ -521,7 +521,15 @@ class RelayServer implements Relay {
 
   /** A rotation: the peer of `mode` connected with the old token (any, if not known) is closed. */
   private onTokenRevoked(tunnelId: string, mode: PeerMode, oldTokenHash?: string): void {
-    const peer = this.links.get(tunnelId)?.peers[mode];
+    const link = this.links.get(tunnelId);
+    // A rotation may replace the services: the peer staying here checks its messages against the new ones,
+    // as with the local store, where the link holds the registry's own record.
+    if (link && !this.registry) {
+      this.tunnels.get(tunnelId).then((fresh) => {
+        link.tunnel.services = fresh.services;
+      }, () => {});
+    }
+    const peer = link?.peers[mode];
     if (!(peer instanceof Peer) || peer.closing) return;
     if (oldTokenHash !== undefined && this.peerTokens.get(peer) !== oldTokenHash) return;
     peer.log.info('access token rotated: disconnecting');
