@@ -2,7 +2,7 @@
  * A real redis-server (Debian's package) for the cluster tests, on a free port with its own
  * directory, never the system service. Readiness is its own "Ready to accept connections" line.
  * `persist: true` runs it with an append-only file fsynced on every write, so a restart keeps
- * the data (a Redis restart test); otherwise nothing is saved.
+ * the data (a Redis restart test); otherwise nothing is saved. `password`: --requirepass.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -24,13 +24,14 @@ export interface RedisServer {
   remove(): Promise<void>;
 }
 
-export async function startRedis(options: { persist?: boolean } = {}): Promise<RedisServer> {
+export async function startRedis(options: { persist?: boolean; password?: string } = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'localproxy-redis-'));
   let child: ChildProcess | undefined;
   let output = '';
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--daemonize', 'no', '--protected-mode', 'yes',
-    ...(options.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'])];
+    ...(options.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
+    ...(options.password ? ['--requirepass', options.password] : [])];
   const start = async (): Promise<void> => {
     const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
