@@ -178,7 +178,7 @@ async function main(): Promise<void> {
     rows.push(await measure('cluster, both peers on relay 1', [one.url, one.url], [one.child, two.child], ca));
     rows.push(await measure('cluster, source on relay 1, destination on relay 2 (bridge)', [one.url, two.url], [one.child, two.child], ca));
 
-    console.log(`${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · node ${process.version} · load average before: ${load.toFixed(1)} · ${BYTES / MiB} MiB, ${ECHOES} echoes`);
+    console.log(`${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · node ${process.version} · load average before: ${load.toFixed(1)} · ${(BYTES / MiB).toFixed(0)} MiB, ${ECHOES} echoes`);
     console.log('| tunnel | throughput | relays\' CPU | echo p50 / p99 (µs) |');
     console.log('|---|---|---|---|');
     for (const row of rows) console.log(`| ${row.join(' | ')} |`);
