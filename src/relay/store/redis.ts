@@ -433,8 +433,10 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     try {
       const due = await this.script('SWEEP', [PREFIX, this.options.clock.now(), SWEEP_CLAIM_MS, SWEEP_BATCH]) as string[];
       for (const id of due) {
-        await this.close(id, {}, 'tunnel lifetime expired').catch((err: unknown) => {
+        await this.close(id, {}, 'tunnel lifetime expired').catch(async (err: unknown) => {
           if (!(err instanceof RegistryError)) throw err;
+          // Forgotten meanwhile: nothing left to close, and nothing to sweep again.
+          await this.call(() => this.redis.zrem(`${PREFIX}expiry`, id));
         });
       }
       await this.refreshCount();
