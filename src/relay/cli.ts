@@ -43,6 +43,8 @@ Options:
                             each other with it
   --cluster-ca FILE         PEM CA certificate(s) to trust when connecting to other relays
                             (default: the system ones and this relay's own certificate)
+  --lease-seconds N         How long the record of a peer held by this relay outlives the
+                            relay if it dies (2-300, default 15; renewed every third of it)
   --max-services N          Services a tunnel may have (default 3, the cloud's quota)
   --region R                Region in tunnel ARNs (default: the region each OpenTunnel
                             request is signed for)
@@ -77,6 +79,7 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'node-url', value: true },
   { name: 'cluster-secret-file', value: true },
   { name: 'cluster-ca', value: true },
+  { name: 'lease-seconds', value: true },
   { name: 'credentials-file', value: true },
   { name: 'max-services', value: true },
   { name: 'region', value: true },
@@ -117,7 +120,7 @@ export function parseCredentialsFile(text: string, path: string): Credentials {
 /** `--store` and the cluster options; the warnings go to `log` once the relay started. */
 function clusterFromArgs(args: RawArgs, options: RelayOptions, log: Logger): void {
   const url = stringOption(args, 'store');
-  const clusterFlags = ['store-ca', 'node-url', 'cluster-secret-file', 'cluster-ca'].filter((f) => args.has(f));
+  const clusterFlags = ['store-ca', 'node-url', 'cluster-secret-file', 'cluster-ca', 'lease-seconds'].filter((f) => args.has(f));
   if (url === undefined) {
     if (clusterFlags.length > 0) throw usageError(`--${clusterFlags[0]} needs --store`);
     return;
@@ -146,7 +149,14 @@ function clusterFromArgs(args: RawArgs, options: RelayOptions, log: Logger): voi
   const secret = Buffer.from(secretText, 'utf8');
   if (secret.length < MIN_SECRET_BYTES) throw usageError(`the cluster secret must be at least ${MIN_SECRET_BYTES} bytes`);
   const clusterCa = stringOption(args, 'cluster-ca');
-  options.cluster = { nodeUrl: `${parsed.protocol}//${parsed.host}`, secret, ...(clusterCa !== undefined ? { ca: [readText(clusterCa, 'cluster CA file')] } : {}) };
+  const lease = stringOption(args, 'lease-seconds');
+  if (lease !== undefined && (!/^\d{1,3}$/.test(lease) || Number(lease) < 2 || Number(lease) > 300)) throw usageError(`invalid --lease-seconds '${lease}': expected 2 to 300`);
+  options.cluster = {
+    nodeUrl: `${parsed.protocol}//${parsed.host}`,
+    secret,
+    ...(clusterCa !== undefined ? { ca: [readText(clusterCa, 'cluster CA file')] } : {}),
+    ...(lease !== undefined ? { leaseMs: Number(lease) * 1000 } : {}),
+  };
   const inUrl = new URL(url);
   if (inUrl.password) pendingWarnings.set(log, '--store URL carries a password: it is visible in the process list to other users of this machine; prefer LOCALPROXY_RELAY_REDIS_PASSWORD');
 }

@@ -23,6 +23,7 @@ const usage: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['a node URL with TLS on a --plain relay', ['--plain', '--store', 'redis://127.0.0.1:1', '--node-url', 'wss://127.0.0.1:1'], SECRET_ENV, /--node-url wss:\/\/ does not match the relay: ws:\/\/ with --plain/],
   ['a node URL with a path', ['--plain', '--store', 'redis://127.0.0.1:1', '--node-url', 'ws://127.0.0.1:1/x'], SECRET_ENV, /invalid --node-url/],
   ['no cluster secret', ['--plain', '--store', 'redis://127.0.0.1:1', '--node-url', 'ws://127.0.0.1:1'], {}, /--store needs the cluster secret/],
+  ['a lease out of range', ['--plain', '--store', 'redis://127.0.0.1:1', '--node-url', 'ws://127.0.0.1:1', '--lease-seconds', '1'], SECRET_ENV, /invalid --lease-seconds '1': expected 2 to 300/],
   ['a short secret', ['--plain', '--store', 'redis://127.0.0.1:1', '--node-url', 'ws://127.0.0.1:1'], { LOCALPROXY_RELAY_CLUSTER_SECRET: 'short' }, /at least 16 bytes/],
 ];
 

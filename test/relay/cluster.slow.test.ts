@@ -22,6 +22,7 @@ import { CLI, spawnProxy, type ChildProxy } from '../helpers/child';
 import type { Relay } from '../helpers/tunnel';
 import { freePort, waitUntil, within } from '../helpers/wait';
 import { EventEmitter } from 'node:events';
+import Redis from 'ioredis';
 import { connectPeer } from './peer';
 import { startRedis, type RedisServer } from './redis';
 
@@ -47,7 +48,7 @@ class NodeProcess extends EventEmitter {
   }
 
   start(redisUrl: string, tlsDir: string): Promise<void> {
-    this.child = spawn(process.execPath, [CLI, 'relay', '--listen', `127.0.0.1:${this.port}`, '--tls-self-signed', tlsDir, '--store', redisUrl, '--node-url', `wss://127.0.0.1:${this.port}`, '-v', '4'], {
+    this.child = spawn(process.execPath, [CLI, 'relay', '--listen', `127.0.0.1:${this.port}`, '--tls-self-signed', tlsDir, '--store', redisUrl, '--node-url', `wss://127.0.0.1:${this.port}`, '--lease-seconds', '2', '-v', '4'], {
       env: { ...process.env, ...ENV }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     const onData = (data: Buffer): void => {
@@ -254,6 +255,29 @@ test('concurrent CloseTunnel (node 1) and RotateTunnelAccessToken (node 3) over 
       assert.match(answer, /^HTTP 403/, 'a token of a closed tunnel is refused');
     }
   }
+});
+
+test('node 3, holding the source, is killed: its lease runs out, the tunnel and its destination stay', async () => {
+  const one = api(nodes[0]);
+  type State = { tunnel: { status: string; sourceConnectionState: { status: string }; destinationConnectionState: { status: string } } };
+  assert.is((await one.call<State>('DescribeTunnel', { tunnelId: opened.tunnelId })).tunnel.sourceConnectionState.status, 'CONNECTED');
+  // Redis announces the key of the lease running out (keyspace notifications, switched on here).
+  const events = new Redis(redis.url, { lazyConnect: true });
+  await events.connect();
+  await events.config('SET', 'notify-keyspace-events', 'Ex');
+  const holderKey = `localproxy:h:${opened.tunnelId}:source`;
+  const expired = new Promise<void>((resolve) => events.on('message', (_channel: string, key: string) => { if (key === holderKey) resolve(); }));
+  await events.subscribe('__keyevent@0__:expired');
+  try {
+    await nodes[2].stop('SIGKILL');
+    await within(expired, 15_000, 'the dead node\'s lease on the source ran out');
+  } finally {
+    events.disconnect();
+  }
+  const state = await one.call<State>('DescribeTunnel', { tunnelId: opened.tunnelId });
+  assert.is(state.tunnel.sourceConnectionState.status, 'DISCONNECTED', 'the dead node\'s lease ran out');
+  assert.is(state.tunnel.status, 'OPEN', 'no tunnel is lost with its node');
+  assert.is(state.tunnel.destinationConnectionState.status, 'CONNECTED', 'the destination, on node 1, is untouched');
 });
 
 test.run();
