@@ -437,6 +437,8 @@ class RelayServer implements Relay {
       upgraded = true;
       // Nothing is read until the store has accepted the handshake (frames would find no listener).
       ws.pause();
+      // An error before the peer exists (or after a refusal) must not go unhandled; Peer logs its own.
+      ws.on('error', () => {});
       this.onConnected(ws, socket, accepted, channelId).catch((err: unknown) => {
         this.log.error(`internal error accepting a peer from ${socket.remoteAddress}: ${(err as Error)?.message ?? String(err)}`);
         socket.destroy();

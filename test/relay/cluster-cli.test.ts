@@ -51,7 +51,7 @@ test('the Redis password, in the URL or the environment, is never printed', asyn
     const wrong = await startRelayCli(['--listen', `127.0.0.1:${port}`, '--plain', '--store', `redis://:hunter2-in-the-url@127.0.0.1:${redis.port}/3`, '--node-url', `ws://127.0.0.1:${port}`], SECRET_ENV);
     relays.push(wrong);
     await waitUntil(wrong.child.stderr!, 'data', () => /WRONGPASS/.test(wrong.stderr()), 15_000, 'the refused password reported');
-    assert.match(wrong.stderr(), /tunnel store redis:\/\/127\.0\.0\.1:\d+\/3 \(commands connection\): WRONGPASS/);
+    assert.match(wrong.stderr(), /tunnel store redis:\/\/127\.0\.0\.1:\d+\/3 \((commands|events) connection\): WRONGPASS/);
     assert.match(wrong.stderr(), /--store URL carries a password: it is visible in the process list/);
     assert.not.match(wrong.stderr(), /hunter2/);
     // The password in the environment.

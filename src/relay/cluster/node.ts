@@ -183,6 +183,7 @@ export class ClusterNode {
     if (!source || source.node !== from) return this.host.refuse(socket, 409, `Node ${from} does not hold the source of tunnel ${tunnelId}`);
     if (socket.destroyed) return;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('error', () => {});
       const link = holdsDestination();
       if (!link || this.stopped) {
         ws.close(CLOSE_PEER_LEFT, 'the destination left this node');
@@ -301,7 +302,8 @@ export class ClusterNode {
       res.resume();
       fail(`HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim());
     });
-    ws.once('error', (err: Error) => fail(err.message));
+    // Kept for the life of the socket: an error after the open must not go unhandled (RemotePeer logs its own).
+    ws.on('error', (err: Error) => fail(err.message));
     ws.once('open', () => {
       settled = true;
       if (this.dialing.get(tunnelId) !== dial) {
