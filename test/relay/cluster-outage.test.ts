@@ -4,10 +4,12 @@
  * restart under running nodes leaves connected tunnels moving bytes, and afterwards the nodes
  * are back with every tunnel and lease (Redis keeps its data in an append-only file here).
  */
+import Redis from 'ioredis';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ApiError } from '../../src/api/client';
 import { MessageType } from '../../src/protocol/message';
+import { within } from '../helpers/wait';
 import { health, startNode, type TestNode } from './cluster-nodes';
 import { connectPeer, connectReady, type TestPeer } from './peer';
 import { startRedis, type RedisServer } from './redis';
@@ -89,6 +91,43 @@ test('a Redis restart under running nodes: bridged peers go on, then every tunne
   peers.push(await connectReady(a.relay, fresh.destinationAccessToken, { mode: 'destination' }));
   await a.api.call('CloseTunnel', { tunnelId: t.tunnelId });
   assert.equal(await src.waitClosed(10_000), { code: 1000, reason: 'tunnel closed' });
+});
+
+test('leases lost from Redis are taken again by the nodes holding the peers, as new holders', async () => {
+  const [a, b] = nodes;
+  const t = await a.api.call<Opened>('OpenTunnel', { destinationConfig: { services: ['SSH'] } });
+  const dest = await connectReady(b.relay, t.destinationAccessToken, { mode: 'destination' });
+  const src = await connectReady(a.relay, t.sourceAccessToken, { mode: 'source' });
+  peers.push(dest, src);
+  await a.lines.waitFor(new RegExp(`tunnel ${t.tunnelId}: bridge to node node-b, which holds the destination, is up`), 10_000, 'bridge a → b');
+  const inspect = new Redis(redis.url, { lazyConnect: true });
+  const sub = new Redis(redis.url, { lazyConnect: true });
+  await Promise.all([inspect.connect(), sub.connect()]);
+  try {
+    const gens = await inspect.hmget(`localproxy:t:${t.tunnelId}`, 'gs', 'gd');
+    const attached: Array<{ mode: string; node: string; gen: number }> = [];
+    const both = new Promise<void>((resolve) => sub.on('message', (_c: string, message: string) => {
+      const e = JSON.parse(message) as { t: string; id: string; mode: string; node: string; gen: number };
+      if (e.t === 'attached' && e.id === t.tunnelId) attached.push(e);
+      if (new Set(attached.map((x) => x.mode)).size === 2) resolve();
+    }));
+    await sub.subscribe('localproxy:events');
+    // What a Redis that lost its keys (or an outage longer than the lease) leaves behind.
+    await inspect.del(`localproxy:h:${t.tunnelId}:source`, `localproxy:h:${t.tunnelId}:destination`);
+    await within(both, 10_000, 'both leases taken again');
+    assert.equal(attached.map((e) => `${e.mode}@${e.node}`).sort(), ['destination@node-b', 'source@node-a']);
+    const byMode = Object.fromEntries(attached.map((e) => [e.mode, e.gen]));
+    assert.ok(byMode.source > Number(gens[0]) && byMode.destination > Number(gens[1]), 'new holder generations');
+    const { tunnel } = await b.api.call<{ tunnel: { sourceConnectionState: { status: string }; destinationConnectionState: { status: string } } }>('DescribeTunnel', { tunnelId: t.tunnelId });
+    assert.is(tunnel.sourceConnectionState.status, 'CONNECTED');
+    assert.is(tunnel.destinationConnectionState.status, 'CONNECTED');
+  } finally {
+    inspect.disconnect();
+    sub.disconnect();
+  }
+  // The bridge was never disturbed.
+  src.send({ type: MessageType.STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
+  assert.is((await dest.next(5000)).type, MessageType.STREAM_START);
 });
 
 test.run();

@@ -395,6 +395,10 @@ export class ClusterNode {
         const answer = verdicts[i];
         if (!answer || this.held.get(peer) !== entry || peer.closing) return;
         if (answer.verdict !== 'ok') return this.closeLocal(peer, answer.verdict);
+        if (answer.gen !== undefined) {
+          entry.gen = answer.gen;
+          this.learn(entry.tunnelId, entry.mode, { node: this.nodeId, url: this.store.nodeUrl, channel: entry.channel, gen: answer.gen });
+        }
         const other = otherMode(entry.mode);
         if (answer.other) this.learn(entry.tunnelId, other, answer.other);
         else {

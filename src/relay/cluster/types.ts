@@ -34,6 +34,13 @@ export interface HeldPeer {
 /** Whether a held peer may stay: ok, or why not. */
 export type LeaseVerdict = 'ok' | 'replaced' | 'revoked' | 'closed' | 'unknown';
 
+/** A lease renewed: `gen` when the peer's record had to be taken again (a new holder generation). */
+export interface RenewAnswer {
+  verdict: LeaseVerdict;
+  other?: Holder;
+  gen?: number;
+}
+
 export type HoldResult =
   | { kind: 'held'; gen: number; previous?: Holder; other?: Holder }
   | { kind: 'closed' | 'revoked' | 'unknown' };
@@ -48,7 +55,7 @@ export interface PeerStore {
   release(tunnelId: string, mode: PeerMode, channel: string): Promise<void>;
   holder(tunnelId: string, mode: PeerMode): Promise<Holder | undefined>;
   /** Renews the leases of `peers`; per peer, whether it may stay and who holds the other one. */
-  renew(peers: HeldPeer[]): Promise<Array<{ verdict: LeaseVerdict; other?: Holder }>>;
+  renew(peers: HeldPeer[]): Promise<RenewAnswer[]>;
   /** Handlers: another node recorded a holder; the store was unreachable and is back (events may have been missed). */
   onAttached?: (event: AttachedEvent) => void;
   onReconnected?: () => void;

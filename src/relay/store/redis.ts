@@ -19,7 +19,7 @@ import {
   checkRecord, clientTokenRefusal, createTunnel, expiresAt, hashToken, mergeTags, RegistryError, removeTags, rotatedModes, rotateTunnel, spendToken,
   type ClientMode, type DestinationConfig, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens, type Tag, type TunnelRecord,
 } from '../record';
-import { parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore } from '../cluster/types';
+import { parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore, type RenewAnswer } from '../cluster/types';
 import { StoreUnavailableError, type Authorized, type DirectoryEvents, type ListPosition, type Refusal, type TunnelDirectory, type TunnelPage } from './directory';
 import { COMMIT, HOLD, RELEASE, RENEW, SWEEP } from './scripts';
 import { describeStoreUrl } from './url';
@@ -414,13 +414,13 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     return parseHolder(await this.call(() => this.redis.get(`${PREFIX}h:${tunnelId}:${mode}`)));
   }
 
-  async renew(peers: HeldPeer[]): Promise<Array<{ verdict: LeaseVerdict; other?: Holder }>> {
-    const out: Array<{ verdict: LeaseVerdict; other?: Holder }> = [];
+  async renew(peers: HeldPeer[]): Promise<RenewAnswer[]> {
+    const out: RenewAnswer[] = [];
     for (let i = 0; i < peers.length; i += RENEW_BATCH) {
       const args: Array<string | number> = [PREFIX, this.leaseMs];
       for (const p of peers.slice(i, i + RENEW_BATCH)) args.push(p.tunnelId, p.mode, p.channel, p.tokenHash, this.nodeId, this.nodeUrl, String(p.gen));
       const reply = await this.script('RENEW', args) as string[];
-      for (let j = 0; j + 1 < reply.length; j += 2) out.push({ verdict: reply[j] as LeaseVerdict, other: parseHolder(reply[j + 1]) });
+      for (let j = 0; j + 2 < reply.length; j += 3) out.push({ verdict: reply[j] as LeaseVerdict, other: parseHolder(reply[j + 1]), ...(reply[j + 2] ? { gen: Number(reply[j + 2]) } : {}) });
     }
     return out;
   }

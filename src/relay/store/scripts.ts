@@ -130,9 +130,12 @@ return 1
 
 /**
  * Renews this node's leases, and says for each peer whether it may stay. A lease that ran out
- * with nobody else holding the peer (or lost by a Redis restart) is taken again.
+ * with nobody else holding the peer (or lost by a Redis restart, or never recorded because Redis
+ * was away at the connect) is taken again, as a new holder: a new generation and an 'attached'
+ * event, so the node of the other peer learns where it is.
  * ARGV: prefix, leaseMs, then per peer 7 values: id, mode, channel, tokenHash, node, url, gen.
- * Returns per peer {verdict, other mode's holder JSON or ''}: verdict ok | replaced | revoked | closed | unknown.
+ * Returns per peer {verdict, other mode's holder JSON or '', new generation or ''}: verdict
+ * ok | replaced | revoked | closed | unknown.
  */
 export const RENEW = `
 local P, lease = ARGV[1], ARGV[2]
@@ -144,6 +147,7 @@ while i + 6 <= #ARGV do
   local other = 'source'
   if mode == 'source' then other = 'destination' end
   local verdict = 'ok'
+  local taken = ''
   local rj = redis.call('HGET', P .. 't:' .. id, 'r')
   if not rj then
     verdict = 'unknown'
@@ -158,12 +162,18 @@ while i + 6 <= #ARGV do
       if cur then
         if cjson.decode(cur).channel == channel then redis.call('PEXPIRE', hkey, lease) else verdict = 'replaced' end
       else
-        redis.call('SET', hkey, cjson.encode({node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = tonumber(ARGV[i + 6])}), 'PX', lease)
+        local short = 'd'
+        if mode == 'source' then short = 's' end
+        local gen = redis.call('HINCRBY', P .. 't:' .. id, 'g' .. short, 1)
+        redis.call('SET', hkey, cjson.encode({node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = gen}), 'PX', lease)
+        redis.call('PUBLISH', P .. 'events', cjson.encode({t = 'attached', id = id, mode = mode, node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = gen}))
+        taken = tostring(gen)
       end
     end
   end
   table.insert(out, verdict)
   table.insert(out, redis.call('GET', P .. 'h:' .. id .. ':' .. other) or '')
+  table.insert(out, taken)
   i = i + 7
 end
 return out
