@@ -15,7 +15,8 @@ import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
-import { validateMessage } from '../protocol/validate';
+import { extensionOf } from '../protocol/extension';
+import { isKnownType, validateMessage } from '../protocol/validate';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
 /** Pause the sender while the receiver has more than this many bytes not yet written to its socket. */
@@ -47,6 +48,8 @@ export interface PeerInit {
   version: ProtocolVersion;
   channelId: string;
   log: Logger;
+  /** Extensions whose messages this peer takes (declared in its upgrade request; none for V1). */
+  extensions?: readonly string[];
 }
 
 /** Runtime state of one open tunnel: its connected peers and the streams between them. */
@@ -134,6 +137,7 @@ export class Peer {
   readonly version: ProtocolVersion;
   readonly channelId: string;
   readonly log: Logger;
+  readonly extensions: ReadonlySet<string>;
   /** Set when this peer was replaced: it no longer takes part in the tunnel. */
   detached = false;
   bytesIn = 0;
@@ -161,6 +165,7 @@ export class Peer {
     this.version = init.version;
     this.channelId = init.channelId;
     this.log = init.log;
+    this.extensions = new Set(init.extensions ?? []);
     this.onWsMessage = this.onWsMessage.bind(this);
     this.onWsClose = this.onWsClose.bind(this);
     this.onWsPing = this.onWsPing.bind(this);
@@ -187,6 +192,17 @@ export class Peer {
     }
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  /**
+   * Whether a message type is forwarded to this peer: every type of the protocol; an ignorable
+   * one of another type only when it belongs to an extension this peer declared (issue 14), so
+   * that no extension message reaches a peer that did not ask for it (the C++ reference, V1).
+   */
+  takes(type: number): boolean {
+    if (isKnownType(type, 3)) return true;
+    const extension = extensionOf(type);
+    return extension !== undefined && this.extensions.has(extension);
   }
 
   /** Encodes a message for this peer, in the form its protocol version expects. */
@@ -274,6 +290,7 @@ export class Peer {
       error = this.check(msg);
       if (error) return;
       if (other && !other.closing) {
+        if (!other.takes(msg.type)) return;
         this.link.track(msg);
         forward.push(other.frameFor(msg));
       } else {

@@ -5,11 +5,15 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { CLIENT_TOKEN_PATTERN, SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
+import { CREDIT_EXTENSION, EXTENSIONS_HEADER, parseExtensions } from '../protocol/extension';
 import type { PeerMode, TokenOwner, TunnelRegistry } from './tunnels';
 
 /** The guide's limit for the whole upgrade request. */
 export const MAX_HANDSHAKE_BYTES = 4096;
 const TOKEN_COOKIE = 'awsiot-tunnel-token';
+
+/** Extensions whose messages the relay forwards between peers that both declared them (protocol/extension.ts). */
+export const RELAY_EXTENSIONS: readonly string[] = [CREDIT_EXTENSION];
 
 /** Highest first. */
 const OFFERED_ORDER: Array<[string, ProtocolVersion]> = [[SUBPROTOCOL_V3, 3], [SUBPROTOCOL_V2, 2], [SUBPROTOCOL_V1, 1]];
@@ -25,6 +29,8 @@ export interface Accepted {
   subprotocol: string;
   version: ProtocolVersion;
   clientToken?: string;
+  /** Extensions the peer declared that the relay forwards to it (none for a V1 peer); answered in the response header. */
+  extensions: string[];
 }
 
 function requestBytes(req: IncomingMessage): number {
@@ -79,7 +85,8 @@ export function checkHandshake(req: IncomingMessage, registry: TunnelRegistry): 
   if (owner.mode !== mode) return { status: 400, reason: `Invalid access token: the token is for local-proxy-mode=${owner.mode}, not ${mode}` };
   const refused = registry.checkClientToken(owner, clientToken);
   if (refused) return { status: 400, reason: refused };
-  return { owner, mode, subprotocol: chosen[0], version: chosen[1], clientToken };
+  const extensions = chosen[1] >= 2 ? parseExtensions(req.headers[EXTENSIONS_HEADER]).filter((name) => RELAY_EXTENSIONS.includes(name)) : [];
+  return { owner, mode, subprotocol: chosen[0], version: chosen[1], clientToken, extensions };
 }
 
 export function isRefusal(result: Accepted | Refusal): result is Refusal {

@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger } from '../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { EXTENSIONS_HEADER } from '../protocol/extension';
 import { handleApiRequest, type Credentials } from './api';
 import { generateSelfSigned, loadOrCreateSelfSigned } from './certs';
 import { TunnelLink, type Peer } from './forward';
@@ -134,8 +135,9 @@ class RelayServer implements Relay {
       handleProtocols: (_protocols, req) => (req as IncomingMessage & { accepted?: Accepted }).accepted?.subprotocol ?? false,
     });
     this.wss.on('headers', (headers, req) => {
-      const channelId = (req as IncomingMessage & { channelId?: string }).channelId;
+      const { channelId, accepted } = req as IncomingMessage & { channelId?: string; accepted?: Accepted };
       if (channelId) headers.push(`channel-id: ${channelId}`);
+      if (accepted?.extensions.length) headers.push(`${EXTENSIONS_HEADER}: ${accepted.extensions.join(', ')}`);
     });
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
@@ -267,7 +269,7 @@ class RelayServer implements Relay {
     const log = this.log.fork(`tunnel ${tunnelId} ${mode}`);
     const replacing = link.peers[mode] !== undefined;
     log.info(`${replacing ? 'reconnected, replacing the previous connection' : 'connected'} (channel ${channelId}, ${accepted.subprotocol}, from ${socket.remoteAddress})`);
-    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log });
+    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions });
     peer.answerPings = this.faults.answerPings;
   }
 

@@ -8,6 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { silentLogger } from '../../src/index';
 import { Connection, type ConnectionOwner } from '../../src/tunnel/connection';
+import { GATHER_BYTES, InboundBudget, WRITE_OVERHEAD_BYTES } from '../../src/tunnel/inbound';
 import { within } from '../helpers/wait';
 
 const machine = suite('connection state machine');
@@ -15,20 +16,30 @@ const machine = suite('connection state machine');
 interface Recorder extends ConnectionOwner {
   calls: string[];
   sent: Buffer[];
-  retained: number;
+  budget: InboundBudget;
+  /** Memory the budget counts for the app. */
+  readonly retained: number;
+  /** Payload bytes the app took. */
+  takenBytes: number;
+  /** What sendRoom answers (the peer's credit); Infinity = none. */
+  room: number;
 }
 
 function recorder(): Recorder {
   const r: Recorder = {
     calls: [],
     sent: [],
-    retained: 0,
-    sendData: (_c, bytes) => { r.sent.push(Buffer.from(bytes)); r.calls.push('data'); },
+    budget: new InboundBudget(undefined, Infinity),
+    get retained() { return r.budget.pendingBytes; },
+    takenBytes: 0,
+    room: Infinity,
+    sendData: (_c, bytes) => { r.sent.push(Buffer.from(bytes)); r.calls.push('data'); r.room -= bytes.length; },
     sendReset: () => { r.calls.push('reset'); },
     discard: () => { r.calls.push('discard'); },
     reading: (_c, on) => { r.calls.push(on ? 'reading' : 'not-reading'); },
-    retain: (n) => { r.retained += n; },
-    release: (n) => { r.retained -= n; },
+    budgetFor: () => r.budget,
+    taken: (_c, n) => { r.takenBytes += n; },
+    sendRoom: () => r.room,
     closed: () => { r.calls.push('closed'); },
   };
   return r;
@@ -154,7 +165,7 @@ machine('connecting → the peer resets after sending bytes: the connect goes on
     let aborted = false;
     conn.connecting(() => { aborted = true; });
     conn.deliver(Buffer.from('early'));
-    assert.is(owner.retained, 5, 'early bytes count in the budget');
+    assert.is(owner.retained, GATHER_BYTES + WRITE_OVERHEAD_BYTES, 'early bytes count in the budget, gathered');
     conn.closeFromPeer('reset by the peer');
     assert.is(conn.state, 'closing');
     assert.not.ok(aborted, 'the connect goes on');
