@@ -1,6 +1,7 @@
 /**
- * `localproxy tunnel open|close|describe|list|rotate`: a client for the management API of
- * the cloud service or a relay. Prints the JSON response on stdout.
+ * `localproxy tunnel COMMAND`: a client for the management API of the cloud service or a
+ * relay, one command per operation. Prints the JSON response on stdout, timestamps as
+ * ISO 8601 (as the AWS CLI shows them).
  * Exit codes: 0 ok, 1 the call failed (network or API error), 2 usage.
  */
 import { readFileSync } from 'node:fs';
@@ -9,17 +10,22 @@ import { reportError } from '../cli/report';
 import { closest } from '../cli/suggest';
 import { printable } from '../printable';
 import { ExitCode, ExitError } from '../exit';
-import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/tunnels';
+import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/record';
 import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
 
 const HELP = `Usage: localproxy tunnel COMMAND [options]
 
-Commands:
-  open       Open a tunnel          [--services a,b] [--lifetime MINUTES] [--description TEXT] [--thing-name NAME]
-  close      Close a tunnel         --tunnel-id ID [--delete]
-  describe   Describe a tunnel      --tunnel-id ID
-  list       List tunnels           [--max-results N] [--next-token TOKEN] [--thing-name NAME]
-  rotate     Rotate access tokens   --tunnel-id ID --client-mode SOURCE|DESTINATION|ALL [--services a,b]
+Commands (the operations of the IoTSecuredTunneling API):
+  open        OpenTunnel                [--services a,b] [--thing-name NAME] [--lifetime MINUTES]
+                                        [--description TEXT] [--tags k=v,k2=v2]
+  close       CloseTunnel               --tunnel-id ID [--delete]
+  describe    DescribeTunnel            --tunnel-id ID
+  list        ListTunnels               [--thing-name NAME] [--max-results N] [--next-token TOKEN]
+  rotate      RotateTunnelAccessToken   --tunnel-id ID --client-mode SOURCE|DESTINATION|ALL
+                                        [--services a,b [--thing-name NAME]]  (replaces the destination config)
+  tag         TagResource               --resource-arn ARN | --tunnel-id ID, --tags k=v,k2=v2
+  untag       UntagResource             --resource-arn ARN | --tunnel-id ID, --tag-keys k,k2
+  tags        ListTagsForResource       --resource-arn ARN | --tunnel-id ID
 
 Common options:
   --endpoint URL      API endpoint, e.g. https://127.0.0.1:8443 for a relay
@@ -38,6 +44,9 @@ const COMMANDS: Record<string, Operation> = {
   describe: 'DescribeTunnel',
   list: 'ListTunnels',
   rotate: 'RotateTunnelAccessToken',
+  tag: 'TagResource',
+  untag: 'UntagResource',
+  tags: 'ListTagsForResource',
 };
 
 const OPTIONS: readonly OptionSpec[] = [
@@ -48,6 +57,9 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'lifetime', value: true },
   { name: 'description', value: true },
   { name: 'thing-name', value: true },
+  { name: 'tags', value: true },
+  { name: 'tag-keys', value: true },
+  { name: 'resource-arn', value: true },
   { name: 'tunnel-id', value: true },
   { name: 'delete', value: false },
   { name: 'client-mode', value: true },
@@ -55,6 +67,19 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'next-token', value: true },
   { name: 'help', short: 'h', value: false },
 ];
+
+/** Which options each command takes (the common ones aside). */
+const ALLOWED: Record<string, readonly string[]> = {
+  open: ['services', 'thing-name', 'lifetime', 'description', 'tags'],
+  close: ['tunnel-id', 'delete'],
+  describe: ['tunnel-id'],
+  list: ['thing-name', 'max-results', 'next-token'],
+  rotate: ['tunnel-id', 'client-mode', 'services', 'thing-name'],
+  tag: ['resource-arn', 'tunnel-id', 'tags'],
+  untag: ['resource-arn', 'tunnel-id', 'tag-keys'],
+  tags: ['resource-arn', 'tunnel-id'],
+};
+const COMMON = ['endpoint', 'region', 'ca', 'help'];
 
 type Values = Record<string, string | true | undefined>;
 
@@ -64,17 +89,42 @@ function need(values: Values, name: string): string {
   return value;
 }
 
-function services(value: string | true | undefined): string[] | undefined {
+function list(value: string | true | undefined): string[] | undefined {
   if (typeof value !== 'string') return undefined;
   return value.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
-function buildInput(command: string, v: Values): object {
+/** `k=v,k2=v2` (tags hold no commas: the service's pattern has none); a key ends at its first '='. */
+function tags(value: string | true | undefined): Array<{ key: string; value: string }> | undefined {
+  if (typeof value !== 'string') return undefined;
+  return value.split(',').filter((s) => s.trim() !== '').map((pair) => {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw usageError(`invalid --tags entry '${pair}': expected KEY=VALUE (the value may be empty)`);
+    return { key: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim() };
+  });
+}
+
+/** The destination config: services, and a thing name only with them (the service requires services). */
+function destinationConfig(v: Values): Record<string, unknown> | undefined {
+  const services = list(v.services);
+  if (!services) {
+    if (v['thing-name'] !== undefined) throw usageError('--thing-name needs --services: a destination config names its services');
+    return undefined;
+  }
+  if (services.length === 0) throw usageError('--services is empty: give service ids, e.g. --services SSH');
+  return typeof v['thing-name'] === 'string' ? { thingName: v['thing-name'], services } : { services };
+}
+
+/** The input of one operation, or a usage error. `resource` is set for the tag commands. */
+function buildInput(command: string, v: Values): { input: Record<string, unknown>; resource?: { arn?: string; tunnelId?: string } } {
+  for (const name of Object.keys(v)) {
+    if (v[name] !== undefined && !COMMON.includes(name) && !ALLOWED[command]?.includes(name)) throw usageError(`--${name} does not apply to '${command}'`);
+  }
   switch (command) {
     case 'open': {
       const input: Record<string, unknown> = {};
-      const list = services(v.services);
-      if (list || v['thing-name']) input.destinationConfig = { services: list ?? [], thingName: v['thing-name'] };
+      const destination = destinationConfig(v);
+      if (destination) input.destinationConfig = destination;
       if (v.lifetime !== undefined) {
         const minutes = Number(v.lifetime);
         if (!Number.isInteger(minutes) || minutes < MIN_LIFETIME_MINUTES || minutes > MAX_LIFETIME_MINUTES) {
@@ -83,12 +133,14 @@ function buildInput(command: string, v: Values): object {
         input.timeoutConfig = { maxLifetimeTimeoutMinutes: minutes };
       }
       if (typeof v.description === 'string') input.description = v.description;
-      return input;
+      const tagList = tags(v.tags);
+      if (tagList) input.tags = tagList;
+      return { input };
     }
     case 'close':
-      return { tunnelId: need(v, 'tunnel-id'), delete: v.delete === true };
+      return { input: { tunnelId: need(v, 'tunnel-id'), delete: v.delete === true } };
     case 'describe':
-      return { tunnelId: need(v, 'tunnel-id') };
+      return { input: { tunnelId: need(v, 'tunnel-id') } };
     case 'list': {
       const input: Record<string, unknown> = {};
       if (v['max-results'] !== undefined) {
@@ -98,27 +150,83 @@ function buildInput(command: string, v: Values): object {
       }
       if (typeof v['next-token'] === 'string') input.nextToken = v['next-token'];
       if (typeof v['thing-name'] === 'string') input.thingName = v['thing-name'];
-      return input;
+      return { input };
     }
     case 'rotate': {
       const mode = need(v, 'client-mode').toUpperCase();
       if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw usageError(`invalid --client-mode '${v['client-mode']}': expected SOURCE, DESTINATION or ALL`);
       const input: Record<string, unknown> = { tunnelId: need(v, 'tunnel-id'), clientMode: mode };
-      const list = services(v.services);
-      if (list) input.destinationConfig = { services: list };
-      return input;
+      const destination = destinationConfig(v);
+      if (destination && mode === 'SOURCE') throw usageError('--services and --thing-name replace the destination config: not with --client-mode SOURCE');
+      if (destination) input.destinationConfig = destination;
+      return { input };
+    }
+    case 'tag':
+    case 'untag':
+    case 'tags': {
+      const arn = typeof v['resource-arn'] === 'string' ? v['resource-arn'] : undefined;
+      const tunnelId = typeof v['tunnel-id'] === 'string' ? v['tunnel-id'] : undefined;
+      if ((arn === undefined) === (tunnelId === undefined)) throw usageError('give --resource-arn ARN or --tunnel-id ID (one of them)');
+      const input: Record<string, unknown> = {};
+      if (command === 'tag') input.tags = tags(need(v, 'tags'));
+      if (command === 'untag') input.tagKeys = list(need(v, 'tag-keys'));
+      return { input, resource: { arn, tunnelId } };
     }
     default: {
       const guess = closest(command, Object.keys(COMMANDS));
-      throw usageError(`unknown command '${command}' (${guess ? `did you mean '${guess}'?` : 'open, close, describe, list or rotate'})`);
+      throw usageError(`unknown command '${command}' (${guess ? `did you mean '${guess}'?` : Object.keys(COMMANDS).join(', ')})`);
     }
   }
+}
+
+/** Epoch-second timestamps (AWS JSON 1.1) as ISO 8601, as the AWS CLI prints them. */
+export function isoTimestamps(value: unknown, key = ''): unknown {
+  if (Array.isArray(value)) return value.map((item) => isoTimestamps(item));
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, isoTimestamps(v, k)]));
+  }
+  if (typeof value === 'number' && (key === 'createdAt' || key === 'lastUpdatedAt') && Number.isFinite(value)) {
+    return new Date(value * 1000).toISOString();
+  }
+  return value;
+}
+
+/** The endpoint as a URL, with a hint when the scheme is missing. */
+function endpointUrl(endpoint: string): string {
+  const hint = `invalid --endpoint '${endpoint}': expected a URL such as https://${endpoint.replace(/^[a-z]+:\/\//i, '')}`;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) throw usageError(`${hint} (the scheme https:// is missing)`);
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw usageError(`invalid --endpoint '${endpoint}': not a URL`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw usageError(`${hint} (https:// or http://, not ${url.protocol}//)`);
+  return endpoint;
+}
+
+const UNTRUSTED = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'CERT_UNTRUSTED']);
+
+/** One line for a failed call, with what to do about the usual causes. */
+function failureText(err: unknown, endpoint: string): string {
+  if (err instanceof ApiError) return `${printable(err.type)}: ${printable(err.message)}`;
+  const e = err as NodeJS.ErrnoException;
+  const text = printable(e.message ?? String(err));
+  if (e.code && UNTRUSTED.has(e.code)) {
+    return `${text}: the endpoint's certificate is not trusted; give its CA with --ca FILE (a relay started with --tls-self-signed DIR: --ca DIR/cert.pem)`;
+  }
+  if (e.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `${text}: use the host name the certificate names in --endpoint`;
+  if (e.code === 'ECONNREFUSED') return `${text}: nothing listens at ${printable(endpoint)}`;
+  if (e.code === 'EPROTO' && /wrong version number|packet length too long/.test(e.message)) return `${text}: the endpoint does not speak TLS; a relay started with --plain needs http://`;
+  return text;
 }
 
 export async function runTunnelCli(argv: string[]): Promise<number> {
   let client: TunnelApiClient;
   let operation: Operation;
-  let input: object;
+  let input: Record<string, unknown>;
+  let resource: { arn?: string; tunnelId?: string } | undefined;
+  let endpoint: string;
   try {
     const parsed = parseCommandLine(argv, OPTIONS, 1);
     const v: Values = Object.fromEntries(parsed.options);
@@ -127,10 +235,11 @@ export async function runTunnelCli(argv: string[]): Promise<number> {
       return ExitCode.OK;
     }
     const [command] = parsed.positionals;
-    if (command === undefined) throw usageError('missing command (open, close, describe, list or rotate)');
-    input = buildInput(command, v);
+    if (command === undefined) throw usageError(`missing command (${Object.keys(COMMANDS).join(', ')})`);
+    ({ input, resource } = buildInput(command, v));
     operation = COMMANDS[command];
     const region = (typeof v.region === 'string' && v.region) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
+    endpoint = typeof v.endpoint === 'string' ? endpointUrl(v.endpoint) : defaultEndpoint(region);
     const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
     const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
     if (!accessKeyId || !secretAccessKey) throw usageError('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)');
@@ -142,27 +251,22 @@ export async function runTunnelCli(argv: string[]): Promise<number> {
         throw usageError(`cannot read --ca '${v.ca}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
     }
-    try {
-      client = new TunnelApiClient({
-        endpoint: typeof v.endpoint === 'string' ? v.endpoint : defaultEndpoint(region),
-        region,
-        credentials: { accessKeyId, secretAccessKey, sessionToken: process.env.AWS_SESSION_TOKEN || undefined },
-        ca,
-      });
-    } catch (err) {
-      throw usageError(`invalid --endpoint: ${(err as Error).message}`);
-    }
+    client = new TunnelApiClient({ endpoint, region, credentials: { accessKeyId, secretAccessKey, sessionToken: process.env.AWS_SESSION_TOKEN || undefined }, ca });
   } catch (err) {
     if (!(err instanceof ExitError)) throw err;
     return reportError(err, { command: 'tunnel' });
   }
   try {
+    if (resource) {
+      // The tag operations name a resource by ARN; a tunnel id is looked up first.
+      const arn = resource.arn ?? String((await client.call<{ tunnel: { tunnelArn: string } }>('DescribeTunnel', { tunnelId: resource.tunnelId })).tunnel.tunnelArn);
+      input = { resourceArn: arn, ...input };
+    }
     const output = await client.call(operation, input);
-    process.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(isoTimestamps(output), null, 2)}\n`);
     return ExitCode.OK;
   } catch (err) {
     // The service's words: escaped and cut where they are printed.
-    const text = err instanceof ApiError ? `${printable(err.type)}: ${printable(err.message)}` : printable((err as Error).message);
-    return reportError(new ExitError(ExitCode.FAILURE, `${operation} failed: ${text}`), { command: 'tunnel' });
+    return reportError(new ExitError(ExitCode.FAILURE, `${operation} failed: ${failureText(err, endpoint)}`), { command: 'tunnel' });
   }
 }

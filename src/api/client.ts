@@ -29,7 +29,7 @@ export interface TunnelApiOptions {
   ca?: string;
 }
 
-export type Operation = 'OpenTunnel' | 'CloseTunnel' | 'DescribeTunnel' | 'ListTunnels' | 'RotateTunnelAccessToken';
+export type Operation = 'OpenTunnel' | 'CloseTunnel' | 'DescribeTunnel' | 'ListTunnels' | 'RotateTunnelAccessToken' | 'TagResource' | 'UntagResource' | 'ListTagsForResource';
 
 /** The service answered with an error: `type` is its `__type` (e.g. ResourceNotFoundException). */
 export class ApiError extends Error {
@@ -86,6 +86,9 @@ export class TunnelApiClient {
         method: 'POST',
         headers: { ...signed.headers, 'content-length': Buffer.byteLength(body) },
         ca: this.options.ca,
+        // One connection per call: a kept-alive connection the server closes just as it is
+        // reused fails the call with ECONNRESET (Node's global agent keeps connections alive).
+        agent: false,
         timeout: REQUEST_TIMEOUT_MS,
       }, (res) => {
         const chunks: Buffer[] = [];

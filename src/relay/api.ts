@@ -1,19 +1,21 @@
 /**
  * The management API, shaped like the cloud's: AWS JSON 1.1 (`POST /`,
- * `X-Amz-Target: IoTSecuredTunneling.<Operation>`), SigV4-signed, epoch-second timestamps.
+ * `X-Amz-Target: IoTSecuredTunneling.<Operation>`), SigV4-signed, epoch-second timestamps,
+ * the service model's validation (shapes.ts) and its error types with the HTTP status the
+ * AWS SDKs expect.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from '../log';
+import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
+import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type DestinationConfigInput, type OpenTunnelInput, type Operation, type TagInput } from './shapes';
 import { verifySigV4, type Credentials } from './sigv4';
-import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type TunnelRecord, type TunnelRegistry } from './tunnels';
+import { StateWriteError } from './state';
+import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord, type TunnelRegistry } from './tunnels';
 
 export type { Credentials } from './sigv4';
 
 const TARGET_PREFIX = 'IoTSecuredTunneling.';
-const MAX_BODY_BYTES = 64 * 1024;
 const DEFAULT_PAGE = 50;
-const MAX_PAGE = 100;
 const CONTENT_TYPE = 'application/x-amz-json-1.1';
 
 export interface ApiContext {
@@ -22,9 +24,11 @@ export interface ApiContext {
   log: Logger;
   /** Opens tunnels through the relay so they are logged the same way as in-process ones. */
   relay: {
-    openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
-    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { thingName?: string; services?: string[] }): { sourceAccessToken?: string; destinationAccessToken?: string };
+    openTunnel(req: OpenTunnelRequest, region?: string): OpenedTunnel;
+    /** Through the relay: the tunnel's thing is notified of a new destination token. */
+    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfigInput): RotatedTokens;
   };
+  maxBodyBytes: number;
 }
 
 class ApiError extends Error {
@@ -37,6 +41,18 @@ class ApiError extends Error {
   }
 }
 
+/** The body ended early: the client went away or the request timed out (Node answers 408 then). */
+class BodyAborted extends Error {}
+
+/** HTTP status per AWS error type, as the cloud's JSON services send them. */
+const STATUS: Record<string, number> = {
+  ResourceNotFoundException: 404,
+  ValidationException: 400,
+  LimitExceededException: 400,
+  SerializationException: 400,
+  UnknownOperationException: 400,
+};
+
 function send(res: ServerResponse, status: number, body: unknown, errorType?: string): void {
   const text = JSON.stringify(body);
   const headers: Record<string, string | number> = { 'content-type': CONTENT_TYPE, 'content-length': Buffer.byteLength(text) };
@@ -45,25 +61,32 @@ function send(res: ServerResponse, status: number, body: unknown, errorType?: st
   res.writeHead(status, headers).end(text);
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
+function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > maxBytes) {
+      req.resume();
+      reject(new ApiError(413, 'ValidationException', `Request body exceeds ${maxBytes} bytes`));
+      return;
+    }
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        // The rest is not read: the 413 goes out with `connection: close`, which ends the socket.
+      if (size > maxBytes) {
+        // The rest is not kept: the 413 goes out with `connection: close`, which ends the socket.
         req.off('data', onData);
-        req.pause();
+        req.resume();
         chunks.length = 0;
-        reject(new ApiError(413, 'ValidationException', `Request body exceeds ${MAX_BODY_BYTES} bytes`));
+        reject(new ApiError(413, 'ValidationException', `Request body exceeds ${maxBytes} bytes`));
         return;
       }
       chunks.push(chunk);
     };
     req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    req.on('error', () => reject(new BodyAborted()));
+    req.on('aborted', () => reject(new BodyAborted()));
   });
 }
 
@@ -83,83 +106,112 @@ function describe(t: TunnelRecord) {
     description: t.description,
     destinationConfig: { thingName: t.thingName, services: t.services },
     timeoutConfig: { maxLifetimeTimeoutMinutes: t.lifetimeMinutes },
-    tags: [],
+    tags: t.tags,
     createdAt: seconds(t.createdAt),
     lastUpdatedAt: seconds(t.lastUpdatedAt),
   };
 }
 
-function str(input: Record<string, unknown>, key: string, required = true): string | undefined {
-  const value = input[key];
-  if (value === undefined && !required) return undefined;
-  if (typeof value !== 'string' || value === '') throw new ApiError(400, 'ValidationException', `${key} is required and must be a string`);
-  return value;
+/** ListTunnels paging: the position after the last tunnel of a page, stable while tunnels come and go. */
+function pageToken(t: TunnelRecord): string {
+  return Buffer.from(`${t.createdAt}/${t.tunnelId}`).toString('base64url');
 }
 
-function runOperation(op: string, input: Record<string, unknown>, ctx: ApiContext): unknown {
+function afterToken(all: TunnelRecord[], token: string): number {
+  const m = /^(\d+(?:\.\d+)?)\/(.+)$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
+  if (!m) throw new ApiError(400, 'ValidationException', 'Invalid nextToken');
+  const createdAt = Number(m[1]);
+  const id = m[2];
+  // The list is newest first, ties by id ascending: skip everything up to and including the token's tunnel.
+  const i = all.findIndex((t) => t.createdAt < createdAt || (t.createdAt === createdAt && t.tunnelId > id));
+  return i < 0 ? all.length : i;
+}
+
+/** Runs one validated operation; resolves with its output once any change is on disk. */
+async function runOperation(op: Operation, body: unknown, region: string, ctx: ApiContext): Promise<unknown> {
   const { registry } = ctx;
   switch (op) {
     case 'OpenTunnel': {
-      const destination = (input.destinationConfig ?? {}) as { services?: unknown; thingName?: unknown };
-      const timeout = (input.timeoutConfig ?? {}) as { maxLifetimeTimeoutMinutes?: unknown };
-      if (destination.services !== undefined && !Array.isArray(destination.services)) throw new ApiError(400, 'ValidationException', 'destinationConfig.services must be a list');
-      return ctx.relay.openTunnel({
-        services: destination.services as string[] | undefined,
-        lifetimeMinutes: timeout.maxLifetimeTimeoutMinutes as number | undefined,
-        description: typeof input.description === 'string' ? input.description : undefined,
-        thingName: typeof destination.thingName === 'string' ? destination.thingName : undefined,
-      } as OpenTunnelRequest);
-    }
-    case 'CloseTunnel':
-      registry.close(str(input, 'tunnelId')!, { delete: input.delete === true });
-      return {};
-    case 'DescribeTunnel':
-      return { tunnel: describe(registry.get(str(input, 'tunnelId')!)) };
-    case 'ListTunnels': {
-      const thingName = str(input, 'thingName', false);
-      const max = input.maxResults === undefined ? DEFAULT_PAGE : Number(input.maxResults);
-      if (!Number.isInteger(max) || max < 1 || max > MAX_PAGE) throw new ApiError(400, 'ValidationException', `maxResults must be from 1 to ${MAX_PAGE}`);
-      const all = registry.list().filter((t) => thingName === undefined || t.thingName === thingName);
-      let start = 0;
-      const token = str(input, 'nextToken', false);
-      if (token !== undefined) {
-        start = Number.parseInt(Buffer.from(token, 'base64url').toString(), 10);
-        if (!Number.isInteger(start) || start < 0) throw new ApiError(400, 'ValidationException', 'Invalid nextToken');
+      const input = validateInput<OpenTunnelInput>(body, SHAPES.OpenTunnel);
+      const opened = ctx.relay.openTunnel({
+        services: input.destinationConfig?.services,
+        thingName: input.destinationConfig?.thingName,
+        lifetimeMinutes: input.timeoutConfig?.maxLifetimeTimeoutMinutes,
+        description: input.description,
+        tags: input.tags,
+      }, region);
+      try {
+        await registry.durable();
+      } catch (err) {
+        // Nobody will ever hold these tokens: the tunnel is taken back rather than left unknown.
+        registry.discard(opened.tunnelId);
+        throw err;
       }
+      return opened;
+    }
+    case 'CloseTunnel': {
+      const input = validateInput<{ tunnelId: string; delete?: boolean }>(body, SHAPES.CloseTunnel);
+      registry.close(input.tunnelId, { delete: input.delete === true });
+      await registry.durable();
+      return {};
+    }
+    case 'DescribeTunnel': {
+      const input = validateInput<{ tunnelId: string }>(body, SHAPES.DescribeTunnel);
+      return { tunnel: describe(registry.get(input.tunnelId)) };
+    }
+    case 'ListTunnels': {
+      const input = validateInput<{ thingName?: string; maxResults?: number; nextToken?: string }>(body, SHAPES.ListTunnels);
+      const max = input.maxResults ?? DEFAULT_PAGE;
+      const all = registry.list({ thingName: input.thingName });
+      const start = input.nextToken === undefined ? 0 : afterToken(all, input.nextToken);
       const page = all.slice(start, start + max);
-      const next = start + max < all.length ? Buffer.from(String(start + max)).toString('base64url') : undefined;
+      const more = start + max < all.length;
       return {
         tunnelSummaries: page.map((t) => ({ tunnelId: t.tunnelId, tunnelArn: t.tunnelArn, status: t.status, description: t.description, createdAt: seconds(t.createdAt), lastUpdatedAt: seconds(t.lastUpdatedAt) })),
-        nextToken: next,
+        nextToken: more ? pageToken(page[page.length - 1]) : undefined,
       };
     }
     case 'RotateTunnelAccessToken': {
-      const tunnelId = str(input, 'tunnelId')!;
-      const mode = str(input, 'clientMode') as ClientMode;
-      // Through the relay: a destinationConfig.thingName (else the tunnel's) is notified of the new token.
-      const destination = (input.destinationConfig ?? {}) as { services?: unknown; thingName?: unknown };
-      const tokens = ctx.relay.rotateAccessToken(tunnelId, mode, {
-        thingName: typeof destination.thingName === 'string' ? destination.thingName : undefined,
-        services: Array.isArray(destination.services) ? destination.services.filter((id): id is string => typeof id === 'string') : undefined,
-      });
-      return { tunnelArn: registry.get(tunnelId).tunnelArn, ...tokens };
+      const input = validateInput<{ tunnelId: string; clientMode: ClientMode; destinationConfig?: DestinationConfigInput }>(body, SHAPES.RotateTunnelAccessToken);
+      const tokens = ctx.relay.rotateAccessToken(input.tunnelId, input.clientMode, input.destinationConfig);
+      await registry.durable();
+      return { tunnelArn: registry.get(input.tunnelId).tunnelArn, ...tokens };
     }
-    default:
-      throw new ApiError(400, 'UnknownOperationException', `Unknown operation ${op}`);
+    case 'TagResource': {
+      const input = validateInput<{ resourceArn: string; tags: TagInput[] }>(body, SHAPES.TagResource);
+      registry.tag(registry.getByArn(input.resourceArn), input.tags);
+      await registry.durable();
+      return {};
+    }
+    case 'UntagResource': {
+      const input = validateInput<{ resourceArn: string; tagKeys: string[] }>(body, SHAPES.UntagResource);
+      registry.untag(registry.getByArn(input.resourceArn), input.tagKeys);
+      await registry.durable();
+      return {};
+    }
+    case 'ListTagsForResource': {
+      const input = validateInput<{ resourceArn: string }>(body, SHAPES.ListTagsForResource);
+      return { tags: registry.getByArn(input.resourceArn).tags };
+    }
   }
+}
+
+function signingRegion(authorization: string | undefined): string | undefined {
+  return /Credential=[^/]+\/\d{8}\/([^/]+)\//.exec(authorization ?? '')?.[1];
 }
 
 /** Handles one `POST /` request; never throws. */
 export async function handleApiRequest(req: IncomingMessage, res: ServerResponse, ctx: ApiContext): Promise<void> {
   let op = '';
   try {
-    const body = await readBody(req);
+    const body = await readBody(req, ctx.maxBodyBytes);
     if (!ctx.credentials) throw new ApiError(403, 'MissingAuthenticationTokenException', 'The management API is disabled: the relay has no credentials configured');
     const failure = await verifySigV4({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body }, ctx.credentials);
     if (failure) throw new ApiError(403, failure.type, failure.message);
     const target = String(req.headers['x-amz-target'] ?? '');
-    if (!target.startsWith(TARGET_PREFIX)) throw new ApiError(400, 'UnknownOperationException', `Missing or unknown X-Amz-Target ${JSON.stringify(target)}`);
+    if (!target.startsWith(TARGET_PREFIX)) throw new ApiError(400, 'UnknownOperationException', `Missing or unknown X-Amz-Target ${JSON.stringify(target.slice(0, 100))}`);
     op = target.slice(TARGET_PREFIX.length);
+    if (!isOperation(op)) throw new ApiError(400, 'UnknownOperationException', `Unknown operation ${op.slice(0, 100)}`);
     let input: unknown;
     try {
       input = body.length ? JSON.parse(body.toString('utf8')) : {};
@@ -167,16 +219,25 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
       throw new ApiError(400, 'SerializationException', 'Request body is not valid JSON');
     }
     if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new ApiError(400, 'SerializationException', 'Request body must be a JSON object');
-    const output = runOperation(op, input as Record<string, unknown>, ctx);
+    const output = await runOperation(op, input, signingRegion(String(req.headers.authorization ?? '')) ?? 'local', ctx);
     ctx.log.debug(`api: ${op} ok`);
     send(res, 200, output);
   } catch (err) {
+    if (err instanceof BodyAborted) {
+      // Node has answered a timeout with 408 already, or the client is gone: nothing to send.
+      ctx.log.limited(LogLevel.DEBUG, 'api-aborted', 'api: a request body ended early (client gone or request timeout)');
+      return;
+    }
     let apiError: ApiError;
     if (err instanceof ApiError) apiError = err;
-    else if (err instanceof RegistryError) apiError = new ApiError(err.type === 'ResourceNotFoundException' ? 404 : 400, err.type, err.message);
+    else if (err instanceof SerializationError) apiError = new ApiError(400, 'SerializationException', err.message);
+    else if (err instanceof ConstraintError) apiError = new ApiError(400, 'ValidationException', err.message);
+    else if (err instanceof RegistryError) apiError = new ApiError(STATUS[err.type] ?? 400, err.type, err.message);
+    else if (err instanceof StateWriteError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.message}; ${op === 'OpenTunnel' ? 'no tunnel was opened' : 'the change applies until the relay restarts'}`);
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');
-    if (apiError.status === 500) ctx.log.error(`api: ${op || 'request'} failed: ${(err as Error).message}`);
-    else ctx.log.info(`api: ${op || 'request'} refused: ${apiError.type}: ${printable(apiError.message)}`);
-    if (!res.headersSent) send(res, apiError.status, { __type: apiError.type, message: apiError.message }, apiError.type);
+    if (err instanceof StateWriteError) ctx.log.limited(LogLevel.WARNING, 'api-unsaved', `api: ${op} answered HTTP 503: the state file cannot be written`);
+    else if (apiError.status >= 500) ctx.log.error(`api: ${op || 'request'} failed: ${(err as Error).message}`);
+    else ctx.log.limited(LogLevel.INFO, 'api-refused', `api: ${printable(op) || 'request'} refused: ${apiError.type}: ${printable(apiError.message)}`);
+    if (!res.headersSent && !res.socket?.destroyed) send(res, apiError.status, { __type: apiError.type, message: apiError.message }, apiError.type);
   }
 }

@@ -4,9 +4,10 @@
  * certificate writer). The certificate is its own CA (basicConstraints CA:TRUE), so
  * OpenSSL and Node accept it as a trust anchor, and it names localhost, 127.0.0.1 and ::1.
  */
-import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { RelayConfigError } from './errors';
 
 export interface SelfSignedCert {
   certPem: string;
@@ -153,24 +154,68 @@ function writeAtomic(path: string, data: string, mode: number): void {
  * `--tls-self-signed DIR`: reuses DIR/cert.pem and DIR/key.pem when both exist, else creates
  * them; always (re)writes DIR/<hash>.0 so DIR works as an OpenSSL hashed CA directory (`-c DIR`).
  * The hash file is a copy rather than a symlink so it also works on file systems without links.
+ * Throws RelayConfigError (one line naming the directory or file) when DIR cannot be used.
  */
 export function loadOrCreateSelfSigned(dir: string): SelfSignedCert {
-  mkdirSync(dir, { recursive: true });
+  const problem = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  try {
+    if (existsSync(dir) && !statSync(dir).isDirectory()) throw new RelayConfigError(`certificate directory ${dir} is not a directory`);
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    if (err instanceof RelayConfigError) throw err;
+    throw new RelayConfigError(`cannot create certificate directory ${dir}: ${problem(err)}`);
+  }
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
   let cert: SelfSignedCert;
   if (existsSync(certPath) && existsSync(keyPath)) {
-    const certPem = readFileSync(certPath, 'utf8');
-    const keyPem = readFileSync(keyPath, 'utf8');
-    // Fail early, with the file named, rather than at the first TLS handshake.
-    new X509Certificate(certPem);
-    createPrivateKey(keyPem);
+    const certPem = readPem(certPath);
+    const keyPem = readPem(keyPath);
+    checkKeyPair(certPem, keyPem, certPath, keyPath);
     cert = { certPem, keyPem, subjectHash: opensslSubjectHash(SUBJECT_CN) };
   } else {
     cert = generateSelfSigned();
-    writeAtomic(keyPath, cert.keyPem, 0o600);
-    writeAtomic(certPath, cert.certPem, 0o644);
+    try {
+      writeAtomic(keyPath, cert.keyPem, 0o600);
+      writeAtomic(certPath, cert.certPem, 0o644);
+    } catch (err) {
+      throw new RelayConfigError(`cannot write the certificate to ${dir}: ${problem(err)}`);
+    }
   }
-  writeAtomic(join(dir, `${cert.subjectHash}.0`), cert.certPem, 0o644);
+  try {
+    writeAtomic(join(dir, `${cert.subjectHash}.0`), cert.certPem, 0o644);
+  } catch (err) {
+    throw new RelayConfigError(`cannot write the certificate to ${dir}: ${problem(err)}`);
+  }
   return cert;
+}
+
+function readPem(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new RelayConfigError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * Fails early, with the file named, rather than at the first TLS handshake: `certPem` must hold
+ * a certificate, `keyPem` a private key, and the key must be the certificate's.
+ */
+export function checkKeyPair(certPem: string, keyPem: string, certName = 'the certificate', keyName = 'the private key'): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch {
+    const hint = /PRIVATE KEY-----/.test(certPem) ? ' (it holds a private key, not a certificate)' : '';
+    throw new RelayConfigError(`${certName} is not a PEM certificate${hint}`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch {
+    const hint = /CERTIFICATE-----/.test(keyPem) ? ' (it holds a certificate)' : '';
+    throw new RelayConfigError(`${keyName} is not a PEM private key${hint}`);
+  }
+  if (!cert.checkPrivateKey(key)) throw new RelayConfigError(`${keyName} does not belong to the certificate in ${certName}`);
 }

@@ -10,6 +10,7 @@ import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
 import { Logger } from '../log';
 import type { Credentials } from './sigv4';
+import { RelayConfigError } from './errors';
 import { startRelay, type RelayOptions } from './server';
 
 const HELP = `Usage: localproxy relay [options]
@@ -26,6 +27,10 @@ Options:
   --tls-key FILE            PEM private key for --tls-cert
   --plain                   Serve ws:// without TLS (local experiments only)
   --state FILE              Keep open tunnels in FILE across restarts (token hashes only)
+  --max-services N          Services a tunnel may have (default 3, the cloud's quota)
+  --region R                Region in tunnel ARNs (default: the region each OpenTunnel
+                            request is signed for)
+  --account-id ID           Account in tunnel ARNs, 12 digits (default 000000000000)
   --credentials-file FILE   Management API credentials: lines "aws_access_key_id = ..." and
                             "aws_secret_access_key = ..." (default: the environment variables
                             LOCALPROXY_RELAY_ACCESS_KEY_ID and LOCALPROXY_RELAY_SECRET_ACCESS_KEY)
@@ -52,6 +57,9 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'plain', value: false },
   { name: 'state', value: true },
   { name: 'credentials-file', value: true },
+  { name: 'max-services', value: true },
+  { name: 'region', value: true },
+  { name: 'account-id', value: true },
   { name: 'verbose', short: 'v', value: true },
   { name: 'help', short: 'h', value: false },
   ...BROKER_OPTIONS,
@@ -110,11 +118,26 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
     options.selfSignedDir = selfSignedDir;
   } else if (certFile !== undefined || keyFile !== undefined) {
     if (certFile === undefined || keyFile === undefined) throw usageError('--tls-cert and --tls-key must be given together');
-    options.tls = { cert: readText(certFile, 'certificate'), key: readText(keyFile, 'private key') };
+    options.tls = { cert: readText(certFile, 'certificate'), key: readText(keyFile, 'private key'), certFile: `--tls-cert ${certFile}`, keyFile: `--tls-key ${keyFile}` };
   } else {
     options.tls = 'self-signed';
   }
   options.statePath = stringOption(args, 'state');
+  const maxServices = stringOption(args, 'max-services');
+  if (maxServices !== undefined) {
+    if (!/^\d{1,4}$/.test(maxServices) || Number(maxServices) < 1) throw usageError(`invalid --max-services '${maxServices}': expected a number from 1`);
+    options.limits = { maxServicesPerTunnel: Number(maxServices) };
+  }
+  const region = stringOption(args, 'region');
+  if (region !== undefined) {
+    if (!/^[a-z]{2,}(-[a-z0-9]+)+$/.test(region)) throw usageError(`invalid --region '${region}': expected a region name such as eu-west-1`);
+    options.region = region;
+  }
+  const accountId = stringOption(args, 'account-id');
+  if (accountId !== undefined) {
+    if (!/^\d{12}$/.test(accountId)) throw usageError(`invalid --account-id '${accountId}': expected 12 digits`);
+    options.accountId = accountId;
+  }
   const credentialsFile = stringOption(args, 'credentials-file');
   if (credentialsFile !== undefined) {
     options.credentials = parseCredentialsFile(readText(credentialsFile, 'credentials file'), credentialsFile);
@@ -141,10 +164,6 @@ export async function runRelayCli(argv: string[]): Promise<number> {
     return ExitCode.OK;
   }
   const { options } = built;
-  if (options.tls === 'plain') log.warn('--plain: serving ws:// without TLS; tokens cross the network in clear text. Use only for local experiments.');
-  if (options.tls === 'self-signed') log.warn('no TLS option given: serving a certificate generated at start that no client trusts (clients need -k); use --tls-self-signed DIR to keep one');
-  if (!options.credentials) log.warn('no management API credentials (LOCALPROXY_RELAY_ACCESS_KEY_ID/LOCALPROXY_RELAY_SECRET_ACCESS_KEY or --credentials-file): the API refuses every request');
-  if (built.mqtt?.plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
   // Loaded on demand, as in main.ts: MQTT.js is as large as the rest of the bundle.
   if (built.mqtt) options.notifier = (await import('./notify')).mqttNotifier({ ...built.mqtt.broker, log: log.fork('mqtt') });
 
@@ -152,13 +171,20 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   try {
     relay = await startRelay(options);
   } catch (err) {
+    await options.notifier?.close();
+    // A certificate or state file it cannot use: a configuration error, one line naming the file.
+    if (err instanceof RelayConfigError) return reportError(new ExitError(ExitCode.USAGE, err.message), { command: 'relay' });
     const e = err as NodeJS.ErrnoException;
     const what = e.code === 'EADDRINUSE' ? `address ${options.host}:${options.port} is already in use`
       : e.code === 'EACCES' ? `no permission to listen on ${options.host}:${options.port}`
       : e.message;
-    await options.notifier?.close();
     return reportError(new ExitError(ExitCode.FAILURE, `cannot start: ${what}`), { command: 'relay' });
   }
+  // Warnings once the relay could start, so that a start-up error stands alone.
+  if (options.tls === 'plain') log.warn('--plain: serving ws:// without TLS; tokens cross the network in clear text. Use only for local experiments.');
+  if (options.tls === 'self-signed' && !options.selfSignedDir) log.warn('no TLS option given: serving a certificate generated at start that no client trusts (clients need -k); use --tls-self-signed DIR to keep one');
+  if (!options.credentials) log.warn('no management API credentials (LOCALPROXY_RELAY_ACCESS_KEY_ID/LOCALPROXY_RELAY_SECRET_ACCESS_KEY or --credentials-file): the API refuses every request');
+  if (built.mqtt?.plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
   // Handlers first: a script may signal as soon as it reads the line below.
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (signal: string) => {

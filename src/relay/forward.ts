@@ -10,7 +10,7 @@
  */
 import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
-import type { Logger } from '../log';
+import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
@@ -34,12 +34,35 @@ const HEARTBEAT_DEFAULT_MS = 500;
 export const CLOSE_POLICY = 1008;
 export const REPLACED_REASON = 'connection is replaced by another connection';
 
-/** A close reason must fit in 123 bytes of UTF-8 (RFC 6455 5.5); cut whole characters. */
+/** Longest close reason: a control frame carries 125 bytes, 2 of them the code (RFC 6455 5.5). */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason cut to 123 bytes of UTF-8 at a code point boundary: a surrogate pair is
+ * kept or dropped whole (cutting between its halves would leave a lone surrogate, which
+ * UTF-8 cannot encode and ws would send as U+FFFD).
+ */
 export function fitCloseReason(text: string): string {
-  let out = text;
-  while (Buffer.byteLength(out) > 123) out = out.slice(0, -1);
+  let bytes = 0;
+  let out = '';
+  for (const char of text) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > MAX_CLOSE_REASON_BYTES) break;
+    out += char;
+  }
   return out;
 }
+
+/**
+ * What happens to a tunnel's peers, as structured events (for monitoring and for tests that
+ * must not depend on the wording of log lines).
+ */
+export type PeerEvent =
+  | { type: 'connected'; tunnelId: string; mode: PeerMode; channelId: string; replacing: boolean }
+  | { type: 'disconnected'; tunnelId: string; mode: PeerMode; channelId: string; code: number; bytesIn: number; bytesOut: number }
+  /** The relay stopped reading `mode` because `receiver` (the other peer, or `mode` itself for replies) has `unsentBytes` queued. */
+  | { type: 'paused'; tunnelId: string; mode: PeerMode; receiver: PeerMode; unsentBytes: number }
+  | { type: 'resumed'; tunnelId: string; mode: PeerMode };
 
 export interface PeerInit {
   ws: WebSocket;
@@ -50,6 +73,7 @@ export interface PeerInit {
   log: Logger;
   /** Extensions whose messages this peer takes (declared in its upgrade request; none for V1). */
   extensions?: readonly string[];
+  onEvent?: (event: PeerEvent) => void;
 }
 
 /** Runtime state of one open tunnel: its connected peers and the streams between them. */
@@ -138,6 +162,7 @@ export class Peer {
   readonly channelId: string;
   readonly log: Logger;
   readonly extensions: ReadonlySet<string>;
+  private readonly onEvent?: (event: PeerEvent) => void;
   /** Set when this peer was replaced: it no longer takes part in the tunnel. */
   detached = false;
   bytesIn = 0;
@@ -166,6 +191,7 @@ export class Peer {
     this.channelId = init.channelId;
     this.log = init.log;
     this.extensions = new Set(init.extensions ?? []);
+    this.onEvent = init.onEvent;
     this.onWsMessage = this.onWsMessage.bind(this);
     this.onWsClose = this.onWsClose.bind(this);
     this.onWsPing = this.onWsPing.bind(this);
@@ -226,6 +252,7 @@ export class Peer {
     if (!this.ws.isPaused) return;
     this.log.debug('resumed reading');
     this.ws.resume();
+    this.onEvent?.({ type: 'resumed', tunnelId: this.link.tunnel.tunnelId, mode: this.mode });
   }
 
   /**
@@ -273,7 +300,8 @@ export class Peer {
 
   private onWsError(err: Error): void {
     // ws closes the connection after a protocol error (bad frame, message too large).
-    this.log.warn(`WebSocket error, closing the connection: ${err.message}`);
+    // A peer can provoke this at will (a message over the size limit, then reconnect): rate-limited.
+    this.log.limited(LogLevel.WARNING, 'websocket-error', `WebSocket error, closing the connection: ${printable(err.message)}`);
   }
 
   private onWsMessage(data: RawData, isBinary: boolean): void {
@@ -314,6 +342,7 @@ export class Peer {
         this.ws.pause();
         this.startHeartbeat();
         receiver.pausedSenders.add(this);
+        this.onEvent?.({ type: 'paused', tunnelId: this.link.tunnel.tunnelId, mode: this.mode, receiver: receiver.mode, unsentBytes: receiver.unsent });
       }
     }
   }
@@ -334,6 +363,8 @@ export class Peer {
   private check(msg: Message): string | undefined {
     const invalid = validateMessage(msg, { version: this.version, from: 'client' });
     if (invalid) return invalid.message;
+    // Stream ids are counted up from 1 by the source; a negative one is no stream the other side can know.
+    if (msg.streamId < 0) return `${typeName(msg.type)} with a negative stream id (${msg.streamId})`;
     if (this.mode === 'destination' && (msg.type === MessageType.STREAM_START || msg.type === MessageType.CONNECTION_START)) {
       return `${typeName(msg.type)} may only be sent by a source`;
     }
@@ -349,7 +380,8 @@ export class Peer {
   }
 
   private violation(reason: string): void {
-    this.log.warn(`protocol violation, closing with 1008: ${printable(reason)}`);
+    // A peer can provoke this at will (connect, violate, reconnect): rate-limited.
+    this.log.limited(LogLevel.WARNING, 'protocol-violation', `protocol violation, closing with 1008: ${printable(reason)}`);
     this.close(CLOSE_POLICY, fitCloseReason(reason));
   }
 
@@ -362,5 +394,6 @@ export class Peer {
     const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(1);
     this.log.info(`disconnected (code ${code}) after ${seconds} s: received ${this.bytesIn} bytes, sent ${this.bytesOut} bytes`);
     this.link.peerClosed(this);
+    this.onEvent?.({ type: 'disconnected', tunnelId: this.link.tunnel.tunnelId, mode: this.mode, channelId: this.channelId, code, bytesIn: this.bytesIn, bytesOut: this.bytesOut });
   }
 }

@@ -10,6 +10,8 @@ import type { PeerMode, TokenOwner, TunnelRegistry } from './tunnels';
 
 /** The guide's limit for the whole upgrade request. */
 export const MAX_HANDSHAKE_BYTES = 4096;
+/** RFC 6455 4.1: the base64 of 16 bytes. */
+const WEBSOCKET_KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 const TOKEN_COOKIE = 'awsiot-tunnel-token';
 
 /** Extensions whose messages the relay forwards between peers that both declared them (protocol/extension.ts). */
@@ -62,6 +64,10 @@ export function checkHandshake(req: IncomingMessage, registry: TunnelRegistry): 
   }
   if (req.method !== 'GET' || url.pathname !== '/tunnel') return { status: 400, reason: 'WebSocket upgrades are only served on GET /tunnel' };
   if (requestBytes(req) > MAX_HANDSHAKE_BYTES) return { status: 400, reason: `Handshake request exceeds ${MAX_HANDSHAKE_BYTES} bytes` };
+  // Checked here rather than left to ws, so that every refusal takes the same (bounded) path.
+  if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return { status: 400, reason: 'Only WebSocket upgrades are served' };
+  if (!WEBSOCKET_KEY_PATTERN.test(String(req.headers['sec-websocket-key'] ?? '').trim())) return { status: 400, reason: 'Missing or invalid Sec-WebSocket-Key header' };
+  if (String(req.headers['sec-websocket-version'] ?? '').trim() !== '13') return { status: 400, reason: 'Unsupported Sec-WebSocket-Version (expected 13)' };
   const mode = url.searchParams.get('local-proxy-mode');
   if (mode !== 'source' && mode !== 'destination') return { status: 400, reason: 'Missing or invalid local-proxy-mode query parameter (source or destination)' };
 

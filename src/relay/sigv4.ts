@@ -53,7 +53,12 @@ export async function verifySigV4(req: SignedRequest, credentials: Credentials, 
   if (!(amzDate as string).startsWith(scopeDate)) return { type: 'InvalidSignatureException', message: 'Credential scope date does not match X-Amz-Date' };
   if (Math.abs(now - date.getTime()) > MAX_CLOCK_SKEW_MS) return { type: 'InvalidSignatureException', message: 'Signature expired: the request time is too far from the server time' };
   const signedHeaders = signedHeaderList.split(';');
-  if (!signedHeaders.includes('host')) return { type: 'InvalidSignatureException', message: 'The host header must be signed' };
+  // As AWS requires: host and every x-amz-* header are signed. Otherwise a captured request
+  // could be replayed with another X-Amz-Target (an OpenTunnel handing out fresh tokens).
+  if (!signedHeaders.includes('host')) return { type: 'IncompleteSignatureException', message: "'Host' must be a 'SignedHeader' in the AWS Authorization." };
+  for (const name of Object.keys(req.headers)) {
+    if (name.startsWith('x-amz-') && !signedHeaders.includes(name)) return { type: 'IncompleteSignatureException', message: `'${name}' must be a 'SignedHeader' in the AWS Authorization.` };
+  }
 
   // The signer trusts a body hash given in x-amz-content-sha256 (the SDKs send one), so the
   // claim must be checked against the body actually received.

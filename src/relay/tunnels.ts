@@ -1,51 +1,25 @@
 /**
- * The tunnel registry: tunnels, their token hashes and client-token bindings, lifetimes,
- * and persistence to `--state FILE`. No sockets here; the server asks the registry who a
- * token belongs to and tells it when a handshake succeeded.
+ * The tunnel registry: tunnels, their token hashes and client-token bindings, lifetimes, tags
+ * and quotas. No sockets here; the server asks the registry who a token belongs to and tells
+ * it when a handshake succeeded. Every change is one call here, applied to the in-memory view
+ * and handed to the store (`--state FILE`) as one record; `durable()` says when it is on disk.
+ *
+ * Tunnels are opened in `open()` and their tokens replaced in `rotate()`: the two places where
+ * a destination learns (or relearns) a token.
  *
  * Tokens are never stored: only their SHA-256 hashes, in memory and in the state file.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { systemClock, type Clock, type ClockTimer } from './clock';
+import { defaultLimits, type RelayLimits } from './limits';
+import {
+  MAX_LIFETIME_MINUTES, MAX_TAGS_PER_TUNNEL, MIN_LIFETIME_MINUTES, NAME_PATTERN,
+  type ClientMode, type EndpointState, type PeerMode, type Tag, type TunnelRecord,
+} from './record';
+import { StateFile, type TunnelStore } from './state';
 
-export type PeerMode = 'source' | 'destination';
-export type ClientMode = 'SOURCE' | 'DESTINATION' | 'ALL';
-
-/** The service's limits (AWS API reference, TimeoutConfig). */
-export const MIN_LIFETIME_MINUTES = 1;
-export const MAX_LIFETIME_MINUTES = 720;
-/** The cloud allows 3 services per tunnel by default (raisable); a self-hosted relay allows a few more. */
-export const MAX_SERVICES = 10;
-const SERVICE_ID_PATTERN = /^[a-zA-Z0-9:_-]{1,128}$/;
-/** Open tunnels at once; OpenTunnel beyond this fails with LimitExceededException. */
-export const MAX_OPEN_TUNNELS = 10_000;
-/** Closed tunnels stay describable (as the cloud's do) up to this many; the oldest are forgotten first. */
-const MAX_CLOSED_TUNNELS = 1000;
-const STATE_FORMAT = 1;
-
-export interface EndpointState {
-  tokenHash: string;
-  /** Set by the first handshake that presented a client token. */
-  clientTokenHash?: string;
-  /** A handshake without a client token succeeded: the token is spent. */
-  consumed: boolean;
-  connected: boolean;
-  lastUpdatedAt: number; // epoch ms
-}
-
-export interface TunnelRecord {
-  tunnelId: string;
-  tunnelArn: string;
-  status: 'OPEN' | 'CLOSED';
-  description?: string;
-  thingName?: string;
-  services: string[];
-  lifetimeMinutes: number;
-  createdAt: number; // epoch ms
-  lastUpdatedAt: number;
-  source: EndpointState;
-  destination: EndpointState;
-}
+export { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from './record';
+export type { ClientMode, EndpointState, PeerMode, Tag, TunnelRecord } from './record';
 
 export class RegistryError extends Error {
   /** An AWS error type name, as the management API reports it (`__type`). */
@@ -70,11 +44,19 @@ function newEndpoint(token: string, now: number): EndpointState {
   return { tokenHash: hashToken(token), consumed: false, connected: false, lastUpdatedAt: now };
 }
 
+/** The ARN partition of a region: aws, aws-cn or aws-us-gov. */
+export function partitionOf(region: string): string {
+  if (region.startsWith('cn-')) return 'aws-cn';
+  if (region.startsWith('us-gov-')) return 'aws-us-gov';
+  return 'aws';
+}
+
 export interface OpenTunnelRequest {
   services?: string[];
   lifetimeMinutes?: number;
   description?: string;
   thingName?: string;
+  tags?: Tag[];
 }
 
 export interface OpenedTunnel {
@@ -84,6 +66,11 @@ export interface OpenedTunnel {
   destinationAccessToken: string;
 }
 
+export interface RotatedTokens {
+  sourceAccessToken?: string;
+  destinationAccessToken?: string;
+}
+
 export interface TokenOwner {
   tunnel: TunnelRecord;
   mode: PeerMode;
@@ -91,70 +78,89 @@ export interface TokenOwner {
 
 export interface RegistryOptions {
   statePath?: string;
+  /** Instead of `statePath`: any store (tests, or a shared store). */
+  store?: TunnelStore;
+  clock?: Clock;
+  limits?: Pick<RelayLimits, 'maxOpenTunnels' | 'maxClosedTunnels' | 'maxServicesPerTunnel'>;
+  /** For ARNs; without it, the region of the request (SigV4 scope), else `local`. */
+  region?: string;
+  /** For ARNs (default 000000000000). */
+  accountId?: string;
   /** Called when a tunnel closes (CloseTunnel or lifetime expiry) so its peers can be closed. */
   onClosed?: (tunnel: TunnelRecord, reason: string) => void;
   /** Called when a token stops working (rotation) so a peer connected with it can be closed. */
   onTokenRevoked?: (tunnel: TunnelRecord, mode: PeerMode) => void;
-  /**
-   * The state file could not be written (disk full, directory gone), or can again (`ok`).
-   * Called on each change, not on every failed write.
-   */
+  /** The state file could not be written (`ok` false), or can again (`ok` true); once per change. */
   onSaveProblem?: (message: string, ok: boolean) => void;
-  region?: string;
 }
+
+export const DEFAULT_ACCOUNT_ID = '000000000000';
+const DEFAULT_REGION = 'local';
 
 export class TunnelRegistry {
   private readonly tunnels = new Map<string, TunnelRecord>();
   private readonly byToken = new Map<string, TokenOwner>();
-  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+  private readonly byArn = new Map<string, TunnelRecord>();
+  /** Closed tunnels, oldest closed first (Map order). */
+  private readonly closedOrder = new Map<string, true>();
+  private readonly expiryTimers = new Map<string, ClockTimer>();
   private readonly options: RegistryOptions;
+  private readonly clock: Clock;
+  private readonly limits: NonNullable<RegistryOptions['limits']>;
+  private readonly store?: TunnelStore;
+  private openCount = 0;
+  private lastWrite: Promise<void> = Promise.resolve();
   private disposed = false;
-  private saveFailing = false;
 
-  /** Throws (one line) when `statePath` cannot be read or written: the relay must not start then. */
+  /** Throws a one-line StateFileError when the state cannot be read or written: the relay must not start then. */
   constructor(options: RegistryOptions = {}) {
     this.options = options;
-    if (options.statePath) {
-      if (existsSync(options.statePath)) this.load(options.statePath);
-      // Found out now, not at the first OpenTunnel or connect.
-      const problem = this.writeState(options.statePath);
-      if (problem) throw new Error(problem);
+    this.clock = options.clock ?? systemClock;
+    this.limits = options.limits ?? defaultLimits();
+    if (options.store) {
+      this.store = options.store;
+    } else if (options.statePath) {
+      const file = new StateFile(options.statePath, { snapshot: () => this.snapshot(), onProblem: options.onSaveProblem });
+      this.store = file;
+      this.restore(file.load());
+      // Found out now, not at the first OpenTunnel or connect; also drops a torn last line.
+      file.rewriteNow();
+      return;
     }
+    if (this.store) this.restore(this.store.load());
   }
 
-  open(req: OpenTunnelRequest = {}): OpenedTunnel {
-    if (this.byToken.size / 2 >= MAX_OPEN_TUNNELS) throw new RegistryError('LimitExceededException', `At most ${MAX_OPEN_TUNNELS} tunnels may be open at once`);
-    const services = req.services ?? [];
-    if (services.length > MAX_SERVICES) throw new RegistryError('LimitExceededException', `A tunnel may have at most ${MAX_SERVICES} services`);
-    for (const id of services) {
-      if (typeof id !== 'string' || !SERVICE_ID_PATTERN.test(id)) throw new RegistryError('ValidationException', `Invalid service id: ${JSON.stringify(id)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
-    }
-    if (new Set(services).size !== services.length) throw new RegistryError('ValidationException', 'Duplicate service ids');
+  /** Opens a tunnel. `region`: the request's, used in the ARN unless the relay has its own. */
+  open(req: OpenTunnelRequest = {}, region?: string): OpenedTunnel {
+    if (this.openCount >= this.limits.maxOpenTunnels) throw new RegistryError('LimitExceededException', `At most ${this.limits.maxOpenTunnels} tunnels may be open at once`);
+    const services = this.checkServices(req.services ?? []);
     const lifetime = req.lifetimeMinutes ?? MAX_LIFETIME_MINUTES;
     if (!Number.isInteger(lifetime) || lifetime < MIN_LIFETIME_MINUTES || lifetime > MAX_LIFETIME_MINUTES) {
       throw new RegistryError('ValidationException', `maxLifetimeTimeoutMinutes must be an integer from ${MIN_LIFETIME_MINUTES} to ${MAX_LIFETIME_MINUTES}`);
     }
-    const now = Date.now();
+    if (req.thingName !== undefined && !NAME_PATTERN.test(req.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(req.thingName)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
+    const tags = this.mergeTags([], req.tags ?? []);
+    const now = this.clock.now();
     const tunnelId = randomUUID();
     const sourceAccessToken = newToken();
     const destinationAccessToken = newToken();
+    const arnRegion = this.options.region ?? region ?? DEFAULT_REGION;
     const tunnel: TunnelRecord = {
       tunnelId,
-      tunnelArn: `arn:aws:iot:${this.options.region ?? 'local'}:000000000000:tunnel/${tunnelId}`,
+      tunnelArn: `arn:${partitionOf(arnRegion)}:iot:${arnRegion}:${this.options.accountId ?? DEFAULT_ACCOUNT_ID}:tunnel/${tunnelId}`,
       status: 'OPEN',
-      description: req.description,
-      thingName: req.thingName,
-      services: [...services],
+      ...(req.description !== undefined ? { description: req.description } : {}),
+      ...(req.thingName !== undefined ? { thingName: req.thingName } : {}),
+      services,
+      tags,
       lifetimeMinutes: lifetime,
       createdAt: now,
       lastUpdatedAt: now,
       source: newEndpoint(sourceAccessToken, now),
       destination: newEndpoint(destinationAccessToken, now),
     };
-    this.tunnels.set(tunnelId, tunnel);
-    this.index(tunnel);
-    this.armExpiry(tunnel);
-    this.save();
+    this.add(tunnel);
+    this.persist(tunnel);
     return { tunnelId, tunnelArn: tunnel.tunnelArn, sourceAccessToken, destinationAccessToken };
   }
 
@@ -164,32 +170,55 @@ export class TunnelRegistry {
     return tunnel;
   }
 
-  /** Newest first. */
-  list(): TunnelRecord[] {
-    return [...this.tunnels.values()].sort((a, b) => b.createdAt - a.createdAt);
+  /** The tunnel an ARN names (TagResource and friends). */
+  getByArn(arn: string): TunnelRecord {
+    const tunnel = this.byArn.get(arn);
+    if (!tunnel) throw new RegistryError('ResourceNotFoundException', `Resource ${arn} not found`);
+    return tunnel;
+  }
+
+  /** Newest first (ties by id, so that paging is stable). */
+  list(filter: { thingName?: string } = {}): TunnelRecord[] {
+    const all = [...this.tunnels.values()].filter((t) => filter.thingName === undefined || t.thingName === filter.thingName);
+    return all.sort((a, b) => b.createdAt - a.createdAt || (a.tunnelId < b.tunnelId ? -1 : a.tunnelId > b.tunnelId ? 1 : 0));
+  }
+
+  /** Open tunnels now. */
+  get openTunnels(): number {
+    return this.openCount;
   }
 
   close(tunnelId: string, options: { delete?: boolean } = {}, reason = 'tunnel closed'): void {
     const tunnel = this.get(tunnelId);
     if (tunnel.status === 'OPEN') {
       tunnel.status = 'CLOSED';
-      tunnel.lastUpdatedAt = Date.now();
+      tunnel.lastUpdatedAt = this.clock.now();
+      this.openCount--;
       this.unindex(tunnel);
-      clearTimeout(this.expiryTimers.get(tunnelId));
+      this.expiryTimers.get(tunnelId)?.cancel();
       this.expiryTimers.delete(tunnelId);
+      this.closedOrder.set(tunnelId, true);
       this.options.onClosed?.(tunnel, reason);
     }
-    if (options.delete) this.tunnels.delete(tunnelId);
+    if (options.delete) this.forget(tunnelId);
+    else this.persist(tunnel);
     this.forgetOldClosed();
-    this.save();
   }
 
-  rotate(tunnelId: string, mode: ClientMode): { sourceAccessToken?: string; destinationAccessToken?: string } {
+  /**
+   * New tokens for `mode`; the old ones stop working and their peers are disconnected. With a
+   * destination config (not for SOURCE, as in the cloud) the services and thing name are
+   * replaced; the next SERVICE_IDS carries them.
+   */
+  rotate(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens {
     const tunnel = this.get(tunnelId);
-    if (tunnel.status !== 'OPEN') throw new RegistryError('ValidationException', `Tunnel ${tunnelId} is closed`);
     if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw new RegistryError('ValidationException', `clientMode must be SOURCE, DESTINATION or ALL`);
-    const out: { sourceAccessToken?: string; destinationAccessToken?: string } = {};
-    const now = Date.now();
+    if (tunnel.status !== 'OPEN') throw new RegistryError('ValidationException', `Tunnel ${tunnelId} is closed`);
+    if (destination && mode === 'SOURCE') throw new RegistryError('ValidationException', 'destinationConfig cannot be used with clientMode SOURCE');
+    const services = destination ? this.checkServices(destination.services) : undefined;
+    if (destination?.thingName !== undefined && !NAME_PATTERN.test(destination.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(destination.thingName)}`);
+    const out: RotatedTokens = {};
+    const now = this.clock.now();
     const modes: PeerMode[] = mode === 'ALL' ? ['source', 'destination'] : [mode === 'SOURCE' ? 'source' : 'destination'];
     for (const peerMode of modes) {
       const token = newToken();
@@ -199,10 +228,43 @@ export class TunnelRegistry {
       if (peerMode === 'source') out.sourceAccessToken = token;
       else out.destinationAccessToken = token;
     }
+    if (destination && services) {
+      tunnel.services = services;
+      if (destination.thingName !== undefined) tunnel.thingName = destination.thingName;
+      else delete tunnel.thingName;
+    }
     tunnel.lastUpdatedAt = now;
-    this.save();
+    this.persist(tunnel);
     for (const peerMode of modes) this.options.onTokenRevoked?.(tunnel, peerMode);
     return out;
+  }
+
+  /** Adds tags or replaces the values of existing keys. */
+  tag(tunnel: TunnelRecord, tags: Tag[]): void {
+    tunnel.tags = this.mergeTags(tunnel.tags, tags);
+    this.persist(tunnel);
+  }
+
+  untag(tunnel: TunnelRecord, keys: string[]): void {
+    const drop = new Set(keys);
+    tunnel.tags = tunnel.tags.filter((t) => !drop.has(t.key));
+    this.persist(tunnel);
+  }
+
+  /**
+   * Takes back an open whose state could not be written: the API refused it, so no client
+   * holds its tokens. Unlike close(), nobody is told.
+   */
+  discard(tunnelId: string): void {
+    const tunnel = this.tunnels.get(tunnelId);
+    if (!tunnel) return;
+    if (tunnel.status === 'OPEN') {
+      this.openCount--;
+      this.unindex(tunnel);
+      this.expiryTimers.get(tunnelId)?.cancel();
+      this.expiryTimers.delete(tunnelId);
+    }
+    this.forget(tunnelId);
   }
 
   /** Who an access token belongs to (open tunnels only). */
@@ -225,30 +287,103 @@ export class TunnelRegistry {
 
   accept(owner: TokenOwner, clientToken: string | undefined): void {
     const endpoint = owner.tunnel[owner.mode];
+    const before = `${endpoint.consumed}/${endpoint.clientTokenHash}`;
     if (clientToken === undefined) endpoint.consumed = true;
     else endpoint.clientTokenHash ??= hashToken(clientToken);
     this.setConnected(owner, true);
-    // The token's spent/bound state must survive a restart; connection states need not
-    // (a restarted relay has no peers), so a disconnect alone does not write the file.
-    this.save();
+    // The token's spent/bound state must survive a restart; connection states need not (a
+    // restarted relay has no peers), so only a change of the token's state is written.
+    if (`${endpoint.consumed}/${endpoint.clientTokenHash}` !== before) this.persist(owner.tunnel);
   }
 
   setConnected(owner: TokenOwner, connected: boolean): void {
     const endpoint = owner.tunnel[owner.mode];
     endpoint.connected = connected;
-    endpoint.lastUpdatedAt = Date.now();
+    endpoint.lastUpdatedAt = this.clock.now();
   }
 
-  /** Stops expiry timers; the state file is already up to date. */
-  dispose(): void {
+  /** Resolves once every change made so far is on disk; rejects when the write carrying the last one failed. */
+  durable(): Promise<void> {
+    return this.lastWrite;
+  }
+
+  /** Stops expiry timers and waits for pending writes. */
+  async dispose(): Promise<void> {
     this.disposed = true;
-    for (const timer of this.expiryTimers.values()) clearTimeout(timer);
+    for (const timer of this.expiryTimers.values()) timer.cancel();
     this.expiryTimers.clear();
+    await this.store?.close();
   }
 
-  private index(tunnel: TunnelRecord): void {
+  private checkServices(services: string[]): string[] {
+    if (services.length > this.limits.maxServicesPerTunnel) {
+      throw new RegistryError('ValidationException', `A tunnel may have at most ${this.limits.maxServicesPerTunnel} services (this relay's limit; the cloud's default quota is 3)`);
+    }
+    for (const id of services) {
+      if (typeof id !== 'string' || !NAME_PATTERN.test(id)) throw new RegistryError('ValidationException', `Invalid service id: ${JSON.stringify(id)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
+    }
+    if (new Set(services).size !== services.length) throw new RegistryError('ValidationException', 'Duplicate service ids');
+    return [...services];
+  }
+
+  private mergeTags(current: Tag[], added: Tag[]): Tag[] {
+    if (new Set(added.map((t) => t.key)).size !== added.length) throw new RegistryError('ValidationException', 'Duplicate tag keys in the request');
+    for (const t of added) {
+      if (t.key.toLowerCase().startsWith('aws:')) throw new RegistryError('ValidationException', `Tag keys starting with 'aws:' are reserved: ${JSON.stringify(t.key)}`);
+    }
+    const merged = new Map(current.map((t) => [t.key, t.value]));
+    for (const t of added) merged.set(t.key, t.value);
+    if (merged.size > MAX_TAGS_PER_TUNNEL) throw new RegistryError('ValidationException', `A tunnel may have at most ${MAX_TAGS_PER_TUNNEL} tags`);
+    return [...merged].map(([key, value]) => ({ key, value }));
+  }
+
+  private persist(tunnel: TunnelRecord): void {
+    if (!this.store || this.disposed) return;
+    this.track(this.store.put(tunnel));
+  }
+
+  private forget(tunnelId: string): void {
+    const tunnel = this.tunnels.get(tunnelId);
+    if (!tunnel) return;
+    this.tunnels.delete(tunnelId);
+    this.byArn.delete(tunnel.tunnelArn);
+    this.closedOrder.delete(tunnelId);
+    if (this.store && !this.disposed) this.track(this.store.delete(tunnelId));
+  }
+
+  /** The store reports failures itself; `durable()` hands the outcome of the last write to whoever waits. */
+  private track(write: Promise<void>): void {
+    write.catch(() => {});
+    this.lastWrite = write;
+  }
+
+  private snapshot(): TunnelRecord[] {
+    return [...this.tunnels.values()];
+  }
+
+  private restore(records: TunnelRecord[]): void {
+    const closed = records.filter((t) => t.status === 'CLOSED').sort((a, b) => a.lastUpdatedAt - b.lastUpdatedAt);
+    for (const tunnel of records.filter((t) => t.status === 'OPEN')) this.add(tunnel);
+    for (const tunnel of closed) {
+      this.tunnels.set(tunnel.tunnelId, tunnel);
+      this.byArn.set(tunnel.tunnelArn, tunnel);
+      this.closedOrder.set(tunnel.tunnelId, true);
+    }
+    this.forgetOldClosed();
+  }
+
+  /** An open tunnel enters the maps and its lifetime starts counting. */
+  private add(tunnel: TunnelRecord): void {
+    this.tunnels.set(tunnel.tunnelId, tunnel);
+    this.byArn.set(tunnel.tunnelArn, tunnel);
     this.byToken.set(tunnel.source.tokenHash, { tunnel, mode: 'source' });
     this.byToken.set(tunnel.destination.tokenHash, { tunnel, mode: 'destination' });
+    this.openCount++;
+    const remaining = tunnel.createdAt + tunnel.lifetimeMinutes * 60_000 - this.clock.now();
+    this.expiryTimers.set(tunnel.tunnelId, this.clock.setTimer(() => {
+      this.expiryTimers.delete(tunnel.tunnelId);
+      if (this.tunnels.get(tunnel.tunnelId)?.status === 'OPEN') this.close(tunnel.tunnelId, {}, 'tunnel lifetime expired');
+    }, Math.max(0, remaining)));
   }
 
   private unindex(tunnel: TunnelRecord): void {
@@ -256,78 +391,10 @@ export class TunnelRegistry {
     this.byToken.delete(tunnel.destination.tokenHash);
   }
 
-  private armExpiry(tunnel: TunnelRecord): void {
-    const remaining = tunnel.createdAt + tunnel.lifetimeMinutes * 60_000 - Date.now();
-    const timer = setTimeout(() => {
-      this.expiryTimers.delete(tunnel.tunnelId);
-      if (this.tunnels.get(tunnel.tunnelId)?.status === 'OPEN') this.close(tunnel.tunnelId, {}, 'tunnel lifetime expired');
-    }, Math.max(0, remaining));
-    timer.unref();
-    this.expiryTimers.set(tunnel.tunnelId, timer);
-  }
-
   private forgetOldClosed(): void {
-    const closed = [...this.tunnels.values()].filter((t) => t.status === 'CLOSED');
-    if (closed.length <= MAX_CLOSED_TUNNELS) return;
-    closed.sort((a, b) => a.lastUpdatedAt - b.lastUpdatedAt);
-    for (const t of closed.slice(0, closed.length - MAX_CLOSED_TUNNELS)) this.tunnels.delete(t.tunnelId);
-  }
-
-  private load(path: string): void {
-    let data: { format?: number; tunnels?: TunnelRecord[] };
-    try {
-      data = JSON.parse(readFileSync(path, 'utf8'));
-    } catch (err) {
-      throw new Error(`cannot read state file ${path}: ${(err as Error).message}`);
-    }
-    if (data.format !== STATE_FORMAT || !Array.isArray(data.tunnels)) throw new Error(`cannot read state file ${path}: not a localproxy relay state file (format ${STATE_FORMAT})`);
-    for (const tunnel of data.tunnels) {
-      // Nobody is connected to a freshly started relay.
-      tunnel.source.connected = false;
-      tunnel.destination.connected = false;
-      this.tunnels.set(tunnel.tunnelId, tunnel);
-      if (tunnel.status === 'OPEN') {
-        this.index(tunnel);
-        this.armExpiry(tunnel);
-      }
-    }
-  }
-
-  /**
-   * Called from socket events and timers as well as the API: a failed write is reported,
-   * never thrown, so a full disk cannot take the data plane down.
-   */
-  private save(): void {
-    const path = this.options.statePath;
-    if (!path || this.disposed) return;
-    const problem = this.writeState(path);
-    if (problem && !this.saveFailing) this.options.onSaveProblem?.(`${problem}; open tunnels will not survive a restart until it can be written`, false);
-    else if (!problem && this.saveFailing) this.options.onSaveProblem?.(`state file ${path} written again`, true);
-    this.saveFailing = problem !== undefined;
-  }
-
-  /** Writes the whole state atomically and durably; returns why it could not, or undefined. */
-  private writeState(path: string): string | undefined {
-    const text = JSON.stringify({ format: STATE_FORMAT, tunnels: [...this.tunnels.values()] }, null, 1);
-    // Temp file + fsync + rename: a crash or power loss mid-write leaves the previous state intact.
-    const tmp = `${path}.${process.pid}.tmp`;
-    try {
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        writeSync(fd, text);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
-      return undefined;
-    } catch (err) {
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // Never created, or not ours to remove.
-      }
-      return `cannot write state file ${path}: ${(err as Error).message}`;
+    for (const tunnelId of this.closedOrder.keys()) {
+      if (this.closedOrder.size <= this.limits.maxClosedTunnels) break;
+      this.forget(tunnelId);
     }
   }
 }

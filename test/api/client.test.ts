@@ -47,17 +47,20 @@ client('API errors carry the AWS error type and status', async (ctx) => {
     assert.is((err as ApiError).status, 404);
   }
   try {
+    // As in the cloud, the request is validated before the tunnel is looked up.
     await ctx.client.call('RotateTunnelAccessToken', { tunnelId: 'missing', clientMode: 'SIDEWAYS' });
     assert.unreachable();
   } catch (err) {
-    assert.is((err as ApiError).type, 'ResourceNotFoundException');
+    assert.is((err as ApiError).type, 'ValidationException');
+    assert.is((err as ApiError).status, 400);
+    assert.match((err as ApiError).message, /Value 'SIDEWAYS' at 'clientMode' failed to satisfy constraint: Member must satisfy enum value set: \[SOURCE, DESTINATION, ALL\]/);
   }
   try {
     await ctx.client.call('OpenTunnel', { destinationConfig: { services: ['bad id!'] } });
     assert.unreachable();
   } catch (err) {
     assert.is((err as ApiError).type, 'ValidationException');
-    assert.match((err as ApiError).message, /Invalid service id/);
+    assert.match((err as ApiError).message, /Value 'bad id!' at 'destinationConfig\.services\.1\.member' failed to satisfy constraint/);
   }
 });
 

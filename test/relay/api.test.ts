@@ -10,6 +10,7 @@ import { MessageType } from '../../src/protocol/message';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { within } from '../helpers/wait';
 import { connectPeer, connectReady } from './peer';
+import { signedPost } from './signed';
 
 const CREDENTIALS = { accessKeyId: 'AKIDRELAYTEST', secretAccessKey: 'relay-test-secret-key-0123456789' };
 
@@ -210,8 +211,8 @@ api('SigV4: any region, the SDK signing name only, and a clock skew of at most 1
   }
 });
 
-api('a request body over 64 KiB gets a 413 with an AWS error body (not a dropped connection)', async (ctx) => {
-  for (const size of [70_000, 2_000_000]) {
+api('a request body over 128 KiB gets a 413 with an AWS error body (not a dropped connection)', async (ctx) => {
+  for (const size of [140_000, 2_000_000]) {
     const res = await within(new Promise<{ status: number; body: string }>((resolve, reject) => {
       const req = request({ host: '127.0.0.1', port: ctx.relay.port, path: '/', method: 'POST', ca: ctx.relay.caPem, headers: { 'content-length': size, 'x-amz-target': 'IoTSecuredTunneling.ListTunnels' } }, (r) => {
         let body = '';
@@ -222,8 +223,77 @@ api('a request body over 64 KiB gets a 413 with an AWS error body (not a dropped
       req.end(Buffer.alloc(size, 0x20));
     }), 10_000, `${size}-byte request`);
     assert.is(res.status, 413, `${size} bytes`);
-    assert.equal(JSON.parse(res.body), { __type: 'ValidationException', message: 'Request body exceeds 65536 bytes' });
+    assert.equal(JSON.parse(res.body), { __type: 'ValidationException', message: 'Request body exceeds 131072 bytes' });
   }
+});
+
+
+api('SigV4: a request that leaves X-Amz-Target (or another x-amz-* header) out of its signature is refused, so a captured request cannot be replayed as another operation (issue 16)', async (ctx) => {
+  // A ListTunnels signed without its target, replayed as OpenTunnel: on the old relay it opened a tunnel.
+  const replayed = await signedPost(ctx.relay, CREDENTIALS, 'OpenTunnel', '{}', { unsigned: ['x-amz-target'] });
+  assert.is(replayed.status, 403);
+  assert.equal(replayed.json, { __type: 'IncompleteSignatureException', message: "'x-amz-target' must be a 'SignedHeader' in the AWS Authorization." });
+  const extra = await signedPost(ctx.relay, CREDENTIALS, 'ListTunnels', '{}', { extraHeaders: { 'x-amz-meta-added': 'later' } });
+  assert.is(extra.status, 403);
+  assert.match(extra.json.message!, /'x-amz-meta-added' must be a 'SignedHeader'/);
+  const host = await signedPost(ctx.relay, CREDENTIALS, 'ListTunnels', '{}', { unsigned: ['host'] });
+  assert.is(host.status, 403);
+  assert.is(host.json.__type, 'IncompleteSignatureException');
+  assert.is(ctx.relay.stats().openTunnels, 0);
+  // The same request signed in full is served.
+  assert.is((await signedPost(ctx.relay, CREDENTIALS, 'OpenTunnel', '{}')).status, 200);
+});
+
+for (const [operation, body, pattern] of [
+  ['ListTunnels', '{"maxResults":true}', /^maxResults must be an integer, not a boolean$/],
+  ['ListTunnels', '{"maxResults":"5"}', /^maxResults must be an integer, not a string$/],
+  ['ListTunnels', '{"maxResults":[5]}', /^maxResults must be an integer, not a list$/],
+  ['ListTunnels', '{"maxResults":2.5}', /^maxResults must be an integer, not a number$/],
+  ['ListTunnels', '{"thingName":{"a":1}}', /^thingName must be a string, not an object$/],
+  ['OpenTunnel', '{"destinationConfig":"x"}', /^destinationConfig must be an object, not a string$/],
+  ['OpenTunnel', '{"destinationConfig":{"services":"SSH"}}', /^destinationConfig\.services must be a list, not a string$/],
+  ['OpenTunnel', '{"description":5}', /^description must be a string, not a number$/],
+  ['OpenTunnel', '{"timeoutConfig":{"maxLifetimeTimeoutMinutes":"60"}}', /^timeoutConfig\.maxLifetimeTimeoutMinutes must be an integer, not a string$/],
+  ['CloseTunnel', '{"tunnelId":"x","delete":"true"}', /^delete must be true or false, not a string$/],
+  ['DescribeTunnel', '{"tunnelId":5}', /^tunnelId must be a string, not a number$/],
+  ['DescribeTunnel', '[]', /^Request body must be a JSON object$/],
+] as Array<[string, string, RegExp]>) {
+  api(`a member of the wrong JSON type is a SerializationException, not silently taken (issue 16): ${operation} ${body}`, async (ctx) => {
+    const res = await signedPost(ctx.relay, CREDENTIALS, operation, body);
+    assert.is(res.status, 400);
+    assert.is(res.json.__type, 'SerializationException');
+    assert.match(res.json.message!, pattern);
+    assert.is(ctx.relay.stats().openTunnels, 0);
+  });
+}
+
+for (const [operation, input, message] of [
+  ['OpenTunnel', { description: 'd'.repeat(2049) }, `1 validation error detected: Value '${'d'.repeat(64)}...' at 'description' failed to satisfy constraint: Member must satisfy regular expression pattern: [^\\p{C}]{1,2048}`],
+  ['OpenTunnel', { description: 'line one\nline two' }, "1 validation error detected: Value 'line one\\u000aline two' at 'description' failed to satisfy constraint: Member must satisfy regular expression pattern: [^\\p{C}]{1,2048}"],
+  ['OpenTunnel', { description: '', timeoutConfig: { maxLifetimeTimeoutMinutes: 0 } }, "2 validation errors detected: Value '' at 'description' failed to satisfy constraint: Member must satisfy regular expression pattern: [^\\p{C}]{1,2048}; Value '0' at 'timeoutConfig.maxLifetimeTimeoutMinutes' failed to satisfy constraint: Member must have value greater than or equal to 1"],
+  ['OpenTunnel', { destinationConfig: { thingName: 'pi\u0000one', services: ['SSH'] } }, "1 validation error detected: Value 'pi\\u0000one' at 'destinationConfig.thingName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9:_-]+"],
+  ['OpenTunnel', { destinationConfig: { services: ['SSH', 'x'.repeat(129)] } }, `1 validation error detected: Value '${'x'.repeat(64)}...' at 'destinationConfig.services.2.member' failed to satisfy constraint: Member must have length less than or equal to 128`],
+  ['OpenTunnel', { destinationConfig: { thingName: 'pi' } }, "1 validation error detected: Value null at 'destinationConfig.services' failed to satisfy constraint: Member must not be null"],
+  ['ListTunnels', { maxResults: 101 }, "1 validation error detected: Value '101' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 100"],
+  ['ListTunnels', { nextToken: 'not a token!' }, "1 validation error detected: Value 'not a token!' at 'nextToken' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_=-]{1,4096}"],
+  ['DescribeTunnel', {}, "1 validation error detected: Value null at 'tunnelId' failed to satisfy constraint: Member must not be null"],
+  ['DescribeTunnel', { tunnelId: '../etc' }, "1 validation error detected: Value '../etc' at 'tunnelId' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_\\-+=:]{1,128}"],
+] as Array<[string, unknown, string]>) {
+  api(`a value outside the service model's constraints is a ValidationException in AWS's wording: ${operation} ${JSON.stringify(input).slice(0, 60)}`, async (ctx) => {
+    const res = await signedPost(ctx.relay, CREDENTIALS, operation, JSON.stringify(input));
+    assert.is(res.status, 400);
+    assert.equal(res.json, { __type: 'ValidationException', message });
+    assert.is(ctx.relay.stats().openTunnels, 0);
+  });
+}
+
+api('members the model does not name are ignored and null is absent, as in the cloud', async (ctx) => {
+  const res = await signedPost(ctx.relay, CREDENTIALS, 'OpenTunnel', JSON.stringify({ description: null, extra: { anything: true }, timeoutConfig: { maxLifetimeTimeoutMinutes: 5 } }));
+  assert.is(res.status, 200, res.body);
+  const described = await signedPost(ctx.relay, CREDENTIALS, 'DescribeTunnel', JSON.stringify({ tunnelId: res.json.tunnelId }));
+  const tunnel = described.json.tunnel as { description?: string; timeoutConfig: { maxLifetimeTimeoutMinutes: number } };
+  assert.is(tunnel.description, undefined);
+  assert.is(tunnel.timeoutConfig.maxLifetimeTimeoutMinutes, 5);
 });
 
 api.run();

@@ -1,12 +1,14 @@
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { generateSelfSigned, loadOrCreateSelfSigned } from '../../src/relay/certs';
+import { RelayConfigError } from '../../src/relay/errors';
+import { silentLogger } from '../../src/log';
 import { startRelay } from '../../src/relay/server';
 import { within } from '../helpers/wait';
 
@@ -71,6 +73,48 @@ certs('curl verifies the relay with --capath pointing at the --tls-self-signed d
     assert.is(out, 'ok\n');
   } finally {
     await relay.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function startError(options: Parameters<typeof startRelay>[0]): Promise<Error> {
+  const err = await startRelay({ port: 0, log: silentLogger(), ...options }).then(async (relay) => { await relay.close(); return undefined; }, (e: Error) => e);
+  if (!err) throw new Error('the relay started');
+  return err;
+}
+
+certs('a certificate option that holds the key, a key that is not one or not the certificate\'s: one line naming the file, before anything is served (issue 16)', async () => {
+  const a = generateSelfSigned();
+  const b = generateSelfSigned();
+  for (const [tls, pattern] of [
+    [{ cert: a.keyPem, key: a.keyPem, certFile: '/etc/relay/key.pem', keyFile: '/etc/relay/key.pem' }, /^\/etc\/relay\/key\.pem is not a PEM certificate \(it holds a private key, not a certificate\)$/],
+    [{ cert: a.certPem, key: a.certPem, certFile: 'cert.pem', keyFile: 'cert-again.pem' }, /^cert-again\.pem is not a PEM private key \(it holds a certificate\)$/],
+    [{ cert: a.certPem, key: b.keyPem, certFile: 'a.pem', keyFile: 'b.key' }, /^b\.key does not belong to the certificate in a\.pem$/],
+    [{ cert: 'hello', key: a.keyPem }, /^the TLS certificate is not a PEM certificate$/],
+  ] as const) {
+    const err = await startError({ tls });
+    assert.instance(err, RelayConfigError);
+    assert.match(err.message, pattern);
+  }
+});
+
+certs('--tls-self-signed given a file, or a directory it cannot create: one line naming it (issue 16: EEXIST ... mkdir)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-certs-'));
+  try {
+    const file = join(dir, 'hostname');
+    writeFileSync(file, 'myhost\n');
+    const isFile = await startError({ selfSignedDir: file });
+    assert.instance(isFile, RelayConfigError);
+    assert.is(isFile.message, `certificate directory ${file} is not a directory`);
+    const under = await startError({ selfSignedDir: join(file, 'certs') });
+    assert.instance(under, RelayConfigError);
+    assert.match(under.message, /^cannot create certificate directory .*hostname\/certs: (ENOTDIR|EEXIST)$/);
+    writeFileSync(join(dir, 'cert.pem'), 'not a certificate');
+    writeFileSync(join(dir, 'key.pem'), generateSelfSigned().keyPem);
+    const broken = await startError({ selfSignedDir: dir });
+    assert.instance(broken, RelayConfigError);
+    assert.is(broken.message, `${join(dir, 'cert.pem')} is not a PEM certificate`);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

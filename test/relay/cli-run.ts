@@ -50,3 +50,28 @@ export async function startRelayCli(args: string[], env: Record<string, string |
     },
   };
 }
+
+/**
+ * Runs a CLI function in this process with stdout/stderr captured: for paths that end before
+ * any server starts (help, usage errors), where a child process would only add start-up time.
+ */
+export async function inProcess(run: (argv: string[]) => Promise<number>, args: string[], env: Record<string, string> = {}): Promise<Finished> {
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  const out = { stdout: '', stderr: '' };
+  const writeOut = process.stdout.write;
+  const writeErr = process.stderr.write;
+  process.stdout.write = ((chunk: string) => { out.stdout += chunk; return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => { out.stderr += chunk; return true; }) as typeof process.stderr.write;
+  try {
+    const code = await run(args);
+    return { code, ...out };
+  } finally {
+    process.stdout.write = writeOut;
+    process.stderr.write = writeErr;
+    for (const key of Object.keys(env)) {
+      if (saved[key] === undefined) delete process.env[key];
+      else process.env[key] = saved[key];
+    }
+  }
+}

@@ -5,33 +5,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTunnelCli } from '../../src/api/cli';
 import { runRelayCli } from '../../src/relay/cli';
-import { runCli, startRelayCli, type Finished } from './cli-run';
+import { inProcess, runCli, startRelayCli } from './cli-run';
 import { makePki } from '../transport/fixtures';
-
-/**
- * Runs a CLI function in this process with stdout/stderr captured: for paths that end before
- * any server starts (help, usage errors), where a child process would only add start-up time.
- */
-async function inProcess(run: (argv: string[]) => Promise<number>, args: string[], env: Record<string, string> = {}): Promise<Finished> {
-  const saved = { ...process.env };
-  Object.assign(process.env, env);
-  const out = { stdout: '', stderr: '' };
-  const writeOut = process.stdout.write;
-  const writeErr = process.stderr.write;
-  process.stdout.write = ((chunk: string) => { out.stdout += chunk; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => { out.stderr += chunk; return true; }) as typeof process.stderr.write;
-  try {
-    const code = await run(args);
-    return { code, ...out };
-  } finally {
-    process.stdout.write = writeOut;
-    process.stderr.write = writeErr;
-    for (const key of Object.keys(env)) {
-      if (saved[key] === undefined) delete process.env[key];
-      else process.env[key] = saved[key];
-    }
-  }
-}
 
 const cli = suite('localproxy relay (command line)');
 
@@ -149,8 +124,8 @@ cli('--tls-cert/--tls-key from a private CA and --credentials-file (~/.aws/crede
     assert.is(broken.code, 2);
     assert.match(broken.stderr, /^localproxy relay: credentials file '.*leaf\.pem' needs aws_access_key_id and aws_secret_access_key/);
     const noState = await runCli('relay', ['--listen', '127.0.0.1:0', '--plain', '--state', join(dir, 'missing', 'state.json')]);
-    assert.is(noState.code, 1);
-    assert.match(noState.stderr, /^localproxy relay: cannot start: cannot write state file .*state\.json: ENOENT[^\n]*\n$/m);
+    assert.is(noState.code, 2);
+    assert.match(noState.stderr, /^localproxy relay: cannot write state file .*state\.json: ENOENT[^\n]*\n$/);
   } finally {
     pki.remove();
     rmSync(dir, { recursive: true, force: true });
@@ -171,6 +146,57 @@ cli('tunnel CLI usage errors exit 2 with one line', async () => {
     assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, pattern);
     assert.is(r.stderr.trim().split('\n').length, 1);
+  }
+});
+
+cli('start-up file errors are usage errors: exit 2, one line naming the file and what is wrong, no warning before it (issue 16)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-cli-'));
+  try {
+    const key = join(dir, 'relay.key');
+    writeFileSync(key, makePki('key only').keyPem);
+    const hostname = join(dir, 'hostname');
+    writeFileSync(hostname, 'myhost\n');
+    const badState = join(dir, 'state.json');
+    writeFileSync(badState, JSON.stringify({ format: 1, tunnels: [null] }));
+    for (const [args, message] of [
+      [['--tls-cert', key, '--tls-key', key], `--tls-cert ${key} is not a PEM certificate (it holds a private key, not a certificate)`],
+      [['--tls-self-signed', hostname], `certificate directory ${hostname} is not a directory`],
+      [['--plain', '--state', badState], `state file ${badState} tunnel 1: expected a tunnel object`],
+      [['--plain', '--state', dir], `state file ${dir} is not a regular file`],
+    ] as Array<[string[], string]>) {
+      // No credentials: the warning about them used to come first.
+      const r = await inProcess(runRelayCli, ['--listen', '127.0.0.1:0', ...args], { LOCALPROXY_RELAY_ACCESS_KEY_ID: '', LOCALPROXY_RELAY_SECRET_ACCESS_KEY: '' });
+      assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.is(r.stderr, `localproxy relay: ${message} (try 'localproxy relay --help')\n`);
+      assert.is(r.stdout, '');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+cli('--max-services, --region and --account-id: more services per tunnel, and the ARNs name the relay\'s region and account', async () => {
+  const env = { LOCALPROXY_RELAY_ACCESS_KEY_ID: 'AKIDCLI', LOCALPROXY_RELAY_SECRET_ACCESS_KEY: 'cli-secret', AWS_ACCESS_KEY_ID: 'AKIDCLI', AWS_SECRET_ACCESS_KEY: 'cli-secret', AWS_SESSION_TOKEN: '' };
+  const relay = await startRelayCli(['--listen', '127.0.0.1:0', '--plain', '--max-services', '5', '--region', 'eu-central-1', '--account-id', '123456789012'], env);
+  try {
+    const endpoint = relay.url.replace('ws:', 'http:');
+    const opened = await inProcess(runTunnelCli, ['open', '--services', 'A,B,C,D,E', '--endpoint', endpoint, '--region', 'us-east-1'], env);
+    assert.is(opened.code, 0, opened.stderr);
+    assert.match(JSON.parse(opened.stdout).tunnelArn, /^arn:aws:iot:eu-central-1:123456789012:tunnel\//);
+    const six = await inProcess(runTunnelCli, ['open', '--services', 'A,B,C,D,E,F', '--endpoint', endpoint], env);
+    assert.is(six.code, 1);
+    assert.match(six.stderr, /ValidationException: A tunnel may have at most 5 services/);
+  } finally {
+    assert.is(await relay.stop(), 0);
+  }
+  for (const [args, pattern] of [
+    [['--max-services', '0'], /invalid --max-services '0'/],
+    [['--region', 'Mars'], /invalid --region 'Mars'/],
+    [['--account-id', '12345'], /invalid --account-id '12345': expected 12 digits/],
+  ] as Array<[string[], RegExp]>) {
+    const r = await inProcess(runRelayCli, args);
+    assert.is(r.code, 2);
+    assert.match(r.stderr, pattern);
   }
 });
 

@@ -3,20 +3,29 @@ import * as assert from 'uvu/assert';
 import { SUBPROTOCOL_V1, SUBPROTOCOL_V2 } from '../../src/protocol/constants';
 import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
-import { Logger, silentLogger } from '../../src/log';
-import { within } from '../helpers/wait';
+import { silentLogger } from '../../src/log';
+import { fitCloseReason } from '../../src/relay/forward';
 import { startRelay, type Relay } from '../../src/relay/server';
+import { EventLog } from './events';
 import { connectPeer, connectReady, type TestPeer } from './peer';
 
 const { DATA, STREAM_START, STREAM_RESET, SERVICE_IDS, SESSION_RESET, CONNECTION_START, CONNECTION_RESET } = MessageType;
 
-interface Ctx { relay: Relay; peers: TestPeer[] }
+interface Ctx { relay: Relay; peers: TestPeer[]; events: EventLog }
 const forward = suite<Ctx>('relay data plane: forwarding');
 
 forward.before.each(async (ctx) => {
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger() });
+  ctx.events = new EventLog();
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger(), onEvent: ctx.events.onEvent });
   ctx.peers = [];
 });
+
+/** `n` bytes that differ per (seed, offset): a shifted, repeated or truncated payload does not match. */
+function bytes(n: number, seed: number): Buffer {
+  const out = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) out[i] = (seed * 31 + i * 7 + (i >> 8)) & 0xff;
+  return out;
+}
 forward.after.each(async (ctx) => {
   for (const p of ctx.peers) p.terminate();
   await ctx.relay.close();
@@ -58,21 +67,23 @@ forward('forwards messages in order both ways, aggregated into WebSocket message
   src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
   const sizes: number[] = [];
   dst.ws.on('message', (d: Buffer) => sizes.push(d.length));
-  const payload = Buffer.alloc(64512, 7);
   const count = 40;
+  const small = Array.from({ length: count }, (_, i) => bytes(1000 + i, i));
+  const large = Array.from({ length: 20 }, (_, i) => bytes(64512, 100 + i));
   // Several frames per WebSocket message from the sender, a frame split across two messages.
-  const frames = Buffer.concat(Array.from({ length: count }, (_, i) => encodeFrame({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: payload.subarray(0, 1000 + i) })));
+  const frames = Buffer.concat(small.map((payload) => encodeFrame({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload })));
   src.ws.send(frames.subarray(0, 12345));
   src.ws.send(frames.subarray(12345));
-  for (let i = 0; i < 20; i++) src.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload });
+  for (const payload of large) src.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload });
   const start = await dst.next();
   assert.is(start.type, STREAM_START);
-  for (let i = 0; i < count; i++) {
+  for (const [i, payload] of [...small, ...large].entries()) {
     const m = await dst.next();
     assert.is(m.type, DATA);
-    assert.is(m.payload.length, 1000 + i);
+    assert.is(m.streamId, 1);
+    assert.is(m.serviceId, 'SSH');
+    assert.ok(Buffer.from(m.payload).equals(payload), `message ${i} arrived intact and in order`);
   }
-  for (let i = 0; i < 20; i++) assert.is((await dst.next()).payload.length, 64512);
   assert.ok(sizes.every((n) => n <= 131076), `largest message ${Math.max(...sizes)}`);
   assert.ok(sizes.length < count + 21, 'small frames were aggregated');
   dst.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: Buffer.from('back') });
@@ -85,11 +96,6 @@ forward('a peer that does not read still has its own data forwarded: the two dir
   // Regression: the relay paused reading a peer whenever its own backlog towards that peer was
   // high, so an echo-style app that stops reading while its writes are blocked deadlocked the
   // tunnel (seen as a hang of test/e2e/concurrent "three services at once").
-  let sawBacklog!: () => void;
-  const backlogHigh = new Promise<void>((resolve) => { sawBacklog = resolve; });
-  const log = new Logger({ level: 5, sink: (line) => { if (line.includes('paused reading: the destination has')) sawBacklog(); } });
-  await ctx.relay.close();
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log });
   const { src, dst } = await pair(ctx, ['SSH']);
   await src.next();
   await dst.next();
@@ -99,17 +105,14 @@ forward('a peer that does not read still has its own data forwarded: the two dir
   const payload = Buffer.alloc(64512, 1);
   // 32 MiB towards the destination: more than the kernel buffers and the relay's high-water mark.
   for (let i = 0; i < 512; i++) src.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload });
-  await within(backlogHigh, 10_000, "the relay's backlog towards the stalled destination");
+  await ctx.events.waitFor('paused', (e) => e.mode === 'source' && e.receiver === 'destination', 10_000);
   // The stalled destination keeps sending: every byte must reach the source.
-  const back = Buffer.alloc(64512, 2);
-  for (let i = 0; i < 64; i++) dst.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: back });
-  let received = 0;
-  while (received < 64 * 64512) {
+  for (let i = 0; i < 64; i++) dst.send({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: bytes(64512, i) });
+  for (let i = 0; i < 64; i++) {
     const m = await src.next(10_000);
     assert.is(m.type, DATA);
-    received += m.payload.length;
+    assert.ok(Buffer.from(m.payload).equals(bytes(64512, i)), `message ${i} intact`);
   }
-  assert.is(received, 64 * 64512);
   assert.ok(dst.ws.isPaused, 'the destination never read in the meantime');
 });
 
@@ -143,6 +146,7 @@ forward('closes with 1008 on stream id 0', (ctx) => expectViolation(ctx, 'source
 forward('closes with 1008 on a service id not in the tunnel', (ctx) => expectViolation(ctx, 'source', { type: STREAM_START, streamId: 1, serviceId: 'RDP' }, /not part of this tunnel/));
 forward('closes with 1008 on SERVICE_IDS from a client', (ctx) => expectViolation(ctx, 'source', { type: SERVICE_IDS, availableServiceIds: ['SSH'] }, /only be sent by the service/));
 forward('closes with 1008 on SESSION_RESET from a client', (ctx) => expectViolation(ctx, 'destination', { type: SESSION_RESET }, /only be sent by the service/));
+forward('closes with 1008 on a negative stream id instead of forwarding it (issue 16)', (ctx) => expectViolation(ctx, 'source', { type: STREAM_START, streamId: -5, serviceId: 'SSH' }, /negative stream id \(-5\)/));
 forward('closes with 1008 on a message without service id in a tunnel with several services', (ctx) => expectViolation(ctx, 'source', { type: STREAM_START, streamId: 1 }, /without a service id/, ['SSH', 'HTTP']));
 
 forward('closes with 1008 on an undecodable frame and on a text frame', async (ctx) => {
@@ -198,6 +202,7 @@ forward('rejects a WebSocket message over 131076 bytes (close 1009) and accepts 
   assert.is(two.length, 131076);
   src.ws.send(two);
   await dst.until(() => dst.messages.length === 3, 5000, 'three DATA messages');
+  assert.ok(Buffer.concat(dst.messages.map((m) => encodeFrame({ type: DATA, streamId: 1, serviceId: 'SSH', payload: m.payload }))).equals(two), 'the three frames arrived as sent');
   assert.is(src.closeCode, undefined);
   src.ws.send(Buffer.concat([two, Buffer.of(0)]));
   assert.is((await src.waitClosed()).code, 1009);
@@ -229,6 +234,18 @@ forward('random bytes from peers never crash the relay or disturb another tunnel
   assert.is(Buffer.from((await good.dst.next()).payload).toString(), 'still fine');
   const closedCodes = fuzzers.filter((p) => p.closeCode !== undefined).map((p) => p.closeCode);
   assert.ok(closedCodes.every((c) => c === 1008), `close codes ${closedCodes}`);
+});
+
+forward('fitCloseReason keeps a close reason within 123 bytes of UTF-8 and never cuts a character in half (issue 12)', () => {
+  // 40 emoji are 160 bytes; cutting UTF-16 units left a lone surrogate (sent as U+FFFD).
+  const emoji = fitCloseReason('\u{1F600}'.repeat(40));
+  assert.is(Buffer.from(emoji, 'utf8').toString('utf8'), emoji, 'a lone surrogate (UTF-8 round trip)');
+  assert.is(emoji, '\u{1F600}'.repeat(30));
+  const mixed = fitCloseReason(`service id "${'é'.repeat(70)}" is not part of this tunnel`);
+  assert.ok(Buffer.byteLength(mixed) <= 123);
+  assert.is(mixed, `service id "${'é'.repeat(55)}`);
+  assert.is(fitCloseReason('short'), 'short');
+  assert.is(fitCloseReason('x'.repeat(123)), 'x'.repeat(123));
 });
 
 forward.run();

@@ -166,4 +166,20 @@ handshake('refuses tokens of a closed tunnel', async (ctx) => {
   await refused(connectPeer(ctx.relay, t.sourceAccessToken), 403, 'Invalid access token');
 });
 
+handshake('an upgrade without a valid Sec-WebSocket-Key, version 13 or Upgrade: websocket is refused with 400 by the relay itself', async (ctx) => {
+  const t = ctx.relay.openTunnel();
+  const base = { 'access-token': t.sourceAccessToken, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': SUBPROTOCOL_V3 };
+  for (const [change, pattern] of [
+    [{ 'sec-websocket-key': 'short' }, /Sec-WebSocket-Key/],
+    [{ 'sec-websocket-version': '8' }, /Sec-WebSocket-Version/],
+    [{ upgrade: 'h2c' }, /Only WebSocket upgrades/],
+  ] as Array<[Record<string, string>, RegExp]>) {
+    const res = await rawGet(ctx.relay, '/tunnel?local-proxy-mode=source', { ...base, ...change });
+    assert.is(res.status, 400);
+    assert.match(res.body, pattern);
+  }
+  // None of them spent the token.
+  ctx.peers.push(await connectPeer(ctx.relay, t.sourceAccessToken));
+});
+
 handshake.run();

@@ -15,6 +15,8 @@ export interface PeerOptions {
   protocols?: string[];
   headers?: Record<string, string>;
   clientToken?: string;
+  /** Source address of the connection (any 127.x.y.z on Linux). */
+  localAddress?: string;
 }
 
 export class TestPeer {
@@ -93,7 +95,7 @@ export async function connectPeer(relay: Relay, token: string | undefined, optio
   const headers: Record<string, string> = { ...options.headers };
   if (token !== undefined) headers['access-token'] = token;
   if (options.clientToken) headers['client-token'] = options.clientToken;
-  const ws = new WebSocket(tunnelUrl(relay, options.mode ?? 'source'), options.protocols ?? [SUBPROTOCOL_V3], { headers, ca: relay.caPem, perMessageDeflate: false });
+  const ws = new WebSocket(tunnelUrl(relay, options.mode ?? 'source'), options.protocols ?? [SUBPROTOCOL_V3], { headers, ca: relay.caPem, perMessageDeflate: false, localAddress: options.localAddress });
   const peer = new TestPeer(ws);
   const refused = new Promise<never>((_, reject) => {
     ws.on('unexpected-response', (_req, res) => {

@@ -1,0 +1,267 @@
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { TunnelApiClient } from '../../src/api/client';
+import { Logger, LogLevel, silentLogger } from '../../src/log';
+import { MessageType } from '../../src/protocol/message';
+import { RelayConfigError } from '../../src/relay/errors';
+import { hashToken } from '../../src/relay/tunnels';
+import { startRelay } from '../../src/relay/server';
+import { startRelayCli } from './cli-run';
+import { EventLog } from './events';
+import { connectPeer, connectReady } from './peer';
+
+const { STREAM_START } = MessageType;
+const CLIENT_TOKEN = 'c'.repeat(32);
+
+interface Ctx { dir: string; statePath: string }
+const state = suite<Ctx>('relay --state file');
+
+state.before.each((ctx) => {
+  ctx.dir = mkdtempSync(join(tmpdir(), 'relay-state-'));
+  ctx.statePath = join(ctx.dir, 'state.json');
+});
+state.after.each((ctx) => {
+  rmSync(ctx.dir, { recursive: true, force: true });
+});
+
+function lines(path: string): Array<Record<string, unknown>> {
+  return readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+/** The tunnel records of a journal, replayed. */
+function records(path: string): Map<string, Record<string, unknown>> {
+  const out = new Map<string, Record<string, unknown>>();
+  for (const entry of lines(path).slice(1)) {
+    if ('put' in entry) out.set((entry.put as { tunnelId: string }).tunnelId, entry.put as Record<string, unknown>);
+    else out.delete(entry.delete as string);
+  }
+  return out;
+}
+
+async function startError(options: Parameters<typeof startRelay>[0]): Promise<Error> {
+  const err = await startRelay({ port: 0, tls: 'plain', log: silentLogger(), ...options }).then(
+    async (relay) => { await relay.close(); return undefined; },
+    (e: Error) => e,
+  );
+  if (!err) throw new Error('the relay started');
+  return err;
+}
+
+/** A record as the relay writes it, for hand-made state files. */
+function record(overrides: Record<string, unknown> = {}) {
+  const now = Date.now();
+  return {
+    tunnelId: '00000000-0000-4000-8000-000000000001',
+    tunnelArn: 'arn:aws:iot:local:000000000000:tunnel/00000000-0000-4000-8000-000000000001',
+    status: 'OPEN',
+    services: ['SSH'],
+    lifetimeMinutes: 60,
+    createdAt: now,
+    lastUpdatedAt: now,
+    source: { tokenHash: hashToken('source-token'), consumed: false, connected: false, lastUpdatedAt: now },
+    destination: { tokenHash: hashToken('destination-token'), consumed: false, connected: false, lastUpdatedAt: now },
+    ...overrides,
+  };
+}
+
+state('a change appends one line: with 2,000 tunnels, OpenTunnel neither rewrites the file nor writes more than its own record (issue 16: 46 ms and a whole-file rewrite per call)', async (ctx) => {
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    for (let i = 0; i < 2000; i++) relay.openTunnel({ services: ['SSH'], description: `tunnel ${i}` });
+    await relay.flush();
+    const before = statSync(ctx.statePath);
+    relay.openTunnel({ services: ['SSH'], description: 'one more' });
+    await relay.flush();
+    const after = statSync(ctx.statePath);
+    assert.is(after.ino, before.ino, 'the file was rewritten');
+    const added = after.size - before.size;
+    assert.ok(added > 0 && added < 1024, `appended ${added} bytes`);
+    assert.equal(lines(ctx.statePath).at(-1)!.put && (lines(ctx.statePath).at(-1)!.put as { description: string }).description, 'one more');
+  } finally {
+    await relay.close();
+  }
+  // And the 2,001 tunnels are all there after a restart.
+  const again = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    assert.is(again.stats().openTunnels, 2001);
+  } finally {
+    await again.close();
+  }
+});
+
+state('the journal is compacted: 3,000 open-and-delete cycles leave a file the size of what is live', async (ctx) => {
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    const kept = relay.openTunnel({ services: ['SSH'] });
+    for (let i = 0; i < 3000; i++) {
+      const t = relay.openTunnel({ services: ['SSH'] });
+      relay.closeTunnel(t.tunnelId, { delete: true });
+      if (i % 100 === 0) await relay.flush();
+    }
+    await relay.flush();
+    const size = statSync(ctx.statePath).size;
+    // Each cycle appends about 1 KiB; unbounded, that would be 3 MiB.
+    assert.ok(size < 200 * 1024, `state file is ${size} bytes`);
+    assert.equal([...records(ctx.statePath).keys()], [kept.tunnelId]);
+  } finally {
+    await relay.close();
+  }
+});
+
+state('an OpenTunnel the API answered survives the relay being killed at once (SIGKILL)', async (ctx) => {
+  const credentials = { accessKeyId: 'AKIDSTATE', secretAccessKey: 'state-secret' };
+  const env = { LOCALPROXY_RELAY_ACCESS_KEY_ID: credentials.accessKeyId, LOCALPROXY_RELAY_SECRET_ACCESS_KEY: credentials.secretAccessKey };
+  const args = ['--listen', '127.0.0.1:0', '--plain', '--state', ctx.statePath];
+  const first = await startRelayCli(args, env);
+  const client = new TunnelApiClient({ endpoint: first.url.replace('ws:', 'http:'), region: 'eu-west-1', credentials });
+  const opened: string[] = [];
+  for (let i = 0; i < 5; i++) opened.push((await client.call<{ tunnelId: string }>('OpenTunnel', {})).tunnelId);
+  first.child.kill('SIGKILL');
+  await new Promise((resolve) => first.child.once('close', resolve));
+  const second = await startRelayCli(args, env);
+  try {
+    const client2 = new TunnelApiClient({ endpoint: second.url.replace('ws:', 'http:'), region: 'eu-west-1', credentials });
+    for (const tunnelId of opened) {
+      const { tunnel } = await client2.call<{ tunnel: { status: string } }>('DescribeTunnel', { tunnelId });
+      assert.is(tunnel.status, 'OPEN');
+    }
+  } finally {
+    await second.stop();
+  }
+});
+
+state('a connect appends the spent token; a disconnect writes nothing (a write per event is costly on SD cards)', async (ctx) => {
+  const events = new EventLog();
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger(), onEvent: events.onEvent });
+  try {
+    const t = relay.openTunnel({ services: ['SSH'] });
+    await relay.flush();
+    const opened = statSync(ctx.statePath).size;
+    const src = await connectReady(relay, t.sourceAccessToken);
+    await relay.flush();
+    const connected = statSync(ctx.statePath).size;
+    assert.ok(connected > opened, 'the consumed token was written');
+    assert.is((records(ctx.statePath).get(t.tunnelId)!.source as { consumed: boolean }).consumed, true);
+    src.terminate();
+    await events.waitFor('disconnected', (e) => e.tunnelId === t.tunnelId);
+    await relay.flush();
+    assert.is(statSync(ctx.statePath).size, connected, 'a disconnect wrote the state file');
+  } finally {
+    await relay.close();
+  }
+});
+
+state('a write that fails is one error line, never a crash: peers still connect, the API does not confirm an open it could not save, and the next good write is logged', async (ctx) => {
+  const logLines: string[] = [];
+  const credentials = { accessKeyId: 'AKIDSTATE', secretAccessKey: 'state-secret' };
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, credentials, log: new Logger({ level: LogLevel.INFO, sink: (line) => logLines.push(line) }) });
+  try {
+    // A directory where the file was: every append and every rewrite fails, as on a full disk.
+    unlinkSync(ctx.statePath);
+    mkdirSync(ctx.statePath);
+    const t = relay.openTunnel({ services: ['SSH'] });
+    await relay.flush().then(() => assert.unreachable('the write succeeded'), () => {});
+    const src = await connectReady(relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
+    const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination', clientToken: CLIENT_TOKEN });
+    src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' });
+    assert.is((await dst.next()).type, STREAM_START);
+    const client = new TunnelApiClient({ endpoint: relay.url.replace('ws:', 'http:'), region: 'us-east-1', credentials });
+    const refused = await client.call('OpenTunnel', {}).then(() => undefined, (err: { status: number; type: string; message: string }) => err);
+    assert.is(refused?.status, 503);
+    assert.is(refused?.type, 'ServiceUnavailableException');
+    assert.match(refused!.message, /cannot write state file .*state\.json.*no tunnel was opened/);
+    assert.is(relay.stats().openTunnels, 1, 'the refused open was taken back');
+    const failed = logLines.filter((l) => l.includes('cannot write state file'));
+    assert.is(failed.length, 1, logLines.join(''));
+    assert.match(failed[0], /\[error\] cannot write state file .*state\.json: .*; changes will not survive a restart/);
+
+    rmdirSync(ctx.statePath);
+    relay.closeTunnel(t.tunnelId);
+    await relay.flush();
+    await Promise.all([src.waitClosed(), dst.waitClosed()]);
+    assert.ok(logLines.some((l) => /\[info\] state file .* written again/.test(l)), logLines.join(''));
+    // The rewrite holds the whole state, and only it.
+    assert.equal([...records(ctx.statePath).values()].map((r) => [r.tunnelId, r.status]), [[t.tunnelId, 'CLOSED']]);
+  } finally {
+    await relay.close();
+  }
+});
+
+state('a symbolic link at the state path is kept: the file it points to is written', async (ctx) => {
+  const target = join(ctx.dir, 'real-state.json');
+  symlinkSync(target, ctx.statePath);
+  const first = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  const t = first.openTunnel({ services: ['SSH'] });
+  await first.close();
+  assert.ok(lstatSync(ctx.statePath).isSymbolicLink(), 'the link was replaced by a file');
+  assert.is(readlinkSync(ctx.statePath), target);
+  assert.ok(records(target).has(t.tunnelId));
+  const second = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    const peer = await connectReady(second, t.sourceAccessToken);
+    peer.terminate();
+  } finally {
+    await second.close();
+  }
+});
+
+state('a state file from an earlier version (format 1, one JSON document) is loaded and rewritten as a journal', async (ctx) => {
+  writeFileSync(ctx.statePath, JSON.stringify({ format: 1, tunnels: [record()] }, null, 1));
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    await connectPeer(relay, 'source-token').then((p) => p.terminate());
+    assert.equal(lines(ctx.statePath)[0], { format: 2 });
+    assert.equal((records(ctx.statePath).get(record().tunnelId)!.tags), []);
+  } finally {
+    await relay.close();
+  }
+});
+
+for (const [name, content, pattern] of [
+  ['a null entry (issue 16: "Cannot read properties of null" without the file name)', JSON.stringify({ format: 1, tunnels: [null] }), /^state file \S+state\.json tunnel 1: expected a tunnel object$/],
+  ['a lifetime given as a string', JSON.stringify({ format: 1, tunnels: [record({ lifetimeMinutes: '60' })] }), /^state file \S+state\.json tunnel 1 \(tunnel 00000000-0000-4000-8000-000000000001\): lifetimeMinutes must be an integer from 1 to 720$/],
+  ['services that are not a list', JSON.stringify({ format: 1, tunnels: [record({ services: 'SSH' })] }), /tunnel 1 \(tunnel \S+\): services must be a list/],
+  ['a token hash that is not one', JSON.stringify({ format: 1, tunnels: [record({ source: { tokenHash: 'x', consumed: false, lastUpdatedAt: 1 } })] }), /source\.tokenHash must be a SHA-256 hex digest/],
+  ['a journal line that is not JSON', `{"format":2}\n{"put":${JSON.stringify(record())}}\n{oops\n{"delete":"x"}\n`, /^state file \S+state\.json line 3: not JSON$/],
+  ['a journal entry of the wrong shape', `{"format":2}\n{"put":${JSON.stringify(record({ status: 'MAYBE' }))}}\n`, /^state file \S+state\.json line 2 \(tunnel \S+\): status must be OPEN or CLOSED$/],
+  ['another program\'s JSON', JSON.stringify({ hello: 'world' }), /^state file \S+state\.json: not a localproxy relay state file/],
+  ['a text file', 'hello\n', /^state file \S+state\.json: not JSON, and not a localproxy relay state file$/],
+] as Array<[string, string, RegExp]>) {
+  state(`a state file with ${name}: the relay does not start, and one line names the file and the entry`, async (ctx) => {
+    writeFileSync(ctx.statePath, content);
+    const err = await startError({ statePath: ctx.statePath });
+    assert.instance(err, RelayConfigError);
+    assert.match(err.message, pattern);
+    assert.not.match(err.message, /\n/);
+    // The file is left as it was, for its owner to look at.
+    assert.is(readFileSync(ctx.statePath, 'utf8'), content);
+  });
+}
+
+state('a torn last line (a crash mid-append) is dropped; the lines before it load', async (ctx) => {
+  const full = `{"format":2}\n{"put":${JSON.stringify(record())}}\n`;
+  writeFileSync(ctx.statePath, `${full}{"put":{"tunnelId":"00000000-0000-4000-8000-0000`);
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    assert.is(relay.stats().openTunnels, 1);
+    assert.ok(readFileSync(ctx.statePath, 'utf8').endsWith('\n'), 'the torn line was dropped from the file');
+  } finally {
+    await relay.close();
+  }
+});
+
+state('a state path that is a directory, or in a directory that does not exist: the relay does not start, one line', async (ctx) => {
+  mkdirSync(join(ctx.dir, 'adir'));
+  const isDir = await startError({ statePath: join(ctx.dir, 'adir') });
+  assert.instance(isDir, RelayConfigError);
+  assert.match(isDir.message, /^state file \S+adir is not a regular file$/);
+  const missing = await startError({ statePath: join(ctx.dir, 'missing', 'state.json') });
+  assert.instance(missing, RelayConfigError);
+  assert.match(missing.message, /^cannot write state file \S+missing.state\.json: ENOENT/);
+  assert.not.match(missing.message, /\n/);
+});
+
+state.run();
