@@ -318,7 +318,10 @@ export class Peer {
       error = this.check(msg);
       if (error) return;
       if (other && !other.closing) {
-        if (!other.takes(msg.type)) return;
+        if (!other.takes(msg.type)) {
+          this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
+          return;
+        }
         this.link.track(msg);
         forward.push(other.frameFor(msg));
       } else {
