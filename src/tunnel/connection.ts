@@ -306,6 +306,11 @@ export class Connection implements Producer, Throttled {
 
   /** Sends what the credit allows; the rest is held and the socket no longer read until the next grant. */
   private sendWithinCredit(chunk: Buffer): void {
+    if (this.held) {
+      // A read that was already under way when reading stopped: it waits behind the held bytes.
+      this.held = Buffer.concat([this.held, chunk]);
+      return;
+    }
     const room = this.owner.sendRoom(this);
     if (chunk.length <= room) {
       this.send(chunk);

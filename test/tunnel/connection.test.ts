@@ -237,4 +237,60 @@ machine('connecting → the session ends: the connect is given up even with byte
   assert.is(owner.retained, 0);
 });
 
+machine('credit: the app\'s bytes go out only within the peer\'s credit; the rest is held and the socket not read until the next grant', async () => {
+  const { local, app, close } = await pair();
+  try {
+    const owner = recorder();
+    owner.room = 1000;
+    const conn = new Connection(owner, 1, 1, silentLogger());
+    conn.attach(local);
+    const bytes = Buffer.alloc(5000, 3);
+    const paused = once(local, 'pause');
+    app.write(bytes);
+    await within(paused, 5000, 'the socket is no longer read');
+    assert.is(Buffer.concat(owner.sent).length, 1000, 'exactly the credit');
+    assert.is(conn.bytesOut, 1000);
+    conn.onCredit();
+    assert.is(Buffer.concat(owner.sent).length, 1000, 'no grant yet: nothing more');
+    owner.room = 2500;
+    conn.onCredit();
+    assert.is(Buffer.concat(owner.sent).length, 3500, 'part of what is held');
+    assert.ok(local.isPaused(), 'still held back');
+    owner.room = Infinity;
+    conn.onCredit();
+    assert.ok(Buffer.concat(owner.sent).equals(bytes), 'every byte, in order');
+    assert.not.ok(local.isPaused(), 'reading again');
+  } finally {
+    close();
+  }
+});
+
+machine('credit: the app resets while bytes are held: they go first once credit comes, then the reset', async () => {
+  const { local, app, close } = await pair();
+  try {
+    const owner = recorder();
+    owner.room = 10;
+    const conn = new Connection(owner, 1, 1, silentLogger());
+    conn.attach(local);
+    const closed = new Promise((resolve) => local.once('close', resolve));
+    const paused = once(local, 'pause');
+    app.write(Buffer.alloc(100, 1));
+    await within(paused, 5000, 'the socket is no longer read');
+    app.resetAndDestroy();
+    await within(closed, 5000, 'the local socket closes');
+    assert.is(conn.state, 'closing');
+    assert.not.ok(owner.calls.includes('reset'), 'the reset waits for the held bytes');
+    conn.onQueueEmpty();
+    assert.is(conn.state, 'closing', 'not closed while bytes are held');
+    owner.room = Infinity;
+    conn.onCredit();
+    assert.is(Buffer.concat(owner.sent).length, 100);
+    assert.equal(owner.calls.filter((c) => c === 'data' || c === 'reset').slice(-2), ['data', 'reset'], 'the held bytes, then the reset');
+    conn.onQueueEmpty();
+    assert.is(conn.state, 'closed');
+  } finally {
+    close();
+  }
+});
+
 machine.run();
