@@ -111,7 +111,9 @@ export class ServiceState implements ConnectionOwner {
 
   /** A WINDOW for a connection goes in its own queue: in order with its START and DATA. */
   private sendWindow(conn: Connection, grant: Grant): void {
-    if (conn.state !== 'open' && conn.state !== 'connecting') return;
+    // A peer speaking the V1 format does not have the extension; without a service id the message
+    // would even be a violation for a relay with several services.
+    if (this.version === 1 || (conn.state !== 'open' && conn.state !== 'connecting')) return;
     this.push(conn, {
       type: ExtensionType.CREDIT_WINDOW,
       ignorable: true,
