@@ -464,14 +464,11 @@ export class Session implements Producer {
     }
     const id = svc.nextConnectionId();
     let type: typeof MessageType.STREAM_START | typeof MessageType.CONNECTION_START = MessageType.CONNECTION_START;
-    if (svc.version === 3 && svc.streamId !== 0 && !svc.hasLiveConnection()) {
-      // Nobody else uses the stream: a new one is valid V3 and also what a V1/V2 destination
-      // expects (one connection per stream), which this source may not have detected yet — it
-      // may answer the last connection's reset with a STREAM_RESET that would end a connection
-      // joining the old stream. The old stream's last bytes and reset go on the wire first.
-      this.outbound.flushNow();
-      svc.streamId = 0;
-    }
+    // A stream outlives its connections: the next one joins it with CONNECTION_START, as the
+    // reference's source does. A C++ V3 destination takes a STREAM_START with a new stream id
+    // during data transfer as a reset only (reference bug 9.3#20), and a STREAM_RESET ending the
+    // old stream can stop it for good while it still sends (both seen in test/interop). A V1/V2
+    // destination ends the stream itself (STREAM_RESET) when a connection closes.
     if (svc.version < 3 || svc.streamId === 0) {
       svc.streamId = svc.nextStreamId();
       type = MessageType.STREAM_START;

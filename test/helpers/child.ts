@@ -43,6 +43,8 @@ export interface ChildSpec {
   /** Over the defaults; the CLI gets them as a `--settings-json` file next to the certificate. */
   settings?: Partial<Settings>;
   extraArgs?: string[];
+  /** `-v` (at least 4, for the readiness lines); default 4. */
+  verbose?: number;
 }
 
 export interface ChildProxy {
@@ -64,7 +66,7 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
   for (const [id, port] of Object.entries(spec.services)) ports[id] = spec.mode === 'source' && port === 0 ? await freePort() : port;
   const mapping = Object.entries(ports).map(([id, port]) => (id === '' ? String(port) : `${id}=${port}`)).join(',');
   const env = { ...process.env, AWSIOT_TUNNEL_ACCESS_TOKEN: spec.accessToken };
-  const args = [CLI, '-e', `127.0.0.1:${spec.relay.port}`, '-c', spec.ca.dir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', '4'];
+  const args = [CLI, '-e', `127.0.0.1:${spec.relay.port}`, '-c', spec.ca.dir, spec.mode === 'source' ? '-s' : '-d', mapping, '-v', String(spec.verbose ?? 4)];
   if (spec.clientType) args.push('-y', spec.clientType);
   if (spec.settings) {
     const file = join(spec.ca.dir, `settings-${spec.mode}.json`);

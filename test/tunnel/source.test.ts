@@ -93,7 +93,7 @@ source('stream and connection ids never repeat: after a STREAM_RESET the next co
   }
 });
 
-source('a connection that finds no other connection of its service open starts a new stream (a V1/V2 destination not yet detected answers the old one\'s reset with STREAM_RESET)', async () => {
+source('after the last connection of a stream closed, the next one joins the stream with CONNECTION_START (a C++ V3 destination drops a new STREAM_START during data transfer, reference bug 9.3#20)', async () => {
   const t = await setup({ SSH1: 0 }, ['SSH1']);
   try {
     const a = await t.connect();
@@ -102,12 +102,15 @@ source('a connection that finds no other connection of its service open starts a
     a.end('last');
     assert.is((await t.peer.takeData(1, 1, 4)).toString(), 'last');
     await t.peer.takeType(T.CONNECTION_RESET);
-    await t.connect();
+    const b = await t.connect();
     const next = await t.peer.take((m) => m.type === T.STREAM_START || m.type === T.CONNECTION_START, 5000, 'the second start');
-    assert.equal([typeName(next.type), next.streamId, next.connectionId], ['STREAM_START', 2, 2]);
-    // While it is open, a third connection joins stream 2.
+    assert.equal([typeName(next.type), next.streamId, next.connectionId], ['CONNECTION_START', 1, 2]);
+    // Once the peer ends the stream (a V1/V2 destination answers a close with STREAM_RESET), the next connection starts a new one.
+    const bClosed = once(b, 'close');
+    t.peer.send({ type: T.STREAM_RESET, serviceId: 'SSH1', streamId: 1 });
+    await within(bClosed, 3000, 'the stream reset closes the second connection');
     await t.connect();
-    const third = await t.peer.takeType(T.CONNECTION_START);
+    const third = await t.peer.takeType(T.STREAM_START);
     assert.equal([third.streamId, third.connectionId], [2, 3]);
   } finally {
     await t.close();
