@@ -320,6 +320,9 @@ export class Session implements Producer {
       this.log.trace(`Ignoring ${typeName(msg.type)}: this session does not use the credit extension`);
       return;
     }
+    // Before SERVICE_IDS our HELLO could not carry a service id yet; the one we send at the start
+    // makes the peer answer with its own.
+    if (!this.started) return;
     if (msg.type === ExtensionType.CREDIT_HELLO) {
       const hello = decodeHello(msg.payload);
       if (!hello) {
@@ -339,7 +342,6 @@ export class Session implements Producer {
       }
       return;
     }
-    if (!this.started) return;
     const window = decodeWindow(msg.payload);
     if (!window) {
       this.warnLimited('credit-window', `Dropping a malformed ${typeName(msg.type)} from the peer (${msg.payload.length} bytes of payload)`);
