@@ -47,6 +47,8 @@ export interface Grant {
   limit: number;
   /** Set once we have received a grant for the connection: our DATA is bounded by it. */
   ack: boolean;
+  /** The connection's window grew to this size with this grant (for a debug line). */
+  grewTo?: number;
 }
 
 /** What a received DATA payload is, for the connection's receiver. */
@@ -185,14 +187,20 @@ export class Credit<K> {
     // The app has taken every byte while the sender stood at the previous limit: the window, not
     // the app, held the connection back.
     const starved = w.floor >= 0 && w.consumed === w.received && w.received === w.previous && w.granted > w.received;
+    let grew = false;
     if (starved && w.size < this.settings.maxWindow) {
       const grown = Math.min(this.settings.maxWindow, w.size * 2);
-      if (this.outstanding - this.share(w) + grown <= this.settings.totalBytes) w.size = grown;
+      if (this.outstanding - this.share(w) + grown <= this.settings.totalBytes) {
+        w.size = grown;
+        grew = true;
+      }
     }
     const next = w.consumed + w.size;
     if (next <= w.granted) return undefined;
     if (!starved && w.granted - w.consumed > w.size / 2) return undefined;
-    return this.raise(w, next);
+    const grant = this.raise(w, next);
+    if (grew) grant.grewTo = w.size;
+    return grant;
   }
 
   /** True once the peer's DATA on the connection is bound by our grants. */

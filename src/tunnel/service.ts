@@ -159,7 +159,9 @@ export class ServiceState implements ConnectionOwner {
 
   taken(conn: Connection, bytes: number): void {
     const grant = this.flow.credit?.consumed(conn, bytes);
-    if (grant) this.sendWindow(conn, grant);
+    if (!grant) return;
+    if (grant.grewTo) conn.log.debug(`credit window grown to ${grant.grewTo} bytes: the app drained it before the next grant arrived`);
+    this.sendWindow(conn, grant);
   }
 
   sendRoom(conn: Connection): number {
