@@ -75,7 +75,7 @@ export class Session implements Producer {
     this.hooks = init.hooks;
     this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes);
     this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
-    this.flow = { outbound: this.outbound, inbound: this.inbound, maxPayloadBytes: this.settings.maxPayloadSize, log: this.log };
+    this.flow = { outbound: this.outbound, inbound: this.inbound, maxPayloadBytes: this.settings.maxPayloadSize, source: this.mode === 'source', log: this.log };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
     this.ws.on('message', this.onWsMessage);
   }
@@ -214,6 +214,7 @@ export class Session implements Producer {
    */
   private observeFormat(svc: ServiceState, msg: Message): void {
     if (svc.version === 1) return;
+    if (msg.connectionId !== 0 && msg.serviceId !== '') svc.v3Confirmed = true;
     if (msg.serviceId === '') {
       svc.version = 1;
       this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
