@@ -25,6 +25,8 @@ export interface ServiceFlow {
   credit?: Credit<Connection>;
   /** Largest DATA payload sent (`message.max_payload_size`). */
   maxPayloadBytes: number;
+  /** Source side: a stream may be ended with STREAM_RESET while the peer's format is unsure. */
+  source: boolean;
   log: Logger;
 }
 
@@ -34,6 +36,8 @@ export class ServiceState implements ConnectionOwner {
   private lastStreamId = 0;
   private lastConnectionId = 0;
   readonly connections = new Map<number, Connection>();
+  /** The peer sent a message with a connection id for this service: it speaks V3. */
+  v3Confirmed = false;
 
   constructor(
     readonly id: string,
@@ -136,12 +140,24 @@ export class ServiceState implements ConnectionOwner {
 
   /** CONNECTION_RESET, or STREAM_RESET for V1/V2 peers, whose stream ends with its connection. */
   sendReset(conn: Connection): void {
-    if (this.version >= 3) {
+    if (this.version >= 3 && !this.endsStreamInstead(conn)) {
       this.push(conn, { type: MessageType.CONNECTION_RESET, streamId: conn.streamId, serviceId: this.wireId, connectionId: conn.id });
       return;
     }
     this.push(conn, { type: MessageType.STREAM_RESET, streamId: conn.streamId, serviceId: this.wireId });
     if (conn.streamId === this.streamId) this.streamId = 0;
+  }
+
+  /**
+   * A source's only connection of a stream that closes before the peer sent anything ends the
+   * stream (STREAM_RESET, valid V3) instead of itself, while the peer has not shown that it
+   * speaks V3: a destination in the V1/V2 format (the reference with -y) wedges on a
+   * CONNECTION_RESET, while a V3 one takes the STREAM_RESET as the end of that connection.
+   */
+  private endsStreamInstead(conn: Connection): boolean {
+    if (!this.flow.source || this.v3Confirmed || conn.bytesIn > 0 || conn.streamId !== this.streamId) return false;
+    for (const other of this.connections.values()) if (other !== conn && (other.state === 'open' || other.state === 'connecting')) return false;
+    return true;
   }
 
   discard(conn: Connection): void {

@@ -94,6 +94,7 @@ export class Session implements Producer {
       granted: new InboundBudget(undefined, Infinity),
       credit: this.credit,
       maxPayloadBytes: this.settings.maxPayloadSize,
+      source: this.mode === 'source',
       log: this.log,
     };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
@@ -238,6 +239,7 @@ export class Session implements Producer {
    */
   private observeFormat(svc: ServiceState, msg: Message): void {
     if (svc.version === 1) return;
+    if (msg.connectionId !== 0 && msg.serviceId !== '') svc.v3Confirmed = true;
     if (msg.serviceId === '') {
       svc.version = 1;
       this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
