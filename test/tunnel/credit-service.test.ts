@@ -64,7 +64,8 @@ credit('auto: the request declares credit/1; a service that does not answer with
     await t.peer.takeType(T.STREAM_START);
     assert.is((await t.peer.takeData(1, 1, 2)).toString(), 'hi');
     client.end();
-    await t.peer.takeType(T.CONNECTION_RESET);
+    // The peer has not shown V3 framing, so the source ends the stream (issue 11).
+    await t.peer.takeType(T.STREAM_RESET);
     assert.not.ok(t.peer.received.some(isCredit), `no extension message: ${t.peer.describe()}`);
   } finally {
     await t.close();
