@@ -106,8 +106,15 @@ async function startCliRelay(dir: string, started: Child[]): Promise<{ relay: Ch
   return { relay, ready: { port, caPem: readFileSync(join(dir, 'cert.pem'), 'utf8'), tokens } };
 }
 
-/** Relay, destination (in front of `app`) and source; `maxActiveConnections` overrides that proxy setting on both proxies. */
-async function startStack(app: AppServer, maxActiveConnections?: number): Promise<Stack> {
+interface StackSettings {
+  /** `tcp.max_active_connections` on both proxies. */
+  maxActiveConnections?: number;
+  /** `extensions.credit` on both proxies (default auto: on, through our relay). */
+  credit?: 'auto' | 'on' | 'off';
+}
+
+/** Relay, destination (in front of `app`) and source, with `settings` over the proxies' defaults. */
+async function startStack(app: AppServer, settings: StackSettings = {}): Promise<Stack> {
   const temp = mkdtempSync(join(os.tmpdir(), 'localproxy-bench-'));
   const started: Child[] = [];
   const stopAll = async () => {
@@ -118,9 +125,12 @@ async function startStack(app: AppServer, maxActiveConnections?: number): Promis
     const { relay, ready } = await startCliRelay(temp, started);
     const sourcePort = await freePort();
     const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', '4'];
-    if (maxActiveConnections) {
+    if (settings.maxActiveConnections || settings.credit) {
+      const proxy: Record<string, unknown> = {};
+      if (settings.maxActiveConnections) proxy.tcp = { max_active_connections: String(settings.maxActiveConnections) };
+      if (settings.credit) proxy.extensions = { credit: settings.credit };
       const file = join(temp, 'settings.json');
-      writeFileSync(file, JSON.stringify({ tunneling: { proxy: { tcp: { max_active_connections: String(maxActiveConnections) } } } }));
+      writeFileSync(file, JSON.stringify({ tunneling: { proxy } }));
       common.push('--settings-json', file);
     }
     const destination = spawnChild('destination', [CLI, ...common, '-d', `SSH1=127.0.0.1:${app.port}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: ready.tokens.destinationAccessToken });
@@ -197,6 +207,12 @@ async function fairness(path: Path): Promise<Figures> {
   });
   const loaded = await bulk;
   return { p50: percentile(rtts, 50), p99: percentile(rtts, 99), rounds: rtts.length, bulkMibps: loaded.bytes / MiB / loaded.seconds };
+}
+
+/** The slow cases' other transfer on its own: the speed the slow reader should leave it. */
+async function slowAlone(path: Path): Promise<Figures> {
+  const other = await upload(path.port, { bytes: SIZES.slowOther, segmentBytes: 16 * MiB, limitMs: TRANSFER_LIMIT_MS });
+  return { otherMibps: other.bytes / MiB / other.seconds, otherCompleted: other.completed ? 1 : 0 };
 }
 
 function slowCase(app: AppServer, slowBytes: number) {
@@ -280,8 +296,12 @@ async function main(): Promise<void> {
       ['echo', echo],
       ['connect', connectFirstByte],
       ['fairness', fairness],
+      ['slowAlone', slowAlone],
       ['slowBounded', slowCase(app, SLOW_BOUNDED_BYTES)],
       ['slowUnbounded', slowCase(app, 1024 * GiB)],
+      ['slowAloneNoCredit', slowAlone],
+      ['slowBoundedNoCredit', slowCase(app, SLOW_BOUNDED_BYTES)],
+      ['slowUnboundedNoCredit', slowCase(app, 1024 * GiB)],
       ['burst', burstCase('burst')],
       ['burst256', burstCase('burst256')],
     ];
@@ -291,8 +311,11 @@ async function main(): Promise<void> {
     const startedNs = process.hrtime.bigint();
     for (const [name, workload] of workloads) {
       // The default max_active_connections (128) refuses part of a 200-connection burst by design;
-      // a second tunnel whose proxies allow 256 shows how the burst itself is handled.
-      const own = name === 'burst256' ? await startStack(app, 256) : stack;
+      // a second tunnel whose proxies allow 256 shows how the burst itself is handled. The slow
+      // consumer runs again on proxies without per-connection credit (issue 14), for comparison.
+      const own = name === 'burst256' ? await startStack(app, { maxActiveConnections: 256 })
+        : name.endsWith('NoCredit') ? await startStack(app, { credit: 'off' })
+        : stack;
       const ownProcs = [own.relay, own.source, own.destination];
       const tunnelPath: Path = { name: 'tunnel', port: own.sourcePort };
       records[name] = [];

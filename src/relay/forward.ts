@@ -15,7 +15,8 @@ import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
-import { validateMessage } from '../protocol/validate';
+import { extensionOf } from '../protocol/extension';
+import { isKnownType, validateMessage } from '../protocol/validate';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
 /** Pause the sender while the receiver has more than this many bytes not yet written to its socket. */
@@ -70,6 +71,8 @@ export interface PeerInit {
   version: ProtocolVersion;
   channelId: string;
   log: Logger;
+  /** Extensions whose messages this peer takes (declared in its upgrade request; none for V1). */
+  extensions?: readonly string[];
   onEvent?: (event: PeerEvent) => void;
 }
 
@@ -92,6 +95,8 @@ export interface LinkEnd extends Sender {
   detached: boolean;
   /** Bytes handed to the socket and not yet written. */
   readonly unsent: number;
+  /** Whether a message of this type is forwarded to this end (extension messages only to peers that declared them). */
+  takes(type: number): boolean;
   /** Encodes a message in the form this end expects. */
   frameFor(msg: MessageInit): Buffer;
   sendFrames(frames: Buffer[]): void;
@@ -190,6 +195,7 @@ export class Peer implements LinkEnd {
   readonly version: ProtocolVersion;
   readonly channelId: string;
   readonly log: Logger;
+  readonly extensions: ReadonlySet<string>;
   private readonly onEvent?: (event: PeerEvent) => void;
   /** Set when this peer was replaced: it no longer takes part in the tunnel. */
   detached = false;
@@ -218,6 +224,7 @@ export class Peer implements LinkEnd {
     this.version = init.version;
     this.channelId = init.channelId;
     this.log = init.log;
+    this.extensions = new Set(init.extensions ?? []);
     this.onEvent = init.onEvent;
     this.onWsMessage = this.onWsMessage.bind(this);
     this.onWsClose = this.onWsClose.bind(this);
@@ -245,6 +252,17 @@ export class Peer implements LinkEnd {
     }
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  /**
+   * Whether a message type is forwarded to this peer: every type of the protocol; an ignorable
+   * one of another type only when it belongs to an extension this peer declared (issue 14), so
+   * that no extension message reaches a peer that did not ask for it (the C++ reference, V1).
+   */
+  takes(type: number): boolean {
+    if (isKnownType(type, 3)) return true;
+    const extension = extensionOf(type);
+    return extension !== undefined && this.extensions.has(extension);
   }
 
   /** Encodes a message for this peer, in the form its protocol version expects. */
@@ -338,6 +356,10 @@ export class Peer implements LinkEnd {
       error = this.check(msg);
       if (error) return;
       if (other && !other.closing) {
+        if (!other.takes(msg.type)) {
+          this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
+          return;
+        }
         this.link.track(msg);
         forward.push(other.frameFor(msg));
       } else {

@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { CLIENT_TOKEN_PATTERN, SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
+import { CREDIT_EXTENSION, EXTENSIONS_HEADER, parseExtensions } from '../protocol/extension';
 import { isRefusal as isDirectoryRefusal, type Authorized, type Refusal } from './store/directory';
 import type { PeerMode } from './tunnels';
 
@@ -16,6 +17,9 @@ export const MAX_HANDSHAKE_BYTES = 4096;
 const WEBSOCKET_KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 const TOKEN_COOKIE = 'awsiot-tunnel-token';
 
+/** Extensions whose messages the relay forwards between peers that both declared them (protocol/extension.ts). */
+export const RELAY_EXTENSIONS: readonly string[] = [CREDIT_EXTENSION];
+
 /** Highest first. */
 const OFFERED_ORDER: Array<[string, ProtocolVersion]> = [[SUBPROTOCOL_V3, 3], [SUBPROTOCOL_V2, 2], [SUBPROTOCOL_V1, 1]];
 
@@ -26,6 +30,8 @@ export interface HandshakeRequest {
   subprotocol: string;
   version: ProtocolVersion;
   clientToken?: string;
+  /** Extensions the peer declared that the relay forwards to it (none for a V1 peer); answered in the response header. */
+  extensions: string[];
 }
 
 /** A request whose token the directory authorized. */
@@ -84,7 +90,8 @@ export function checkHandshake(req: IncomingMessage): HandshakeRequest | Refusal
     return { status: 400, reason: 'Invalid client token: must be 32-128 characters of a-z, A-Z, 0-9 and -' };
   }
 
-  return { mode, accessToken: token, subprotocol: chosen[0], version: chosen[1], ...(clientToken !== undefined ? { clientToken } : {}) };
+  const extensions = chosen[1] >= 2 ? parseExtensions(req.headers[EXTENSIONS_HEADER]).filter((name) => RELAY_EXTENSIONS.includes(name)) : [];
+  return { mode, accessToken: token, subprotocol: chosen[0], version: chosen[1], extensions, ...(clientToken !== undefined ? { clientToken } : {}) };
 }
 
 export function isRefusal(result: object): result is Refusal {

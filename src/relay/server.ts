@@ -15,6 +15,7 @@ import { rootCertificates, type TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger, LogLevel } from '../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { EXTENSIONS_HEADER } from '../protocol/extension';
 import { handleApiRequest, type Credentials } from './api';
 import { checkKeyPair, generateSelfSigned, loadOrCreateSelfSigned } from './certs';
 import type { Clock } from './clock';
@@ -233,8 +234,9 @@ class RelayServer implements Relay {
       handleProtocols: (_protocols, req) => (req as IncomingMessage & { accepted?: Accepted }).accepted?.subprotocol ?? false,
     });
     this.wss.on('headers', (headers, req) => {
-      const channelId = (req as IncomingMessage & { channelId?: string }).channelId;
+      const { channelId, accepted } = req as IncomingMessage & { channelId?: string; accepted?: Accepted };
       if (channelId) headers.push(`channel-id: ${channelId}`);
+      if (accepted?.extensions.length) headers.push(`${EXTENSIONS_HEADER}: ${accepted.extensions.join(', ')}`);
     });
     this.server.on('connection', (socket: Socket) => this.guard.admit(socket));
     this.server.on('drop', (data?: { remoteAddress?: string }) => {
@@ -492,7 +494,7 @@ class RelayServer implements Relay {
     const replacing = previous !== undefined;
     log.info(`${replacing ? 'reconnected, replacing the previous connection' : 'connected'} (channel ${channelId}, ${accepted.subprotocol}, from ${socket.remoteAddress})`);
     if (previous instanceof Peer) this.cluster?.peerReplaced(previous);
-    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, onEvent: this.onEvent });
+    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions, onEvent: this.onEvent });
     peer.answerPings = this.faults.answerPings;
     this.peerTokens.set(peer, auth.tokenHash);
     ws.resume();

@@ -93,6 +93,11 @@ export class RemotePeer implements LinkEnd {
     this.pinger.unref();
   }
 
+  /** Every type crosses the bridge: the far node decides what its peer takes. */
+  takes(): boolean {
+    return true;
+  }
+
   frameFor(msg: MessageInit): Buffer {
     return encodeFrame(msg);
   }
@@ -154,6 +159,7 @@ export class RemotePeer implements LinkEnd {
     let error: string | undefined;
     this.decoder.push(chunk, (msg) => {
       if (error) return;
+      if (receiver && !receiver.takes(msg.type)) return;
       this.link.track(msg);
       if (receiver) forward.push(receiver.frameFor(msg));
     }, (err) => {
