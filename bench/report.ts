@@ -82,10 +82,24 @@ export function renderTables(report: Report): string {
   row(`Fairness: rounds done`, 'fairness', 'rounds', false);
   row(`Fairness: that bulk transfer (MiB/s)`, 'fairness', 'bulkMibps');
   const rate = `${num(report.slow.rateBytes / MiB)} MiB/s`;
+  const finished = (name: string, path: 'direct' | 'tunnel') => (records[name] ?? []).filter((r) => r.path === path && r.figures.otherCompleted === 1).length;
+  /** The other transfer's median speed next to the same transfer alone, per path. */
+  const ofAlone = (name: string) => {
+    const cellOf = (path: 'direct' | 'tunnel') => {
+      const alone = figure(records.slowAlone, path, 'otherMibps').median;
+      return alone > 0 ? `${Math.round((100 * figure(records[name], path, 'otherMibps').median) / alone)} %` : '–';
+    };
+    rows.push(`| … that is, of the same transfer alone | ${cellOf('direct')} | ${cellOf('tunnel')} | – |`);
+  };
+  row(`Slow consumer: another connection's ${size(sizes.slowOther)} alone, for comparison (MiB/s)`, 'slowAlone', 'otherMibps');
   row(`Slow consumer (${size(report.slow.boundedBytes)} for a reader at ${rate}): another connection's ${size(sizes.slowOther)} (MiB/s)`, 'slowBounded', 'otherMibps');
   row(`Slow consumer (endless data for a reader at ${rate}): another connection's ${size(sizes.slowOther)} (MiB/s)`, 'slowUnbounded', 'otherMibps');
-  const finished = (path: 'direct' | 'tunnel') => (records.slowUnbounded ?? []).filter((r) => r.path === path && r.figures.otherCompleted === 1).length;
-  rows.push(`| … runs in which it finished within ${report.slow.limitMs / 1000} s (else: what it moved by then) | ${finished('direct')} of ${report.runs} | ${finished('tunnel')} of ${report.runs} | – |`);
+  rows.push(`| … runs in which it finished within ${report.slow.limitMs / 1000} s (else: what it moved by then) | ${finished('slowUnbounded', 'direct')} of ${report.runs} | ${finished('slowUnbounded', 'tunnel')} of ${report.runs} | – |`);
+  ofAlone('slowUnbounded');
+  row(`Same, proxies without per-connection credit (\`extensions.credit\` off): the ${size(sizes.slowOther)} alone (MiB/s)`, 'slowAloneNoCredit', 'otherMibps');
+  row(`Same without credit: ${size(report.slow.boundedBytes)} for the slow reader (MiB/s)`, 'slowBoundedNoCredit', 'otherMibps');
+  row(`Same without credit: endless data for the slow reader (MiB/s)`, 'slowUnboundedNoCredit', 'otherMibps');
+  rows.push(`| … runs in which it finished within ${report.slow.limitMs / 1000} s (else: what it moved by then) | ${finished('slowUnboundedNoCredit', 'direct')} of ${report.runs} | ${finished('slowUnboundedNoCredit', 'tunnel')} of ${report.runs} | – |`);
   row(`Burst of ${sizes.burst} connections at once: served (default max_active_connections 128)`, 'burst', 'served', false);
   row(`Burst of ${sizes.burst}: until every served one has its echo (ms)`, 'burst', 'ms');
   row(`Burst of ${sizes.burst} with max_active_connections 256: served`, 'burst256', 'served', false);
@@ -117,13 +131,15 @@ export function renderTables(report: Report): string {
     '  buffers of the source → relay and relay → destination connections hold megabytes (`ss -tn`',
     '  during a run shows 1-3 MB Send-Q and Recv-Q on each), and a 1-byte message waits behind',
     '  them: a few ms per MB at these rates. Direct connections each have their own buffers.',
-    '- Slow consumer: the tunnel protocol has no per-connection flow control. The destination keeps',
-    '  up to `flow.inbound_budget_bytes` (default 16 MiB, all connections together) for',
-    '  applications that read slowly; within it nobody else waits (the bounded row). An application',
-    '  that keeps more than that pending forces the destination to stop reading the WebSocket, and',
-    '  then every connection of the tunnel moves at the slow reader\'s pace until it catches up or',
-    '  closes (the endless row). A direct connection has no such coupling. Raise the budget for',
-    '  applications known to lag.',
+    '- Slow consumer: the tunnel protocol has no per-connection flow control; between two of our',
+    '  proxies the credit/1 extension adds it (README, "Per-connection credit"): a slow reader\'s',
+    '  connection stops at its window and the others go on. Without it (the rows "without credit":',
+    '  a C++ or older peer, or `extensions.credit` off) the destination keeps up to',
+    '  `flow.inbound_budget_bytes` (default 16 MiB, all connections together) for applications that',
+    '  read slowly; within it nobody else waits (the bounded row). An application that keeps more',
+    '  than that pending forces the destination to stop reading the WebSocket, and then every',
+    '  connection of the tunnel moves at the slow reader\'s pace until it catches up or closes (the',
+    '  endless row). A direct connection has no such coupling.',
     `- Burst: connections beyond \`tcp.max_active_connections\` (default 128, as in the reference)`,
     '  are refused at once with a log line (the client sees a reset); how many are active at the',
     '  same instant depends on how fast the first ones finish.',

@@ -124,6 +124,8 @@ interface StackOptions {
   proxies?: 'ours' | 'reference';
   /** Extra proxy settings (ours), as `--settings-json` keys below tunneling.proxy. */
   settings?: Record<string, Record<string, string>>;
+  /** `extensions.credit` on our proxies (default auto: on, through our relay). */
+  credit?: 'auto' | 'on' | 'off';
 }
 
 /** Relay, destination (in front of `app`) and source. */
@@ -140,6 +142,7 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
     const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', options.proxies === 'reference' ? '4' : PROXY_LOG_LEVEL];
     const reference = options.proxies === 'reference';
     const proxy = { ...(options.proxies === 'reference' ? {} : OUR_SETTINGS), ...options.settings };
+    if (options.credit) proxy.extensions = { ...proxy.extensions, credit: options.credit };
     if (options.maxActiveConnections) proxy.tcp = { ...proxy.tcp, max_active_connections: String(options.maxActiveConnections) };
     // The reference aborts when a local reader lags by more than its write buffer (its README).
     if (reference) proxy.tcp = { ...proxy.tcp, write_buffer_size: '1073741824' };
@@ -227,6 +230,12 @@ async function fairness(path: Path): Promise<Figures> {
   });
   const loaded = await bulk;
   return { p50: percentile(rtts, 50), p99: percentile(rtts, 99), rounds: rtts.length, bulkMibps: loaded.bytes / MiB / loaded.seconds };
+}
+
+/** The slow cases' other transfer on its own: the speed the slow reader should leave it. */
+async function slowAlone(path: Path): Promise<Figures> {
+  const other = await upload(path.port, { bytes: SIZES.slowOther, segmentBytes: 16 * MiB, limitMs: TRANSFER_LIMIT_MS });
+  return { otherMibps: other.bytes / MiB / other.seconds, otherCompleted: other.completed ? 1 : 0 };
 }
 
 function slowCase(app: AppServer, slowBytes: number) {
@@ -436,8 +445,12 @@ async function main(): Promise<void> {
       ['echo', echo],
       ['connect', connectFirstByte],
       ['fairness', fairness],
+      ['slowAlone', slowAlone],
       ['slowBounded', slowCase(app, SLOW_BOUNDED_BYTES)],
       ['slowUnbounded', slowCase(app, 1024 * GiB)],
+      ['slowAloneNoCredit', slowAlone],
+      ['slowBoundedNoCredit', slowCase(app, SLOW_BOUNDED_BYTES)],
+      ['slowUnboundedNoCredit', slowCase(app, 1024 * GiB)],
       ['burst', burstCase('burst')],
       ['burst256', burstCase('burst256')],
     ];
@@ -449,8 +462,11 @@ async function main(): Promise<void> {
     const loadStart = os.loadavg()[0];
     for (const [name, workload] of workloads) {
       // The default max_active_connections (128) refuses part of a 200-connection burst by design;
-      // a second tunnel whose proxies allow 256 shows how the burst itself is handled.
-      const own = name === 'burst256' ? await startStack(app, { maxActiveConnections: 256 }) : stack;
+      // a second tunnel whose proxies allow 256 shows how the burst itself is handled. The slow
+      // consumer runs again on proxies without per-connection credit (issue 14), for comparison.
+      const own = name === 'burst256' ? await startStack(app, { maxActiveConnections: 256 })
+        : name.endsWith('NoCredit') ? await startStack(app, { credit: 'off' })
+        : stack;
       const ownProcs = [own.relay, own.source, own.destination];
       const tunnelPath: Path = { name: 'tunnel', port: own.sourcePort };
       records[name] = [];

@@ -33,9 +33,22 @@ export interface Settings {
   /** Range of DATA payload sizes: about 5 ms at the measured rate, within these (and message.max_payload_size). */
   minMessageBytes: number;
   maxMessageBytes: number;
+  /**
+   * The credit/1 extension (per-connection flow control between localproxy peers, issue 14):
+   * auto = announced when the service says it forwards it (our relay does), on = always, off = never.
+   */
+  creditExtension: CreditMode;
+  /** First window per connection with credit, and the largest it grows to. */
+  creditWindowBytes: number;
+  creditMaxWindowBytes: number;
+  /** Windows stop growing while the bytes granted and not yet taken, all connections together, would exceed this. */
+  creditTotalBytes: number;
 }
 
-type Kind = 'string' | 'int' | 'bool' | 'map';
+export const CREDIT_MODES = ['auto', 'on', 'off'] as const;
+export type CreditMode = (typeof CREDIT_MODES)[number];
+
+type Kind = 'string' | 'int' | 'bool' | 'map' | 'choice';
 
 interface KeySpec {
   /** Path below `tunneling.proxy.`. */
@@ -45,6 +58,8 @@ interface KeySpec {
   /** Smallest accepted integer (inclusive). */
   min?: number;
   max?: number;
+  /** The accepted values of a 'choice'. */
+  choices?: readonly string[];
 }
 
 /** Every key we honour, in export order (the reference's order, then ours). */
@@ -69,6 +84,10 @@ export const SETTING_KEYS: readonly KeySpec[] = [
   { key: 'flow.target_delay_ms', field: 'targetDelayMs', kind: 'int', min: 0, max: 1000 },
   { key: 'flow.min_message_bytes', field: 'minMessageBytes', kind: 'int', min: 256, max: MAX_PAYLOAD_BYTES },
   { key: 'flow.max_message_bytes', field: 'maxMessageBytes', kind: 'int', min: 256, max: MAX_PAYLOAD_BYTES },
+  { key: 'flow.credit_window_bytes', field: 'creditWindowBytes', kind: 'int', min: 65536 },
+  { key: 'flow.credit_max_window_bytes', field: 'creditMaxWindowBytes', kind: 'int', min: 65536 },
+  { key: 'flow.credit_total_bytes', field: 'creditTotalBytes', kind: 'int', min: 65536 },
+  { key: 'extensions.credit', field: 'creditExtension', kind: 'choice', choices: CREDIT_MODES },
   { key: 'region_endpoint_overrides', field: 'regionEndpointOverrides', kind: 'map' },
 ];
 
@@ -113,6 +132,10 @@ export function defaultSettings(): Settings {
     targetDelayMs: DEFAULT_TARGET_DELAY_MS,
     minMessageBytes: DEFAULT_MIN_MESSAGE_BYTES,
     maxMessageBytes: MAX_PAYLOAD_BYTES,
+    creditExtension: 'auto',
+    creditWindowBytes: 256 * 1024,
+    creditMaxWindowBytes: 8 * 1024 * 1024,
+    creditTotalBytes: 32 * 1024 * 1024,
   };
 }
 
@@ -133,6 +156,11 @@ function convert(spec: Omit<KeySpec, 'field'>, value: unknown): string | number 
     case 'string':
       if (typeof value !== 'string' && typeof value !== 'number') throw new SettingsError(name, `setting ${name} must be a string`);
       return String(value);
+    case 'choice': {
+      const text = typeof value === 'string' ? value.trim().toLowerCase() : undefined;
+      if (text === undefined || !spec.choices!.includes(text)) throw new SettingsError(name, `setting ${name} must be one of ${spec.choices!.join(', ')}, got ${JSON.stringify(value)}`);
+      return text;
+    }
     case 'bool':
       if (value === true || value === 'true' || value === 1 || value === '1') return true;
       if (value === false || value === 'false' || value === 0 || value === '0') return false;

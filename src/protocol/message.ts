@@ -7,6 +7,7 @@
  */
 import { PbfReader, PbfWriter } from 'pbf';
 import { ErrorCode, TunnelError } from './errors';
+import { extensionTypeName } from './extension';
 
 export const MessageType = {
   UNKNOWN: 0,
@@ -21,9 +22,9 @@ export const MessageType = {
 
 const TYPE_NAMES = ['UNKNOWN', 'DATA', 'STREAM_START', 'STREAM_RESET', 'SESSION_RESET', 'SERVICE_IDS', 'CONNECTION_START', 'CONNECTION_RESET'];
 
-/** `DATA`, `STREAM_START`, … or `TYPE_42` for a type this version does not know. */
+/** `DATA`, `STREAM_START`, … an extension's type (`CREDIT_WINDOW`), or `TYPE_42` for a type nobody defines. */
 export function typeName(type: number): string {
-  return TYPE_NAMES[type] ?? `TYPE_${type}`;
+  return TYPE_NAMES[type] ?? extensionTypeName(type) ?? `TYPE_${type}`;
 }
 
 export interface Message {

@@ -10,7 +10,8 @@ import { printable } from '../printable';
 import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type DestinationConfigInput, type OpenTunnelInput, type Operation, type TagInput } from './shapes';
 import { verifySigV4, type Credentials } from './sigv4';
 import { StateWriteError } from './state';
-import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord, type TunnelRegistry } from './tunnels';
+import { StoreUnavailableError, type ListPosition, type TunnelDirectory } from './store/directory';
+import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord } from './tunnels';
 
 export type { Credentials } from './sigv4';
 
@@ -19,14 +20,14 @@ const DEFAULT_PAGE = 50;
 const CONTENT_TYPE = 'application/x-amz-json-1.1';
 
 export interface ApiContext {
-  registry: TunnelRegistry;
+  directory: TunnelDirectory;
   credentials?: Credentials;
   log: Logger;
   /** Opens tunnels through the relay so they are logged the same way as in-process ones. */
   relay: {
-    openTunnel(req: OpenTunnelRequest, region?: string): OpenedTunnel;
+    openTunnelNow(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel>;
     /** Through the relay: the tunnel's thing is notified of a new destination token. */
-    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfigInput): RotatedTokens;
+    rotateNow(tunnelId: string, mode: ClientMode, destination?: DestinationConfigInput): Promise<RotatedTokens>;
   };
   maxBodyBytes: number;
 }
@@ -113,85 +114,66 @@ function describe(t: TunnelRecord) {
 }
 
 /** ListTunnels paging: the position after the last tunnel of a page, stable while tunnels come and go. */
-function pageToken(t: TunnelRecord): string {
+function pageToken(t: ListPosition): string {
   return Buffer.from(`${t.createdAt}/${t.tunnelId}`).toString('base64url');
 }
 
-function afterToken(all: TunnelRecord[], token: string): number {
+function afterToken(token: string): ListPosition {
   const m = /^(\d+(?:\.\d+)?)\/(.+)$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
   if (!m) throw new ApiError(400, 'ValidationException', 'Invalid nextToken');
-  const createdAt = Number(m[1]);
-  const id = m[2];
-  // The list is newest first, ties by id ascending: skip everything up to and including the token's tunnel.
-  const i = all.findIndex((t) => t.createdAt < createdAt || (t.createdAt === createdAt && t.tunnelId > id));
-  return i < 0 ? all.length : i;
+  return { createdAt: Number(m[1]), tunnelId: m[2] };
 }
 
-/** Runs one validated operation; resolves with its output once any change is on disk. */
+/** Runs one validated operation; resolves with its output once any change is durable. */
 async function runOperation(op: Operation, body: unknown, region: string, ctx: ApiContext): Promise<unknown> {
-  const { registry } = ctx;
+  const { directory } = ctx;
   switch (op) {
     case 'OpenTunnel': {
       const input = validateInput<OpenTunnelInput>(body, SHAPES.OpenTunnel);
-      const opened = ctx.relay.openTunnel({
+      return ctx.relay.openTunnelNow({
         services: input.destinationConfig?.services,
         thingName: input.destinationConfig?.thingName,
         lifetimeMinutes: input.timeoutConfig?.maxLifetimeTimeoutMinutes,
         description: input.description,
         tags: input.tags,
       }, region);
-      try {
-        await registry.durable();
-      } catch (err) {
-        // Nobody will ever hold these tokens: the tunnel is taken back rather than left unknown.
-        registry.discard(opened.tunnelId);
-        throw err;
-      }
-      return opened;
     }
     case 'CloseTunnel': {
       const input = validateInput<{ tunnelId: string; delete?: boolean }>(body, SHAPES.CloseTunnel);
-      registry.close(input.tunnelId, { delete: input.delete === true });
-      await registry.durable();
+      await directory.close(input.tunnelId, { delete: input.delete === true });
       return {};
     }
     case 'DescribeTunnel': {
       const input = validateInput<{ tunnelId: string }>(body, SHAPES.DescribeTunnel);
-      return { tunnel: describe(registry.get(input.tunnelId)) };
+      return { tunnel: describe(await directory.get(input.tunnelId)) };
     }
     case 'ListTunnels': {
       const input = validateInput<{ thingName?: string; maxResults?: number; nextToken?: string }>(body, SHAPES.ListTunnels);
-      const max = input.maxResults ?? DEFAULT_PAGE;
-      const all = registry.list({ thingName: input.thingName });
-      const start = input.nextToken === undefined ? 0 : afterToken(all, input.nextToken);
-      const page = all.slice(start, start + max);
-      const more = start + max < all.length;
+      const after = input.nextToken === undefined ? undefined : afterToken(input.nextToken);
+      const page = await directory.list({ thingName: input.thingName, after, max: input.maxResults ?? DEFAULT_PAGE });
       return {
-        tunnelSummaries: page.map((t) => ({ tunnelId: t.tunnelId, tunnelArn: t.tunnelArn, status: t.status, description: t.description, createdAt: seconds(t.createdAt), lastUpdatedAt: seconds(t.lastUpdatedAt) })),
-        nextToken: more ? pageToken(page[page.length - 1]) : undefined,
+        tunnelSummaries: page.tunnels.map((t) => ({ tunnelId: t.tunnelId, tunnelArn: t.tunnelArn, status: t.status, description: t.description, createdAt: seconds(t.createdAt), lastUpdatedAt: seconds(t.lastUpdatedAt) })),
+        nextToken: page.next ? pageToken(page.next) : undefined,
       };
     }
     case 'RotateTunnelAccessToken': {
       const input = validateInput<{ tunnelId: string; clientMode: ClientMode; destinationConfig?: DestinationConfigInput }>(body, SHAPES.RotateTunnelAccessToken);
-      const tokens = ctx.relay.rotateAccessToken(input.tunnelId, input.clientMode, input.destinationConfig);
-      await registry.durable();
-      return { tunnelArn: registry.get(input.tunnelId).tunnelArn, ...tokens };
+      const tokens = await ctx.relay.rotateNow(input.tunnelId, input.clientMode, input.destinationConfig);
+      return { tunnelArn: (await directory.get(input.tunnelId)).tunnelArn, ...tokens };
     }
     case 'TagResource': {
       const input = validateInput<{ resourceArn: string; tags: TagInput[] }>(body, SHAPES.TagResource);
-      registry.tag(registry.getByArn(input.resourceArn), input.tags);
-      await registry.durable();
+      await directory.tag(input.resourceArn, input.tags);
       return {};
     }
     case 'UntagResource': {
       const input = validateInput<{ resourceArn: string; tagKeys: string[] }>(body, SHAPES.UntagResource);
-      registry.untag(registry.getByArn(input.resourceArn), input.tagKeys);
-      await registry.durable();
+      await directory.untag(input.resourceArn, input.tagKeys);
       return {};
     }
     case 'ListTagsForResource': {
       const input = validateInput<{ resourceArn: string }>(body, SHAPES.ListTagsForResource);
-      return { tags: registry.getByArn(input.resourceArn).tags };
+      return { tags: (await directory.getByArn(input.resourceArn)).tags };
     }
   }
 }
@@ -234,8 +216,10 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
     else if (err instanceof ConstraintError) apiError = new ApiError(400, 'ValidationException', err.message);
     else if (err instanceof RegistryError) apiError = new ApiError(STATUS[err.type] ?? 400, err.type, err.message);
     else if (err instanceof StateWriteError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.message}; ${op === 'OpenTunnel' ? 'no tunnel was opened' : 'the change applies until the relay restarts'}`);
+    else if (err instanceof StoreUnavailableError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.message}; try again`);
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');
     if (err instanceof StateWriteError) ctx.log.limited(LogLevel.WARNING, 'api-unsaved', `api: ${op} answered HTTP 503: the state file cannot be written`);
+    else if (err instanceof StoreUnavailableError) ctx.log.limited(LogLevel.WARNING, 'api-store-down', `api: ${op} answered HTTP 503: ${err.message}`);
     else if (apiError.status >= 500) ctx.log.error(`api: ${op || 'request'} failed: ${(err as Error).message}`);
     else ctx.log.limited(LogLevel.INFO, 'api-refused', `api: ${printable(op) || 'request'} refused: ${apiError.type}: ${printable(apiError.message)}`);
     if (!res.headersSent && !res.socket?.destroyed) send(res, apiError.status, { __type: apiError.type, message: apiError.message }, apiError.type);

@@ -5,12 +5,14 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
-import { parseCommandLine, stringOption, usageError, type OptionSpec } from '../cli/args';
+import { parseCommandLine, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
 import { Logger } from '../log';
 import type { Credentials } from './sigv4';
+import { MIN_SECRET_BYTES } from './cluster/auth';
 import { RelayConfigError } from './errors';
+import { checkStoreUrl, describeStoreUrl } from './store/url';
 import { startRelay, type RelayOptions } from './server';
 
 const HELP = `Usage: localproxy relay [options]
@@ -31,6 +33,22 @@ Options:
                             every tunnel, as the cloud limits a tunnel (800000 is its class of
                             limit): a peer sending faster is not read until it is back within
                             the rate, so the excess waits in its own socket buffers
+  --store URL               Keep tunnels in Redis (or Valkey), shared by several relays (a
+                            cluster): redis://HOST[:PORT][/DB] or rediss://... (TLS). The
+                            password: in the URL, or LOCALPROXY_RELAY_REDIS_PASSWORD (better:
+                            the URL is visible in the process list). Needs --node-url and the
+                            cluster secret; instead of --state
+  --store-ca FILE           PEM CA certificate(s) for rediss:// instead of the system ones
+  --node-url URL            How the other relays of the cluster reach this one: wss://HOST:PORT
+                            of this relay's own port (ws:// with --plain)
+  --cluster-secret-file FILE
+                            The secret shared by the relays of a cluster (at least 16 bytes;
+                            default: LOCALPROXY_RELAY_CLUSTER_SECRET); they authenticate to
+                            each other with it
+  --cluster-ca FILE         PEM CA certificate(s) to trust when connecting to other relays
+                            (default: the system ones and this relay's own certificate)
+  --lease-seconds N         How long the record of a peer held by this relay outlives the
+                            relay if it dies (2-300, default 15; renewed every third of it)
   --max-services N          Services a tunnel may have (default 3, the cloud's quota)
   --region R                Region in tunnel ARNs (default: the region each OpenTunnel
                             request is signed for)
@@ -61,6 +79,12 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'plain', value: false },
   { name: 'state', value: true },
   { name: 'bandwidth', value: true },
+  { name: 'store', value: true },
+  { name: 'store-ca', value: true },
+  { name: 'node-url', value: true },
+  { name: 'cluster-secret-file', value: true },
+  { name: 'cluster-ca', value: true },
+  { name: 'lease-seconds', value: true },
   { name: 'credentials-file', value: true },
   { name: 'max-services', value: true },
   { name: 'region', value: true },
@@ -98,6 +122,53 @@ export function parseCredentialsFile(text: string, path: string): Credentials {
   return { accessKeyId, secretAccessKey };
 }
 
+/** `--store` and the cluster options; the warnings go to `log` once the relay started. */
+function clusterFromArgs(args: RawArgs, options: RelayOptions, log: Logger): void {
+  const url = stringOption(args, 'store');
+  const clusterFlags = ['store-ca', 'node-url', 'cluster-secret-file', 'cluster-ca', 'lease-seconds'].filter((f) => args.has(f));
+  if (url === undefined) {
+    if (clusterFlags.length > 0) throw usageError(`--${clusterFlags[0]} needs --store`);
+    return;
+  }
+  if (options.statePath !== undefined) throw usageError('--state and --store cannot be combined: a cluster keeps its tunnels in the store');
+  const problem = checkStoreUrl(url);
+  if (problem) throw usageError(`invalid --store '${describeStoreUrl(url)}': ${problem}`);
+  const password = process.env.LOCALPROXY_RELAY_REDIS_PASSWORD;
+  const storeCa = stringOption(args, 'store-ca');
+  options.store = { url, ...(password ? { password } : {}), ...(storeCa !== undefined ? { ca: readText(storeCa, 'store CA file') } : {}) };
+  const nodeUrl = stringOption(args, 'node-url');
+  if (nodeUrl === undefined) throw usageError('--store needs --node-url: how the other relays of the cluster reach this one (wss://HOST:PORT)');
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(nodeUrl);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== 'wss:' && parsed.protocol !== 'ws:') || !parsed.hostname || (parsed.pathname !== '/' && parsed.pathname !== '') || parsed.search || parsed.username) {
+    throw usageError(`invalid --node-url '${nodeUrl}': expected wss://HOST:PORT (ws:// with --plain)`);
+  }
+  if ((parsed.protocol === 'ws:') !== (options.tls === 'plain')) throw usageError(`--node-url ${parsed.protocol}// does not match the relay: ${options.tls === 'plain' ? 'ws:// with --plain' : 'wss:// when it serves TLS'}`);
+  const secretFile = stringOption(args, 'cluster-secret-file');
+  const secretText = secretFile !== undefined ? readText(secretFile, 'cluster secret file').trim() : process.env.LOCALPROXY_RELAY_CLUSTER_SECRET ?? '';
+  if (secretText === '') throw usageError('--store needs the cluster secret: --cluster-secret-file FILE or LOCALPROXY_RELAY_CLUSTER_SECRET');
+  const secret = Buffer.from(secretText, 'utf8');
+  if (secret.length < MIN_SECRET_BYTES) throw usageError(`the cluster secret must be at least ${MIN_SECRET_BYTES} bytes`);
+  const clusterCa = stringOption(args, 'cluster-ca');
+  const lease = stringOption(args, 'lease-seconds');
+  if (lease !== undefined && (!/^\d{1,3}$/.test(lease) || Number(lease) < 2 || Number(lease) > 300)) throw usageError(`invalid --lease-seconds '${lease}': expected 2 to 300`);
+  options.cluster = {
+    nodeUrl: `${parsed.protocol}//${parsed.host}`,
+    secret,
+    ...(clusterCa !== undefined ? { ca: [readText(clusterCa, 'cluster CA file')] } : {}),
+    ...(lease !== undefined ? { leaseMs: Number(lease) * 1000 } : {}),
+  };
+  const inUrl = new URL(url);
+  if (inUrl.password) pendingWarnings.set(log, '--store URL carries a password: it is visible in the process list to other users of this machine; prefer LOCALPROXY_RELAY_REDIS_PASSWORD');
+}
+
+/** Warnings found while parsing, printed once the relay started (so that a start-up error stands alone). */
+const pendingWarnings = new WeakMap<Logger, string>();
+
 function buildOptions(argv: string[], log: Logger): { options: RelayOptions; help: boolean; mqtt?: ReturnType<typeof brokerFromArgs> } {
   const args = parseCommandLine(argv, OPTIONS).options;
   if (args.has('help')) return { options: {}, help: true };
@@ -134,6 +205,7 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
     if (!(rate >= 1024)) throw usageError(`invalid --bandwidth '${bandwidth}': expected bytes per second, at least 1024 (e.g. 800000)`);
     options.bandwidth = rate;
   }
+  clusterFromArgs(args, options, log);
   const maxServices = stringOption(args, 'max-services');
   if (maxServices !== undefined) {
     if (!/^\d{1,4}$/.test(maxServices) || Number(maxServices) < 1) throw usageError(`invalid --max-services '${maxServices}': expected a number from 1`);
@@ -195,6 +267,9 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   if (options.tls === 'plain') log.warn('--plain: serving ws:// without TLS; tokens cross the network in clear text. Use only for local experiments.');
   if (options.tls === 'self-signed' && !options.selfSignedDir) log.warn('no TLS option given: serving a certificate generated at start that no client trusts (clients need -k); use --tls-self-signed DIR to keep one');
   if (!options.credentials) log.warn('no management API credentials (LOCALPROXY_RELAY_ACCESS_KEY_ID/LOCALPROXY_RELAY_SECRET_ACCESS_KEY or --credentials-file): the API refuses every request');
+  const pending = pendingWarnings.get(log);
+  if (pending) log.warn(pending);
+  if (options.store && options.store.url.startsWith('redis:')) log.warn('--store redis://: no TLS to Redis; use rediss:// where the network between the relays and Redis is not trusted.');
   if (built.mqtt?.plain) log.warn('--mqtt-url mqtt://: no TLS to the broker; access tokens cross the network in clear text. Use only for local tests.');
   // Handlers first: a script may signal as soon as it reads the line below.
   const stopped = new Promise<void>((resolve) => {

@@ -17,7 +17,8 @@ import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
-import { validateMessage } from '../protocol/validate';
+import { extensionOf } from '../protocol/extension';
+import { isKnownType, validateMessage } from '../protocol/validate';
 import { queueBoundBytes, TokenBucket } from './bandwidth';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
@@ -26,6 +27,8 @@ import type { PeerMode, TunnelRecord } from './tunnels';
  * socket (without a bandwidth); resume it below a quarter of it.
  */
 export const HIGH_WATER_BYTES = 256 * 1024;
+/** Where a sender held back by a HIGH_WATER_BYTES backlog is resumed (a cluster's bridges use the same marks). */
+export const LOW_WATER_BYTES = HIGH_WATER_BYTES / 4;
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
 /** Bounds of the ping interval towards a peer we hold back (half its own ping interval). */
@@ -74,20 +77,53 @@ export interface PeerInit {
   version: ProtocolVersion;
   channelId: string;
   log: Logger;
+  /** Extensions whose messages this peer takes (declared in its upgrade request; none for V1). */
+  extensions?: readonly string[];
   onEvent?: (event: PeerEvent) => void;
   /** Bytes per second this peer may send (`--bandwidth`); undefined: unlimited. */
   bandwidth?: number;
 }
 
+/** Whatever can be paused because a receiver's backlog is too long, and resumed when it drains. */
+export interface Sender {
+  resumeReading(): void;
+}
+
+/**
+ * One end of a tunnel as its link sees it: a `Peer` connected to this relay, or a peer held by
+ * another node of a cluster, reached over a bridge (src/relay/cluster/bridge.ts). Frames for it
+ * go through `sendFrames`; `unsent` and `holdBack` give it the same backpressure as a local peer.
+ */
+export interface LinkEnd extends Sender {
+  readonly mode: PeerMode;
+  readonly log: Logger;
+  /** A close was started: nothing more is forwarded to it. */
+  readonly closing: boolean;
+  /** Set when this end was replaced: it no longer takes part in the tunnel. */
+  detached: boolean;
+  /** Bytes handed to the socket and not yet written. */
+  readonly unsent: number;
+  /** Above this many unsent bytes, senders to this end are paused. */
+  readonly highWater: number;
+  /** Whether a message of this type is forwarded to this end (extension messages only to peers that declared them). */
+  takes(type: number): boolean;
+  /** Encodes a message in the form this end expects. */
+  frameFor(msg: MessageInit): Buffer;
+  sendFrames(frames: Buffer[]): void;
+  /** `sender` was paused because of this end's backlog: resume it once the backlog drains. */
+  holdBack(sender: Sender): void;
+  close(code: number, reason: string): void;
+}
+
 /** Runtime state of one open tunnel: its connected peers and the streams between them. */
 export class TunnelLink {
   readonly tunnel: TunnelRecord;
-  readonly peers: { source?: Peer; destination?: Peer } = {};
+  readonly peers: { source?: LinkEnd; destination?: LinkEnd } = {};
   /** Active stream id per service id ("" for a tunnel without services); one stream per service at a time. */
   readonly activeStreams = new Map<string, number>();
-  private readonly onPeerGone: (peer: Peer) => void;
+  private readonly onPeerGone: (peer: LinkEnd) => void;
 
-  constructor(tunnel: TunnelRecord, onPeerGone: (peer: Peer) => void) {
+  constructor(tunnel: TunnelRecord, onPeerGone: (peer: LinkEnd) => void) {
     this.tunnel = tunnel;
     this.onPeerGone = onPeerGone;
   }
@@ -95,19 +131,24 @@ export class TunnelLink {
   /** Installs a peer; an existing peer of the same mode is replaced (closed with 1008). */
   attach(init: PeerInit): Peer {
     const peer = new Peer(this, init);
-    const old = this.peers[init.mode];
-    this.peers[init.mode] = peer;
-    if (old) {
-      old.log.info(`replaced by a new connection (channel ${init.channelId})`);
-      old.detached = true;
-      old.close(CLOSE_POLICY, REPLACED_REASON);
-      this.resetActiveStreams(init.mode);
-    }
+    this.install(peer, `channel ${init.channelId}`);
     peer.start();
     return peer;
   }
 
-  other(mode: PeerMode): Peer | undefined {
+  /** Installs an end that is not a local peer (a bridge to another node), replacing one of its mode. */
+  install(end: LinkEnd, what: string): void {
+    const old = this.peers[end.mode];
+    this.peers[end.mode] = end;
+    if (old) {
+      old.log.info(`replaced by a new connection (${what})`);
+      old.detached = true;
+      old.close(CLOSE_POLICY, REPLACED_REASON);
+      this.resetActiveStreams(end.mode);
+    }
+  }
+
+  other(mode: PeerMode): LinkEnd | undefined {
     return this.peers[mode === 'source' ? 'destination' : 'source'];
   }
 
@@ -129,7 +170,7 @@ export class TunnelLink {
   }
 
   /** Called by a peer whose socket closed. */
-  peerClosed(peer: Peer): void {
+  peerClosed(peer: LinkEnd): void {
     if (this.peers[peer.mode] === peer) {
       delete this.peers[peer.mode];
       this.resetActiveStreams(peer.mode);
@@ -156,7 +197,7 @@ export class TunnelLink {
   }
 }
 
-export class Peer {
+export class Peer implements LinkEnd {
   readonly link: TunnelLink;
   readonly ws: WebSocket;
   readonly socket: Socket;
@@ -164,6 +205,7 @@ export class Peer {
   readonly version: ProtocolVersion;
   readonly channelId: string;
   readonly log: Logger;
+  readonly extensions: ReadonlySet<string>;
   private readonly onEvent?: (event: PeerEvent) => void;
   /** Set when this peer was replaced: it no longer takes part in the tunnel. */
   detached = false;
@@ -172,17 +214,17 @@ export class Peer {
   answerPings = true;
   private readonly decoder = new FrameDecoder();
   /** Bytes handed to ws.send whose write callback has not run yet. */
-  private unsent = 0;
+  unsent = 0;
   /** Above this many unsent bytes, senders to this peer are paused; resumed below a quarter of it. */
-  private readonly highWater: number;
-  /** Peers paused because this peer's backlog is above the high-water mark. */
-  private readonly pausedSenders = new Set<Peer>();
+  readonly highWater: number;
+  /** Senders paused because this peer's backlog is above the high-water mark. */
+  private readonly pausedSenders = new Set<Sender>();
   /** Why this peer is not read: its receiver's backlog, its bandwidth budget (either or both). */
   private heldForBacklog = false;
   private heldForBandwidth = false;
   private readonly bucket?: TokenBucket;
   private bandwidthTimer?: NodeJS.Timeout;
-  private closing = false;
+  closing = false;
   private readonly startedAt = Date.now();
   /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
   private lastPingAt = 0;
@@ -202,6 +244,7 @@ export class Peer {
     this.version = init.version;
     this.channelId = init.channelId;
     this.log = init.log;
+    this.extensions = new Set(init.extensions ?? []);
     this.onEvent = init.onEvent;
     this.highWater = queueBoundBytes(init.bandwidth, HIGH_WATER_BYTES);
     if (init.bandwidth) this.bucket = new TokenBucket(init.bandwidth, Date.now());
@@ -234,6 +277,17 @@ export class Peer {
     setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
   }
 
+  /**
+   * Whether a message type is forwarded to this peer: every type of the protocol; an ignorable
+   * one of another type only when it belongs to an extension this peer declared (issue 14), so
+   * that no extension message reaches a peer that did not ask for it (the C++ reference, V1).
+   */
+  takes(type: number): boolean {
+    if (isKnownType(type, 3)) return true;
+    const extension = extensionOf(type);
+    return extension !== undefined && this.extensions.has(extension);
+  }
+
   /** Encodes a message for this peer, in the form its protocol version expects. */
   frameFor(msg: MessageInit): Buffer {
     if (this.version === 1 && msg.serviceId) return encodeFrame({ ...msg, serviceId: '' });
@@ -248,6 +302,10 @@ export class Peer {
       this.bytesOut += length;
       this.ws.send(payload, { binary: true }, () => this.onSent(length));
     }
+  }
+
+  holdBack(sender: Sender): void {
+    this.pausedSenders.add(sender);
   }
 
   /** The receiver's backlog no longer holds this peer back. */
@@ -386,6 +444,10 @@ export class Peer {
       error = this.check(msg);
       if (error) return;
       if (other && !other.closing) {
+        if (!other.takes(msg.type)) {
+          this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
+          return;
+        }
         this.link.track(msg);
         forward.push(other.frameFor(msg));
       } else {
@@ -409,7 +471,7 @@ export class Peer {
         this.heldForBacklog = true;
         this.applyHolds();
         this.startHeartbeat();
-        receiver.pausedSenders.add(this);
+        receiver.holdBack(this);
         this.onEvent?.({ type: 'paused', tunnelId: this.link.tunnel.tunnelId, mode: this.mode, receiver: receiver.mode, unsentBytes: receiver.unsent });
       }
     }

@@ -1,11 +1,15 @@
 /**
  * Checks a WebSocket upgrade request against the service's rules (V1 guide, "Handshake").
- * Pure apart from the registry lookups: returns either a refusal (status + one-line reason)
- * or what the upgrade needs.
+ * Pure: returns either a refusal (status + one-line reason) or what the token lookup
+ * (TunnelDirectory.authorize) and the upgrade need.
  */
 import type { IncomingMessage } from 'node:http';
 import { CLIENT_TOKEN_PATTERN, SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
-import type { PeerMode, TokenOwner, TunnelRegistry } from './tunnels';
+import { CREDIT_EXTENSION, EXTENSIONS_HEADER, parseExtensions } from '../protocol/extension';
+import { isRefusal as isDirectoryRefusal, type Authorized, type Refusal } from './store/directory';
+import type { PeerMode } from './tunnels';
+
+export type { Refusal } from './store/directory';
 
 /** The guide's limit for the whole upgrade request. */
 export const MAX_HANDSHAKE_BYTES = 4096;
@@ -13,20 +17,26 @@ export const MAX_HANDSHAKE_BYTES = 4096;
 const WEBSOCKET_KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 const TOKEN_COOKIE = 'awsiot-tunnel-token';
 
+/** Extensions whose messages the relay forwards between peers that both declared them (protocol/extension.ts). */
+export const RELAY_EXTENSIONS: readonly string[] = [CREDIT_EXTENSION];
+
 /** Highest first. */
 const OFFERED_ORDER: Array<[string, ProtocolVersion]> = [[SUBPROTOCOL_V3, 3], [SUBPROTOCOL_V2, 2], [SUBPROTOCOL_V1, 1]];
 
-export interface Refusal {
-  status: number;
-  reason: string;
-}
-
-export interface Accepted {
-  owner: TokenOwner;
+/** A well-formed upgrade request: whose token it carries is for the directory to say. */
+export interface HandshakeRequest {
   mode: PeerMode;
+  accessToken: string;
   subprotocol: string;
   version: ProtocolVersion;
   clientToken?: string;
+  /** Extensions the peer declared that the relay forwards to it (none for a V1 peer); answered in the response header. */
+  extensions: string[];
+}
+
+/** A request whose token the directory authorized. */
+export interface Accepted extends HandshakeRequest {
+  auth: Authorized;
 }
 
 function requestBytes(req: IncomingMessage): number {
@@ -49,7 +59,7 @@ function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-export function checkHandshake(req: IncomingMessage, registry: TunnelRegistry): Accepted | Refusal {
+export function checkHandshake(req: IncomingMessage): HandshakeRequest | Refusal {
   let url: URL;
   try {
     url = new URL(req.url ?? '/', 'http://relay');
@@ -80,14 +90,10 @@ export function checkHandshake(req: IncomingMessage, registry: TunnelRegistry): 
     return { status: 400, reason: 'Invalid client token: must be 32-128 characters of a-z, A-Z, 0-9 and -' };
   }
 
-  const owner = registry.lookup(token);
-  if (!owner) return { status: 403, reason: 'Invalid access token' };
-  if (owner.mode !== mode) return { status: 400, reason: `Invalid access token: the token is for local-proxy-mode=${owner.mode}, not ${mode}` };
-  const refused = registry.checkClientToken(owner, clientToken);
-  if (refused) return { status: 400, reason: refused };
-  return { owner, mode, subprotocol: chosen[0], version: chosen[1], clientToken };
+  const extensions = chosen[1] >= 2 ? parseExtensions(req.headers[EXTENSIONS_HEADER]).filter((name) => RELAY_EXTENSIONS.includes(name)) : [];
+  return { mode, accessToken: token, subprotocol: chosen[0], version: chosen[1], extensions, ...(clientToken !== undefined ? { clientToken } : {}) };
 }
 
-export function isRefusal(result: Accepted | Refusal): result is Refusal {
-  return 'status' in result;
+export function isRefusal(result: object): result is Refusal {
+  return isDirectoryRefusal(result);
 }

@@ -3,6 +3,7 @@
  * model of IoTSecuredTunneling 2018-10-05: lengths and patterns). Tokens are never stored:
  * only their SHA-256 hashes.
  */
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { RelayConfigError } from './errors';
 
 export type PeerMode = 'source' | 'destination';
@@ -126,4 +127,173 @@ export function checkRecord(value: unknown, where: string): TunnelRecord {
     source: checkEndpoint(v.source, at, 'source'),
     destination: checkEndpoint(v.destination, at, 'destination'),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rules of the management API's operations, on one record. Pure apart from randomness:
+// the in-memory registry (tunnels.ts) and the shared store (store/redis.ts) apply the same ones.
+
+export class RegistryError extends Error {
+  /** An AWS error type name, as the management API reports it (`__type`). */
+  readonly type: 'ResourceNotFoundException' | 'ValidationException' | 'LimitExceededException';
+  constructor(type: RegistryError['type'], message: string) {
+    super(message);
+    this.name = 'RegistryError';
+    this.type = type;
+  }
+}
+
+export interface OpenTunnelRequest {
+  services?: string[];
+  lifetimeMinutes?: number;
+  description?: string;
+  thingName?: string;
+  tags?: Tag[];
+}
+
+export interface OpenedTunnel {
+  tunnelId: string;
+  tunnelArn: string;
+  sourceAccessToken: string;
+  destinationAccessToken: string;
+}
+
+export interface RotatedTokens {
+  sourceAccessToken?: string;
+  destinationAccessToken?: string;
+}
+
+export interface DestinationConfig {
+  services: string[];
+  thingName?: string;
+}
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+function newToken(): string {
+  // Same alphabet family as the cloud's tokens (base64url), long enough to be unguessable.
+  return 'AQG' + randomBytes(96).toString('base64url');
+}
+
+function newEndpoint(token: string, now: number): EndpointState {
+  return { tokenHash: hashToken(token), consumed: false, connected: false, lastUpdatedAt: now };
+}
+
+/** The ARN partition of a region: aws, aws-cn or aws-us-gov. */
+export function partitionOf(region: string): string {
+  if (region.startsWith('cn-')) return 'aws-cn';
+  if (region.startsWith('us-gov-')) return 'aws-us-gov';
+  return 'aws';
+}
+
+export function checkServices(services: string[], maxServices: number): string[] {
+  if (services.length > maxServices) {
+    throw new RegistryError('ValidationException', `A tunnel may have at most ${maxServices} services (this relay's limit; the cloud's default quota is 3)`);
+  }
+  for (const id of services) {
+    if (typeof id !== 'string' || !NAME_PATTERN.test(id)) throw new RegistryError('ValidationException', `Invalid service id: ${JSON.stringify(id)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
+  }
+  if (new Set(services).size !== services.length) throw new RegistryError('ValidationException', 'Duplicate service ids');
+  return [...services];
+}
+
+/** `current` with `added` merged in: new keys appended, existing keys get the new value. */
+export function mergeTags(current: Tag[], added: Tag[]): Tag[] {
+  if (new Set(added.map((t) => t.key)).size !== added.length) throw new RegistryError('ValidationException', 'Duplicate tag keys in the request');
+  for (const t of added) {
+    if (t.key.toLowerCase().startsWith('aws:')) throw new RegistryError('ValidationException', `Tag keys starting with 'aws:' are reserved: ${JSON.stringify(t.key)}`);
+  }
+  const merged = new Map(current.map((t) => [t.key, t.value]));
+  for (const t of added) merged.set(t.key, t.value);
+  if (merged.size > MAX_TAGS_PER_TUNNEL) throw new RegistryError('ValidationException', `A tunnel may have at most ${MAX_TAGS_PER_TUNNEL} tags`);
+  return [...merged].map(([key, value]) => ({ key, value }));
+}
+
+export function removeTags(current: Tag[], keys: string[]): Tag[] {
+  const drop = new Set(keys);
+  return current.filter((t) => !drop.has(t.key));
+}
+
+/** A new open tunnel and its two tokens (the only time the tokens exist in clear). */
+export function createTunnel(req: OpenTunnelRequest, at: { now: number; region: string; accountId: string; maxServices: number }): { tunnel: TunnelRecord; opened: OpenedTunnel } {
+  const services = checkServices(req.services ?? [], at.maxServices);
+  const lifetime = req.lifetimeMinutes ?? MAX_LIFETIME_MINUTES;
+  if (!Number.isInteger(lifetime) || lifetime < MIN_LIFETIME_MINUTES || lifetime > MAX_LIFETIME_MINUTES) {
+    throw new RegistryError('ValidationException', `maxLifetimeTimeoutMinutes must be an integer from ${MIN_LIFETIME_MINUTES} to ${MAX_LIFETIME_MINUTES}`);
+  }
+  if (req.thingName !== undefined && !NAME_PATTERN.test(req.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(req.thingName)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
+  const tags = mergeTags([], req.tags ?? []);
+  const tunnelId = randomUUID();
+  const sourceAccessToken = newToken();
+  const destinationAccessToken = newToken();
+  const tunnel: TunnelRecord = {
+    tunnelId,
+    tunnelArn: `arn:${partitionOf(at.region)}:iot:${at.region}:${at.accountId}:tunnel/${tunnelId}`,
+    status: 'OPEN',
+    ...(req.description !== undefined ? { description: req.description } : {}),
+    ...(req.thingName !== undefined ? { thingName: req.thingName } : {}),
+    services,
+    tags,
+    lifetimeMinutes: lifetime,
+    createdAt: at.now,
+    lastUpdatedAt: at.now,
+    source: newEndpoint(sourceAccessToken, at.now),
+    destination: newEndpoint(destinationAccessToken, at.now),
+  };
+  return { tunnel, opened: { tunnelId, tunnelArn: tunnel.tunnelArn, sourceAccessToken, destinationAccessToken } };
+}
+
+/** When the tunnel's lifetime runs out (epoch ms). */
+export function expiresAt(tunnel: TunnelRecord): number {
+  return tunnel.createdAt + tunnel.lifetimeMinutes * 60_000;
+}
+
+/** The peer modes a RotateTunnelAccessToken client mode replaces. */
+export function rotatedModes(mode: ClientMode): PeerMode[] {
+  return mode === 'ALL' ? ['source', 'destination'] : [mode === 'SOURCE' ? 'source' : 'destination'];
+}
+
+/**
+ * New tokens for `mode` in `tunnel` (changed in place); with a destination config (not for
+ * SOURCE, as in the cloud) the services and thing name are replaced. Throws before any change.
+ */
+export function rotateTunnel(tunnel: TunnelRecord, mode: ClientMode, destination: DestinationConfig | undefined, now: number, maxServices: number): RotatedTokens {
+  if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw new RegistryError('ValidationException', `clientMode must be SOURCE, DESTINATION or ALL`);
+  if (tunnel.status !== 'OPEN') throw new RegistryError('ValidationException', `Tunnel ${tunnel.tunnelId} is closed`);
+  if (destination && mode === 'SOURCE') throw new RegistryError('ValidationException', 'destinationConfig cannot be used with clientMode SOURCE');
+  const services = destination ? checkServices(destination.services, maxServices) : undefined;
+  if (destination?.thingName !== undefined && !NAME_PATTERN.test(destination.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(destination.thingName)}`);
+  const out: RotatedTokens = {};
+  for (const peerMode of rotatedModes(mode)) {
+    const token = newToken();
+    tunnel[peerMode] = newEndpoint(token, now);
+    if (peerMode === 'source') out.sourceAccessToken = token;
+    else out.destinationAccessToken = token;
+  }
+  if (destination && services) {
+    tunnel.services = services;
+    if (destination.thingName !== undefined) tunnel.thingName = destination.thingName;
+    else delete tunnel.thingName;
+  }
+  tunnel.lastUpdatedAt = now;
+  return out;
+}
+
+/** The client-token rule of the protocol guide: a refusal text, or undefined when the handshake may proceed. */
+export function clientTokenRefusal(endpoint: EndpointState, clientToken: string | undefined): string | undefined {
+  if (endpoint.consumed) return 'Invalid access token: The access token was previously used and cannot be used again';
+  if (endpoint.clientTokenHash !== undefined && (clientToken === undefined || hashToken(clientToken) !== endpoint.clientTokenHash)) {
+    return 'Invalid client token: The provided client token does not match the client token that was previously set.';
+  }
+  return undefined;
+}
+
+/** A handshake succeeded: the token is spent (no client token) or bound to the client token. Returns whether that changed the endpoint. */
+export function spendToken(endpoint: EndpointState, clientToken: string | undefined): boolean {
+  const before = `${endpoint.consumed}/${endpoint.clientTokenHash}`;
+  if (clientToken === undefined) endpoint.consumed = true;
+  else endpoint.clientTokenHash ??= hashToken(clientToken);
+  return `${endpoint.consumed}/${endpoint.clientTokenHash}` !== before;
 }

@@ -1,6 +1,7 @@
 /**
  * `startRelay`: one HTTP(S) server on one port for the WebSocket data plane (`/tunnel`),
- * the management API (`POST /`) and `GET /health`.
+ * the management API (`POST /`), `GET /health` and, on a node of a cluster, the bridges from
+ * other nodes (`/cluster/bridge`, src/relay/cluster/).
  *
  * Exposed to anyone who can reach the port, it bounds every resource a client can hold
  * without credentials (limits.ts, guard.ts): connections that never finish TLS or never send
@@ -10,19 +11,26 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import { rootCertificates, type TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Logger, LogLevel } from '../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { EXTENSIONS_HEADER } from '../protocol/extension';
 import { handleApiRequest, type Credentials } from './api';
 import { checkKeyPair, generateSelfSigned, loadOrCreateSelfSigned } from './certs';
 import type { Clock } from './clock';
-import { TunnelLink, type Peer, type PeerEvent } from './forward';
+import { BRIDGE_PATH } from './cluster/auth';
+import type { ClusterNode, ClusterOptions } from './cluster/node';
+import type { PeerStore } from './cluster/types';
+import { RelayConfigError } from './errors';
+import { CLOSE_POLICY, fitCloseReason, Peer, TunnelLink, type LinkEnd, type PeerEvent } from './forward';
 import { ConnectionGuard, endGracefully } from './guard';
 import { checkHandshake, isRefusal, type Accepted } from './handshake';
 import type { TunnelNotifier } from './notify';
 import { resolveLimits, type RelayLimits } from './limits';
-import { TunnelRegistry, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord } from './tunnels';
+import { StoreUnavailableError, type DirectoryEvents, type TunnelDirectory } from './store/directory';
+import { GONE_MEANWHILE, LocalDirectory } from './store/local';
+import { TunnelRegistry, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens } from './tunnels';
 
 export interface RelayOptions {
   host?: string;
@@ -32,6 +40,13 @@ export interface RelayOptions {
   /** `--tls-self-signed DIR`: load or create the certificate there (implies TLS). */
   selfSignedDir?: string;
   statePath?: string;
+  /**
+   * Instead of `statePath`: the tunnels in Redis, shared by the nodes of a cluster (`--store`);
+   * needs `cluster`. The Redis client is loaded only then.
+   */
+  store?: { url: string; password?: string; ca?: string };
+  /** This relay as a node of a cluster (with `store`): how other nodes reach it, the shared secret. */
+  cluster?: ClusterOptions & { nodeId?: string };
   credentials?: Credentials;
   log?: Logger;
   /** Over the defaults of limits.ts (which follow `ulimit -n`). */
@@ -71,6 +86,8 @@ export interface RelayStats {
   /** Connected tunnel peers. */
   peers: number;
   openTunnels: number;
+  /** Bridges to and from other nodes of a cluster. */
+  bridges: number;
 }
 
 export interface Relay {
@@ -79,6 +96,11 @@ export interface Relay {
   port: number;
   caPem?: string;
   readonly limits: RelayLimits;
+  /** The tunnels, whichever the store: every operation asynchronous and atomic. */
+  readonly tunnels: TunnelDirectory;
+  /** This node's id in a cluster (with `store`). */
+  readonly nodeId?: string;
+  /** In-process shortcuts of the local store (tests, embedding); with a shared store use `tunnels`. */
   openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
   closeTunnel(tunnelId: string, options?: { delete?: boolean }): void;
   /**
@@ -119,7 +141,15 @@ class RelayServer implements Relay {
   readonly server: Server;
   private readonly secure: boolean;
   private readonly wss: WebSocketServer;
-  private readonly registry: TunnelRegistry;
+  /** The local store's registry (undefined with a shared store). */
+  private readonly registry?: TunnelRegistry;
+  readonly tunnels: TunnelDirectory;
+  private readonly cluster?: ClusterNode;
+  readonly nodeId?: string;
+  /** The certificate served (PEM), trusted by default when dialing other nodes. */
+  certPem?: string;
+  /** The access token hash each local peer connected with (a rotation closes only those with the old one). */
+  private readonly peerTokens = new WeakMap<Peer, string>();
   private readonly guard: ConnectionGuard;
   private readonly links = new Map<string, TunnelLink>();
   private readonly peerSockets = new Set<Socket>();
@@ -132,7 +162,7 @@ class RelayServer implements Relay {
   private readonly bandwidth?: number;
   private faults: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
 
-  constructor(options: RelayOptions) {
+  constructor(options: RelayOptions, shared?: SharedStore) {
     this.log = options.log ?? new Logger();
     this.host = options.host ?? DEFAULT_HOST;
     this.credentials = options.credentials;
@@ -160,22 +190,28 @@ class RelayServer implements Relay {
       cert = tls.cert;
       key = tls.key;
     }
-    this.registry = new TunnelRegistry({
-      statePath: options.statePath,
-      clock: options.clock,
-      limits,
-      region: options.region,
-      accountId: options.accountId,
-      onSaveProblem: (message, ok) => (ok ? this.log.info(message) : this.log.error(message)),
-      onClosed: (tunnel, reason) => this.onTunnelClosed(tunnel, reason),
-      onTokenRevoked: (tunnel, mode) => {
-        const peer = this.links.get(tunnel.tunnelId)?.peers[mode];
-        if (peer) {
-          peer.log.info('access token rotated: disconnecting');
-          peer.close(CLOSE_NORMAL, 'access token rotated');
-        }
-      },
-    });
+    this.certPem = cert;
+    const events: DirectoryEvents = {
+      onClosed: (tunnelId, reason) => this.onTunnelClosed(tunnelId, reason),
+      onTokenRevoked: (tunnelId, mode, oldTokenHash) => this.onTokenRevoked(tunnelId, mode, oldTokenHash),
+    };
+    if (shared) {
+      this.tunnels = shared.directory;
+      this.nodeId = shared.peers.nodeId;
+      this.cluster = shared.cluster(this, events);
+    } else {
+      this.registry = new TunnelRegistry({
+        statePath: options.statePath,
+        clock: options.clock,
+        limits,
+        region: options.region,
+        accountId: options.accountId,
+        onSaveProblem: (message, ok) => (ok ? this.log.info(message) : this.log.error(message)),
+        onClosed: (tunnel, reason) => events.onClosed(tunnel.tunnelId, reason),
+        onTokenRevoked: (tunnel, mode) => events.onTokenRevoked(tunnel.tunnelId, mode),
+      });
+      this.tunnels = new LocalDirectory(this.registry);
+    }
     this.guard = new ConnectionGuard({
       maxPendingPerAddress: limits.maxPendingPerAddress,
       maxPendingConnections: limits.maxPendingConnections,
@@ -208,8 +244,9 @@ class RelayServer implements Relay {
       handleProtocols: (_protocols, req) => (req as IncomingMessage & { accepted?: Accepted }).accepted?.subprotocol ?? false,
     });
     this.wss.on('headers', (headers, req) => {
-      const channelId = (req as IncomingMessage & { channelId?: string }).channelId;
+      const { channelId, accepted } = req as IncomingMessage & { channelId?: string; accepted?: Accepted };
       if (channelId) headers.push(`channel-id: ${channelId}`);
+      if (accepted?.extensions.length) headers.push(`${EXTENSIONS_HEADER}: ${accepted.extensions.join(', ')}`);
     });
     this.server.on('connection', (socket: Socket) => this.guard.admit(socket));
     this.server.on('drop', (data?: { remoteAddress?: string }) => {
@@ -232,23 +269,50 @@ class RelayServer implements Relay {
     this.url = `${this.secure ? 'wss' : 'ws'}://${hostForUrl(this.host)}:${this.port}`;
   }
 
+  private localRegistry(what: string): TunnelRegistry {
+    if (!this.registry) throw new Error(`${what}() works on a relay with the local store; with --store use relay.tunnels`);
+    return this.registry;
+  }
+
   openTunnel(req?: OpenTunnelRequest, region?: string): OpenedTunnel {
-    const opened = this.registry.open(req, region);
-    this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req?.services ?? []).join(',') || 'none'})`);
-    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? []);
+    const opened = this.localRegistry('openTunnel').open(req, region);
+    this.opened(opened, req);
     return opened;
   }
 
+  /** The management API's OpenTunnel: answered once the store has it. */
+  async openTunnelNow(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel> {
+    const opened = await this.tunnels.open(req, region);
+    this.opened(opened, req);
+    return opened;
+  }
+
+  private opened(opened: OpenedTunnel, req: OpenTunnelRequest | undefined): void {
+    this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req?.services ?? []).join(',') || 'none'})`);
+    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? []);
+  }
+
   closeTunnel(tunnelId: string, options?: { delete?: boolean }): void {
-    this.registry.close(tunnelId, options);
+    this.localRegistry('closeTunnel').close(tunnelId, options);
   }
 
   rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens {
-    const tokens = this.registry.rotate(tunnelId, mode, destination);
-    // The thing (as the destination config left it) learns the new destination token.
-    const tunnel = this.registry.get(tunnelId);
-    if (tokens.destinationAccessToken && tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services);
+    const registry = this.localRegistry('rotateAccessToken');
+    const tokens = registry.rotate(tunnelId, mode, destination);
+    this.rotated(tokens, registry.get(tunnelId));
     return tokens;
+  }
+
+  /** The management API's RotateTunnelAccessToken: answered once the store has it. */
+  async rotateNow(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): Promise<RotatedTokens> {
+    const tokens = await this.tunnels.rotate(tunnelId, mode, destination);
+    if (tokens.destinationAccessToken) this.rotated(tokens, await this.tunnels.get(tunnelId));
+    return tokens;
+  }
+
+  /** The thing (as the destination config left it) learns the new destination token. */
+  private rotated(tokens: RotatedTokens, tunnel: { thingName?: string; services: string[] }): void {
+    if (tokens.destinationAccessToken && tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services);
   }
 
   setFaults(faults: RelayFaults): void {
@@ -256,17 +320,18 @@ class RelayServer implements Relay {
     if (faults.answerPings !== undefined) {
       this.faults.answerPings = faults.answerPings;
       for (const link of this.links.values()) {
-        for (const peer of [link.peers.source, link.peers.destination]) if (peer) peer.answerPings = faults.answerPings;
+        for (const peer of [link.peers.source, link.peers.destination]) if (peer instanceof Peer) peer.answerPings = faults.answerPings;
       }
     }
   }
 
   flush(): Promise<void> {
-    return this.registry.durable();
+    return this.tunnels.flush();
   }
 
   stats(): RelayStats {
-    return { connections: this.guard.pendingCount + this.peerSockets.size, pending: this.guard.pendingCount, peers: this.peerSockets.size, openTunnels: this.registry.openTunnels };
+    const bridges = this.cluster?.bridgeCount ?? 0;
+    return { connections: this.guard.pendingCount + this.peerSockets.size + bridges, pending: this.guard.pendingCount, peers: this.peerSockets.size, openTunnels: this.tunnels.openTunnels(), bridges };
   }
 
   /**
@@ -278,22 +343,26 @@ class RelayServer implements Relay {
     if (this.peerSockets.size > 0) this.log.info(`relay closing: dropping ${this.peerSockets.size} peer connection(s)`);
     for (const socket of this.peerSockets) socket.destroy();
     this.peerSockets.clear();
+    await this.cluster?.close();
     this.links.clear();
     this.guard.destroyAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
     await closed;
-    await this.registry.dispose();
+    await this.tunnels.dispose();
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/health') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      // Not ready while the shared store is unreachable: a load balancer sends newcomers elsewhere.
+      const health = this.tunnels.health();
+      if (health.ready) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      else res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' }).end(`not ready: ${health.reason ?? 'starting'}\n`);
       return;
     }
     if (req.method === 'POST' && path === '/') {
-      void handleApiRequest(req, res, { registry: this.registry, credentials: this.credentials, log: this.log, relay: this, maxBodyBytes: this.limits.maxRequestBodyBytes });
+      void handleApiRequest(req, res, { directory: this.tunnels, credentials: this.credentials, log: this.log, relay: this, maxBodyBytes: this.limits.maxRequestBodyBytes });
       return;
     }
     const reason = path === '/tunnel' ? 'WebSocket upgrade required' : 'Not found';
@@ -322,88 +391,169 @@ class RelayServer implements Relay {
   /** One bad request must not take the relay down: anything unexpected ends just that socket. */
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    try {
-      this.upgrade(req, socket, head);
-    } catch (err) {
+    const failed = (err: unknown): void => {
       this.log.error(`internal error on an upgrade from ${socket.remoteAddress}: ${(err as Error)?.message ?? String(err)}`);
       socket.destroy();
+    };
+    try {
+      const path = (req.url ?? '/').split('?')[0];
+      if (this.cluster && path === BRIDGE_PATH) this.cluster.acceptBridge(req, socket, head).catch(failed);
+      else this.upgrade(req, socket, head).catch(failed);
+    } catch (err) {
+      failed(err);
     }
   }
 
-  private refuseUpgrade(socket: Socket, status: number, reason: string): void {
+  linkOf(tunnelId: string): TunnelLink | undefined {
+    return this.links.get(tunnelId);
+  }
+
+  promote(socket: Socket): void {
+    this.guard.promote(socket);
+  }
+
+  refuse(socket: Socket, status: number, reason: string): void {
     endGracefully(socket, this.limits.lingerMs, refusal(status, reason));
   }
 
-  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+  private refuseUpgrade(socket: Socket, status: number, reason: string): void {
+    this.log.limited(LogLevel.INFO, 'refused-upgrade', `refused upgrade from ${socket.remoteAddress}: HTTP ${status} ${reason}`);
+    this.refuse(socket, status, reason);
+  }
+
+  private async upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     const reject = this.faults.reject;
     if (reject && reject.count > 0) {
       reject.count--;
       this.log.info(`refusing upgrade with HTTP ${reject.status} (injected fault)`);
-      return this.refuseUpgrade(socket, reject.status, 'Injected fault: handshake rejected');
+      return this.refuse(socket, reject.status, 'Injected fault: handshake rejected');
     }
-    const result = checkHandshake(req, this.registry);
-    if (isRefusal(result)) {
-      this.log.limited(LogLevel.INFO, 'refused-upgrade', `refused upgrade from ${socket.remoteAddress}: HTTP ${result.status} ${result.reason}`);
-      return this.refuseUpgrade(socket, result.status, result.reason);
+    const request = checkHandshake(req);
+    if (isRefusal(request)) return this.refuseUpgrade(socket, request.status, request.reason);
+    const health = this.tunnels.health();
+    if (!health.ready) return this.refuseUpgrade(socket, 503, `Service unavailable: ${health.reason ?? 'starting'}`);
+    let auth;
+    try {
+      auth = await this.tunnels.authorize(request.accessToken, request.mode, request.clientToken);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) return this.refuseUpgrade(socket, 503, 'Service unavailable: tunnel store unreachable');
+      throw err;
     }
+    if (isRefusal(auth)) return this.refuseUpgrade(socket, auth.status, auth.reason);
+    if (socket.destroyed) return;
+    const accepted: Accepted = { ...request, auth };
     const channelId = randomUUID();
-    const tokenHash = result.owner.tunnel[result.mode].tokenHash;
-    Object.assign(req, { accepted: result, channelId });
+    Object.assign(req, { accepted, channelId });
     let upgraded = false;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       upgraded = true;
-      this.onConnected(ws, socket, result, channelId, tokenHash);
+      // Nothing is read until the store has accepted the handshake (frames would find no listener).
+      ws.pause();
+      // An error before the peer exists (or after a refusal) must not go unhandled; Peer logs its own.
+      ws.on('error', () => {});
+      this.onConnected(ws, socket, accepted, channelId).catch((err: unknown) => {
+        this.log.error(`internal error accepting a peer from ${socket.remoteAddress}: ${(err as Error)?.message ?? String(err)}`);
+        socket.destroy();
+      });
     });
     // ws answered with a refusal of its own and ended the socket: bound how long it may stay.
     if (!upgraded) endGracefully(socket, this.limits.lingerMs);
   }
 
-  private onConnected(ws: WebSocket, socket: Socket, accepted: Accepted, channelId: string, tokenHash: string): void {
-    const { owner, mode } = accepted;
-    // The tunnel may have closed or the token rotated while the upgrade completed.
-    if (owner.tunnel.status !== 'OPEN' || owner.tunnel[mode].tokenHash !== tokenHash) {
-      this.log.info(`tunnel ${owner.tunnel.tunnelId} ${mode}: closing a connection just accepted: the tunnel closed or its token was rotated meanwhile`);
-      ws.close(CLOSE_NORMAL, 'tunnel closed');
+  private async onConnected(ws: WebSocket, socket: Socket, accepted: Accepted, channelId: string): Promise<void> {
+    const { mode, auth } = accepted;
+    const tunnelId = auth.tunnel.tunnelId;
+    let tunnel;
+    try {
+      tunnel = await this.tunnels.accept(auth, accepted.clientToken);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      this.log.limited(LogLevel.WARNING, 'accept-store-down', `tunnel ${tunnelId} ${mode}: closing a connection just accepted: ${err.message}`);
+      ws.close(1011, 'tunnel store unreachable');
       endGracefully(socket, this.limits.lingerMs);
       return;
     }
-    this.registry.accept(owner, accepted.clientToken);
+    if (isRefusal(tunnel)) {
+      // The tunnel may have closed, the token been rotated or taken by another client meanwhile.
+      this.log.info(`tunnel ${tunnelId} ${mode}: closing a connection just accepted: ${tunnel.reason}`);
+      if (tunnel.reason === GONE_MEANWHILE || tunnel.status === 410) ws.close(CLOSE_NORMAL, 'tunnel closed');
+      else ws.close(CLOSE_POLICY, fitCloseReason(tunnel.reason));
+      endGracefully(socket, this.limits.lingerMs);
+      return;
+    }
+    if (socket.destroyed || ws.readyState !== ws.OPEN) {
+      // Gone while the store answered: it counts as connected and left at once.
+      this.tunnels.setConnected(tunnelId, mode, false);
+      return;
+    }
     this.guard.promote(socket);
     this.peerSockets.add(socket);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
     socket.setNoDelay(true);
     socket.once('close', () => this.peerSockets.delete(socket));
-    const tunnelId = owner.tunnel.tunnelId;
     let link = this.links.get(tunnelId);
     if (!link) {
-      link = new TunnelLink(owner.tunnel, (peer) => this.onPeerGone(peer));
+      link = new TunnelLink(tunnel, (end) => this.onPeerGone(end));
       this.links.set(tunnelId, link);
+    } else if (link.tunnel !== tunnel) {
+      // From a shared store: the record as it is now (a rotation may have changed the services).
+      Object.assign(link.tunnel, tunnel);
     }
     const log = this.log.fork(`tunnel ${tunnelId} ${mode}`);
-    const replacing = link.peers[mode] !== undefined;
+    const previous = link.peers[mode];
+    const replacing = previous !== undefined;
     log.info(`${replacing ? 'reconnected, replacing the previous connection' : 'connected'} (channel ${channelId}, ${accepted.subprotocol}, from ${socket.remoteAddress})`);
-    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, onEvent: this.onEvent, bandwidth: this.bandwidth });
+    if (previous instanceof Peer) this.cluster?.peerReplaced(previous);
+    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions, onEvent: this.onEvent, bandwidth: this.bandwidth });
     peer.answerPings = this.faults.answerPings;
+    this.peerTokens.set(peer, auth.tokenHash);
+    ws.resume();
+    this.cluster?.peerConnected(link, peer, auth.tokenHash);
     this.onEvent?.({ type: 'connected', tunnelId, mode, channelId, replacing });
   }
 
-  private onPeerGone(peer: Peer): void {
-    const link = peer.link;
-    if (link.tunnel.status === 'OPEN') this.registry.setConnected({ tunnel: link.tunnel, mode: peer.mode }, false);
-    if (!link.peers.source && !link.peers.destination && this.links.get(link.tunnel.tunnelId) === link) this.links.delete(link.tunnel.tunnelId);
+  private onPeerGone(end: LinkEnd): void {
+    const link = (end as { link?: TunnelLink }).link;
+    if (!link) return;
+    if (end instanceof Peer) {
+      if (this.cluster) this.cluster.peerGone(link, end);
+      else if (link.tunnel.status === 'OPEN') this.tunnels.setConnected(link.tunnel.tunnelId, end.mode, false);
+    }
+    const local = [link.peers.source, link.peers.destination].some((p) => p instanceof Peer);
+    if (!local && this.links.get(link.tunnel.tunnelId) === link) this.links.delete(link.tunnel.tunnelId);
   }
 
-  private onTunnelClosed(tunnel: TunnelRecord, reason: string): void {
-    this.log.info(`tunnel ${tunnel.tunnelId} closed: ${reason}`);
-    tunnel.source.connected = false;
-    tunnel.destination.connected = false;
-    this.links.get(tunnel.tunnelId)?.closeAll(CLOSE_NORMAL, reason);
+  private onTunnelClosed(tunnelId: string, reason: string): void {
+    this.log.info(`tunnel ${tunnelId} closed: ${reason}`);
+    const link = this.links.get(tunnelId);
+    if (!link) return;
+    link.tunnel.status = 'CLOSED';
+    link.tunnel.source.connected = false;
+    link.tunnel.destination.connected = false;
+    link.closeAll(CLOSE_NORMAL, reason);
+  }
+
+  /** A rotation: the peer of `mode` connected with the old token (any, if not known) is closed. */
+  private onTokenRevoked(tunnelId: string, mode: PeerMode, oldTokenHash?: string): void {
+    const link = this.links.get(tunnelId);
+    // A rotation may replace the services: the peer staying here checks its messages against the new ones,
+    // as with the local store, where the link holds the registry's own record.
+    if (link && !this.registry) {
+      this.tunnels.get(tunnelId).then((fresh) => {
+        link.tunnel.services = fresh.services;
+      }, () => {});
+    }
+    const peer = link?.peers[mode];
+    if (!(peer instanceof Peer) || peer.closing) return;
+    if (oldTokenHash !== undefined && this.peerTokens.get(peer) !== oldTokenHash) return;
+    peer.log.info('access token rotated: disconnecting');
+    peer.close(CLOSE_NORMAL, 'access token rotated');
   }
 }
 
 /** Starts a relay; resolves once it listens. See docs/DESIGN.md for the contract. */
 export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
-  const relay = new RelayServer(options);
+  const relay = new RelayServer(options, options.store ? await sharedStore(options) : undefined);
   try {
     await relay.listen(options.port ?? DEFAULT_PORT);
   } catch (err) {
@@ -411,4 +561,60 @@ export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
     throw err;
   }
   return relay;
+}
+
+/** A shared store and the cluster node built on it, for RelayServer. */
+interface SharedStore {
+  directory: TunnelDirectory;
+  peers: PeerStore;
+  cluster(relay: RelayServer, events: DirectoryEvents): ClusterNode;
+}
+
+/**
+ * The Redis store and this relay's cluster node. Loaded on demand: the Redis client is only
+ * needed by `--store`, so the proxy and a single relay do not load it at start.
+ */
+async function sharedStore(options: RelayOptions): Promise<SharedStore> {
+  const store = options.store!;
+  const cluster = options.cluster;
+  if (!cluster) throw new RelayConfigError('a relay with a shared store is a node of a cluster: it needs --node-url and the cluster secret');
+  const [{ RedisDirectory }, { ClusterNode, DEFAULT_LEASE_MS }] = await Promise.all([import('./store/redis'), import('./cluster/node')]);
+  const { systemClock } = await import('./clock');
+  const nodeId = cluster.nodeId ?? `node-${randomUUID().slice(0, 8)}`;
+  const log = options.log ?? new Logger();
+  let events: DirectoryEvents | undefined;
+  const directory = new RedisDirectory({
+    url: store.url,
+    password: store.password,
+    ca: store.ca,
+    log,
+    clock: options.clock ?? systemClock,
+    limits: resolveLimits(options.limits),
+    region: options.region,
+    accountId: options.accountId,
+    // The server's handlers, once it exists (no event arrives before start()).
+    events: {
+      onClosed: (tunnelId, reason) => events?.onClosed(tunnelId, reason),
+      onTokenRevoked: (tunnelId, mode, hash) => events?.onTokenRevoked(tunnelId, mode, hash),
+    },
+    nodeId,
+    nodeUrl: cluster.nodeUrl,
+    leaseMs: cluster.leaseMs ?? DEFAULT_LEASE_MS,
+  });
+  return {
+    directory,
+    peers: directory,
+    cluster(relay, serverEvents) {
+      events = serverEvents;
+      const node = new ClusterNode(directory, {
+        link: (tunnelId) => relay.linkOf(tunnelId),
+        log,
+        refuse: (socket, status, reason) => relay.refuse(socket, status, reason),
+        promote: (socket) => relay.promote(socket),
+      }, { ...cluster, ca: cluster.ca ?? (relay.certPem ? [...rootCertificates, relay.certPem] : undefined) });
+      log.info(`cluster node ${nodeId}, reached by other nodes at ${cluster.nodeUrl}`);
+      directory.start();
+      return node;
+    },
+  };
 }

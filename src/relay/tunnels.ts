@@ -9,67 +9,16 @@
  *
  * Tokens are never stored: only their SHA-256 hashes, in memory and in the state file.
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { systemClock, type Clock, type ClockTimer } from './clock';
 import { defaultLimits, type RelayLimits } from './limits';
 import {
-  MAX_LIFETIME_MINUTES, MAX_TAGS_PER_TUNNEL, MIN_LIFETIME_MINUTES, NAME_PATTERN,
-  type ClientMode, type EndpointState, type PeerMode, type Tag, type TunnelRecord,
+  clientTokenRefusal, createTunnel, expiresAt, hashToken, mergeTags, RegistryError, removeTags, rotatedModes, rotateTunnel, spendToken,
+  type ClientMode, type DestinationConfig, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens, type Tag, type TunnelRecord,
 } from './record';
 import { StateFile, type TunnelStore } from './state';
 
-export { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from './record';
-export type { ClientMode, EndpointState, PeerMode, Tag, TunnelRecord } from './record';
-
-export class RegistryError extends Error {
-  /** An AWS error type name, as the management API reports it (`__type`). */
-  readonly type: 'ResourceNotFoundException' | 'ValidationException' | 'LimitExceededException';
-  constructor(type: RegistryError['type'], message: string) {
-    super(message);
-    this.name = 'RegistryError';
-    this.type = type;
-  }
-}
-
-export function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
-}
-
-function newToken(): string {
-  // Same alphabet family as the cloud's tokens (base64url), long enough to be unguessable.
-  return 'AQG' + randomBytes(96).toString('base64url');
-}
-
-function newEndpoint(token: string, now: number): EndpointState {
-  return { tokenHash: hashToken(token), consumed: false, connected: false, lastUpdatedAt: now };
-}
-
-/** The ARN partition of a region: aws, aws-cn or aws-us-gov. */
-export function partitionOf(region: string): string {
-  if (region.startsWith('cn-')) return 'aws-cn';
-  if (region.startsWith('us-gov-')) return 'aws-us-gov';
-  return 'aws';
-}
-
-export interface OpenTunnelRequest {
-  services?: string[];
-  lifetimeMinutes?: number;
-  description?: string;
-  thingName?: string;
-  tags?: Tag[];
-}
-
-export interface OpenedTunnel {
-  tunnelId: string;
-  tunnelArn: string;
-  sourceAccessToken: string;
-  destinationAccessToken: string;
-}
-
-export interface RotatedTokens {
-  sourceAccessToken?: string;
-  destinationAccessToken?: string;
-}
+export { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES, RegistryError, hashToken, partitionOf } from './record';
+export type { ClientMode, DestinationConfig, EndpointState, OpenedTunnel, OpenTunnelRequest, PeerMode, RotatedTokens, Tag, TunnelRecord } from './record';
 
 export interface TokenOwner {
   tunnel: TunnelRecord;
@@ -133,35 +82,15 @@ export class TunnelRegistry {
   /** Opens a tunnel. `region`: the request's, used in the ARN unless the relay has its own. */
   open(req: OpenTunnelRequest = {}, region?: string): OpenedTunnel {
     if (this.openCount >= this.limits.maxOpenTunnels) throw new RegistryError('LimitExceededException', `At most ${this.limits.maxOpenTunnels} tunnels may be open at once`);
-    const services = this.checkServices(req.services ?? []);
-    const lifetime = req.lifetimeMinutes ?? MAX_LIFETIME_MINUTES;
-    if (!Number.isInteger(lifetime) || lifetime < MIN_LIFETIME_MINUTES || lifetime > MAX_LIFETIME_MINUTES) {
-      throw new RegistryError('ValidationException', `maxLifetimeTimeoutMinutes must be an integer from ${MIN_LIFETIME_MINUTES} to ${MAX_LIFETIME_MINUTES}`);
-    }
-    if (req.thingName !== undefined && !NAME_PATTERN.test(req.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(req.thingName)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
-    const tags = this.mergeTags([], req.tags ?? []);
-    const now = this.clock.now();
-    const tunnelId = randomUUID();
-    const sourceAccessToken = newToken();
-    const destinationAccessToken = newToken();
-    const arnRegion = this.options.region ?? region ?? DEFAULT_REGION;
-    const tunnel: TunnelRecord = {
-      tunnelId,
-      tunnelArn: `arn:${partitionOf(arnRegion)}:iot:${arnRegion}:${this.options.accountId ?? DEFAULT_ACCOUNT_ID}:tunnel/${tunnelId}`,
-      status: 'OPEN',
-      ...(req.description !== undefined ? { description: req.description } : {}),
-      ...(req.thingName !== undefined ? { thingName: req.thingName } : {}),
-      services,
-      tags,
-      lifetimeMinutes: lifetime,
-      createdAt: now,
-      lastUpdatedAt: now,
-      source: newEndpoint(sourceAccessToken, now),
-      destination: newEndpoint(destinationAccessToken, now),
-    };
+    const { tunnel, opened } = createTunnel(req, {
+      now: this.clock.now(),
+      region: this.options.region ?? region ?? DEFAULT_REGION,
+      accountId: this.options.accountId ?? DEFAULT_ACCOUNT_ID,
+      maxServices: this.limits.maxServicesPerTunnel,
+    });
     this.add(tunnel);
     this.persist(tunnel);
-    return { tunnelId, tunnelArn: tunnel.tunnelArn, sourceAccessToken, destinationAccessToken };
+    return opened;
   }
 
   get(tunnelId: string): TunnelRecord {
@@ -210,44 +139,25 @@ export class TunnelRegistry {
    * destination config (not for SOURCE, as in the cloud) the services and thing name are
    * replaced; the next SERVICE_IDS carries them.
    */
-  rotate(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens {
+  rotate(tunnelId: string, mode: ClientMode, destination?: DestinationConfig): RotatedTokens {
     const tunnel = this.get(tunnelId);
-    if (mode !== 'SOURCE' && mode !== 'DESTINATION' && mode !== 'ALL') throw new RegistryError('ValidationException', `clientMode must be SOURCE, DESTINATION or ALL`);
-    if (tunnel.status !== 'OPEN') throw new RegistryError('ValidationException', `Tunnel ${tunnelId} is closed`);
-    if (destination && mode === 'SOURCE') throw new RegistryError('ValidationException', 'destinationConfig cannot be used with clientMode SOURCE');
-    const services = destination ? this.checkServices(destination.services) : undefined;
-    if (destination?.thingName !== undefined && !NAME_PATTERN.test(destination.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(destination.thingName)}`);
-    const out: RotatedTokens = {};
-    const now = this.clock.now();
-    const modes: PeerMode[] = mode === 'ALL' ? ['source', 'destination'] : [mode === 'SOURCE' ? 'source' : 'destination'];
-    for (const peerMode of modes) {
-      const token = newToken();
-      this.byToken.delete(tunnel[peerMode].tokenHash);
-      tunnel[peerMode] = newEndpoint(token, now);
-      this.byToken.set(tunnel[peerMode].tokenHash, { tunnel, mode: peerMode });
-      if (peerMode === 'source') out.sourceAccessToken = token;
-      else out.destinationAccessToken = token;
-    }
-    if (destination && services) {
-      tunnel.services = services;
-      if (destination.thingName !== undefined) tunnel.thingName = destination.thingName;
-      else delete tunnel.thingName;
-    }
-    tunnel.lastUpdatedAt = now;
+    const oldHashes = rotatedModes(mode).map((m) => tunnel[m]?.tokenHash);
+    const out = rotateTunnel(tunnel, mode, destination, this.clock.now(), this.limits.maxServicesPerTunnel);
+    for (const hash of oldHashes) this.byToken.delete(hash);
+    for (const peerMode of rotatedModes(mode)) this.byToken.set(tunnel[peerMode].tokenHash, { tunnel, mode: peerMode });
     this.persist(tunnel);
-    for (const peerMode of modes) this.options.onTokenRevoked?.(tunnel, peerMode);
+    for (const peerMode of rotatedModes(mode)) this.options.onTokenRevoked?.(tunnel, peerMode);
     return out;
   }
 
   /** Adds tags or replaces the values of existing keys. */
   tag(tunnel: TunnelRecord, tags: Tag[]): void {
-    tunnel.tags = this.mergeTags(tunnel.tags, tags);
+    tunnel.tags = mergeTags(tunnel.tags, tags);
     this.persist(tunnel);
   }
 
   untag(tunnel: TunnelRecord, keys: string[]): void {
-    const drop = new Set(keys);
-    tunnel.tags = tunnel.tags.filter((t) => !drop.has(t.key));
+    tunnel.tags = removeTags(tunnel.tags, keys);
     this.persist(tunnel);
   }
 
@@ -277,23 +187,15 @@ export class TunnelRegistry {
    * the handshake may proceed. Does not change state: call `accept` once the upgrade succeeded.
    */
   checkClientToken(owner: TokenOwner, clientToken: string | undefined): string | undefined {
-    const endpoint = owner.tunnel[owner.mode];
-    if (endpoint.consumed) return 'Invalid access token: The access token was previously used and cannot be used again';
-    if (endpoint.clientTokenHash !== undefined && (clientToken === undefined || hashToken(clientToken) !== endpoint.clientTokenHash)) {
-      return 'Invalid client token: The provided client token does not match the client token that was previously set.';
-    }
-    return undefined;
+    return clientTokenRefusal(owner.tunnel[owner.mode], clientToken);
   }
 
   accept(owner: TokenOwner, clientToken: string | undefined): void {
-    const endpoint = owner.tunnel[owner.mode];
-    const before = `${endpoint.consumed}/${endpoint.clientTokenHash}`;
-    if (clientToken === undefined) endpoint.consumed = true;
-    else endpoint.clientTokenHash ??= hashToken(clientToken);
+    const changed = spendToken(owner.tunnel[owner.mode], clientToken);
     this.setConnected(owner, true);
     // The token's spent/bound state must survive a restart; connection states need not (a
     // restarted relay has no peers), so only a change of the token's state is written.
-    if (`${endpoint.consumed}/${endpoint.clientTokenHash}` !== before) this.persist(owner.tunnel);
+    if (changed) this.persist(owner.tunnel);
   }
 
   setConnected(owner: TokenOwner, connected: boolean): void {
@@ -313,28 +215,6 @@ export class TunnelRegistry {
     for (const timer of this.expiryTimers.values()) timer.cancel();
     this.expiryTimers.clear();
     await this.store?.close();
-  }
-
-  private checkServices(services: string[]): string[] {
-    if (services.length > this.limits.maxServicesPerTunnel) {
-      throw new RegistryError('ValidationException', `A tunnel may have at most ${this.limits.maxServicesPerTunnel} services (this relay's limit; the cloud's default quota is 3)`);
-    }
-    for (const id of services) {
-      if (typeof id !== 'string' || !NAME_PATTERN.test(id)) throw new RegistryError('ValidationException', `Invalid service id: ${JSON.stringify(id)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
-    }
-    if (new Set(services).size !== services.length) throw new RegistryError('ValidationException', 'Duplicate service ids');
-    return [...services];
-  }
-
-  private mergeTags(current: Tag[], added: Tag[]): Tag[] {
-    if (new Set(added.map((t) => t.key)).size !== added.length) throw new RegistryError('ValidationException', 'Duplicate tag keys in the request');
-    for (const t of added) {
-      if (t.key.toLowerCase().startsWith('aws:')) throw new RegistryError('ValidationException', `Tag keys starting with 'aws:' are reserved: ${JSON.stringify(t.key)}`);
-    }
-    const merged = new Map(current.map((t) => [t.key, t.value]));
-    for (const t of added) merged.set(t.key, t.value);
-    if (merged.size > MAX_TAGS_PER_TUNNEL) throw new RegistryError('ValidationException', `A tunnel may have at most ${MAX_TAGS_PER_TUNNEL} tags`);
-    return [...merged].map(([key, value]) => ({ key, value }));
   }
 
   private persist(tunnel: TunnelRecord): void {
@@ -379,7 +259,7 @@ export class TunnelRegistry {
     this.byToken.set(tunnel.source.tokenHash, { tunnel, mode: 'source' });
     this.byToken.set(tunnel.destination.tokenHash, { tunnel, mode: 'destination' });
     this.openCount++;
-    const remaining = tunnel.createdAt + tunnel.lifetimeMinutes * 60_000 - this.clock.now();
+    const remaining = expiresAt(tunnel) - this.clock.now();
     this.expiryTimers.set(tunnel.tunnelId, this.clock.setTimer(() => {
       this.expiryTimers.delete(tunnel.tunnelId);
       if (this.tunnels.get(tunnel.tunnelId)?.status === 'OPEN') this.close(tunnel.tunnelId, {}, 'tunnel lifetime expired');

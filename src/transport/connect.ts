@@ -10,6 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { printable } from '../printable';
 import { MAX_WS_MESSAGE_BYTES, subprotocolVersion, type ProtocolVersion } from '../protocol/constants';
+import { CREDIT_EXTENSION, EXTENSIONS_HEADER, parseExtensions } from '../protocol/extension';
 import type { Mode, ProxyOptions } from '../options';
 import { PRODUCT, VERSION } from '../version';
 import { trustedCertificates, warnCaProblems } from './ca';
@@ -28,6 +29,8 @@ export interface ServiceConnection {
   /** The negotiated Sec-WebSocket-Protocol. */
   subprotocol: string;
   version: ProtocolVersion;
+  /** Extensions the service says it forwards to us (`localproxy-extensions` response header; protocol/extension.ts). */
+  extensions: string[];
 }
 
 /** Bound on one whole attempt to reach the service: TCP, web proxy, TLS and upgrade. */
@@ -145,7 +148,13 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
     try {
       ws = new WebSocket(`wss://${hostPort(host, port)}/tunnel?local-proxy-mode=${options.mode}`, [requested], {
         createConnection: (() => socket) as unknown as WebSocket.ClientOptions['createConnection'],
-        headers: { 'access-token': options.accessToken, 'client-token': clientToken, 'User-Agent': USER_AGENT },
+        headers: {
+          'access-token': options.accessToken,
+          'client-token': clientToken,
+          'User-Agent': USER_AGENT,
+          // Asks a service that knows the extension (our relay) to forward its messages to us.
+          ...(options.settings.creditExtension === 'off' ? {} : { [EXTENSIONS_HEADER]: CREDIT_EXTENSION }),
+        },
         perMessageDeflate: false,
         followRedirects: false,
         // RFC 6455 masking protects browsers' intermediaries from script-chosen bytes; it
@@ -165,12 +174,14 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
     ws.binaryType = 'nodebuffer';
     answerPings(ws);
     let channelId = '';
+    let extensions: string[] = [];
     let offered: string | undefined;
     let settled = false;
 
     function onUpgrade(res: IncomingMessage): void {
       channelId = headerValue(res.headers['channel-id']);
       offered = res.headers['sec-websocket-protocol'] as string | undefined;
+      extensions = parseExtensions(res.headers[EXTENSIONS_HEADER]);
     }
     function onUnexpectedResponse(req: ClientRequest, res: IncomingMessage): void {
       readReason(res).then((reason) => {
@@ -186,7 +197,7 @@ function upgrade(socket: TLSSocket, options: ProxyOptions, clientToken: string, 
       }
       settled = true;
       detach();
-      resolve({ ws, channelId, subprotocol: ws.protocol, version });
+      resolve({ ws, channelId, subprotocol: ws.protocol, version, extensions });
     }
     function onError(err: Error): void {
       if (/subprotocol/i.test(err.message)) {

@@ -17,9 +17,14 @@
  *
  * The connection knows nothing of messages, versions or the session: it talks to its owner
  * (the service it belongs to) through ConnectionOwner.
+ *
+ * With per-connection credit (issue 14, credit.ts) the app's bytes go out only within the
+ * peer's grants: at zero credit the local socket stops being read, and what was read beyond the
+ * credit is held (at most one read) until the next grant.
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../log';
+import { AppWriter, type InboundBudget } from './inbound';
 import type { Producer, Throttled } from './outbound';
 
 /**
@@ -41,9 +46,12 @@ export interface ConnectionOwner {
   discard(conn: Connection): void;
   /** The local socket is read (true; backpressure may pause it) or no longer read for the peer (false). */
   reading(conn: Connection, reading: boolean): void;
-  /** Bytes received for the app and not yet taken by its socket (the inbound budget), and their release. */
-  retain(bytes: number): void;
-  release(bytes: number): void;
+  /** The budget that counts what a payload for the app retains until its socket takes it (inbound.ts). */
+  budgetFor(conn: Connection): InboundBudget;
+  /** The app's socket took `bytes` of payload: credit grants the peer more. */
+  taken(conn: Connection, bytes: number): void;
+  /** Payload bytes the connection may send now (the peer's credit); Infinity without credit. */
+  sendRoom(conn: Connection): number;
   /** The connection is over: the owner forgets it. */
   closed(conn: Connection): void;
 }
@@ -78,11 +86,16 @@ export class Connection implements Producer, Throttled {
   private socketClosed = false;
   /** Nothing of ours waits in the outbound queue. */
   private queueEmpty = true;
-  /** Payloads received while connecting, counted in the inbound budget. */
-  private early: Uint8Array[] = [];
+  /** Writes the peer's payloads to the app (held while connecting), counted in the inbound budget. */
+  private readonly writer: AppWriter;
   /** Aborts the destination's connect in progress; undefined when none is. */
   private abortConnect?: () => void;
   private outboundPaused = false;
+  /** Read from the app beyond the peer's credit: sent on the next grant. */
+  private held?: Buffer;
+  private creditPaused = false;
+  /** The app ended while bytes were held: the reset follows them. */
+  private resetAfterHeld = false;
   /** socket.end() was called. */
   private ending = false;
   private remote = '';
@@ -94,7 +107,9 @@ export class Connection implements Producer, Throttled {
     readonly id: number,
     readonly log: Logger,
     private readonly flushTimeoutMs: number = CLOSE_FLUSH_TIMEOUT_MS,
-  ) {}
+  ) {
+    this.writer = new AppWriter((bytes) => this.owner.taken(this, bytes));
+  }
 
   /** Destination: a connect to the local app is under way; `abort` gives it up. */
   connecting(abort: () => void): void {
@@ -117,33 +132,29 @@ export class Connection implements Producer, Throttled {
       this.state = 'open';
       this.owner.reading(this, true);
     }
-    for (const payload of this.early) this.writeToApp(payload);
-    this.early = [];
+    this.writer.attach(socket);
     if (closing) this.closeSocket();
-    else if (!this.outboundPaused) socket.resume();
+    else this.applyReading();
   }
 
   /** Backpressure towards the app (outbound.ts). */
   setOutboundPaused(paused: boolean): void {
     this.outboundPaused = paused;
+    this.applyReading();
+  }
+
+  /** The local socket is read unless backpressure or the peer's credit holds it. */
+  private applyReading(): void {
     if (!this.socket || this.state !== 'open') return;
-    if (paused) this.socket.pause();
+    if (this.outboundPaused || this.creditPaused) this.socket.pause();
     else this.socket.resume();
   }
 
   /** A DATA payload from the peer. */
   deliver(payload: Uint8Array): void {
     if (this.state === 'closing' || this.state === 'closed') return;
-    this.owner.retain(payload.length);
-    if (this.socket) this.writeToApp(payload);
-    else this.early.push(payload);
-  }
-
-  /** Writes a payload already counted in the inbound budget; the budget is released once the kernel has it. */
-  private writeToApp(payload: Uint8Array): void {
-    const n = payload.length;
-    this.bytesIn += n;
-    this.socket!.write(payload, () => this.owner.release(n));
+    this.bytesIn += payload.length;
+    this.writer.write(payload, this.owner.budgetFor(this));
   }
 
   onQueueEmpty(): void {
@@ -157,13 +168,13 @@ export class Connection implements Producer, Throttled {
   onSocketEnd(): void {
     if (this.state !== 'open') return;
     this.log.debug('local end of file; sending the reset after the bytes read before it');
-    this.close({ tellPeer: true });
+    this.close({ tellPeer: true, keepHeld: true });
   }
 
   /** @internal */
   onSocketError(err: Error): void {
     this.log.debug(`local socket error: ${err.message}`);
-    if (this.state === 'open') this.close({ tellPeer: true });
+    if (this.state === 'open') this.close({ tellPeer: true, keepHeld: true });
     this.socket?.destroy();
   }
 
@@ -171,7 +182,7 @@ export class Connection implements Producer, Throttled {
   onSocketClose(): void {
     this.socketClosed = true;
     this.owner.reading(this, false);
-    if (this.state === 'open') this.close({ tellPeer: true });
+    if (this.state === 'open') this.close({ tellPeer: true, keepHeld: true });
     this.log.info(`Disconnected from: ${this.remote}`);
     this.log.debug(`closed (sent ${this.bytesOut} bytes, received ${this.bytesIn} bytes)`);
     this.maybeClosed();
@@ -192,7 +203,7 @@ export class Connection implements Producer, Throttled {
     this.log.debug(reason);
     this.abortConnect = undefined;
     this.socketClosed = true;
-    this.releaseEarly();
+    this.writer.dispose();
     // A peer reset that came while connecting left it closing: the peer needs no reset then.
     if (this.state === 'connecting') this.close({ tellPeer: true });
     else this.maybeClosed();
@@ -216,38 +227,37 @@ export class Connection implements Producer, Throttled {
 
   /**
    * The one transition into closing (or closed). `tellPeer`: queue the reset (after our DATA),
-   * else forget what is queued. `deliverEarly`: a connect in progress goes on when bytes
-   * already wait for the app.
+   * else forget what is queued. `keepHeld`: bytes read from the app and held for the peer's
+   * credit go first, the reset after them (the app ended); else they are dropped.
+   * `deliverEarly`: a connect in progress goes on when bytes already wait for the app.
    */
-  private close(how: { tellPeer: boolean; deliverEarly?: boolean }): void {
+  private close(how: { tellPeer: boolean; keepHeld?: boolean; deliverEarly?: boolean }): void {
     const from = this.state;
+    if (!how.keepHeld || !how.tellPeer) this.held = undefined;
     if (how.tellPeer) {
       if (from !== 'closing') {
         this.queueEmpty = false;
-        this.owner.sendReset(this);
+        if (this.held) this.resetAfterHeld = true;
+        else this.owner.sendReset(this);
       }
     } else {
       this.owner.discard(this);
       this.queueEmpty = true;
+      this.resetAfterHeld = false;
     }
     this.state = 'closing';
     if (this.socket) {
       this.closeSocket();
-    } else if (how.deliverEarly && this.abortConnect && this.early.length > 0) {
+    } else if (how.deliverEarly && this.abortConnect && this.writer.holding) {
       // Bytes already arrived for the app: the connect goes on, attach() writes them, then closes.
       return;
     } else {
       this.abortConnect?.();
       this.abortConnect = undefined;
       this.socketClosed = true;
-      this.releaseEarly();
+      this.writer.dispose();
     }
     this.maybeClosed();
-  }
-
-  private releaseEarly(): void {
-    for (const payload of this.early) this.owner.release(payload.length);
-    this.early = [];
   }
 
   /** Ends the local socket after its pending writes; destroyed if the app stops taking them. */
@@ -259,6 +269,7 @@ export class Connection implements Producer, Throttled {
     socket.resume();
     if (this.socketClosed || this.ending) return;
     this.ending = true;
+    this.writer.flush();
     socket.end();
     socket.setTimeout(this.flushTimeoutMs);
     socket.once('timeout', socketOnFlushTimeout);
@@ -273,17 +284,63 @@ export class Connection implements Producer, Throttled {
 
   /** Closing ends once the local socket is gone and our frames (the reset among them) are on the wire. */
   private maybeClosed(): void {
-    if (this.state !== 'closing' || !this.socketClosed || !this.queueEmpty) return;
+    if (this.state !== 'closing' || !this.socketClosed || !this.queueEmpty || this.held) return;
     this.state = 'closed';
-    this.releaseEarly();
+    this.writer.dispose();
     this.owner.closed(this);
   }
 
   /** @internal Bytes read from the app go to the peer while open. */
   onSocketData(chunk: Buffer): void {
     if (this.state !== 'open') return;
-    this.bytesOut += chunk.length;
+    this.sendWithinCredit(chunk);
+  }
+
+  private send(bytes: Buffer): void {
+    this.bytesOut += bytes.length;
     this.queueEmpty = false;
-    this.owner.sendData(this, chunk);
+    this.owner.sendData(this, bytes);
+  }
+
+  // ── credit (issue 14): the app's bytes go out only within the peer's grants ───────
+
+  /** Sends what the credit allows; the rest is held and the socket no longer read until the next grant. */
+  private sendWithinCredit(chunk: Buffer): void {
+    if (this.held) {
+      // A read that was already under way when reading stopped: it waits behind the held bytes.
+      this.held = Buffer.concat([this.held, chunk]);
+      return;
+    }
+    const room = this.owner.sendRoom(this);
+    if (chunk.length <= room) {
+      this.send(chunk);
+      return;
+    }
+    if (room > 0) this.send(chunk.subarray(0, room));
+    this.held = chunk.subarray(room);
+    this.creditPaused = true;
+    this.applyReading();
+  }
+
+  /** The peer granted more, or credit no longer applies: held bytes go out, then reading resumes (or the reset follows). */
+  onCredit(): void {
+    const held = this.held;
+    if (!held) return;
+    const room = this.owner.sendRoom(this);
+    if (room <= 0) return;
+    if (held.length > room) {
+      this.send(held.subarray(0, room));
+      this.held = held.subarray(room);
+      return;
+    }
+    this.held = undefined;
+    this.send(held);
+    this.creditPaused = false;
+    if (this.resetAfterHeld) {
+      this.resetAfterHeld = false;
+      this.owner.sendReset(this);
+      return;
+    }
+    this.applyReading();
   }
 }

@@ -77,7 +77,8 @@ class Runner implements LocalProxy {
   readonly ready: Promise<void>;
   readonly done: Promise<ProxyOutcome>;
   private state: RunnerState = { name: 'connecting' };
-  private readonly options: ProxyOptions;
+  /** Replaced once, when the service refused the credit extension (issue 14). */
+  private options: ProxyOptions;
   private readonly log: Logger;
   /** Aborts the connect attempts once the run ends. */
   private readonly abort = new AbortController();
@@ -136,6 +137,7 @@ class Runner implements LocalProxy {
     link.session = new Session({
       ws,
       version: conn.version,
+      extensions: conn.extensions,
       options,
       log,
       hooks: {
@@ -175,6 +177,12 @@ class Runner implements LocalProxy {
     const state = this.state;
     if (state.name === 'closing') return this.finish(state.outcome);
     if (state.name !== 'session' || state.link !== link) return;
+    if (code !== CLOSE_ABNORMAL && link.session.creditRejectedBy(code) && !/replaced/i.test(reason)) {
+      // The service may not take messages of unknown types: once, the run goes on without them.
+      this.log.warn(`The service closed the connection (code ${code}${reason ? `: ${printable(reason)}` : ''}) soon after our per-connection credit announcement: reconnecting with tunneling.proxy.extensions.credit off`);
+      this.options = { ...this.options, settings: { ...this.options.settings, creditExtension: 'off' } };
+      return this.connect(false);
+    }
     if (code !== CLOSE_ABNORMAL) {
       this.log.info(`Web socket close received. Code: ${code}; Reason: ${printable(reason)}`);
       return this.finish({ kind: 'tunnel-closed', message: `the service closed the tunnel (code ${code}${reason ? `: ${printable(reason)}` : ''})` });

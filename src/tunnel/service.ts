@@ -6,18 +6,27 @@
 import type { Logger } from '../log';
 import type { ServiceTarget } from '../options';
 import { MAX_CONNECTION_ID, MAX_STREAM_ID, type ProtocolVersion } from '../protocol/constants';
+import { encodeWindow, ExtensionType } from '../protocol/extension';
 import { encodeFrame } from '../protocol/framing';
 import { MessageType, type Message } from '../protocol/message';
 import { Connection, type ConnectionOwner } from './connection';
+import type { Credit, Grant } from './credit';
 import type { InboundBudget } from './inbound';
 import type { Outbound } from './outbound';
 
 /** What a service uses of its session. */
 export interface ServiceFlow {
   outbound: Outbound;
+  /** The shared budget for bytes the peer sends without credit: it pauses the WebSocket reader. */
   inbound: InboundBudget;
+  /** Counts bytes the peer sent within our grants; never pauses (the grants bound them). */
+  granted: InboundBudget;
+  /** Per-connection credit with the peer, when the session uses the extension. */
+  credit?: Credit<Connection>;
   /** Largest DATA payload sent (`message.max_payload_size`). */
   maxPayloadBytes: number;
+  /** Source side: a stream may be ended with STREAM_RESET while the peer's format is unsure. */
+  source: boolean;
   log: Logger;
 }
 
@@ -27,6 +36,8 @@ export class ServiceState implements ConnectionOwner {
   private lastStreamId = 0;
   private lastConnectionId = 0;
   readonly connections = new Map<number, Connection>();
+  /** The peer sent a message with a connection id for this service: it speaks V3. */
+  v3Confirmed = false;
 
   constructor(
     readonly id: string,
@@ -56,6 +67,7 @@ export class ServiceState implements ConnectionOwner {
   open(streamId: number, connectionId: number): Connection {
     const conn = new Connection(this, streamId, connectionId, this.flow.log.fork(`${this.id || 'v1'} stream#${streamId} conn#${connectionId}`));
     this.connections.set(connectionId, conn);
+    this.flow.credit?.open(conn);
     return conn;
   }
 
@@ -87,9 +99,39 @@ export class ServiceState implements ConnectionOwner {
     this.push(conn, { type, streamId: conn.streamId, serviceId: this.wireId, connectionId: this.wireConnectionId(conn) });
   }
 
+  // ── credit (issue 14) ──────────────────────────────────────────────────────────
+
+  /** Our first WINDOW for a connection, once the peer is known (after its START, in order). */
+  grantFirst(conn: Connection): void {
+    const grant = this.flow.credit?.firstGrant(conn);
+    if (grant) this.sendWindow(conn, grant);
+  }
+
+  /** Answers the peer's first WINDOW for a connection: ours, with ACK, after the DATA sent before it. */
+  acknowledge(conn: Connection): void {
+    const grant = this.flow.credit?.ackGrant(conn);
+    if (grant) this.sendWindow(conn, grant);
+  }
+
+  /** A WINDOW for a connection goes in its own queue: in order with its START and DATA. */
+  private sendWindow(conn: Connection, grant: Grant): void {
+    // A peer speaking the V1 format does not have the extension; without a service id the message
+    // would even be a violation for a relay with several services.
+    if (this.version === 1 || (conn.state !== 'open' && conn.state !== 'connecting')) return;
+    this.push(conn, {
+      type: ExtensionType.CREDIT_WINDOW,
+      ignorable: true,
+      streamId: conn.streamId,
+      serviceId: this.wireId,
+      connectionId: this.wireConnectionId(conn),
+      payload: encodeWindow(grant),
+    });
+  }
+
   // ── ConnectionOwner ────────────────────────────────────────────────────────────
 
   sendData(conn: Connection, bytes: Buffer): void {
+    this.flow.credit?.sent(conn, bytes.length);
     // Smaller DATA messages on a slow link (issue 13): one never holds it for more than a few ms.
     const max = Math.min(this.flow.maxPayloadBytes, this.flow.outbound.dataPayloadBytes());
     for (let at = 0; at < bytes.length; at += max) {
@@ -99,12 +141,24 @@ export class ServiceState implements ConnectionOwner {
 
   /** CONNECTION_RESET, or STREAM_RESET for V1/V2 peers, whose stream ends with its connection. */
   sendReset(conn: Connection): void {
-    if (this.version >= 3) {
+    if (this.version >= 3 && !this.endsStreamInstead(conn)) {
       this.push(conn, { type: MessageType.CONNECTION_RESET, streamId: conn.streamId, serviceId: this.wireId, connectionId: conn.id });
       return;
     }
     this.push(conn, { type: MessageType.STREAM_RESET, streamId: conn.streamId, serviceId: this.wireId });
     if (conn.streamId === this.streamId) this.streamId = 0;
+  }
+
+  /**
+   * A source's only connection of a stream that closes before the peer sent anything ends the
+   * stream (STREAM_RESET, valid V3) instead of itself, while the peer has not shown that it
+   * speaks V3: a destination in the V1/V2 format (the reference with -y) wedges on a
+   * CONNECTION_RESET, while a V3 one takes the STREAM_RESET as the end of that connection.
+   */
+  private endsStreamInstead(conn: Connection): boolean {
+    if (!this.flow.source || this.v3Confirmed || conn.bytesIn > 0 || conn.streamId !== this.streamId) return false;
+    for (const other of this.connections.values()) if (other !== conn && (other.state === 'open' || other.state === 'connecting')) return false;
+    return true;
   }
 
   discard(conn: Connection): void {
@@ -116,15 +170,23 @@ export class ServiceState implements ConnectionOwner {
     else this.flow.outbound.unregister(conn);
   }
 
-  retain(bytes: number): void {
-    this.flow.inbound.retain(bytes);
+  budgetFor(conn: Connection): InboundBudget {
+    return this.flow.credit?.isGranted(conn) ? this.flow.granted : this.flow.inbound;
   }
 
-  release(bytes: number): void {
-    this.flow.inbound.release(bytes);
+  taken(conn: Connection, bytes: number): void {
+    const grant = this.flow.credit?.consumed(conn, bytes);
+    if (!grant) return;
+    if (grant.grewTo) conn.log.debug(`credit window grown to ${grant.grewTo} bytes: the app drained it before the next grant arrived`);
+    this.sendWindow(conn, grant);
+  }
+
+  sendRoom(conn: Connection): number {
+    return this.flow.credit ? this.flow.credit.room(conn) : Infinity;
   }
 
   closed(conn: Connection): void {
+    this.flow.credit?.close(conn);
     if (this.connections.get(conn.id) === conn) this.connections.delete(conn.id);
   }
 

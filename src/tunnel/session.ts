@@ -8,16 +8,18 @@
  */
 import type { Socket } from 'node:net';
 import type WebSocket from 'ws';
-import type { Logger } from '../log';
+import { LogLevel, type Logger } from '../log';
 import type { ProxyOptions, ServiceTarget, DestinationTarget } from '../options';
 import { printable, printableList } from '../printable';
 import type { Settings } from '../settings';
 import type { ProtocolVersion } from '../protocol/constants';
 import { ErrorCode, type TunnelError } from '../protocol/errors';
+import { CREDIT_EXTENSION, decodeHello, decodeWindow, encodeHello, ExtensionType } from '../protocol/extension';
 import { encodeFrame, FrameDecoder } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { isKnownType, validateMessage } from '../protocol/validate';
 import type { Connection } from './connection';
+import { Credit } from './credit';
 import { InboundBudget } from './inbound';
 import { Outbound, type Producer } from './outbound';
 import { Pacer, pacerSettings } from './pacer';
@@ -41,6 +43,8 @@ export interface SessionHooks {
 export interface SessionInit {
   ws: WebSocket;
   version: ProtocolVersion;
+  /** Extensions the service says it forwards to us (ServiceConnection.extensions). */
+  extensions?: readonly string[];
   options: ProxyOptions;
   log: Logger;
   hooks: SessionHooks;
@@ -55,6 +59,8 @@ export class Session implements Producer {
   readonly mode: ProxyOptions['mode'];
   readonly outbound: Outbound;
   readonly inbound: InboundBudget;
+  /** Per-connection credit with the peer (credit/1), when this session announces it. */
+  readonly credit?: Credit<Connection>;
   readonly services = new Map<string, ServiceState>();
   started = false;
   private ended = false;
@@ -76,7 +82,22 @@ export class Session implements Producer {
     this.hooks = init.hooks;
     this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes, new Pacer(pacerSettings(this.settings)), this.log);
     this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
-    this.flow = { outbound: this.outbound, inbound: this.inbound, maxPayloadBytes: this.settings.maxPayloadSize, log: this.log };
+    if (creditWanted(init)) {
+      this.credit = new Credit<Connection>({
+        initialWindow: this.settings.creditWindowBytes,
+        maxWindow: Math.max(this.settings.creditWindowBytes, this.settings.creditMaxWindowBytes),
+        totalBytes: this.settings.creditTotalBytes,
+      });
+    }
+    this.flow = {
+      outbound: this.outbound,
+      inbound: this.inbound,
+      granted: new InboundBudget(undefined, Infinity),
+      credit: this.credit,
+      maxPayloadBytes: this.settings.maxPayloadSize,
+      source: this.mode === 'source',
+      log: this.log,
+    };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
     this.ws.on('message', this.onWsMessage);
   }
@@ -111,6 +132,10 @@ export class Session implements Producer {
     const invalid = validateMessage(msg, { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize });
     if (invalid) {
       this.onInvalid(msg, invalid);
+      return;
+    }
+    if (msg.type === ExtensionType.CREDIT_HELLO || msg.type === ExtensionType.CREDIT_WINDOW) {
+      this.onCreditMessage(msg);
       return;
     }
     if (!isKnownType(msg.type, this.version)) {
@@ -215,6 +240,7 @@ export class Session implements Producer {
    */
   private observeFormat(svc: ServiceState, msg: Message): void {
     if (svc.version === 1) return;
+    if (msg.connectionId !== 0 && msg.serviceId !== '') svc.v3Confirmed = true;
     if (msg.serviceId === '') {
       svc.version = 1;
       this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
@@ -260,6 +286,8 @@ export class Session implements Producer {
       this.services.set(id, new ServiceState(id, target, Math.min(version, this.version) as ProtocolVersion, this.flow));
     }
     this.started = true;
+    // Before any connection exists, so that the peer knows us before it sees our first START.
+    if (this.credit) this.sendHello();
     this.hooks.onStarted(this);
   }
 
@@ -269,7 +297,69 @@ export class Session implements Producer {
       this.log.trace(`Dropping DATA for unknown or stale stream ${msg.streamId} connection ${msg.connectionId} of service ${svc.id}`);
       return;
     }
+    if (this.credit && (conn.state === 'open' || conn.state === 'connecting') && this.credit.received(conn, msg.payload.length) === 'violation') {
+      const w = this.credit.inspect(conn)!;
+      this.log.limited(LogLevel.WARNING, 'credit-violation', `The peer sent ${w.received} bytes on connection ${conn.id} of service ${svc.id}, more than the ${Math.max(w.granted, w.floor)} it was granted: resetting that connection`);
+      conn.reset('the peer exceeded its credit');
+      return;
+    }
     conn.deliver(msg.payload);
+  }
+
+  // ── credit (issue 14) ───────────────────────────────────────────────────────────
+
+  /** Our HELLO: at the start, and in reply to a new peer's (before any WINDOW we send it). */
+  private sendHello(): void {
+    const credit = this.credit!;
+    credit.announced(Date.now());
+    this.sendControl({ type: ExtensionType.CREDIT_HELLO, ignorable: true, serviceId: this.serviceIds?.[0] ?? '', payload: encodeHello(credit.nonce) });
+    // WINDOWs go in their connections' queues, which the scheduler may serve first.
+    this.outbound.flushNow();
+  }
+
+  private onCreditMessage(msg: Message): void {
+    const credit = this.credit;
+    if (!credit) {
+      this.log.trace(`Ignoring ${typeName(msg.type)}: this session does not use the credit extension`);
+      return;
+    }
+    // Before SERVICE_IDS our HELLO could not carry a service id yet; the one we send at the start
+    // makes the peer answer with its own.
+    if (!this.started) return;
+    if (msg.type === ExtensionType.CREDIT_HELLO) {
+      const hello = decodeHello(msg.payload);
+      if (!hello) {
+        this.warnLimited('credit-hello', `Dropping a malformed ${typeName(msg.type)} from the peer (${msg.payload.length} bytes of payload)`);
+        return;
+      }
+      const { newPeer, reply } = credit.onHello(hello);
+      if (reply) this.sendHello();
+      if (!newPeer) return;
+      this.log.debug(`The peer uses per-connection credit (${CREDIT_EXTENSION}, version ${hello.version}, session ${hello.nonce})`);
+      // What was agreed with a previous peer is void; every connection gets a first grant from us.
+      for (const svc of this.services.values()) {
+        for (const conn of svc.connections.values()) {
+          svc.grantFirst(conn);
+          conn.onCredit();
+        }
+      }
+      return;
+    }
+    const window = decodeWindow(msg.payload);
+    if (!window) {
+      this.warnLimited('credit-window', `Dropping a malformed ${typeName(msg.type)} from the peer (${msg.payload.length} bytes of payload)`);
+      return;
+    }
+    const svc = this.serviceFor(msg);
+    const conn = svc?.find(msg);
+    if (!svc || !conn) {
+      this.log.trace(`Dropping ${typeName(msg.type)} for unknown or stale stream ${msg.streamId} connection ${msg.connectionId}`);
+      return;
+    }
+    const result = credit.onWindow(conn, window);
+    if (!result) return;
+    if (result.ackDue) svc.acknowledge(conn);
+    conn.onCredit();
   }
 
   private onStreamStart(svc: ServiceState, msg: Message): void {
@@ -329,7 +419,9 @@ export class Session implements Producer {
       this.sendControl(reset);
       return;
     }
-    this.hooks.connect(svc.open(streamId, connectionId), svc.target as DestinationTarget);
+    const conn = svc.open(streamId, connectionId);
+    svc.grantFirst(conn);
+    this.hooks.connect(conn, svc.target as DestinationTarget);
   }
 
   private onStreamReset(svc: ServiceState, msg: Message): void {
@@ -391,6 +483,7 @@ export class Session implements Producer {
     if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.id}`);
     else this.log.debug(`sending connection start for service id: ${svc.id} connection id: ${id}`);
     svc.sendStart(conn, type);
+    svc.grantFirst(conn);
     conn.attach(socket);
   }
 
@@ -400,6 +493,14 @@ export class Session implements Producer {
 
   sendControl(msg: MessageInit): void {
     this.outbound.push(this, encodeFrame(msg));
+  }
+
+  /**
+   * The service closed the connection with `code` soon after our credit HELLO, before any peer's
+   * HELLO: it may refuse the extension's messages (the runner reconnects without it).
+   */
+  creditRejectedBy(code: number): boolean {
+    return this.credit?.rejectedBy(code, Date.now()) ?? false;
   }
 
   /** Every connection of the session. */
@@ -422,4 +523,14 @@ export class Session implements Producer {
     this.outbound.close();
     for (const conn of this.connections()) conn.sessionEnded();
   }
+}
+
+/**
+ * The session announces credit when the setting says on, or auto and the service said it
+ * forwards the extension; never with the V1 message format (no service ids to carry it).
+ */
+function creditWanted(init: SessionInit): boolean {
+  const mode = init.options.settings.creditExtension;
+  if (mode === 'off' || init.version < 2 || init.options.clientType === 'V1') return false;
+  return mode === 'on' || (init.extensions ?? []).includes(CREDIT_EXTENSION);
 }

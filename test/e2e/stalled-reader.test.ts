@@ -16,7 +16,8 @@ stalled('a consumer that stops reading beyond the inbound budget for longer than
   // keepalive that counts them as missed tears down a healthy session and every connection on it.
   const blast = await blastServer(64 * MiB, 9);
   const echo = await echoServer();
-  const tunnel = await startTunnel({ destinationMap: { HOLD: blast.port, ECHO: echo.port }, settings: { pingPeriodMs: PING_PERIOD_MS, maxMissedPings: 3 } });
+  // Without per-connection credit (issue 14), as with a peer that lacks it: then the reader pauses.
+  const tunnel = await startTunnel({ destinationMap: { HOLD: blast.port, ECHO: echo.port }, settings: { pingPeriodMs: PING_PERIOD_MS, maxMissedPings: 3, creditExtension: 'off' } });
   try {
     const socket = await connectTo(tunnel.port('HOLD'));
     const received = hashUntilClose(socket);

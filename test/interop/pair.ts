@@ -126,6 +126,15 @@ export function pairSuite(title: string, sourceKind: 'ours' | 'cpp', destination
     }
   }));
 
+  pair('a port check seen closed before the next connection, where the server speaks first, then a download, 10 times (a source not yet sure of the destination\'s format ends the stream, issue 11)', () => m.run(async () => {
+    for (let round = 1; round <= 10; round++) {
+      const mark = m.source.log.mark();
+      (await connectTo(m.port('DOWN'))).destroy();
+      await m.source.log.waitFor(/Disconnected from/, { from: mark, ms: 10_000 });
+      await download('DOWN', `download ${round} after a port check`);
+    }
+  }));
+
   pair('quick sequential downloads: the destination\'s application closes first, the next connection starts at once, 5 times', () => m.run(async () => {
     for (let round = 1; round <= 5; round++) await download('DOWN', `download ${round}`);
   }));

@@ -6,16 +6,16 @@
  * Each connection starts once the C++ source has re-opened its listener ("Listening ..." again:
  * with -y it closes it after every connection and refuses connects until then).
  *
- * Our source → C++ destination with -y: our source runs with the same -y (as the reference's
- * README asks of a source facing an older destination), and each connection starts once ours
- * has closed the previous one (it refuses a second one while the first is open: V1/V2 carry one
- * connection per stream). Without -y on our source this pair does not work, for the reference's
- * own source either: a C++ destination with -y answers the CONNECTION_RESET of the first
- * connection by closing it and sending STREAM_RESET, never finishes re-setting the service,
- * and the next STREAM_START or CONNECTION_START stops its WebSocket reader for good. Ending
- * each stream with STREAM_RESET instead would serve it, but a C++ V3 destination (the default)
- * stops for good on a STREAM_RESET that arrives while it still sends that connection's data,
- * so our source keeps CONNECTION_RESET (see ours-source-cpp-destination).
+ * Our source → C++ destination with -y: once with the same -y on our source (as the reference's
+ * README asks of a source facing an older destination), once without (issue 11; Decisions 6).
+ * Each connection starts once ours has closed the previous one: V1/V2 carry one connection per
+ * stream. Without -y our source cannot know the destination's format before it has answered
+ * anything, and a C++ destination with -y wedges on a CONNECTION_RESET (it closes the connection,
+ * sends STREAM_RESET, never re-sets the service, and the next STREAM_START or CONNECTION_START
+ * stops its WebSocket reader for good; the reference's own source without -y fails the same way).
+ * So a source ends a stream with STREAM_RESET when its only connection closes before the peer
+ * sent anything (valid V3 too), and with CONNECTION_RESET once the peer has shown it speaks V3
+ * (ours-source-cpp-destination holds that the C++ V3 destination takes both).
  *
  * Towards a C++ V1/V2 destination the application is a sink that hashes uploads, not sshd: when
  * sshd closes while the source's reset for the same connection is on its way, the reference's
@@ -62,7 +62,7 @@ async function portCheck(m: Mixed, port: number): Promise<void> {
   await previousConnectionOver(m, mark);
 }
 
-async function portCheckThenUploads(clientType: 'V1' | 'V2', destination: PeerSpec): Promise<void> {
+async function portCheckThenUploads(clientType: 'V1' | 'V2' | undefined, destination: PeerSpec): Promise<void> {
   const m = await startMixed({ services: ['SSH1'], apps: { SSH1: sink.port }, source: { kind: 'ours', clientType }, destination });
   try {
     await m.run(async () => {
@@ -111,6 +111,14 @@ versions('our source -y V1 → C++ destination -y V1 (`-d PORT`): a port check, 
 
 versions('our source -y V2 → C++ destination -y V2 (`-d SSH1=PORT`): a port check, then three uploads byte-exact', async () => {
   await portCheckThenUploads('V2', { kind: 'cpp', clientType: 'V2' });
+});
+
+versions('issue 11: our source without -y → C++ destination -y V1 (`-d PORT`): a port check, then three uploads byte-exact', async () => {
+  await portCheckThenUploads(undefined, { kind: 'cpp', clientType: 'V1', services: { '': sink.port } });
+});
+
+versions('issue 11: our source without -y → C++ destination -y V2 (`-d SSH1=PORT`): a port check, then three uploads byte-exact', async () => {
+  await portCheckThenUploads(undefined, { kind: 'cpp', clientType: 'V2' });
 });
 
 versions('C++ source -y V1 (`-s PORT`) → our destination: a port check, then ssh, scp up, scp down byte-exact', async () => {

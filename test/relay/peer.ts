@@ -26,11 +26,14 @@ export class TestPeer {
   closeReason = '';
   readonly closed: Promise<void>;
   bytesReceived = 0;
+  /** The upgrade response's headers. */
+  responseHeaders: Record<string, string | string[] | undefined> = {};
   private readonly decoder = new FrameDecoder();
   private waiters: Array<() => void> = [];
 
   constructor(ws: WebSocket) {
     this.ws = ws;
+    ws.on('upgrade', (res) => { this.responseHeaders = res.headers; });
     ws.on('message', (data: Buffer) => {
       this.bytesReceived += data.length;
       this.decoder.push(data, (msg) => this.messages.push(msg), (err) => { throw err; });

@@ -225,7 +225,9 @@ faults('a sender the relay holds back for a stalled reader keeps its session pas
   await once(app, 'listening');
   cleanups.push(() => new Promise<void>((resolve) => app.close(() => resolve())));
   const appPort = (app.address() as { port: number }).port;
-  const settings: Partial<Settings> = { pingPeriodMs: 300, maxMissedPings: 3 };
+  // Without per-connection credit (issue 14), as with a peer that lacks it: the held bytes then
+  // reach the relay, which holds the sender back.
+  const settings: Partial<Settings> = { pingPeriodMs: 300, maxMissedPings: 3, creditExtension: 'off' };
   const opened = relay.openTunnel({ services: ['HOLD'] });
   const destination = start(relay, 'destination', opened.destinationAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: appPort }]]) }, 6);
   const source = start(relay, 'source', opened.sourceAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: 0 }]]) });

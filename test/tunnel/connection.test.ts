@@ -8,6 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { silentLogger } from '../../src/index';
 import { Connection, type ConnectionOwner } from '../../src/tunnel/connection';
+import { GATHER_BYTES, InboundBudget, WRITE_OVERHEAD_BYTES } from '../../src/tunnel/inbound';
 import { within } from '../helpers/wait';
 
 const machine = suite('connection state machine');
@@ -15,20 +16,30 @@ const machine = suite('connection state machine');
 interface Recorder extends ConnectionOwner {
   calls: string[];
   sent: Buffer[];
-  retained: number;
+  budget: InboundBudget;
+  /** Memory the budget counts for the app. */
+  readonly retained: number;
+  /** Payload bytes the app took. */
+  takenBytes: number;
+  /** What sendRoom answers (the peer's credit); Infinity = none. */
+  room: number;
 }
 
 function recorder(): Recorder {
   const r: Recorder = {
     calls: [],
     sent: [],
-    retained: 0,
-    sendData: (_c, bytes) => { r.sent.push(Buffer.from(bytes)); r.calls.push('data'); },
+    budget: new InboundBudget(undefined, Infinity),
+    get retained() { return r.budget.pendingBytes; },
+    takenBytes: 0,
+    room: Infinity,
+    sendData: (_c, bytes) => { r.sent.push(Buffer.from(bytes)); r.calls.push('data'); r.room -= bytes.length; },
     sendReset: () => { r.calls.push('reset'); },
     discard: () => { r.calls.push('discard'); },
     reading: (_c, on) => { r.calls.push(on ? 'reading' : 'not-reading'); },
-    retain: (n) => { r.retained += n; },
-    release: (n) => { r.retained -= n; },
+    budgetFor: () => r.budget,
+    taken: (_c, n) => { r.takenBytes += n; },
+    sendRoom: () => r.room,
     closed: () => { r.calls.push('closed'); },
   };
   return r;
@@ -154,7 +165,7 @@ machine('connecting → the peer resets after sending bytes: the connect goes on
     let aborted = false;
     conn.connecting(() => { aborted = true; });
     conn.deliver(Buffer.from('early'));
-    assert.is(owner.retained, 5, 'early bytes count in the budget');
+    assert.is(owner.retained, GATHER_BYTES + WRITE_OVERHEAD_BYTES, 'early bytes count in the budget, gathered');
     conn.closeFromPeer('reset by the peer');
     assert.is(conn.state, 'closing');
     assert.not.ok(aborted, 'the connect goes on');
@@ -224,6 +235,62 @@ machine('connecting → the session ends: the connect is given up even with byte
   assert.is(conn.state, 'closed');
   assert.equal(owner.calls, ['discard', 'closed']);
   assert.is(owner.retained, 0);
+});
+
+machine('credit: the app\'s bytes go out only within the peer\'s credit; the rest is held and the socket not read until the next grant', async () => {
+  const { local, app, close } = await pair();
+  try {
+    const owner = recorder();
+    owner.room = 1000;
+    const conn = new Connection(owner, 1, 1, silentLogger());
+    conn.attach(local);
+    const bytes = Buffer.alloc(5000, 3);
+    const paused = once(local, 'pause');
+    app.write(bytes);
+    await within(paused, 5000, 'the socket is no longer read');
+    assert.is(Buffer.concat(owner.sent).length, 1000, 'exactly the credit');
+    assert.is(conn.bytesOut, 1000);
+    conn.onCredit();
+    assert.is(Buffer.concat(owner.sent).length, 1000, 'no grant yet: nothing more');
+    owner.room = 2500;
+    conn.onCredit();
+    assert.is(Buffer.concat(owner.sent).length, 3500, 'part of what is held');
+    assert.ok(local.isPaused(), 'still held back');
+    owner.room = Infinity;
+    conn.onCredit();
+    assert.ok(Buffer.concat(owner.sent).equals(bytes), 'every byte, in order');
+    assert.not.ok(local.isPaused(), 'reading again');
+  } finally {
+    close();
+  }
+});
+
+machine('credit: the app resets while bytes are held: they go first once credit comes, then the reset', async () => {
+  const { local, app, close } = await pair();
+  try {
+    const owner = recorder();
+    owner.room = 10;
+    const conn = new Connection(owner, 1, 1, silentLogger());
+    conn.attach(local);
+    const closed = new Promise((resolve) => local.once('close', resolve));
+    const paused = once(local, 'pause');
+    app.write(Buffer.alloc(100, 1));
+    await within(paused, 5000, 'the socket is no longer read');
+    app.resetAndDestroy();
+    await within(closed, 5000, 'the local socket closes');
+    assert.is(conn.state, 'closing');
+    assert.not.ok(owner.calls.includes('reset'), 'the reset waits for the held bytes');
+    conn.onQueueEmpty();
+    assert.is(conn.state, 'closing', 'not closed while bytes are held');
+    owner.room = Infinity;
+    conn.onCredit();
+    assert.is(Buffer.concat(owner.sent).length, 100);
+    assert.equal(owner.calls.filter((c) => c === 'data' || c === 'reset').slice(-2), ['data', 'reset'], 'the held bytes, then the reset');
+    conn.onQueueEmpty();
+    assert.is(conn.state, 'closed');
+  } finally {
+    close();
+  }
 });
 
 machine.run();

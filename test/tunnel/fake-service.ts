@@ -18,6 +18,8 @@ const cert = generateSelfSigned();
 
 export class FakePeer {
   readonly messages: Message[] = [];
+  /** Every message received, in order (`take` does not remove from it). */
+  readonly received: Message[] = [];
   closeCode?: number;
   readonly closed: Promise<number>;
   private readonly decoder = new FrameDecoder();
@@ -25,7 +27,7 @@ export class FakePeer {
 
   constructor(readonly ws: WebSocket, readonly headers: Record<string, string | string[] | undefined>) {
     ws.on('message', (data: Buffer) => {
-      this.decoder.push(data, (msg) => this.messages.push(msg), (err) => { throw err; });
+      this.decoder.push(data, (msg) => { this.messages.push(msg); this.received.push(msg); }, (err) => { throw err; });
       this.wake();
     });
     this.closed = new Promise((resolve) => ws.on('close', (code: number) => {
@@ -99,6 +101,8 @@ export interface FakeServiceOptions {
   autoPong?: boolean;
   /** Called for each upgrade: a status to refuse it with, or undefined to accept. */
   refuse?: () => number | undefined;
+  /** Extensions named in the `localproxy-extensions` response header (as our relay does for credit/1). */
+  extensions?: string[];
 }
 
 export async function startFakeService(options: FakeServiceOptions = {}): Promise<FakeService> {
@@ -118,6 +122,7 @@ export async function startFakeService(options: FakeServiceOptions = {}): Promis
     },
     handleProtocols: (offered) => options.subprotocol ?? [...offered][0] ?? false,
   });
+  if (options.extensions?.length) wss.on('headers', (headers) => headers.push(`localproxy-extensions: ${options.extensions!.join(', ')}`));
   const peers: FakePeer[] = [];
   let arrivals: Array<() => void> = [];
   wss.on('connection', (ws, req) => {

@@ -128,6 +128,10 @@ proxy('close() sends resets for active connections, closes with 1000 (saying why
   a.on('error', () => {});
   await peer.takeType(T.STREAM_START);
   await peer.takeType(T.CONNECTION_START);
+  // The peer speaks V3 (a connection id): every connection is reset on its own.
+  const greeted = once(a, 'data');
+  peer.send({ type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: Buffer.from('hi') });
+  await within(greeted, 3000, 'data reaches the app');
   const started = Date.now();
   await within(p.close(), 2000, 'close()');
   const outcome = await p.done;

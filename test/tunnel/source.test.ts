@@ -93,19 +93,39 @@ source('stream and connection ids never repeat: after a STREAM_RESET the next co
   }
 });
 
-source('after the last connection of a stream closed, the next one joins the stream with CONNECTION_START (a C++ V3 destination drops a new STREAM_START during data transfer, reference bug 9.3#20)', async () => {
+source('issue 11: while the destination has not shown it speaks V3, the only connection closing before it sent anything ends the stream (STREAM_RESET); the next starts stream 2', async () => {
   const t = await setup({ SSH1: 0 }, ['SSH1']);
   try {
     const a = await t.connect();
     await t.peer.takeType(T.STREAM_START);
-    // A port check: open, write, close.
+    // A port check that writes a little: a C++ destination with -y V1/V2 wedges on a CONNECTION_RESET.
     a.end('last');
     assert.is((await t.peer.takeData(1, 1, 4)).toString(), 'last');
-    await t.peer.takeType(T.CONNECTION_RESET);
+    const end = await t.peer.take((m) => m.type === T.STREAM_RESET || m.type === T.CONNECTION_RESET, 5000, 'the end of the first connection');
+    assert.equal([typeName(end.type), end.serviceId, end.streamId], ['STREAM_RESET', 'SSH1', 1]);
+    await t.connect();
+    const next = await t.peer.take((m) => m.type === T.STREAM_START || m.type === T.CONNECTION_START, 5000, 'the second start');
+    assert.equal([typeName(next.type), next.streamId, next.connectionId], ['STREAM_START', 2, 2]);
+  } finally {
+    await t.close();
+  }
+});
+
+source('once the destination has sent with a connection id (V3), a closing connection sends CONNECTION_RESET and the next joins the stream (a C++ V3 destination drops a new STREAM_START during data transfer, reference bug 9.3#20)', async () => {
+  const t = await setup({ SSH1: 0 }, ['SSH1']);
+  try {
+    const a = await t.connect();
+    await t.peer.takeType(T.STREAM_START);
+    const greeted = once(a, 'data');
+    t.peer.send({ type: T.DATA, serviceId: 'SSH1', streamId: 1, connectionId: 1, payload: Buffer.from('hello') });
+    await within(greeted, 3000, 'the greeting reaches the app');
+    a.end();
+    const end = await t.peer.take((m) => m.type === T.STREAM_RESET || m.type === T.CONNECTION_RESET, 5000, 'the end of the first connection');
+    assert.equal([typeName(end.type), end.streamId, end.connectionId], ['CONNECTION_RESET', 1, 1]);
     const b = await t.connect();
     const next = await t.peer.take((m) => m.type === T.STREAM_START || m.type === T.CONNECTION_START, 5000, 'the second start');
     assert.equal([typeName(next.type), next.streamId, next.connectionId], ['CONNECTION_START', 1, 2]);
-    // Once the peer ends the stream (a V1/V2 destination answers a close with STREAM_RESET), the next connection starts a new one.
+    // Once the peer ends the stream, the next connection starts a new one.
     const bClosed = once(b, 'close');
     t.peer.send({ type: T.STREAM_RESET, serviceId: 'SSH1', streamId: 1 });
     await within(bClosed, 3000, 'the stream reset closes the second connection');

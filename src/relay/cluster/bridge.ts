@@ -1,0 +1,193 @@
+/**
+ * A bridge: the WebSocket between two nodes of a cluster for one tunnel whose source is held by
+ * one node and destination by the other. On each node the bridge is the `LinkEnd` of the far
+ * peer (a `RemotePeer`), so the tunnel's link forwards to it as to a local peer, with the same
+ * backpressure: frames for the far peer count as this end's unsent bytes and pause the local
+ * sender above the high-water mark; frames from the far peer go to the local peer, and reading
+ * the bridge pauses while the local peer's backlog is too long, which fills the TCP window and
+ * so pauses the far node's sender in turn.
+ *
+ * The frames are the protocol's (length-prefixed protobuf), in the full form with service ids:
+ * the receiving node tracks streams from them and re-encodes them for its peer's version.
+ */
+import type { RawData, WebSocket } from 'ws';
+import { LogLevel, type Logger } from '../../log';
+import { encodeFrame, FrameDecoder, packFrames } from '../../protocol/framing';
+import type { MessageInit } from '../../protocol/message';
+import { fitCloseReason, HIGH_WATER_BYTES, LOW_WATER_BYTES, Peer, type LinkEnd, type Sender, type TunnelLink } from '../forward';
+import type { PeerMode } from '../record';
+
+/** The far peer left its node (or was closed there): the bridge is not to be dialed again for it. */
+export const CLOSE_PEER_LEFT = 4100;
+/** The far node is stopping. */
+export const CLOSE_NODE_STOPPING = 4101;
+/** How often each side pings; a bridge silent for SILENT_PINGS of these while we read it is dead. */
+export const BRIDGE_PING_MS = 5000;
+const SILENT_PINGS = 4;
+const CLOSE_LINGER_MS = 2000;
+
+export interface RemotePeerInit {
+  link: TunnelLink;
+  ws: WebSocket;
+  /** The far peer's mode. */
+  mode: PeerMode;
+  /** The far node's id. */
+  node: string;
+  log: Logger;
+  pingMs?: number;
+  /** The bridge closed (code from the far node, or 1006). Called once. */
+  onClosed: (end: RemotePeer, code: number) => void;
+}
+
+export class RemotePeer implements LinkEnd {
+  readonly mode: PeerMode;
+  readonly node: string;
+  readonly log: Logger;
+  readonly link: TunnelLink;
+  readonly ws: WebSocket;
+  closing = false;
+  detached = false;
+  unsent = 0;
+  readonly highWater = HIGH_WATER_BYTES;
+  bytesIn = 0;
+  bytesOut = 0;
+  private readonly pausedSenders = new Set<Sender>();
+  private readonly decoder = new FrameDecoder();
+  private readonly onClosedHook: RemotePeerInit['onClosed'];
+  private readonly pingMs: number;
+  private lastHeard = Date.now();
+  private pinger?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(init: RemotePeerInit) {
+    this.link = init.link;
+    this.ws = init.ws;
+    this.mode = init.mode;
+    this.node = init.node;
+    this.log = init.log;
+    this.pingMs = init.pingMs ?? BRIDGE_PING_MS;
+    this.onClosedHook = init.onClosed;
+  }
+
+  start(): void {
+    const heard = (): void => {
+      this.lastHeard = Date.now();
+    };
+    this.ws.on('message', (data: RawData, isBinary: boolean) => {
+      heard();
+      this.onMessage(data as Buffer, isBinary);
+    });
+    this.ws.on('ping', heard);
+    this.ws.on('pong', heard);
+    this.ws.on('error', (err: Error) => this.log.limited(LogLevel.WARNING, 'bridge-error', `bridge to node ${this.node}: ${err.message}`));
+    this.ws.on('close', (code: number) => this.onClose(code));
+    // Each side pings, so the side that stopped reading (backpressure) still shows it is alive.
+    this.pinger = setInterval(() => {
+      if (this.ws.readyState !== this.ws.OPEN) return;
+      if (!this.ws.isPaused && Date.now() - this.lastHeard > SILENT_PINGS * this.pingMs) {
+        this.log.warn(`bridge to node ${this.node}: nothing heard for ${SILENT_PINGS * this.pingMs} ms, dropping it`);
+        this.ws.terminate();
+        return;
+      }
+      this.ws.ping();
+    }, this.pingMs);
+    this.pinger.unref();
+  }
+
+  /** Every type crosses the bridge: the far node decides what its peer takes. */
+  takes(): boolean {
+    return true;
+  }
+
+  frameFor(msg: MessageInit): Buffer {
+    return encodeFrame(msg);
+  }
+
+  sendFrames(frames: Buffer[]): void {
+    if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
+    for (const payload of packFrames(frames)) {
+      const length = payload.length;
+      this.unsent += length;
+      this.bytesOut += length;
+      this.ws.send(payload, { binary: true }, () => this.onSent(length));
+    }
+  }
+
+  holdBack(sender: Sender): void {
+    this.pausedSenders.add(sender);
+  }
+
+  resumeReading(): void {
+    if (!this.ws.isPaused) return;
+    // Time spent paused is not silence.
+    this.lastHeard = Date.now();
+    this.ws.resume();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.resumeReading();
+    try {
+      this.ws.close(code, fitCloseReason(reason));
+    } catch {
+      // Already closed.
+    }
+    setTimeout(() => this.ws.terminate(), CLOSE_LINGER_MS).unref();
+  }
+
+  /** Drops the connection without a close frame (the relay is stopping). */
+  terminate(): void {
+    this.closing = true;
+    this.ws.terminate();
+  }
+
+  private onSent(length: number): void {
+    this.unsent -= length;
+    if (this.unsent < LOW_WATER_BYTES && this.pausedSenders.size > 0) {
+      for (const sender of this.pausedSenders) sender.resumeReading();
+      this.pausedSenders.clear();
+    }
+  }
+
+  /** Frames from the far peer, for the local peer of the other mode. */
+  private onMessage(chunk: Buffer, isBinary: boolean): void {
+    if (this.closing || !isBinary) return;
+    this.bytesIn += chunk.length;
+    const local = this.detached ? undefined : this.link.other(this.mode);
+    const receiver = local instanceof Peer && !local.closing ? local : undefined;
+    const forward: Buffer[] = [];
+    let error: string | undefined;
+    this.decoder.push(chunk, (msg) => {
+      if (error) return;
+      if (receiver && !receiver.takes(msg.type)) return;
+      this.link.track(msg);
+      if (receiver) forward.push(receiver.frameFor(msg));
+    }, (err) => {
+      error ??= `undecodable frame from node ${this.node}: ${err.message}`;
+    });
+    if (receiver) receiver.sendFrames(forward);
+    if (error) {
+      this.log.error(error);
+      this.close(1008, 'undecodable frame');
+      return;
+    }
+    if (receiver && receiver.unsent > receiver.highWater && !this.ws.isPaused) {
+      this.ws.pause();
+      receiver.holdBack(this);
+    }
+  }
+
+  private onClose(code: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing = true;
+    clearInterval(this.pinger);
+    this.decoder.reset();
+    // A local sender paused because of this end must not stay paused.
+    for (const sender of this.pausedSenders) sender.resumeReading();
+    this.pausedSenders.clear();
+    this.link.peerClosed(this);
+    this.onClosedHook(this, code);
+  }
+}
