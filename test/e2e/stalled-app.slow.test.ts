@@ -238,6 +238,10 @@ async function scenario(sourceKind: 'ours' | 'reference'): Promise<Outcome> {
 }
 
 function assertConnectionKept(outcome: Outcome, sourceKind: 'ours' | 'reference'): void {
+  if (outcome.error) {
+    const { relay, source, destination } = outcome.atEnd;
+    throw new Error(`${outcome.error.message}\n--- relay\n${relay.slice(-3000)}\n--- ${sourceKind} source\n${source.slice(-3000)}\n--- destination\n${destination.slice(-3000)}`);
+  }
   for (const [when, logs] of [['when the application started reading', outcome.atRead], ['at the end', outcome.atEnd]] as const) {
     const relayLog = logs.relay;
     assert.is((relayLog.match(/ source: (re)?connected/g) ?? []).length, 1, `relay, ${when}: the source connected once\n${relayLog.slice(-4000)}`);
