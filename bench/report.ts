@@ -13,6 +13,17 @@ export interface BehindRecord {
   figures: Record<string, number>;
 }
 
+/** One run of one workload of the side-by-side comparison (bench/tunnel.ts runVersus). */
+export interface VersusRecord {
+  side: 'localproxy' | 'C++ reference';
+  /** up: bulk source → destination side; down: the reverse; echo: 1-byte echoes, one at a time. */
+  workload: 'up' | 'down' | 'echo';
+  /** mibps and bytes (bulk), p50/p99 in µs and rounds (echo). */
+  figures: Record<string, number>;
+  /** CPU seconds (user + system) each process used during the workload: relay, source, destination. */
+  cpu: Record<string, number>;
+}
+
 export interface Report {
   date: string;
   node: string;
@@ -36,10 +47,15 @@ export interface Report {
   records: Record<string, RunRecord[]>;
   behind: BehindRecord[];
   behindSetup: { capBytesPerS: number; uncappedMs: number; cappedMs: number; uncappedSegment: number; cappedSegment: number; reference: boolean };
+  versus: VersusRecord[];
+  versusSetup: { bulkBytes: number; echoRounds: number };
 }
 
 export const START_MARKER = '<!-- bench:tunnel:start -->';
 export const END_MARKER = '<!-- bench:tunnel:end -->';
+/** The side-by-side table's place in README.md. */
+export const VERSUS_START = '<!-- bench:versus:start -->';
+export const VERSUS_END = '<!-- bench:versus:end -->';
 
 function num(x: number): string {
   if (!Number.isFinite(x)) return '–';
@@ -173,10 +189,73 @@ export function renderTables(report: Report): string {
     '|---|---|---|---|---|---|---|---|---|---|',
     ...processRows,
     '',
+    ...renderVersus(report, 'BENCHMARKS'),
     ...renderBehind(report),
     ...notes,
     END_MARKER,
   ].join('\n');
+}
+
+/**
+ * Our proxies next to the C++ reference's, through the same relay in the same run: throughput,
+ * CPU seconds per GiB of each process, echo round trips; the last column is ours ÷ reference.
+ * In README.md (`where` 'README') the same table between its own markers, with a line on how it
+ * was measured.
+ */
+export function renderVersus(report: Report, where: 'README' | 'BENCHMARKS'): string[] {
+  if (report.versus.length === 0) return [];
+  const { bulkBytes, echoRounds } = report.versusSetup;
+  const of = (side: VersusRecord['side'], workload: VersusRecord['workload']) => report.versus.filter((r) => r.side === side && r.workload === workload);
+  const rows: string[] = [];
+  const row = (label: string, workload: VersusRecord['workload'], value: (r: VersusRecord) => number, goal = '') => {
+    const ref = spread(of('C++ reference', workload).map(value));
+    const ours = spread(of('localproxy', workload).map(value));
+    const ratio = ref.median > 0 ? `${num(ours.median / ref.median)}×` : '–';
+    rows.push(`| ${label} | ${cell(ref)} | ${cell(ours)} | ${ratio}${goal ? ` (goal ${goal})` : ''} |`);
+  };
+  const perGiB = (proc: string | string[]) => (r: VersusRecord) => {
+    const procs = Array.isArray(proc) ? proc : [proc];
+    return procs.reduce((sum, p) => sum + (r.cpu[p] ?? NaN), 0) / ((r.figures.bytes ?? NaN) / GiB);
+  };
+  for (const [workload, text] of [['up', 'source → destination side'], ['down', 'destination → source side']] as const) {
+    row(`Bulk, 1 connection, ${size(bulkBytes)}, ${text} (MiB/s)`, workload, (r) => r.figures.mibps ?? NaN, '≥ 1');
+    row('… CPU s per GiB, source + destination', workload, perGiB(['source', 'destination']), '≤ 1, aim 0.67');
+    row('… CPU s per GiB, source', workload, perGiB('source'));
+    row('… CPU s per GiB, destination', workload, perGiB('destination'));
+    row('… CPU s per GiB, our relay (the same relay for both)', workload, perGiB('relay'));
+  }
+  row(`1-byte echo round trip, p50 (µs), ${echoRounds.toLocaleString('en-US')} rounds`, 'echo', (r) => r.figures.p50 ?? NaN, '≤ 1.1');
+  row('1-byte echo round trip, p99 (µs)', 'echo', (r) => r.figures.p99 ?? NaN);
+  row('… CPU µs per round, source + destination', 'echo', (r) => ((r.cpu.source + r.cpu.destination) * 1e6) / (r.figures.rounds ?? NaN));
+  row('… CPU µs per round, our relay', 'echo', (r) => (r.cpu.relay * 1e6) / (r.figures.rounds ?? NaN));
+  const table = [
+    '| workload | C++ reference v3.3.1 | localproxy | localproxy ÷ reference |',
+    '|---|---|---|---|',
+    ...rows,
+  ];
+  const relayGoal = 'Goal for the relay: ≤ 1.0 s CPU per GiB.';
+  if (where === 'README') {
+    return [
+      VERSUS_START,
+      `Side by side with the C++ local proxy v3.3.1, from \`npm run bench\` (${report.date}, Node ${report.node}, ${report.cpus}):`,
+      'both pairs of proxies through our relay over TLS on loopback, in the same run, alternating;',
+      `median (range) of ${report.runs} runs. CPU is user + system seconds of each process per GiB moved.`,
+      '',
+      ...table,
+      VERSUS_END,
+    ];
+  }
+  return [
+    '### Side by side with the C++ reference',
+    '',
+    'Our proxies and the C++ reference\'s (v3.3.1, `-v 4`), each pair through the same relay (ours,',
+    'TLS), in the same run: each workload runs on one pair, then the other, `runs` times. CPU is user',
+    '+ system seconds from /proc/<pid>/stat of each process during the workload, per GiB moved (bulk)',
+    `or per echo round. Goals (issue 15): our source + destination ≤ 1.0× the reference's CPU per GiB, echo p50 ≤ 1.1× the reference's, no loss of throughput. ${relayGoal}`,
+    '',
+    ...table,
+    '',
+  ];
 }
 
 const DIRECTION_TEXT: Record<BehindRecord['direction'], string> = {
@@ -219,12 +298,12 @@ export function renderBehind(report: Report): string[] {
 }
 
 /** Replaces the marked section of `file` (appends it at the end the first time). */
-export function updateDocs(file: string, tables: string): void {
+export function updateDocs(file: string, tables: string, startMarker = START_MARKER, endMarker = END_MARKER): void {
   const text = readFileSync(file, 'utf8');
-  const start = text.indexOf(START_MARKER);
-  const end = text.indexOf(END_MARKER);
+  const start = text.indexOf(startMarker);
+  const end = text.indexOf(endMarker);
   const next = start >= 0 && end > start
-    ? text.slice(0, start) + tables + text.slice(end + END_MARKER.length)
+    ? text.slice(0, start) + tables + text.slice(end + endMarker.length)
     : `${text.trimEnd()}\n\n${tables}\n`;
   writeFileSync(file, next);
 }

@@ -2,7 +2,7 @@
  * Tunnel benchmark (not a test): what the tunnel costs next to a direct TCP connection.
  *
  *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--no-write] [--json FILE]
- *                                     [--only bulk1,echo,...] [--profile DIR] [--target-delay MS]
+ *                                     [--only bulk1,echo,versus,versusEcho,...] [--profile DIR] [--target-delay MS]
  *                                     [--proxy-log-level N]
  *
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
@@ -12,6 +12,9 @@
  * docs/BENCHMARKS.md between `<!-- bench:tunnel:start -->` and `<!-- bench:tunnel:end -->`.
  * --quick uses small sizes, for trying the harness out; --only runs some workloads (and never
  * writes the docs); --profile DIR has the child processes write V8 CPU profiles (.cpuprofile) there.
+ * `versus` (part of every full run) runs the C++ reference pair through the same relay beside
+ * ours, bulk both ways and 1-byte echoes, and a full run also rewrites the side-by-side table in
+ * README.md (between `<!-- bench:versus:start -->` and `<!-- bench:versus:end -->`).
  */
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,8 +23,8 @@ import os from 'node:os';
 import { join } from 'node:path';
 import mri from 'mri';
 import { AppServer, burst, connectToFirstByte, download, downloadSegments, echoRounds, patternDigest, slowConsumer, upload, type UploadResult } from './apps';
-import { CLI, cpuSeconds, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
-import { renderTables, updateDocs, type BehindRecord, type Report } from './report';
+import { CLI, cpuSeconds, syscalls, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
+import { renderTables, renderVersus, updateDocs, VERSUS_END, VERSUS_START, type BehindRecord, type Report, type VersusRecord } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
 import { execFileSync } from 'node:child_process';
 
@@ -397,6 +400,66 @@ async function runBehind(app: AppServer, ours: Stack, groups: string[], log: (li
   return records;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Side by side with the C++ reference (issue 15): the same workloads through the same relay, our
+// proxies and the reference's in turn, with every process's CPU time.
+
+/** Bulk size and echo rounds of the side-by-side comparison. */
+const VERSUS = quick ? { bulkBytes: 64 * MiB, echoRounds: 500 } : { bulkBytes: 256 * MiB, echoRounds: 1000 };
+
+async function runVersus(app: AppServer, ours: Stack, wanted: (workload: VersusRecord['workload']) => boolean, log: (line: string) => void, failures: string[]): Promise<VersusRecord[]> {
+  if (!REFERENCE) {
+    failures.push('side by side: the C++ reference is not on this machine');
+    return [];
+  }
+  const reference = await startStack(app, { proxies: 'reference' });
+  const sides: Array<[VersusRecord['side'], Stack]> = [['localproxy', ours], ['C++ reference', reference]];
+  const workloads: Array<[VersusRecord['workload'], (port: number) => Promise<Figures>]> = [
+    ['up', async (port) => {
+      const r = await upload(port, { bytes: VERSUS.bulkBytes, limitMs: 600_000 });
+      return { mibps: r.bytes / MiB / r.seconds, bytes: r.bytes };
+    }],
+    ['down', async (port) => {
+      const r = await download(port, VERSUS.bulkBytes, 600_000);
+      return { mibps: r.bytes / MiB / r.seconds, bytes: r.bytes };
+    }],
+    ['echo', async (port) => {
+      const rtts = await echoRounds(port, VERSUS.echoRounds);
+      return { p50: percentile(rtts, 50), p99: percentile(rtts, 99), rounds: rtts.length };
+    }],
+  ];
+  const records: VersusRecord[] = [];
+  workloads.splice(0, workloads.length, ...workloads.filter(([name]) => wanted(name)));
+  try {
+    // Warm-up of the reference's path (ours was warmed up by main): not measured.
+    await upload(reference.sourcePort, { bytes: 32 * MiB, segmentBytes: 16 * MiB, limitMs: 60_000 });
+    await echoRounds(reference.sourcePort, 200);
+    for (let run = 1; run <= RUNS; run++) {
+      for (const [workload, measure] of workloads) {
+        for (const [side, stack] of sides) {
+          const procs = [stack.relay, stack.source, stack.destination];
+          const before = procs.map((p) => cpuSeconds(p.pid));
+          const ioBefore = procs.map((p) => syscalls(p.pid));
+          let figures: Figures = {};
+          try {
+            figures = await measure(stack.sourcePort);
+          } catch (err) {
+            failures.push(`side by side ${workload} run ${run} over ${side}: ${(err as Error).message.split('\n')[0]}`);
+          }
+          const cpu = Object.fromEntries(procs.map((p, i) => [p.name, cpuSeconds(p.pid) - before[i]]));
+          records.push({ side, workload, figures, cpu });
+          // Reads and writes (syscalls) of each process during the workload: for the log only.
+          const io = Object.fromEntries(procs.map((p, i) => [`${p.name}Syscalls`, syscalls(p.pid) - ioBefore[i]]));
+          log(`versus ${workload} run ${run} ${side}: ${Object.entries({ ...figures, ...cpu, ...io }).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(3)}`).join(' ')}`);
+        }
+      }
+    }
+  } finally {
+    await reference.stop();
+  }
+  return records;
+}
+
 /** Polls a condition of this process's own application server; bounded. */
 async function waitFor(check: () => boolean, limitMs: number, what: string): Promise<void> {
   const deadline = Date.now() + limitMs;
@@ -456,6 +519,9 @@ async function main(): Promise<void> {
     ];
     const workloads = all.filter(([name]) => !only || only.includes(name));
     const behindGroups = ['behind', 'behindCapped'].filter((name) => !only || only.includes(name));
+    /** `versus` runs every side-by-side workload; `versusUp`, `versusDown`, `versusEcho` one each. */
+    const versusWanted = (workload: VersusRecord['workload']) => !only || only.includes('versus') || only.includes(`versus${workload[0].toUpperCase()}${workload.slice(1)}`);
+    const anyVersus = (['up', 'down', 'echo'] as const).some(versusWanted);
     const records: Record<string, RunRecord[]> = {};
     const failures: string[] = [];
     const startedNs = process.hrtime.bigint();
@@ -495,6 +561,7 @@ async function main(): Promise<void> {
         if (own !== stack) await own.stop();
       }
     }
+    const versus = anyVersus ? await runVersus(app, stack, versusWanted, log, failures) : [];
     const behind = behindGroups.length > 0 ? await runBehind(app, stack, behindGroups, log, failures) : [];
     const afterRss = Object.fromEntries(procs.map((p) => [p.name, rssMiB(p.pid)]));
     const report: Report = {
@@ -517,13 +584,16 @@ async function main(): Promise<void> {
       records,
       behind,
       behindSetup: { capBytesPerS: CAP_BYTES_PER_S, ...BEHIND, reference: REFERENCE !== undefined },
+      versus,
+      versusSetup: VERSUS,
     };
     const tables = renderTables(report);
     process.stdout.write(`${tables}\n`);
     if (typeof args.json === 'string') writeFileSync(args.json, JSON.stringify(report, null, 2));
     if (args.write && !quick && !only) {
       updateDocs(join(root, 'docs/BENCHMARKS.md'), tables);
-      log('docs/BENCHMARKS.md updated');
+      if (versus.length > 0) updateDocs(join(root, 'README.md'), renderVersus(report, 'README').join('\n'), VERSUS_START, VERSUS_END);
+      log('docs/BENCHMARKS.md and README.md updated');
     }
   } finally {
     await stack.stop();
