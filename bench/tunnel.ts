@@ -433,7 +433,9 @@ async function runVersus(app: AppServer, ours: Stack, wanted: (workload: VersusR
   try {
     // Warm-up of the reference's path (ours was warmed up by main): not measured.
     await upload(reference.sourcePort, { bytes: 32 * MiB, segmentBytes: 16 * MiB, limitMs: 60_000 });
-    await echoRounds(reference.sourcePort, 200);
+    // Echo warm-up on both pairs, long enough for V8 to optimise our echo path (with 200 rounds
+    // the first measured run was still twice as slow as the next ones).
+    for (const [, stack] of sides) await echoRounds(stack.sourcePort, 1000);
     for (let run = 1; run <= RUNS; run++) {
       for (const [workload, measure] of workloads) {
         for (const [side, stack] of sides) {

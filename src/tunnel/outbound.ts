@@ -20,6 +20,7 @@
  * twice the mark); all resume below half of it.
  */
 import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import { LogLevel, type Logger } from '../log';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
@@ -61,6 +62,8 @@ export class Outbound {
   private closed = false;
   private wakeTimer?: NodeJS.Timeout;
   private loggedAt = -Infinity;
+  /** The WebSocket's own socket (ws's `_socket`), corked while a flush hands it several messages. */
+  private readonly socket?: Pick<Duplex, 'cork' | 'uncork'>;
 
   constructor(
     private readonly ws: WebSocket,
@@ -71,6 +74,7 @@ export class Outbound {
     private readonly clock: () => number = () => performance.now(),
   ) {
     ws.on('pong', this.onPong);
+    this.socket = (ws as unknown as { _socket?: Duplex })._socket;
   }
 
   /** The DATA payload size for the measured rate (bytes read from a local socket are cut to it). */
@@ -85,6 +89,7 @@ export class Outbound {
 
   push(producer: Producer, frame: Buffer): void {
     if (this.closed) return;
+    const lone = !this.scheduled && this.scheduler.queuedBytes === 0 && frame.length < COALESCE_BELOW_BYTES;
     // A producer new to the scheduler gets one quantum ahead of the others: one message.
     this.scheduler.quantum = this.pacer.messageBytes();
     this.scheduler.push(producer, frame);
@@ -94,6 +99,12 @@ export class Outbound {
       // Only connections with a queue of their own stop: an interactive one (a few bytes now
       // and then) keeps flowing past a bulk transfer.
       else if (this.scheduler.queued(producer) >= CONNECTION_QUEUE_BYTES && this.isThrottled(producer)) this.pauseOne(producer);
+    }
+    if (lone) {
+      // A small frame with nothing queued before it (a keystroke, an echo) has nothing to be
+      // packed with: it goes now, as far as the pacer allows, instead of a turn later. Frames
+      // pushed later in this turn wait for the turn scheduled here and are packed as before.
+      this.flush();
     }
     this.schedule();
   }
@@ -169,11 +180,17 @@ export class Outbound {
     this.scheduler.quantum = this.pacer.messageBytes();
     if (room > 0) this.scheduler.take(room, frames, emptied);
     else if (this.scheduler.hasNewFlow) this.scheduler.take(this.scheduler.quantum, frames, emptied, true);
-    if (frames.length > 0) {
-      this.pacer.sent(this.send(frames), now);
-      for (const producer of emptied) if (this.scheduler.queued(producer) === 0) producer.onQueueEmpty();
+    // The frames and the probe after them leave in one write to the TLS socket: one TLS record
+    // run and one system call instead of one per WebSocket message.
+    const socket = this.socket;
+    socket?.cork();
+    try {
+      if (frames.length > 0) this.pacer.sent(this.send(frames), now);
+      this.probe(now);
+    } finally {
+      socket?.uncork();
     }
-    this.probe(now);
+    for (const producer of emptied) if (this.scheduler.queued(producer) === 0) producer.onQueueEmpty();
     if (this.scheduler.queuedBytes > 0) {
       // Else a send callback or a pong runs the next turn, or the pacer's wake-up time.
       if (this.room(now) > 0) this.schedule();

@@ -59,15 +59,39 @@ function producer(): Producer {
   return { onQueueEmpty() {} };
 }
 
-flow('small frames queued in one turn are coalesced into one WebSocket message', async () => {
+flow('small frames queued in one turn are coalesced into one WebSocket message (after a lone first one)', async () => {
   const pair = await wsPair();
   try {
     const out = new Outbound(pair.client, 1 << 20);
     const producers = Array.from({ length: 100 }, producer);
     producers.forEach((p, i) => out.push(p, encodeFrame({ type: T.DATA, streamId: 1, connectionId: i + 1, payload: Buffer.from('k') })));
     await pair.arrived(100);
-    assert.is(pair.messages.length, 1);
+    // The first found nothing queued and went at once; the 99 pushed after it in the same turn share one message.
+    assert.equal(pair.messages.length, 2);
+    assert.is(pair.messages[0], encodeFrame({ type: T.DATA, streamId: 1, connectionId: 1, payload: Buffer.from('k') }).length);
     assert.equal(pair.received.map((m) => m.connectionId), Array.from({ length: 100 }, (_, i) => i + 1));
+  } finally {
+    await pair.close();
+  }
+});
+
+flow('a lone small frame is handed to the WebSocket at once, not on the next turn (issue 15)', async () => {
+  const pair = await wsPair();
+  try {
+    const out = new Outbound(pair.client, 1 << 20);
+    const handed: number[] = [];
+    const send = pair.client.send.bind(pair.client);
+    pair.client.send = ((data: Buffer, options: object, cb?: (err?: Error) => void) => {
+      handed.push(data.length);
+      send(data, options, cb);
+    }) as typeof pair.client.send;
+    const frame = encodeFrame({ type: T.DATA, streamId: 1, connectionId: 1, payload: Buffer.from('k') });
+    out.push(producer(), frame);
+    assert.equal(handed, [frame.length], 'handed to ws within push()');
+    await pair.arrived(1);
+    // Nothing was queued meanwhile: the turn scheduled after it sends nothing more.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(handed, [frame.length]);
   } finally {
     await pair.close();
   }
