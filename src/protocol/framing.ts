@@ -8,7 +8,9 @@
 import { PbfWriter } from 'pbf';
 import { LENGTH_PREFIX_BYTES, MAX_MESSAGE_BYTES, MAX_WS_MESSAGE_BYTES } from './constants';
 import { ErrorCode, TunnelError } from './errors';
-import { decodeMessage, maxEncodedSize, writeMessage, type Message, type MessageInit } from './message';
+import { decodeMessageAt, maxEncodedSize, writeMessage, type Message, type MessageInit, type ReadInfo } from './message';
+
+const EMPTY = new Uint8Array(0);
 
 const MAX_LENGTH_PREFIX = 0xffff;
 
@@ -63,18 +65,31 @@ export interface FrameDecoderOptions {
 }
 
 /**
+ * Called for every complete, well-formed message. `frame` is the message's original bytes, length
+ * prefix included, when they lie whole in one pushed chunk and hold no field the decoder does not
+ * know (a view into that chunk: a relay can forward them as they are); else undefined.
+ */
+export type OnMessage = (msg: Message, frame: Uint8Array | undefined) => void;
+
+/**
  * Incremental frame decoder. Feed it WebSocket payloads with `push`; it calls
  * `onMessage` for every complete, well-formed message and `onError` with a TunnelError
  * for every frame that is not. Because frames are length-delimited, a malformed frame
  * does not desynchronise the stream: decoding goes on with the next one. The caller
  * decides whether an error ends the session.
+ *
+ * Frames that lie whole in a pushed chunk (the usual case: senders put whole frames in each
+ * WebSocket message) are decoded in place, without copying or slicing; only a frame split
+ * across chunks is gathered first.
  */
 export class FrameDecoder {
   readonly maxMessageBytes: number;
+  /** The start of a frame split across chunks (its length prefix may be split too). */
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private state = GET_LENGTH;
   private bodyLength = 0;
+  private readonly info: ReadInfo = { unknownFields: false };
 
   constructor(options: FrameDecoderOptions = {}) {
     this.maxMessageBytes = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
@@ -92,13 +107,12 @@ export class FrameDecoder {
     this.state = GET_LENGTH;
   }
 
-  push(chunk: Uint8Array, onMessage: (msg: Message) => void, onError: (err: TunnelError) => void): void {
-    if (chunk.length > 0) {
+  push(chunk: Uint8Array, onMessage: OnMessage, onError: (err: TunnelError) => void): void {
+    let rest = chunk;
+    if (this.buffered > 0 || this.state === GET_BODY) {
+      // Complete the frame begun in earlier chunks; it ends within this one (else it would wait).
       this.chunks.push(chunk);
       this.buffered += chunk.length;
-    }
-    // Each iteration consumes bytes or returns, so the loop always ends.
-    for (;;) {
       if (this.state === GET_LENGTH) {
         if (this.buffered < LENGTH_PREFIX_BYTES) return;
         const prefix = this.consume(LENGTH_PREFIX_BYTES);
@@ -108,26 +122,60 @@ export class FrameDecoder {
       if (this.buffered < this.bodyLength) return;
       const body = this.consume(this.bodyLength);
       this.state = GET_LENGTH;
-      if (body.length > this.maxMessageBytes) {
-        onError(new TunnelError(ErrorCode.FRAME_TOO_LARGE, `message of ${body.length} bytes exceeds the limit of ${this.maxMessageBytes}`));
-        continue;
-      }
-      let msg: Message;
-      try {
-        msg = decodeMessage(body);
-      } catch (err) {
-        onError(err instanceof TunnelError ? err : new TunnelError(ErrorCode.TRUNCATED, String(err), { cause: err }));
-        continue;
-      }
-      onMessage(msg);
+      this.decode(body, 0, body.length, false, onMessage, onError);
+      rest = this.chunks.length > 0 ? this.chunks[0] : EMPTY;
+      this.chunks = [];
+      this.buffered = 0;
     }
+    const end = rest.length;
+    let pos = 0;
+    while (end - pos >= LENGTH_PREFIX_BYTES) {
+      const length = (rest[pos] << 8) | rest[pos + 1];
+      const frameEnd = pos + LENGTH_PREFIX_BYTES + length;
+      if (frameEnd > end) break;
+      this.decode(rest, pos, frameEnd, true, onMessage, onError);
+      pos = frameEnd;
+    }
+    if (end - pos >= LENGTH_PREFIX_BYTES) {
+      // A frame whose length is known and whose body is incomplete: wait for the body.
+      this.bodyLength = (rest[pos] << 8) | rest[pos + 1];
+      this.state = GET_BODY;
+      pos += LENGTH_PREFIX_BYTES;
+    }
+    if (pos < end) {
+      this.chunks.push(pos === 0 ? rest : rest.subarray(pos));
+      this.buffered = end - pos;
+    }
+  }
+
+  /**
+   * Decodes one frame: the message in `bytes[start + 2, end)` when `prefixed` (and then the
+   * frame is `bytes[start, end)`), else the message is all of `bytes[start, end)`.
+   */
+  private decode(bytes: Uint8Array, start: number, end: number, prefixed: boolean, onMessage: OnMessage, onError: (err: TunnelError) => void): void {
+    const bodyStart = prefixed ? start + LENGTH_PREFIX_BYTES : start;
+    const length = end - bodyStart;
+    if (length > this.maxMessageBytes) {
+      onError(new TunnelError(ErrorCode.FRAME_TOO_LARGE, `message of ${length} bytes exceeds the limit of ${this.maxMessageBytes}`));
+      return;
+    }
+    const info = this.info;
+    info.unknownFields = false;
+    let msg: Message;
+    try {
+      msg = decodeMessageAt(bytes, bodyStart, end, info);
+    } catch (err) {
+      onError(err instanceof TunnelError ? err : new TunnelError(ErrorCode.TRUNCATED, String(err), { cause: err }));
+      return;
+    }
+    onMessage(msg, prefixed && !info.unknownFields ? bytes.subarray(start, end) : undefined);
   }
 
   /** Takes `n` buffered bytes: a view when they lie in one chunk, else one copy. */
   private consume(n: number): Uint8Array {
     this.buffered -= n;
     const first = this.chunks[0];
-    if (n === 0) return first ? first.subarray(0, 0) : new Uint8Array(0);
+    if (n === 0) return first ? first.subarray(0, 0) : EMPTY;
     if (first.length === n) {
       this.chunks.shift();
       return first;

@@ -119,8 +119,14 @@ function skipField(pbf: PbfReader, field: number, wire: number, end: number): vo
   if (pbf.pos > end) throw new TunnelError(ErrorCode.TRUNCATED, `fixed-size field ${field} runs past the end of the message`);
 }
 
-/** Reads one Message occupying `pbf.pos` up to `end`. Unknown fields are skipped. */
-export function readMessage(pbf: PbfReader, end: number): Message {
+/** What reading a message noticed beyond its fields (for callers that forward the original bytes). */
+export interface ReadInfo {
+  /** Set to true when the message carried a field this reader does not know (it was skipped). */
+  unknownFields: boolean;
+}
+
+/** Reads one Message occupying `pbf.pos` up to `end`. Unknown fields are skipped (and noted in `info`). */
+export function readMessage(pbf: PbfReader, end: number, info?: ReadInfo): Message {
   const msg = emptyMessage();
   while (pbf.pos < end) {
     const key = readVarint(pbf, end);
@@ -165,14 +171,34 @@ export function readMessage(pbf: PbfReader, end: number): Message {
       }
       default:
         skipField(pbf, field, wire, end);
+        if (info) info.unknownFields = true;
     }
   }
   return msg;
 }
 
+/**
+ * One reader for every decode (decoding is synchronous and never re-entered): a PbfReader per
+ * message would also allocate a DataView. Only its varint reads are used, which read `buf`
+ * alone, so the reader's DataView (for fixed-size fields) is left stale on purpose.
+ */
+const sharedReader = new PbfReader(EMPTY);
+
+/** Decodes the protobuf message (without length prefix) in `bytes[start, end)`; views (payload) point into `bytes`. */
+export function decodeMessageAt(bytes: Uint8Array, start: number, end: number, info?: ReadInfo): Message {
+  const reader = sharedReader;
+  reader.buf = bytes;
+  reader.pos = start;
+  try {
+    return readMessage(reader, end, info);
+  } finally {
+    reader.buf = EMPTY;
+  }
+}
+
 /** Decodes a whole protobuf message (without length prefix). */
 export function decodeMessage(bytes: Uint8Array): Message {
-  return readMessage(new PbfReader(bytes), bytes.length);
+  return decodeMessageAt(bytes, 0, bytes.length);
 }
 
 /** Writes the fields that differ from their proto3 defaults, in field-number order. */

@@ -15,6 +15,7 @@ import type { WebSocket, RawData } from 'ws';
 import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
+import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { extensionOf } from '../protocol/extension';
@@ -109,6 +110,11 @@ export interface LinkEnd extends Sender {
   takes(type: number): boolean;
   /** Encodes a message in the form this end expects. */
   frameFor(msg: MessageInit): Buffer;
+  /**
+   * The service id this end expects on the wire for a message of (normalised) `serviceId`: a
+   * received frame whose service id is this one is forwarded as it came, without re-encoding.
+   */
+  wireServiceId(serviceId: string): string;
   sendFrames(frames: Buffer[]): void;
   /** `sender` was paused because of this end's backlog: resume it once the backlog drains. */
   holdBack(sender: Sender): void;
@@ -294,14 +300,23 @@ export class Peer implements LinkEnd {
     return encodeFrame(msg);
   }
 
+  /** A V1 peer gets no service ids. */
+  wireServiceId(serviceId: string): string {
+    return this.version === 1 ? '' : serviceId;
+  }
+
   sendFrames(frames: Buffer[]): void {
     if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
-    for (const payload of packFrames(frames)) {
-      const length = payload.length;
-      this.unsent += length;
-      this.bytesOut += length;
-      this.ws.send(payload, { binary: true }, () => this.onSent(length));
-    }
+    if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
+    for (const payload of packFrames(frames)) this.sendMessage(payload);
+  }
+
+  /** One WebSocket message of whole frames. */
+  private sendMessage(payload: Buffer): void {
+    const length = payload.length;
+    this.unsent += length;
+    this.bytesOut += length;
+    this.ws.send(payload, { binary: true }, () => this.onSent(length));
   }
 
   holdBack(sender: Sender): void {
@@ -429,6 +444,15 @@ export class Peer implements LinkEnd {
     this.log.limited(LogLevel.WARNING, 'websocket-error', `WebSocket error, closing the connection: ${printable(err.message)}`);
   }
 
+  // State of the WebSocket message being decoded (onWsMessage), in fields so that decoding
+  // needs no closure and no arrays of its own per message.
+  private receiver?: LinkEnd;
+  private readonly forward: Buffer[] = [];
+  private readonly replies: Buffer[] = [];
+  private error?: string;
+  /** Every frame so far goes to the receiver as it came: the whole message can be forwarded. */
+  private asReceived = false;
+
   private onWsMessage(data: RawData, isBinary: boolean): void {
     if (this.closing) return;
     if (!isBinary) return this.violation('text frames are not allowed');
@@ -436,46 +460,77 @@ export class Peer implements LinkEnd {
     this.bytesIn += chunk.length;
     this.charge(chunk.length);
     const other = this.detached ? undefined : this.link.other(this.mode);
-    const forward: Buffer[] = [];
-    const replies: Buffer[] = [];
-    let error: string | undefined;
-    this.decoder.push(chunk, (msg) => {
-      if (error) return;
-      error = this.check(msg);
-      if (error) return;
-      if (other && !other.closing) {
-        if (!other.takes(msg.type)) {
-          this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
-          return;
-        }
-        this.link.track(msg);
-        forward.push(other.frameFor(msg));
-      } else {
-        this.answerAbsent(msg, replies);
-      }
-    }, (err) => {
-      error ??= `undecodable frame: ${err.message}`;
-    });
+    const forward = this.forward;
+    const replies = this.replies;
+    this.receiver = other && !other.closing ? other : undefined;
+    this.error = undefined;
+    // A message that holds whole frames only, every one forwarded as it came, is forwarded as it
+    // came: no re-encoding, no copy (issue 15).
+    this.asReceived = this.decoder.bufferedBytes === 0;
+    this.decoder.push(chunk, this.onFrame, this.onDecodeError);
+    const error = this.error;
+    this.receiver = undefined;
+    this.error = undefined;
     // Whatever arrived before a violation is still delivered, in order.
-    if (other) other.sendFrames(forward);
-    this.sendFrames(replies);
+    if (other) {
+      if (this.asReceived && !error && forward.length > 0 && this.decoder.bufferedBytes === 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) other.sendFrames([chunk]);
+      else other.sendFrames(forward);
+    }
+    forward.length = 0;
+    const replied = replies.length > 0;
+    if (replied) {
+      this.sendFrames(replies);
+      replies.length = 0;
+    }
     if (error) return this.violation(error);
     // Replies to this peer count too: a peer that sends starts but never reads must not grow
     // our queue. Only when there were replies, though: pausing a sender because of data
     // forwarded *to* it would couple the two directions of the tunnel, and an app that stops
     // reading while its writes are blocked (an echo server) then deadlocks the whole tunnel.
-    const receivers = replies.length > 0 ? (other ? [other, this] : [this]) : other ? [other] : [];
-    for (const receiver of receivers) {
-      if (receiver.unsent > receiver.highWater && !this.heldForBacklog) {
-        this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
-        this.heldForBacklog = true;
-        this.applyHolds();
-        this.startHeartbeat();
-        receiver.holdBack(this);
-        this.onEvent?.({ type: 'paused', tunnelId: this.link.tunnel.tunnelId, mode: this.mode, receiver: receiver.mode, unsentBytes: receiver.unsent });
-      }
+    if (other) this.holdFor(other);
+    if (replied) this.holdFor(this);
+  }
+
+  /** Stops reading this peer while `receiver` has more than its high-water mark unsent. */
+  private holdFor(receiver: LinkEnd): void {
+    if (receiver.unsent > receiver.highWater && !this.heldForBacklog) {
+      this.log.debug(`paused reading: the ${receiver === this ? 'peer itself' : receiver.mode} has ${receiver.unsent} bytes unsent`);
+      this.heldForBacklog = true;
+      this.applyHolds();
+      this.startHeartbeat();
+      receiver.holdBack(this);
+      this.onEvent?.({ type: 'paused', tunnelId: this.link.tunnel.tunnelId, mode: this.mode, receiver: receiver.mode, unsentBytes: receiver.unsent });
     }
   }
+
+  private readonly onFrame = (msg: Message, frame: Uint8Array | undefined): void => {
+    if (this.error) return;
+    const received = msg.serviceId;
+    this.error = this.check(msg);
+    if (this.error) return;
+    const other = this.receiver;
+    if (!other) {
+      this.asReceived = false;
+      this.answerAbsent(msg, this.replies);
+      return;
+    }
+    if (!other.takes(msg.type)) {
+      this.asReceived = false;
+      this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
+      return;
+    }
+    this.link.track(msg);
+    if (frame && other.wireServiceId(msg.serviceId) === received) {
+      this.forward.push(frame as Buffer);
+    } else {
+      this.asReceived = false;
+      this.forward.push(other.frameFor(msg));
+    }
+  };
+
+  private readonly onDecodeError = (err: Error): void => {
+    this.error ??= `undecodable frame: ${err.message}`;
+  };
 
   /**
    * With the other peer absent nobody can answer a start, so the relay refuses it at once

@@ -173,6 +173,22 @@ decode('reset() drops a partial frame', () => {
   assert.equal(seen.map((m) => m.type), [4]);
 });
 
+decode('gives each whole frame\'s original bytes; none for a frame split across chunks or one with an unknown field (issue 15)', () => {
+  const d = new FrameDecoder();
+  const a = encodeFrame({ type: MessageType.DATA, streamId: 1, payload: Buffer.from('a') });
+  const b = encodeFrame({ type: MessageType.STREAM_RESET, streamId: 2, serviceId: 'SSH' });
+  // A DATA frame with field 15 (varint 5), which Message does not define.
+  const unknown = Uint8Array.of(0, 6, 0x08, 0x01, 0x10, 0x03, 0x78, 0x05);
+  const split = encodeFrame({ type: MessageType.DATA, streamId: 4, payload: Buffer.from('split') });
+  const seen: Array<[number, string | undefined]> = [];
+  const onMessage = (m: Message, frame: Uint8Array | undefined) => seen.push([m.streamId, frame && toHex(frame)]);
+  d.push(Buffer.concat([a, b, unknown, split.subarray(0, 1)]), onMessage, (err) => { throw err; });
+  d.push(split.subarray(1, 3), onMessage, (err) => { throw err; });
+  d.push(Buffer.concat([split.subarray(3), a]), onMessage, (err) => { throw err; });
+  assert.equal(seen, [[1, toHex(a)], [2, toHex(b)], [3, undefined], [4, undefined], [1, toHex(a)]]);
+  assert.is(d.bufferedBytes, 0);
+});
+
 encode.run();
 pack.run();
 decode.run();

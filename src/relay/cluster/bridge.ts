@@ -13,7 +13,8 @@
 import type { RawData, WebSocket } from 'ws';
 import { LogLevel, type Logger } from '../../log';
 import { encodeFrame, FrameDecoder, packFrames } from '../../protocol/framing';
-import type { MessageInit } from '../../protocol/message';
+import { MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
+import type { Message, MessageInit } from '../../protocol/message';
 import { fitCloseReason, HIGH_WATER_BYTES, LOW_WATER_BYTES, Peer, type LinkEnd, type Sender, type TunnelLink } from '../forward';
 import type { PeerMode } from '../record';
 
@@ -103,14 +104,22 @@ export class RemotePeer implements LinkEnd {
     return encodeFrame(msg);
   }
 
+  /** The full form: the far node re-encodes for its peer where needed. */
+  wireServiceId(serviceId: string): string {
+    return serviceId;
+  }
+
   sendFrames(frames: Buffer[]): void {
     if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
-    for (const payload of packFrames(frames)) {
-      const length = payload.length;
-      this.unsent += length;
-      this.bytesOut += length;
-      this.ws.send(payload, { binary: true }, () => this.onSent(length));
-    }
+    if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
+    for (const payload of packFrames(frames)) this.sendMessage(payload);
+  }
+
+  private sendMessage(payload: Buffer): void {
+    const length = payload.length;
+    this.unsent += length;
+    this.bytesOut += length;
+    this.ws.send(payload, { binary: true }, () => this.onSent(length));
   }
 
   holdBack(sender: Sender): void {
@@ -156,17 +165,20 @@ export class RemotePeer implements LinkEnd {
     this.bytesIn += chunk.length;
     const local = this.detached ? undefined : this.link.other(this.mode);
     const receiver = local instanceof Peer && !local.closing ? local : undefined;
-    const forward: Buffer[] = [];
-    let error: string | undefined;
-    this.decoder.push(chunk, (msg) => {
-      if (error) return;
-      if (receiver && !receiver.takes(msg.type)) return;
-      this.link.track(msg);
-      if (receiver) forward.push(receiver.frameFor(msg));
-    }, (err) => {
-      error ??= `undecodable frame from node ${this.node}: ${err.message}`;
-    });
-    if (receiver) receiver.sendFrames(forward);
+    const forward = this.forward;
+    this.receiver = receiver;
+    this.error = undefined;
+    // A message of whole frames that all go to the local peer as they came is forwarded as it came.
+    this.asReceived = this.decoder.bufferedBytes === 0;
+    this.decoder.push(chunk, this.onFrame, this.onDecodeError);
+    const error = this.error;
+    this.receiver = undefined;
+    this.error = undefined;
+    if (receiver) {
+      if (this.asReceived && !error && forward.length > 0 && this.decoder.bufferedBytes === 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) receiver.sendFrames([chunk]);
+      else receiver.sendFrames(forward);
+    }
+    forward.length = 0;
     if (error) {
       this.log.error(error);
       this.close(1008, 'undecodable frame');
@@ -177,6 +189,33 @@ export class RemotePeer implements LinkEnd {
       receiver.holdBack(this);
     }
   }
+
+  // State of the bridge message being decoded (onMessage): fields, so no closure per message.
+  private receiver?: Peer;
+  private readonly forward: Buffer[] = [];
+  private error?: string;
+  private asReceived = false;
+
+  private readonly onFrame = (msg: Message, frame: Uint8Array | undefined): void => {
+    if (this.error) return;
+    const receiver = this.receiver;
+    if (receiver && !receiver.takes(msg.type)) {
+      this.asReceived = false;
+      return;
+    }
+    this.link.track(msg);
+    if (!receiver) return;
+    if (frame && receiver.wireServiceId(msg.serviceId) === msg.serviceId) {
+      this.forward.push(frame as Buffer);
+    } else {
+      this.asReceived = false;
+      this.forward.push(receiver.frameFor(msg));
+    }
+  };
+
+  private readonly onDecodeError = (err: Error): void => {
+    this.error ??= `undecodable frame from node ${this.node}: ${err.message}`;
+  };
 
   private onClose(code: number): void {
     if (this.closed) return;
