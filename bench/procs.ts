@@ -33,14 +33,14 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
 }
 
-/** Read and write system calls (syscr + syscw of /proc/<pid>/io) so far; NaN where that is not readable. */
-export function syscalls(pid: number): number {
+/** Read and write system calls so far (syscr and syscw of /proc/<pid>/io); NaN where that is not readable. */
+export function syscalls(pid: number): { reads: number; writes: number } {
   try {
     const io = readFileSync(`/proc/${pid}/io`, 'utf8');
     const count = (key: string) => Number(new RegExp(`^${key}: (\\d+)`, 'm').exec(io)?.[1] ?? NaN);
-    return count('syscr') + count('syscw');
+    return { reads: count('syscr'), writes: count('syscw') };
   } catch {
-    return NaN;
+    return { reads: NaN, writes: NaN };
   }
 }
 

@@ -451,7 +451,10 @@ async function runVersus(app: AppServer, ours: Stack, wanted: (workload: VersusR
           const cpu = Object.fromEntries(procs.map((p, i) => [p.name, cpuSeconds(p.pid) - before[i]]));
           records.push({ side, workload, figures, cpu });
           // Reads and writes (syscalls) of each process during the workload: for the log only.
-          const io = Object.fromEntries(procs.map((p, i) => [`${p.name}Syscalls`, syscalls(p.pid) - ioBefore[i]]));
+          const io = Object.fromEntries(procs.flatMap((p, i) => {
+            const now = syscalls(p.pid);
+            return [[`${p.name}Reads`, now.reads - ioBefore[i].reads], [`${p.name}Writes`, now.writes - ioBefore[i].writes]];
+          }));
           log(`versus ${workload} run ${run} ${side}: ${Object.entries({ ...figures, ...cpu, ...io }).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(3)}`).join(' ')}`);
         }
       }

@@ -28,6 +28,27 @@ export function encodeFrame(msg: MessageInit): Buffer {
 }
 
 /**
+ * Encodes several messages, each with its length prefix, one after the other into one fresh
+ * buffer: what encodeFrame would give for each, concatenated, without the copy.
+ */
+export function encodeFrames(msgs: readonly MessageInit[]): Buffer {
+  let room = 0;
+  for (const msg of msgs) room += LENGTH_PREFIX_BYTES + maxEncodedSize(msg) + 16;
+  const pbf = new PbfWriter(Buffer.allocUnsafe(room));
+  for (const msg of msgs) {
+    const start = pbf.pos;
+    pbf.pos = start + LENGTH_PREFIX_BYTES;
+    writeMessage(msg, pbf);
+    const len = pbf.pos - start - LENGTH_PREFIX_BYTES;
+    if (len > MAX_LENGTH_PREFIX) throw new TunnelError(ErrorCode.FRAME_TOO_LARGE, `message of ${len} bytes cannot be framed (limit ${MAX_LENGTH_PREFIX})`);
+    pbf.buf[start] = len >>> 8;
+    pbf.buf[start + 1] = len & 0xff;
+  }
+  const out = pbf.buf;
+  return Buffer.from(out.buffer, out.byteOffset, pbf.pos);
+}
+
+/**
  * Groups consecutive frames, in order, into WebSocket payloads of at most `maxBytes`.
  * A frame is never split; a payload holding a single frame is that frame (no copy).
  */

@@ -38,6 +38,8 @@ export const RETAIN_RATIO = 4;
 export const WRITE_OVERHEAD_BYTES = 640;
 /** Payloads below this size are gathered while the app's socket is backed up. */
 export const GATHER_BELOW_BYTES = 8 * 1024;
+/** Writes of one tick that are corked together before small payloads are gathered instead. */
+const CORKED_WRITES = 4;
 /** Size of a gather buffer. */
 export const GATHER_BYTES = 16 * 1024;
 
@@ -97,6 +99,10 @@ export class InboundBudget {
   }
 }
 
+function uncorkWriter(writer: AppWriter): void {
+  writer.uncork();
+}
+
 /** A view queued for the socket, already counted in `budget`; `bytes` of payload it carries. */
 interface Held {
   view: Uint8Array;
@@ -129,7 +135,10 @@ export class AppWriter {
 
   write(payload: Uint8Array, budget: InboundBudget): void {
     if (payload.length === 0) return;
-    if (payload.length < GATHER_BELOW_BYTES && (this.gather !== undefined || !this.socket || this.socket.writableLength > 0)) {
+    // Bytes corked in this tick are no backlog (the kernel has not had a chance to take them
+    // yet), but only a few writes of a tick go unGathered: each costs a request when queued.
+    const backedUp = !this.socket || this.socket.writableLength > this.corkedBytes || this.corkedWrites >= CORKED_WRITES;
+    if (payload.length < GATHER_BELOW_BYTES && (this.gather !== undefined || backedUp)) {
       this.addToGather(payload, budget);
       return;
     }
@@ -186,17 +195,52 @@ export class AppWriter {
   }
 
   private emit(held: Held): void {
-    if (!this.socket) {
+    const socket = this.socket;
+    if (!socket) {
       this.early.push(held);
       return;
     }
+    // The payloads of one read of the WebSocket (a 64512-byte DATA and the rest of its 64 KiB
+    // read, say) leave in one writev: corked until the end of the tick (issue 15).
+    if (this.corkedWrites === 0) {
+      socket.cork();
+      process.nextTick(uncorkWriter, this);
+    }
+    this.corkedBytes += held.view.length;
+    this.corkedWrites++;
     this.inFlight++;
-    this.socket.write(held.view, () => {
-      this.inFlight--;
-      this.done(held);
-      if (this.inFlight === 0) this.flushGather();
-    });
+    // Write callbacks run in the order of the writes: the queue says which write each one is for.
+    this.written.push(held);
+    socket.write(held.view, this.onWritten);
   }
+
+  /** Payloads handed to the socket, in order, whose write callback has not run. */
+  private readonly written: Held[] = [];
+  private writtenHead = 0;
+  /** Bytes and writes handed to the socket while corked in this tick (0: not corked). */
+  private corkedBytes = 0;
+  private corkedWrites = 0;
+
+  /** @internal The end of the tick that corked the socket. */
+  uncork(): void {
+    this.corkedBytes = 0;
+    this.corkedWrites = 0;
+    this.socket?.uncork();
+  }
+
+  private readonly onWritten = (): void => {
+    const held = this.written[this.writtenHead++];
+    if (this.writtenHead === this.written.length) {
+      this.written.length = 0;
+      this.writtenHead = 0;
+    } else if (this.writtenHead >= 1024) {
+      this.written.splice(0, this.writtenHead);
+      this.writtenHead = 0;
+    }
+    this.inFlight--;
+    this.done(held);
+    if (this.inFlight === 0) this.flushGather();
+  };
 
   private done(held: Held): void {
     held.budget.release(held.view);

@@ -5,10 +5,13 @@
  */
 import type { Logger } from '../log';
 import type { ServiceTarget } from '../options';
-import { MAX_CONNECTION_ID, MAX_STREAM_ID, type ProtocolVersion } from '../protocol/constants';
+import { MAX_CONNECTION_ID, MAX_STREAM_ID, MAX_WS_MESSAGE_BYTES, type ProtocolVersion } from '../protocol/constants';
 import { encodeWindow, ExtensionType } from '../protocol/extension';
-import { encodeFrame } from '../protocol/framing';
-import { MessageType, type Message } from '../protocol/message';
+import { encodeFrame, encodeFrames } from '../protocol/framing';
+import { MessageType, type Message, type MessageInit } from '../protocol/message';
+
+/** A DATA frame's bytes beyond its payload, at most: length prefix, keys, varints, a service id of up to 128 bytes. */
+const DATA_FRAME_OVERHEAD_BYTES = 2 + 2 + 10 + 3 + 2 + 128 + 2 + 5 + 1 + 5;
 import { Connection, type ConnectionOwner } from './connection';
 import type { Credit, Grant } from './credit';
 import type { InboundBudget } from './inbound';
@@ -134,9 +137,25 @@ export class ServiceState implements ConnectionOwner {
     this.flow.credit?.sent(conn, bytes.length);
     // Smaller DATA messages on a slow link (issue 13): one never holds it for more than a few ms.
     const max = Math.min(this.flow.maxPayloadBytes, this.flow.outbound.dataPayloadBytes());
-    for (let at = 0; at < bytes.length; at += max) {
-      this.push(conn, { type: MessageType.DATA, streamId: conn.streamId, serviceId: this.wireId, connectionId: this.wireConnectionId(conn), payload: bytes.subarray(at, Math.min(at + max, bytes.length)) });
+    if (bytes.length <= max) {
+      this.push(conn, this.dataMessage(conn, bytes));
+      return;
     }
+    const messages: MessageInit[] = [];
+    for (let at = 0; at < bytes.length; at += max) messages.push(this.dataMessage(conn, bytes.subarray(at, Math.min(at + max, bytes.length))));
+    // At full rate a read of the local socket (64 KiB, more than one DATA payload of 63 KiB)
+    // goes as one WebSocket message of its frames, encoded into one buffer (issue 15): the
+    // relay forwards it as it came, and the peer writes both payloads to its app in one go.
+    // On a slow link each DATA stays a message of its own (the pacer's size).
+    if (max >= this.flow.maxPayloadBytes && bytes.length + messages.length * DATA_FRAME_OVERHEAD_BYTES <= MAX_WS_MESSAGE_BYTES) {
+      this.flow.outbound.push(conn, encodeFrames(messages));
+      return;
+    }
+    for (const msg of messages) this.push(conn, msg);
+  }
+
+  private dataMessage(conn: Connection, payload: Buffer): MessageInit {
+    return { type: MessageType.DATA, streamId: conn.streamId, serviceId: this.wireId, connectionId: this.wireConnectionId(conn), payload };
   }
 
   /** CONNECTION_RESET, or STREAM_RESET for V1/V2 peers, whose stream ends with its connection. */

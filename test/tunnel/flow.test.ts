@@ -10,6 +10,11 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType as T, type Message } from '../../src/protocol/message';
 import { Outbound, type Producer } from '../../src/tunnel/outbound';
+import { InboundBudget } from '../../src/tunnel/inbound';
+import { Pacer } from '../../src/tunnel/pacer';
+import { ServiceState } from '../../src/tunnel/service';
+import type { ServiceTarget } from '../../src/options';
+import { silentLogger } from '../../src/log';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer } from '../helpers/apps';
 import { within } from '../helpers/wait';
@@ -92,6 +97,26 @@ flow('a lone small frame is handed to the WebSocket at once, not on the next tur
     // Nothing was queued meanwhile: the turn scheduled after it sends nothing more.
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(handed, [frame.length]);
+  } finally {
+    await pair.close();
+  }
+});
+
+flow('a 64 KiB read at full rate goes as one WebSocket message of two DATA frames; on a slow link as DATA of the pacer\'s size (issue 15)', async () => {
+  const pair = await wsPair();
+  try {
+    const read = Buffer.alloc(65536, 7);
+    // Pacing off: DATA at the full 64512 bytes; then a pacer whose DATA size is 16384 (a slow link).
+    for (const maxMessageBytes of [64512, 16384]) {
+      const outbound = new Outbound(pair.client, 1 << 20, new Pacer({ targetDelayMs: 0, maxMessageBytes }));
+      const flowOf = { outbound, inbound: new InboundBudget(undefined, Infinity), granted: new InboundBudget(undefined, Infinity), maxPayloadBytes: 64512, source: true, log: silentLogger() };
+      const svc = new ServiceState('SSH', { kind: 'tcp', port: 22 } as ServiceTarget, 3, flowOf);
+      svc.sendData(svc.open(1, 1), read);
+      await pair.arrived(maxMessageBytes === 64512 ? 2 : 6);
+    }
+    assert.equal(pair.received.map((m) => m.payload.length), [64512, 1024, 16384, 16384, 16384, 16384]);
+    assert.ok(Buffer.concat(pair.received.slice(0, 2).map((m) => m.payload)).equals(read));
+    assert.equal(pair.messages.length, 5, 'the first two DATA in one WebSocket message, the others one each');
   } finally {
     await pair.close();
   }

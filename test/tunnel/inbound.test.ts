@@ -170,6 +170,31 @@ inbound('an app that keeps up is written to at once: nothing is gathered', async
   }
 });
 
+inbound('the payloads of one tick leave in one write (a 63 KiB DATA and the 1 KiB after it: issue 15), and are all reported taken', async () => {
+  const { local, app, close } = await pair();
+  try {
+    const budget = new InboundBudget(undefined, Infinity);
+    let taken = 0;
+    const events = new EventEmitter();
+    const writer = new AppWriter((n) => { taken += n; events.emit('taken'); });
+    writer.attach(local);
+    const big = Buffer.alloc(64512, 1);
+    const tail = Buffer.alloc(1024, 2);
+    const got = readAll(app, big.length + tail.length);
+    writer.write(big, budget);
+    writer.write(tail, budget);
+    // Both wait, corked, for the end of the tick; the tail was not gathered behind the first.
+    assert.is(local.writableCorked, 1);
+    assert.is(local.writableLength, big.length + tail.length);
+    assert.not.ok(writer.holding);
+    assert.ok((await within(got, 5000, 'both payloads')).equals(Buffer.concat([big, tail])));
+    await waitUntil(events, 'taken', () => taken === big.length + tail.length, 5000, 'both reported taken');
+    assert.is(budget.pendingBytes, 0);
+  } finally {
+    close();
+  }
+});
+
 inbound('before the socket exists everything is held, in order (small ones gathered, large ones as views); dispose releases it', async () => {
   const { local, app, close } = await pair();
   try {
