@@ -189,7 +189,6 @@ export function renderTables(report: Report): string {
     '|---|---|---|---|---|---|---|---|---|---|',
     ...processRows,
     '',
-    ...renderVersus(report, 'BENCHMARKS'),
     ...renderBehind(report),
     ...notes,
     END_MARKER,
@@ -199,8 +198,8 @@ export function renderTables(report: Report): string {
 /**
  * Our proxies next to the C++ reference's, through the same relay in the same run: throughput,
  * CPU seconds per GiB of each process, echo round trips; the last column is ours ÷ reference.
- * In README.md (`where` 'README') the same table between its own markers, with a line on how it
- * was measured.
+ * Between its own markers both in docs/BENCHMARKS.md and (`where` 'README', with a line on how
+ * it was measured) in README.md.
  */
 export function renderVersus(report: Report, where: 'README' | 'BENCHMARKS'): string[] {
   if (report.versus.length === 0) return [];
@@ -246,15 +245,19 @@ export function renderVersus(report: Report, where: 'README' | 'BENCHMARKS'): st
     ];
   }
   return [
-    '### Side by side with the C++ reference',
+    VERSUS_START,
+    '## Side by side with the C++ reference',
     '',
     'Our proxies and the C++ reference\'s (v3.3.1, `-v 4`), each pair through the same relay (ours,',
     'TLS), in the same run: each workload runs on one pair, then the other, `runs` times. CPU is user',
     '+ system seconds from /proc/<pid>/stat of each process during the workload, per GiB moved (bulk)',
     `or per echo round. Goals (issue 15): our source + destination ≤ 1.0× the reference's CPU per GiB, echo p50 ≤ 1.1× the reference's, no loss of throughput. ${relayGoal}`,
+    'Written by a full `npm run bench` and by `npm run bench -- --only versus`.',
+    '',
+    `Measured ${report.date} · Node ${report.node} · ${report.cpus} · load average ${report.load.start.toFixed(2)} at the start, ${report.load.end.toFixed(2)} at the end · ${report.runs} runs.`,
     '',
     ...table,
-    '',
+    VERSUS_END,
   ];
 }
 

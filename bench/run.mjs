@@ -1,6 +1,7 @@
 // `npm run bench` (after `node build.mjs`): the tunnel benchmark, which prints its tables and
 // rewrites the tunnel section of docs/BENCHMARKS.md. Arguments go through to bench/tunnel.ts
-// (`--quick`, `--runs N`, `--only a,b`, `--no-write`, `--json FILE`,
+// (`--quick`, `--runs N`, `--only a,b` (`--only versus`: the side-by-side table with the C++
+// reference, which it writes into docs/BENCHMARKS.md and README.md), `--no-write`, `--json FILE`,
 // `--profile DIR`). `--codec` and `--relay` also run bench/codec.ts and bench/relay.ts first
 // (they print their figures; their sections of docs/BENCHMARKS.md are kept by their owners).
 import { spawnSync } from 'node:child_process';

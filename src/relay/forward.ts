@@ -19,7 +19,7 @@ import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { extensionOf } from '../protocol/extension';
-import { isKnownType, validateMessage } from '../protocol/validate';
+import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
 import { queueBoundBytes, TokenBucket } from './bandwidth';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
@@ -219,6 +219,8 @@ export class Peer implements LinkEnd {
   bytesOut = 0;
   answerPings = true;
   private readonly decoder = new FrameDecoder();
+  /** How this peer's messages are validated: one object for all of them. */
+  private readonly validation: ValidateOptions;
   /** Bytes handed to ws.send whose write callback has not run yet. */
   unsent = 0;
   /** Above this many unsent bytes, senders to this peer are paused; resumed below a quarter of it. */
@@ -251,6 +253,7 @@ export class Peer implements LinkEnd {
     this.channelId = init.channelId;
     this.log = init.log;
     this.extensions = new Set(init.extensions ?? []);
+    this.validation = { version: init.version, from: 'client' };
     this.onEvent = init.onEvent;
     this.highWater = queueBoundBytes(init.bandwidth, HIGH_WATER_BYTES);
     if (init.bandwidth) this.bucket = new TokenBucket(init.bandwidth, Date.now());
@@ -546,7 +549,7 @@ export class Peer implements LinkEnd {
 
   /** Returns a violation text, or undefined; fills in the service id of V1-style messages. */
   private check(msg: Message): string | undefined {
-    const invalid = validateMessage(msg, { version: this.version, from: 'client' });
+    const invalid = validateMessage(msg, this.validation);
     if (invalid) return invalid.message;
     // Stream ids are counted up from 1 by the source; a negative one is no stream the other side can know.
     if (msg.streamId < 0) return `${typeName(msg.type)} with a negative stream id (${msg.streamId})`;

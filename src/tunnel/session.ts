@@ -17,7 +17,7 @@ import { ErrorCode, type TunnelError } from '../protocol/errors';
 import { CREDIT_EXTENSION, decodeHello, decodeWindow, encodeHello, ExtensionType } from '../protocol/extension';
 import { encodeFrame, FrameDecoder } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
-import { isKnownType, validateMessage } from '../protocol/validate';
+import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
 import type { Connection } from './connection';
 import { Credit } from './credit';
 import { InboundBudget } from './inbound';
@@ -66,6 +66,8 @@ export class Session implements Producer {
   private ended = false;
   private serviceIds?: string[];
   private readonly decoder: FrameDecoder;
+  /** How the service's messages are validated: one object for all of them (issue 15). */
+  private readonly validation: ValidateOptions;
   private readonly options: ProxyOptions;
   private readonly hooks: SessionHooks;
   private readonly flow: ServiceFlow;
@@ -99,6 +101,7 @@ export class Session implements Producer {
       log: this.log,
     };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
+    this.validation = { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize };
     this.ws.on('message', this.onWsMessage);
   }
 
@@ -129,7 +132,7 @@ export class Session implements Producer {
 
   private handle(msg: Message): void {
     if (this.ended) return;
-    const invalid = validateMessage(msg, { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize });
+    const invalid = validateMessage(msg, this.validation);
     if (invalid) {
       this.onInvalid(msg, invalid);
       return;
