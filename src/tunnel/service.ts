@@ -162,7 +162,9 @@ export class ServiceState implements ConnectionOwner {
    */
   private endsStreamInstead(conn: Connection): boolean {
     if (!this.flow.source || this.v3Confirmed || conn.bytesIn > 0 || conn.streamId !== this.streamId) return false;
-    for (const other of this.connections.values()) if (other !== conn && (other.state === 'open' || other.state === 'connecting')) return false;
+    // Another connection still open, connecting or with its last bytes queued: a STREAM_RESET
+    // could overtake those bytes (each connection has its own queue) and cut them off.
+    for (const other of this.connections.values()) if (other !== conn) return false;
     return true;
   }
 
