@@ -11,12 +11,13 @@ import { encodeWindow, ExtensionType } from '../protocol/extension';
 import { encodeFrame, encodeFrames } from '../protocol/framing';
 import { MessageType, type Message, type MessageInit } from '../protocol/message';
 
-/** A DATA frame's bytes beyond its payload, at most: length prefix, keys, varints, a service id of up to 128 bytes. */
-const DATA_FRAME_OVERHEAD_BYTES = 2 + 2 + 10 + 3 + 2 + 128 + 2 + 5 + 1 + 5;
 import { Connection, type ConnectionOwner } from './connection';
 import type { Credit, Grant } from './credit';
 import type { InboundBudget } from './inbound';
 import type { Outbound } from './outbound';
+
+/** A DATA frame's bytes beyond its payload, at most: length prefix, keys, varints, a service id of up to 128 bytes. */
+const DATA_FRAME_OVERHEAD_BYTES = 2 + 2 + 10 + 3 + 2 + 128 + 2 + 5 + 1 + 5;
 
 /** What a service uses of its session. */
 export interface ServiceFlow {
