@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import mri from 'mri';
 import { AppServer, burst, connectToFirstByte, download, downloadSegments, echoRounds, patternDigest, slowConsumer, upload, type UploadResult } from './apps';
 import { CLI, cpuSeconds, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
-import { renderTables, updateDocs, type BehindRecord, type Report } from './report';
+import { README_BEHIND_END, README_BEHIND_START, renderBehindSummary, renderTables, updateDocs, type BehindRecord, type Report } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
 import { execFileSync } from 'node:child_process';
 
@@ -524,6 +524,10 @@ async function main(): Promise<void> {
     if (args.write && !quick && !only) {
       updateDocs(join(root, 'docs/BENCHMARKS.md'), tables);
       log('docs/BENCHMARKS.md updated');
+      if (behind.length > 0) {
+        updateDocs(join(root, 'README.md'), renderBehindSummary(report), README_BEHIND_START, README_BEHIND_END);
+        log('README.md (echo behind bulk) updated');
+      }
     }
   } finally {
     await stack.stop();
