@@ -126,11 +126,13 @@ export function renderTables(report: Report): string {
     '  destination compete for the CPU, so throughput here is CPU-bound. CPU seconds per GiB is the',
     '  figure that carries over to other machines: divide a core\'s seconds by it for a ceiling.',
     '  `--profile DIR` shows where it goes.',
-    '- Fairness: the proxies interleave connections fairly in their own (small) queues, but all',
-    '  connections share one TCP connection per hop. Under a bulk transfer the kernel\'s socket',
-    '  buffers of the source → relay and relay → destination connections hold megabytes (`ss -tn`',
-    '  during a run shows 1-3 MB Send-Q and Recv-Q on each), and a 1-byte message waits behind',
-    '  them: a few ms per MB at these rates. Direct connections each have their own buffers.',
+    '- Fairness and echo behind bulk: all connections share one TCP connection per hop. Each proxy',
+    '  paces what it sends by the delay its pings measure, so the bytes beyond a short queue wait in',
+    '  its per-connection queues, where a connection that sent little goes first (README,',
+    '  "Interactive traffic behind bulk transfers"); the relay forwards in order. On a capped tunnel',
+    '  the queue in front of the limit is what an echo waits for; uncapped on two shared cores it',
+    '  waits mostly for the CPU that the bulk transfer keeps busy in every process of the path',
+    '  (direct TCP\'s own p99 behind bulk is several ms here).',
     '- Slow consumer: the tunnel protocol has no per-connection flow control; between two of our',
     '  proxies the credit/1 extension adds it (README, "Per-connection credit"): a slow reader\'s',
     '  connection stops at its window and the others go on. Without it (the rows "without credit":',
@@ -243,10 +245,12 @@ export function renderBehindSummary(report: Report): string {
       if (runs.length === 0) return '–';
       const rate = (name: string) => median(runs.map((r) => r.figures[name] ?? NaN));
       const rates = ['upKBps', 'downKBps'].map(rate).filter((x) => Number.isFinite(x));
-      const bulk = rates.length === 0 ? '' : `${rates.map((x) => num(x)).join(' + ')} kB/s`;
+      const megabytes = rates.some((x) => x >= 10_000);
+      const bulk = rates.length === 0 ? '' : `${rates.map((x) => num(megabytes ? x / 1000 : x)).join(' + ')} ${megabytes ? 'MB/s' : 'kB/s'}`;
       if (direction === 'alone') return bulk || '–';
       const p50 = median(runs.map((r) => r.figures.p50 ?? NaN));
       const p99 = median(runs.map((r) => r.figures.p99 ?? NaN));
+      if (!Number.isFinite(p50)) return '–';
       return `${num(p50)} / ${num(p99)} ms${bulk ? ` (${bulk})` : ''}`;
     });
     const where = capped === '1' ? `capped at ${report.behindSetup.capBytesPerS / 1000} kB/s` : 'uncapped';
@@ -258,7 +262,7 @@ export function renderBehindSummary(report: Report): string {
     `|---|${paths.map(() => '---').join('|')}|`,
     ...rows,
     '',
-    `(\`npm run bench\`, ${report.date}, median of ${report.runs} runs; load average ${report.load.start.toFixed(1)} → ${report.load.end.toFixed(1)}.)`,
+    `(\`npm run bench\`, ${report.date}, median of ${report.runs} run${report.runs === 1 ? '' : 's'}; load average ${report.load.start.toFixed(1)} → ${report.load.end.toFixed(1)}.)`,
     README_BEHIND_END,
   ].join('\n');
 }
