@@ -5,6 +5,7 @@
  */
 import type { Logger } from '../log';
 import type { ServiceTarget } from '../options';
+import { printable } from '../printable';
 import { MAX_CONNECTION_ID, MAX_STREAM_ID, type ProtocolVersion } from '../protocol/constants';
 import { encodeWindow, ExtensionType } from '../protocol/extension';
 import { encodeFrame } from '../protocol/framing';
@@ -45,7 +46,12 @@ export class ServiceState implements ConnectionOwner {
     /** Message format spoken with the peer for this service: 3, or 2/1 for older peers (decided by Session.observeFormat). */
     public version: ProtocolVersion,
     private readonly flow: ServiceFlow,
-  ) {}
+  ) {
+    this.label = printable(id);
+  }
+
+  /** The id as log lines show it: a source may take ids from the peer's SERVICE_IDS, so escaped. */
+  readonly label: string;
 
   /** The service id on the wire: none in the V1 form. */
   get wireId(): string {
@@ -65,7 +71,7 @@ export class ServiceState implements ConnectionOwner {
 
   /** A new connection of this service, known under its id until it is closed. */
   open(streamId: number, connectionId: number): Connection {
-    const conn = new Connection(this, streamId, connectionId, this.flow.log.fork(`${this.id || 'v1'} stream#${streamId} conn#${connectionId}`));
+    const conn = new Connection(this, streamId, connectionId, this.flow.log.fork(`${this.label || 'v1'} stream#${streamId} conn#${connectionId}`));
     this.connections.set(connectionId, conn);
     this.flow.credit?.open(conn);
     return conn;
@@ -157,7 +163,9 @@ export class ServiceState implements ConnectionOwner {
    */
   private endsStreamInstead(conn: Connection): boolean {
     if (!this.flow.source || this.v3Confirmed || conn.bytesIn > 0 || conn.streamId !== this.streamId) return false;
-    for (const other of this.connections.values()) if (other !== conn && (other.state === 'open' || other.state === 'connecting')) return false;
+    // Another connection still open, connecting or with its last bytes queued: a STREAM_RESET
+    // could overtake those bytes (each connection has its own queue) and cut them off.
+    for (const other of this.connections.values()) if (other !== conn) return false;
     return true;
   }
 

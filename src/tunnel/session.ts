@@ -243,18 +243,18 @@ export class Session implements Producer {
     if (msg.connectionId !== 0 && msg.serviceId !== '') svc.v3Confirmed = true;
     if (msg.serviceId === '') {
       svc.version = 1;
-      this.log.info(`The peer omits service ids (V1 message format): service ${svc.id} now uses one connection at a time`);
+      this.log.info(`The peer omits service ids (V1 message format): service ${svc.label} now uses one connection at a time`);
       return;
     }
     if (svc.version !== 3 || msg.connectionId !== 0) return;
     if (this.mode === 'destination' && msg.type === MessageType.STREAM_START) {
       svc.version = 2;
-      this.log.info(`The peer omits connection ids (V2 message format) for service ${svc.id}: reverting to v2 message format`);
+      this.log.info(`The peer omits connection ids (V2 message format) for service ${svc.label}: reverting to v2 message format`);
       return;
     }
     if (this.mode !== 'source' || msg.type !== MessageType.DATA || msg.streamId !== svc.streamId) return;
     svc.version = 2;
-    this.log.info(`The peer omits connection ids (V2 message format): service ${svc.id} now uses one connection per stream`);
+    this.log.info(`The peer omits connection ids (V2 message format): service ${svc.label} now uses one connection per stream`);
     let kept = false;
     for (const conn of [...svc.connections.values()]) {
       if (conn.streamId !== msg.streamId) continue;
@@ -294,12 +294,12 @@ export class Session implements Producer {
   private onData(svc: ServiceState, msg: Message): void {
     const conn = svc.find(msg);
     if (!conn) {
-      this.log.trace(`Dropping DATA for unknown or stale stream ${msg.streamId} connection ${msg.connectionId} of service ${svc.id}`);
+      this.log.trace(`Dropping DATA for unknown or stale stream ${msg.streamId} connection ${msg.connectionId} of service ${svc.label}`);
       return;
     }
     if (this.credit && (conn.state === 'open' || conn.state === 'connecting') && this.credit.received(conn, msg.payload.length) === 'violation') {
       const w = this.credit.inspect(conn)!;
-      this.log.limited(LogLevel.WARNING, 'credit-violation', `The peer sent ${w.received} bytes on connection ${conn.id} of service ${svc.id}, more than the ${Math.max(w.granted, w.floor)} it was granted: resetting that connection`);
+      this.log.limited(LogLevel.WARNING, 'credit-violation', `The peer sent ${w.received} bytes on connection ${conn.id} of service ${svc.label}, more than the ${Math.max(w.granted, w.floor)} it was granted: resetting that connection`);
       conn.reset('the peer exceeded its credit');
       return;
     }
@@ -369,14 +369,14 @@ export class Session implements Producer {
     }
     if (svc.streamId !== 0 && svc.streamId !== msg.streamId) {
       // The guides say a new stream replaces the old one at once (fixes reference bug 9.3#20).
-      this.log.info(`Stream start received for service id ${svc.id} with new stream id ${msg.streamId}: resetting stream ${svc.streamId}`);
+      this.log.info(`Stream start received for service id ${svc.label} with new stream id ${msg.streamId}: resetting stream ${svc.streamId}`);
       svc.closeAll('a new stream started');
     } else if (svc.streamId === msg.streamId && svc.find(msg)) {
-      this.log.debug(`Ignoring repeated STREAM_START for stream ${msg.streamId} of service ${svc.id}`);
+      this.log.debug(`Ignoring repeated STREAM_START for stream ${msg.streamId} of service ${svc.label}`);
       return;
     }
     svc.streamId = msg.streamId;
-    this.log.debug(`Received service id : ${svc.id}, stream id: ${msg.streamId}`);
+    this.log.debug(`Received service id : ${svc.label}, stream id: ${msg.streamId}`);
     this.openDestination(svc, msg.streamId, msg.connectionId);
   }
 
@@ -426,10 +426,10 @@ export class Session implements Producer {
 
   private onStreamReset(svc: ServiceState, msg: Message): void {
     if (msg.streamId !== svc.streamId) {
-      this.log.trace(`Stale STREAM_RESET for stream ${msg.streamId} of service ${svc.id}: dropped`);
+      this.log.trace(`Stale STREAM_RESET for stream ${msg.streamId} of service ${svc.label}: dropped`);
       return;
     }
-    this.log.debug(`Stream reset received for service ${svc.id} stream ${msg.streamId}`);
+    this.log.debug(`Stream reset received for service ${svc.label} stream ${msg.streamId}`);
     // Reading goes on (fixes reference bug 9.3#21); the next connection starts a new stream.
     svc.closeAll('stream reset by the peer');
   }
@@ -437,7 +437,7 @@ export class Session implements Producer {
   private onConnectionReset(svc: ServiceState, msg: Message): void {
     const conn = svc.find(msg);
     if (!conn) {
-      this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.id}`);
+      this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.label}`);
       return;
     }
     conn.closeFromPeer('connection reset by the peer');
@@ -454,7 +454,7 @@ export class Session implements Producer {
     if (svc.version < 3 && svc.connections.size > 0) {
       if (svc.hasLiveConnection()) {
         // Fixes reference bug 9.4#36: the second connection used to break both.
-        this.log.info(`Refusing connection from ${from} for service ${svc.id}: the peer's V${svc.version} message format allows one connection at a time`);
+        this.log.info(`Refusing connection from ${from} for service ${svc.label}: the peer's V${svc.version} message format allows one connection at a time`);
         socket.destroy();
         return;
       }
@@ -463,7 +463,7 @@ export class Session implements Producer {
       this.outbound.flushNow();
     }
     if (svc.connections.size >= this.settings.maxActiveConnections) {
-      this.log.warn(`Refusing connection from ${from} for service ${svc.id}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
+      this.log.warn(`Refusing connection from ${from} for service ${svc.label}: max_active_connections (${this.settings.maxActiveConnections}) reached`);
       socket.destroy();
       return;
     }
@@ -480,8 +480,8 @@ export class Session implements Producer {
     }
     const conn = svc.open(svc.streamId, id);
     this.log.info(`Accepted tcp connection on port ${socket.localPort} from ${from}`);
-    if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.id}`);
-    else this.log.debug(`sending connection start for service id: ${svc.id} connection id: ${id}`);
+    if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.label}`);
+    else this.log.debug(`sending connection start for service id: ${svc.label} connection id: ${id}`);
     svc.sendStart(conn, type);
     svc.grantFirst(conn);
     conn.attach(socket);

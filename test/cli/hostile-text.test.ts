@@ -5,6 +5,7 @@
  * TLS server answering the upgrade; the proxy is the library's startProxy.
  */
 import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -90,6 +91,30 @@ hostile('messages for an unknown 60 KB service id and a close reason with escape
   } finally {
     await proxy.close();
     await service.close();
+  }
+});
+
+hostile('a single-port destination takes its service id from SERVICE_IDS: the id with escapes is escaped in every connection log line', async () => {
+  const app = createServer((socket) => socket.end());
+  app.listen(0, '127.0.0.1');
+  await once(app, 'listening');
+  const service = await startFakeService();
+  const options = fakeOptions(service, 'destination', { '': (app.address() as AddressInfo).port });
+  const proxy = startProxy(options);
+  try {
+    const peer = await service.peer();
+    const id = `${ESCAPES}SSH`;
+    peer.serviceIds(id);
+    await within(proxy.ready, 5000, 'ready');
+    peer.send({ type: MessageType.STREAM_START, streamId: 1, serviceId: id, connectionId: 1 });
+    await options.capture.waitFor(`${SHOWN}SSH stream#1 conn#1`);
+    await options.capture.waitFor('Received service id');
+    assert.ok(options.capture.has(`Received service id : ${SHOWN}SSH`), options.capture.lines.join(''));
+    assertClean(options.capture);
+  } finally {
+    await proxy.close();
+    await service.close();
+    app.close();
   }
 });
 

@@ -17,7 +17,6 @@
  * the C++ source (no credit) the tunnel pauses as described above.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { suite } from 'uvu';
@@ -25,6 +24,7 @@ import * as assert from 'uvu/assert';
 import { defaultSettings, Logger, startRelay, type Relay } from '../../src/index';
 import { connectTo, echoServer, hashUntilClose, pattern, patternSha256, sendPattern, type AppServer, type Received } from '../helpers/apps';
 import { caDir, spawnProxy, type ChildProxy } from '../helpers/child';
+import { CPP_LOCALPROXY } from '../helpers/cpp';
 import { freePort, within } from '../helpers/wait';
 
 const MiB = 1024 * 1024;
@@ -35,10 +35,6 @@ const INBOUND_BUDGET_BYTES = defaultSettings().inboundBudgetBytes;
 /** From the blocked write to the second echo, and to the application reading (issue 21). */
 const SECOND_ECHO_AFTER_MS = 3_000;
 const HOLD_MS = 90_000;
-/** The C++ reference beside the checkout (`../shared`), or beside the worktrees' parent (`../../shared`). */
-const REFERENCE = ['../../../shared', '../../../../shared']
-  .map((up) => new URL(`${up}/reference/cpp-localproxy/localproxy`, import.meta.url).pathname)
-  .find((path) => existsSync(path)) ?? '../shared/reference/cpp-localproxy/localproxy (not found)';
 
 /** An application that accepts one connection and reads nothing until `read()`. */
 interface StalledApp {
@@ -123,7 +119,7 @@ async function spawnReferenceSource(relay: Relay, caDirPath: string, token: stri
   const ports: Record<string, number> = {};
   for (const id of services) ports[id] = await freePort();
   const mapping = services.map((id) => `${id}=${ports[id]}`).join(',');
-  const child = spawn(REFERENCE, ['-e', `127.0.0.1:${relay.port}`, '-c', caDirPath, '-s', mapping], {
+  const child = spawn(CPP_LOCALPROXY, ['-e', `127.0.0.1:${relay.port}`, '-c', caDirPath, '-s', mapping], {
     env: { ...process.env, AWSIOT_TUNNEL_ACCESS_TOKEN: token },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
