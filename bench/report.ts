@@ -142,11 +142,13 @@ export function renderTables(report: Report): string {
     '  destination compete for the CPU, so throughput here is CPU-bound. CPU seconds per GiB is the',
     '  figure that carries over to other machines: divide a core\'s seconds by it for a ceiling.',
     '  `--profile DIR` shows where it goes.',
-    '- Fairness: the proxies interleave connections fairly in their own (small) queues, but all',
-    '  connections share one TCP connection per hop. Under a bulk transfer the kernel\'s socket',
-    '  buffers of the source → relay and relay → destination connections hold megabytes (`ss -tn`',
-    '  during a run shows 1-3 MB Send-Q and Recv-Q on each), and a 1-byte message waits behind',
-    '  them: a few ms per MB at these rates. Direct connections each have their own buffers.',
+    '- Fairness and echo behind bulk: all connections share one TCP connection per hop. Each proxy',
+    '  paces what it sends by the delay its pings measure, so the bytes beyond a short queue wait in',
+    '  its per-connection queues, where a connection that sent little goes first (README,',
+    '  "Interactive traffic behind bulk transfers"); the relay forwards in order. On a capped tunnel',
+    '  the queue in front of the limit is what an echo waits for; uncapped on two shared cores it',
+    '  waits mostly for the CPU that the bulk transfer keeps busy in every process of the path',
+    '  (direct TCP\'s own p99 behind bulk is several ms here).',
     '- Slow consumer: the tunnel protocol has no per-connection flow control; between two of our',
     '  proxies the credit/1 extension adds it (README, "Per-connection credit"): a slow reader\'s',
     '  connection stops at its window and the others go on. Without it (the rows "without credit":',
@@ -300,13 +302,60 @@ export function renderBehind(report: Report): string[] {
   ];
 }
 
-/** Replaces the marked section of `file` (appends it at the end the first time). */
-export function updateDocs(file: string, tables: string, startMarker = START_MARKER, endMarker = END_MARKER): void {
+export const README_BEHIND_START = '<!-- bench:behind:start -->';
+export const README_BEHIND_END = '<!-- bench:behind:end -->';
+
+const README_DIRECTION: Record<BehindRecord['direction'], string> = {
+  alone: 'an upload alone, no echoes',
+  up: 'behind an upload',
+  down: 'behind a download',
+  both: 'behind an upload and a download',
+};
+
+/**
+ * The echo-behind-bulk figures for the README: one row per cap and direction, one column per
+ * path, each cell the medians "p50 / p99 ms (bulk kB/s)"; between README_BEHIND_START/END.
+ */
+export function renderBehindSummary(report: Report): string {
+  const paths = [...new Set(report.behind.map((r) => r.path))];
+  const keys = [...new Set(report.behind.map((r) => `${r.capped ? 1 : 0}\u0000${r.direction}`))];
+  const median = (values: number[]) => spread(values).median;
+  const rows = keys.map((key) => {
+    const [capped, direction] = key.split('\u0000') as [string, BehindRecord['direction']];
+    const cells = paths.map((path) => {
+      const runs = report.behind.filter((r) => r.path === path && `${r.capped ? 1 : 0}\u0000${r.direction}` === key);
+      if (runs.length === 0) return '–';
+      const rate = (name: string) => median(runs.map((r) => r.figures[name] ?? NaN));
+      const rates = ['upKBps', 'downKBps'].map(rate).filter((x) => Number.isFinite(x));
+      const megabytes = rates.some((x) => x >= 10_000);
+      const bulk = rates.length === 0 ? '' : `${rates.map((x) => num(megabytes ? x / 1000 : x)).join(' + ')} ${megabytes ? 'MB/s' : 'kB/s'}`;
+      if (direction === 'alone') return bulk || '–';
+      const p50 = median(runs.map((r) => r.figures.p50 ?? NaN));
+      const p99 = median(runs.map((r) => r.figures.p99 ?? NaN));
+      if (!Number.isFinite(p50)) return '–';
+      return `${num(p50)} / ${num(p99)} ms${bulk ? ` (${bulk})` : ''}`;
+    });
+    const where = capped === '1' ? `capped at ${report.behindSetup.capBytesPerS / 1000} kB/s` : 'uncapped';
+    return `| ${where}, ${README_DIRECTION[direction]} | ${cells.join(' | ')} |`;
+  });
+  return [
+    README_BEHIND_START,
+    `| 1-byte echo p50 / p99 (bulk rate meanwhile) | ${paths.join(' | ')} |`,
+    `|---|${paths.map(() => '---').join('|')}|`,
+    ...rows,
+    '',
+    `(\`npm run bench\`, ${report.date}, median of ${report.runs} run${report.runs === 1 ? '' : 's'}; load average ${report.load.start.toFixed(1)} → ${report.load.end.toFixed(1)}.)`,
+    README_BEHIND_END,
+  ].join('\n');
+}
+
+/** Replaces the part of `file` between `startMarker` and `endMarker` (appends `section` at the end the first time). */
+export function updateDocs(file: string, section: string, startMarker = START_MARKER, endMarker = END_MARKER): void {
   const text = readFileSync(file, 'utf8');
   const start = text.indexOf(startMarker);
   const end = text.indexOf(endMarker);
   const next = start >= 0 && end > start
-    ? text.slice(0, start) + tables + text.slice(end + endMarker.length)
-    : `${text.trimEnd()}\n\n${tables}\n`;
+    ? text.slice(0, start) + section + text.slice(end + endMarker.length)
+    : `${text.trimEnd()}\n\n${section}\n`;
   writeFileSync(file, next);
 }

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import mri from 'mri';
 import { AppServer, burst, connectToFirstByte, download, downloadSegments, echoRounds, patternDigest, slowConsumer, upload, type UploadResult } from './apps';
 import { CLI, cpuSeconds, syscalls, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
-import { renderTables, renderVersus, updateDocs, VERSUS_END, VERSUS_START, type BehindRecord, type Report, type VersusRecord } from './report';
+import { README_BEHIND_END, README_BEHIND_START, renderBehindSummary, renderTables, renderVersus, updateDocs, VERSUS_END, VERSUS_START, type BehindRecord, type Report, type VersusRecord } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
 import { execFileSync } from 'node:child_process';
 
@@ -601,6 +601,10 @@ async function main(): Promise<void> {
     if (args.write && !quick && !only) {
       updateDocs(join(root, 'docs/BENCHMARKS.md'), tables);
       log('docs/BENCHMARKS.md updated (tunnel)');
+      if (behind.length > 0) {
+        updateDocs(join(root, 'README.md'), renderBehindSummary(report), README_BEHIND_START, README_BEHIND_END);
+        log('README.md (echo behind bulk) updated');
+      }
     }
     // The side-by-side table has places of its own: a full run or `--only versus` rewrites them.
     if (args.write && !quick && (!only || only.includes('versus')) && versus.length > 0) {

@@ -237,7 +237,7 @@ export class Peer implements LinkEnd {
   /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
   private lastPingAt = 0;
   private pingIntervalMs = 0;
-  /** Our pings to this peer while its reading is paused (see startHeartbeat). */
+  /** Our heartbeat (unsolicited pongs) to this peer while its reading is paused (see startHeartbeat). */
   private heartbeat?: NodeJS.Timeout;
   private heartbeatInFlight = false;
   /** A pong handed to ws and not yet written, and the latest ping received meanwhile. */
@@ -382,8 +382,17 @@ export class Peer implements LinkEnd {
   /**
    * While we do not read this peer its pings sit unread behind its data, and its keepalive
    * would take our flow control for a dead service once its last writes fitted in the socket
-   * buffers (nothing of its own is then left waiting). It still reads us, so our pings, at
-   * twice its own ping rate, show we are alive. One at a time; none when pings are faulted off.
+   * buffers (nothing of its own is then left waiting). It still reads us, so a heartbeat at
+   * twice its own ping rate shows we are alive. One at a time; none when pings are faulted off.
+   *
+   * The heartbeat is an unsolicited pong (RFC 6455 5.5.3: a unidirectional heartbeat, no answer
+   * expected), never a ping: a ping asks for a pong, a write that this peer cannot complete
+   * while we do not read it. Boost.Beast (the C++ reference) suspends its WebSocket read until
+   * that pong is written, so a ping here stopped the peer reading until we read it again. With
+   * an echoing application behind the other peer that closed a cycle (we wait for this peer to
+   * read before reading the other peer, whose application waits for it) and an echo through
+   * the C++ source deadlocked. The payload is the time in decimal milliseconds, the only form
+   * the C++ reference accepts in a pong (behaviour spec 3.8).
    */
   private startHeartbeat(): void {
     if (this.heartbeat) return;
@@ -391,7 +400,7 @@ export class Peer implements LinkEnd {
     const beat = (): void => {
       if (!this.answerPings || this.heartbeatInFlight || this.ws.readyState !== this.ws.OPEN) return;
       this.heartbeatInFlight = true;
-      this.ws.ping(undefined, undefined, () => {
+      this.ws.pong(String(Date.now()), undefined, () => {
         this.heartbeatInFlight = false;
       });
     };

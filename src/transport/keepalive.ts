@@ -13,7 +13,7 @@
  * Neither counts as a miss, and no second ping is queued behind the first. A peer that dies
  * while our writes are blocked is reported by TCP itself (retransmission timeout).
  * A service that holds us back after our last writes fitted in the socket buffers has our
- * ping but does not read it; it must show it is alive by other frames (our relay pings us).
+ * ping but does not read it; it must show it is alive by other frames (our relay sends unsolicited pongs).
  *
  * The delay probe (issue 13) pings too, while data flows: its pings carry `q` and a probe id
  * (probePayload), so the two never mistake each other's pongs; any pong still proves the
@@ -64,7 +64,7 @@ export interface KeepaliveOptions {
  * ws's automatic pongs are not used: each waits in our socket while the service does not read
  * us, and ws terminates the connection, silently, once 60 are waiting (`maxPendingAutoPongs`).
  * A service holding us back (flow control: its other side lags) while pinging us to show it is
- * alive - our relay does, twice per ping period of ours - then cut a healthy tunnel after
+ * alive - our relay did, twice per ping period of ours, before it sent pongs instead - then cut a healthy tunnel after
  * 30 s (issue 21). Here a paused tunnel costs one pending pong, however long the pause.
  */
 export function answerPings(ws: WebSocket): void {

@@ -26,6 +26,7 @@ import { LogLevel, type Logger } from '../log';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { packFrames } from '../protocol/framing';
 import { probeId, sendProbe } from '../transport/keepalive';
+import type { Reader } from './inbound';
 import { Pacer } from './pacer';
 import { Scheduler } from './scheduler';
 
@@ -76,6 +77,23 @@ export class Outbound {
     ws.on('pong', this.onPong);
     this.socket = (ws as unknown as { _socket?: Duplex })._socket;
   }
+
+  /**
+   * The WebSocket's reader, for the inbound budget to pause (inbound.ts): while it is paused
+   * the pacer steps aside (pongs wait unread, and holding our sends back could deadlock an
+   * application that echoes), which must take effect at once. Nothing else would run the
+   * next turn: no pong can be read, and the pacer's wake-up may be far off.
+   */
+  readonly reader: Reader = {
+    pause: () => {
+      this.ws.pause();
+      if (this.scheduler.queuedBytes > 0) this.schedule();
+    },
+    resume: () => {
+      this.ws.resume();
+      if (this.scheduler.queuedBytes > 0) this.schedule();
+    },
+  };
 
   /** The DATA payload size for the measured rate (bytes read from a local socket are cut to it). */
   dataPayloadBytes(): number {

@@ -237,7 +237,12 @@ export class Pacer {
     if (readerPaused) this.notePause();
     else this.readerWasPaused = false;
     this.checkStall(now);
-    if (readerPaused || !this.windowed) return fixed;
+    if (readerPaused || !this.windowed) {
+      // Bytes sent while the pacer steps aside cost no pacing credit: charged, they left it
+      // megabytes in debt, and the sending then waited seconds once pacing resumed.
+      this.creditAt = undefined;
+      return fixed;
+    }
     if (this.drain && now - this.drain.since >= DRAIN_LIMIT_MS) this.endDrain(now);
     const windowRoom = this.currentWindow() - this.inFlight;
     const pace = this.pace();
@@ -281,7 +286,7 @@ export class Pacer {
     return times.length > 0 ? Math.min(...times) : undefined;
   }
 
-  /** Bytes handed to ws. */
+  /** Bytes handed to ws (they cost pacing credit only when paced: see `room`). */
   sent(bytes: number, now: number): void {
     this.sentBytes += bytes;
     if (this.inFlight >= this.window - this.messageBytes()) this.limited = true;

@@ -83,7 +83,7 @@ export class Session implements Producer {
     this.log = init.log;
     this.hooks = init.hooks;
     this.outbound = new Outbound(this.ws, this.settings.outboundHighWaterBytes, new Pacer(pacerSettings(this.settings)), this.log);
-    this.inbound = new InboundBudget(this.ws, this.settings.inboundBudgetBytes);
+    this.inbound = new InboundBudget(this.outbound.reader, this.settings.inboundBudgetBytes);
     if (creditWanted(init)) {
       this.credit = new Credit<Connection>({
         initialWindow: this.settings.creditWindowBytes,

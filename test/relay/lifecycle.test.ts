@@ -193,12 +193,15 @@ lifecycle('a slow reader pauses the sender (bounded backlog) and everything arri
   await ctx.events.waitFor('resumed', (e) => e.mode === 'source');
 });
 
-lifecycle('a sender held back for a slow reader is pinged while paused, so its keepalive cannot take flow control for death; the pings stop on resume', async (ctx) => {
+lifecycle('a sender held back for a slow reader gets a heartbeat while paused, so its keepalive cannot take flow control for death: unsolicited pongs with a decimal payload, never pings (a ping stops a Boost.Beast peer reading while its writes wait); it stops on resume', async (ctx) => {
   const { src, dst } = await readyPair(ctx);
   src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
   await dst.next();
-  // The source pings at a steady rate, as our proxy does; the relay pings back at twice it.
+  // The source pings at a steady rate, as our proxy does; the relay's heartbeat runs at twice it.
   src.ws.ping('1');
+  await within(new Promise((resolve) => src.ws.once('pong', resolve)), 5000, 'pong 1');
+  const pings: Buffer[] = [];
+  src.ws.on('ping', (data: Buffer) => pings.push(data));
   dst.ws.pause();
   const payload = Buffer.alloc(64512, 1);
   let sent = 0;
@@ -214,12 +217,18 @@ lifecycle('a sender held back for a slow reader is pinged while paused, so its k
   await ctx.events.waitFor('paused', (e) => e.mode === 'source' && e.receiver === 'destination', 20000);
   // The source has stopped sending; what it sent last is in socket buffers, read by no one.
   pumping = false;
-  const pings: number[] = [];
-  src.ws.on('ping', () => pings.push(Date.now()));
+  /** The relay's heartbeats: pongs that answer none of our pings (ours carry one digit). */
+  const heartbeats: string[] = [];
+  const onPong = (data: Buffer) => {
+    if (data.length > 1) heartbeats.push(data.toString('latin1'));
+  };
+  src.ws.on('pong', onPong);
   await within(new Promise<void>((resolve) => {
-    const check = () => { if (pings.length >= 3) { src.ws.off('ping', check); resolve(); } };
-    src.ws.on('ping', check);
-  }), 5000, 'three pings from the relay to the paused source');
+    const check = () => { if (heartbeats.length >= 3) { src.ws.off('pong', check); resolve(); } };
+    src.ws.on('pong', check);
+  }), 5000, 'three heartbeats from the relay to the paused source');
+  for (const beat of heartbeats) assert.match(beat, /^\d{13}$/, 'a heartbeat carries the time in decimal milliseconds (the C++ reference parses pong payloads as integers)');
+  assert.equal(pings, [], 'no ping to a peer whose writes the relay does not read');
   dst.ws.resume();
   let received = 0;
   await dst.until(() => {
@@ -228,15 +237,19 @@ lifecycle('a sender held back for a slow reader is pinged while paused, so its k
   }, 60000, 'all data at the destination');
   await ctx.events.waitFor('resumed', (e) => e.mode === 'source');
   // Once resumed the source's own pings are answered again; a ping/pong round trip is a
-  // barrier (a relay ping sent before it arrives before its pong), then no more relay pings.
+  // barrier (a heartbeat sent before it arrives before its pong), then no more heartbeats.
   const roundTrip = async (payload: string) => {
     src.ws.ping(payload);
-    await within(new Promise((resolve) => src.ws.once('pong', resolve)), 5000, `pong ${payload}`);
+    await within(new Promise<void>((resolve) => {
+      const answer = (data: Buffer) => { if (data.toString('latin1') === payload) { src.ws.off('pong', answer); resolve(); } };
+      src.ws.on('pong', answer);
+    }), 5000, `pong ${payload}`);
   };
   await roundTrip('2');
-  const before = pings.length;
+  const before = heartbeats.length;
   for (let i = 3; i < 8; i++) await roundTrip(String(i));
-  assert.is(pings.length, before, 'no relay pings once reading resumed');
+  assert.is(heartbeats.length, before, 'no heartbeat once reading resumed');
+  assert.equal(pings, [], 'and never a ping');
 });
 
 lifecycle('a peer that floods starts but never reads its resets is paused, not queued for', async (ctx) => {

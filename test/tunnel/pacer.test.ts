@@ -256,6 +256,27 @@ events('while our reader is paused the fixed window applies (pongs wait unread) 
   assert.is(p.inFlight, 0, 'but it still acknowledges');
 });
 
+events('bytes sent while the pacer steps aside (reader paused) cost no pacing credit: once they are acknowledged, sending goes on at once', () => {
+  const p = new Pacer(settings());
+  p.sent(1000, 0);
+  p.pong(p.probeSent(0), 5);
+  assert.is(p.state, 'paced');
+  assert.ok(p.room(5, 0, false) > 0, 'paced, with a round trip known: the pace applies');
+  // Our reader is paused (an application behind us does not read): the fixed window, for
+  // as long as it lasts; 16 MB go that way.
+  for (let t = 6; t < 6 + 256; t++) {
+    assert.ok(p.room(t, 0, true) > 0);
+    p.sent(64 * 1024, t);
+  }
+  const id = p.probeSent(262);
+  // Reading again: the pong acknowledges everything, and the window and the pace allow sending.
+  assert.ok(p.pong(id, 300));
+  assert.is(p.inFlight, 0);
+  assert.ok(p.room(300, 0, false) > 0, `room ${p.room(300, 0, false)}: nothing owed for the bytes sent unpaced`);
+  const wake = p.wakeAt(300);
+  assert.ok(wake === undefined || wake <= 300 + STALL_MS, `no wake-up far off (${wake})`);
+});
+
 events('a probe unanswered for STALL_MS: the pacer steps aside until a pong comes', () => {
   const p = new Pacer(settings());
   p.sent(1000, 0);

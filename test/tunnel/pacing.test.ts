@@ -148,6 +148,39 @@ pacing('while our reader is paused (pongs unread) the pacer does not hold data b
   }
 });
 
+pacing('the inbound budget pausing our reader while the window holds data back: the pacer steps aside at once, not when a pong or a timer comes', async () => {
+  const svc = await service();
+  try {
+    // A clock that does not move (the STALL_MS fallback never comes) and a pacer that never
+    // asks to be woken (its wake-up, up to STALL_MS away, would also release the data, late;
+    // with a pacing debt it was seconds away): only the pause can run the next turn.
+    class NoWake extends Pacer {
+      override wakeAt(): undefined {
+        return undefined;
+      }
+    }
+    const out = new Outbound(svc.client, 64 << 20, new NoWake(), undefined, () => 0);
+    const bulk = producer();
+    for (let i = 0; i < 20; i++) out.push(bulk, bulkFrame(i));
+    await svc.until(() => svc.pings.length > 0 && svc.bytes() > 0, 5000, 'a probe after the first window');
+    // ws has written the window and run its callbacks (each runs a turn of ours): from here on
+    // nothing but the pause can run one.
+    for (let turns = 0; svc.client.bufferedAmount > 0 || turns < 2; turns++) {
+      assert.ok(turns < 10_000, 'ws writes the first window');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const held = svc.bytes();
+    assert.ok(svc.received.length < 20, 'the window holds the rest back');
+    out.reader.pause();
+    assert.ok(svc.client.isPaused, 'the reader is the WebSocket\'s');
+    await svc.until(() => svc.received.length === 20, 5000, `every frame once the reader is paused (${held} bytes before)`);
+    out.reader.resume();
+    assert.not.ok(svc.client.isPaused);
+  } finally {
+    await svc.close();
+  }
+});
+
 pacing('flow.target_delay_ms 0: no probes, the fixed window as before', async () => {
   const svc = await service();
   try {
