@@ -24,7 +24,7 @@ import * as assert from 'uvu/assert';
 import { defaultSettings, Logger, startRelay, type Relay } from '../../src/index';
 import { connectTo, echoServer, hashUntilClose, pattern, patternSha256, sendPattern, type AppServer, type Received } from '../helpers/apps';
 import { caDir, spawnProxy, type ChildProxy } from '../helpers/child';
-import { CPP_LOCALPROXY } from '../helpers/cpp';
+import { CPP_LOCALPROXY, cppListening } from '../helpers/cpp';
 import { freePort, within } from '../helpers/wait';
 
 const MiB = 1024 * 1024;
@@ -136,6 +136,7 @@ async function spawnReferenceSource(relay: Relay, caDirPath: string, token: stri
     void exited.then(() => reject(new Error(`the C++ source exited before ready:\n${output}`)));
   });
   await within(ready, 15_000, 'C++ source ready');
+  await Promise.all(Object.values(ports).map((port) => cppListening(port)));
   return {
     process: child,
     ports,

@@ -16,7 +16,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort, within } from './wait';
@@ -149,6 +149,35 @@ export const CPP_BIG_WRITE_BUFFER = { tunneling: { proxy: { tcp: { write_buffer_
 export const CPP_LISTENING = /Listening for new connection on port \d+/;
 export const CPP_CONNECTED = /Successfully established websocket connection/;
 
+/**
+ * Resolves once the kernel lists a socket listening on 127.0.0.1/any `port` (/proc/net/tcp and
+ * tcp6, state 0A). The reference logs "Listening for new connection on port N" *before* it calls
+ * listen() (TcpAdapterProxy.cpp, v3.3.1), so a connect right after that line can be refused;
+ * looking at the kernel's table does not make a connection, which a V1/V2 source would take as
+ * a port check.
+ */
+export async function cppListening(port: number, ms = 5000): Promise<void> {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `;
+  const listening = (): boolean => ['/proc/net/tcp', '/proc/net/tcp6'].some((table) => {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      return false;
+    }
+    // Columns: sl local_address rem_address st ...; a listener has st 0A.
+    return text.split('\n').some((line) => {
+      const fields = line.trim().split(/\s+/);
+      return fields.length > 3 && `${fields[1]} `.endsWith(hex) && fields[3] === '0A';
+    });
+  });
+  const deadline = Date.now() + ms;
+  while (!listening()) {
+    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port} ${ms} ms after the reference said it did`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 export async function spawnCpp(spec: CppSpec): Promise<CppProxy> {
   if (!existsSync(CPP_LOCALPROXY)) throw new Error(`the C++ reference binary is missing at ${CPP_LOCALPROXY} (set LOCALPROXY_CPP)`);
   const ports: Record<string, number> = {};
@@ -174,7 +203,7 @@ export async function spawnCpp(spec: CppSpec): Promise<CppProxy> {
     });
   }).finally(() => rmSync(cwd, { recursive: true, force: true }));
   const up = spec.mode === 'source'
-    ? log.waitFor(CPP_LISTENING, { count: Object.keys(ports).length, what: `${log.label} listening` })
+    ? log.waitFor(CPP_LISTENING, { count: Object.keys(ports).length, what: `${log.label} listening` }).then(() => Promise.all(Object.values(ports).map((port) => cppListening(port))))
     : log.waitFor(CPP_CONNECTED, { what: `${log.label} connected` });
   const early = exited.then(({ code, signal }) => { throw new Error(`${log.label} exited (${code ?? signal}) before it was ready`); });
   const ready = Promise.race([up, early]).then(() => {});

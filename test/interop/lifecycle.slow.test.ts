@@ -10,7 +10,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectTo, hashUntilClose, patternSha256, sendPattern, sinkServer, type SinkServer } from '../helpers/apps';
-import { withLogs } from '../helpers/cpp';
+import { cppListening, withLogs } from '../helpers/cpp';
 import { within } from '../helpers/wait';
 import { sinkResult, spawnPeer, startInteropRelay, startMixed, type Mixed, type Peer } from './mixed';
 
@@ -113,6 +113,7 @@ lifecycle('relay restart with --state: the C++ proxy (with -i) and ours reconnec
         const [sourceMark, destinationMark] = marks[i]!;
         await m.destination.log.waitFor(/Successfully established websocket connection/, { from: destinationMark, what: `${m.destination.kind} destination reconnects` });
         await m.source.log.waitFor(m.source.kind === 'cpp' ? /Listening for new connection/ : /Successfully established websocket connection/, { from: sourceMark, what: `${m.source.kind} source reconnects` });
+        if (m.source.kind === 'cpp') await Promise.all(Object.values(m.source.ports).map((port) => cppListening(port)));
         await uploaded(m, 7 + i, 'after the restart');
       }));
       assert.is(await exitCode(spent.destination, 'the C++ destination without -i exits'), 0, 'its exit code');

@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectTo, patternSha256, sendPattern, sinkServer, type SinkServer } from '../helpers/apps';
+import { cppListening } from '../helpers/cpp';
 import { within } from '../helpers/wait';
 import { sinkResult, startMixed, type Mixed, type PeerSpec } from './mixed';
 import { fileSha256, startSshd, type Sshd } from './sshd';
@@ -51,7 +52,10 @@ versions.after(async () => {
 /** Resolves once the source is ready for the next connection (see the module comment). */
 async function previousConnectionOver(m: Mixed, mark: number): Promise<void> {
   if (m.source.kind === 'ours') await m.source.log.waitFor(/Disconnected from/, { from: mark, what: 'our source closes the connection' });
-  else await m.source.log.waitFor(/Listening for new connection on port/, { from: mark, what: 'the C++ source listens again' });
+  else {
+    await m.source.log.waitFor(/Listening for new connection on port/, { from: mark, what: 'the C++ source listens again' });
+    await Promise.all(Object.values(m.source.ports).map((port) => cppListening(port)));
+  }
 }
 
 /** A port check, then the source is given time to see it closed. */
