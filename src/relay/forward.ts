@@ -28,8 +28,6 @@ import type { PeerMode, TunnelRecord } from './tunnels';
  * socket (without a bandwidth); resume it below a quarter of it.
  */
 export const HIGH_WATER_BYTES = 256 * 1024;
-/** Where a sender held back by a HIGH_WATER_BYTES backlog is resumed (a cluster's bridges use the same marks). */
-export const LOW_WATER_BYTES = HIGH_WATER_BYTES / 4;
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
 /** Bounds of the ping interval towards a peer we hold back (half its own ping interval). */
@@ -203,7 +201,53 @@ export class TunnelLink {
   }
 }
 
-export class Peer implements LinkEnd {
+/**
+ * The sending half that every LinkEnd shares: whole frames to its WebSocket, the bytes handed
+ * over and not yet written (`unsent`), and the senders held back because of them, resumed once
+ * the backlog is below a quarter of `highWater`.
+ */
+export abstract class Outlet {
+  abstract readonly ws: WebSocket;
+  abstract readonly highWater: number;
+  /** A close was started: nothing more is sent. */
+  closing = false;
+  /** Bytes handed to ws.send whose write callback has not run yet. */
+  unsent = 0;
+  bytesOut = 0;
+  /** Senders paused because this end's backlog is above its high-water mark. */
+  protected readonly pausedSenders = new Set<Sender>();
+
+  sendFrames(frames: Buffer[]): void {
+    if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
+    if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
+    for (const payload of packFrames(frames)) this.sendMessage(payload);
+  }
+
+  holdBack(sender: Sender): void {
+    this.pausedSenders.add(sender);
+  }
+
+  /** Resumes every sender held back because of this end (its backlog drained, or it is gone). */
+  protected releaseSenders(): void {
+    for (const sender of this.pausedSenders) sender.resumeReading();
+    this.pausedSenders.clear();
+  }
+
+  /** One WebSocket message of whole frames. */
+  private sendMessage(payload: Buffer): void {
+    const length = payload.length;
+    this.unsent += length;
+    this.bytesOut += length;
+    this.ws.send(payload, { binary: true }, () => this.onSent(length));
+  }
+
+  private onSent(length: number): void {
+    this.unsent -= length;
+    if (this.unsent < this.highWater / 4 && this.pausedSenders.size > 0) this.releaseSenders();
+  }
+}
+
+export class Peer extends Outlet implements LinkEnd {
   readonly link: TunnelLink;
   readonly ws: WebSocket;
   readonly socket: Socket;
@@ -216,23 +260,17 @@ export class Peer implements LinkEnd {
   /** Set when this peer was replaced: it no longer takes part in the tunnel. */
   detached = false;
   bytesIn = 0;
-  bytesOut = 0;
   answerPings = true;
   private readonly decoder = new FrameDecoder();
   /** How this peer's messages are validated: one object for all of them. */
   private readonly validation: ValidateOptions;
-  /** Bytes handed to ws.send whose write callback has not run yet. */
-  unsent = 0;
   /** Above this many unsent bytes, senders to this peer are paused; resumed below a quarter of it. */
   readonly highWater: number;
-  /** Senders paused because this peer's backlog is above the high-water mark. */
-  private readonly pausedSenders = new Set<Sender>();
   /** Why this peer is not read: its receiver's backlog, its bandwidth budget (either or both). */
   private heldForBacklog = false;
   private heldForBandwidth = false;
   private readonly bucket?: TokenBucket;
   private bandwidthTimer?: NodeJS.Timeout;
-  closing = false;
   private readonly startedAt = Date.now();
   /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
   private lastPingAt = 0;
@@ -245,6 +283,7 @@ export class Peer implements LinkEnd {
   private pendingPing?: Buffer;
 
   constructor(link: TunnelLink, init: PeerInit) {
+    super();
     this.link = link;
     this.ws = init.ws;
     this.socket = init.socket;
@@ -306,24 +345,6 @@ export class Peer implements LinkEnd {
   /** A V1 peer gets no service ids. */
   wireServiceId(serviceId: string): string {
     return this.version === 1 ? '' : serviceId;
-  }
-
-  sendFrames(frames: Buffer[]): void {
-    if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
-    if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
-    for (const payload of packFrames(frames)) this.sendMessage(payload);
-  }
-
-  /** One WebSocket message of whole frames. */
-  private sendMessage(payload: Buffer): void {
-    const length = payload.length;
-    this.unsent += length;
-    this.bytesOut += length;
-    this.ws.send(payload, { binary: true }, () => this.onSent(length));
-  }
-
-  holdBack(sender: Sender): void {
-    this.pausedSenders.add(sender);
   }
 
   /** The receiver's backlog no longer holds this peer back. */
@@ -412,14 +433,6 @@ export class Peer implements LinkEnd {
   private stopHeartbeat(): void {
     clearInterval(this.heartbeat);
     this.heartbeat = undefined;
-  }
-
-  private onSent(length: number): void {
-    this.unsent -= length;
-    if (this.unsent < this.highWater / 4 && this.pausedSenders.size > 0) {
-      for (const sender of this.pausedSenders) sender.resumeReading();
-      this.pausedSenders.clear();
-    }
   }
 
   private onWsPing(data: Buffer): void {

@@ -12,10 +12,10 @@
  */
 import type { RawData, WebSocket } from 'ws';
 import { LogLevel, type Logger } from '../../log';
-import { encodeFrame, FrameDecoder, packFrames } from '../../protocol/framing';
+import { encodeFrame, FrameDecoder } from '../../protocol/framing';
 import { MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
 import type { Message, MessageInit } from '../../protocol/message';
-import { fitCloseReason, HIGH_WATER_BYTES, LOW_WATER_BYTES, Peer, type LinkEnd, type Sender, type TunnelLink } from '../forward';
+import { fitCloseReason, HIGH_WATER_BYTES, Outlet, Peer, type LinkEnd, type TunnelLink } from '../forward';
 import type { PeerMode } from '../record';
 
 /** The far peer left its node (or was closed there): the bridge is not to be dialed again for it. */
@@ -40,19 +40,15 @@ export interface RemotePeerInit {
   onClosed: (end: RemotePeer, code: number) => void;
 }
 
-export class RemotePeer implements LinkEnd {
+export class RemotePeer extends Outlet implements LinkEnd {
   readonly mode: PeerMode;
   readonly node: string;
   readonly log: Logger;
   readonly link: TunnelLink;
   readonly ws: WebSocket;
-  closing = false;
   detached = false;
-  unsent = 0;
   readonly highWater = HIGH_WATER_BYTES;
   bytesIn = 0;
-  bytesOut = 0;
-  private readonly pausedSenders = new Set<Sender>();
   private readonly decoder = new FrameDecoder();
   private readonly onClosedHook: RemotePeerInit['onClosed'];
   private readonly pingMs: number;
@@ -61,6 +57,7 @@ export class RemotePeer implements LinkEnd {
   private closed = false;
 
   constructor(init: RemotePeerInit) {
+    super();
     this.link = init.link;
     this.ws = init.ws;
     this.mode = init.mode;
@@ -109,23 +106,6 @@ export class RemotePeer implements LinkEnd {
     return serviceId;
   }
 
-  sendFrames(frames: Buffer[]): void {
-    if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
-    if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
-    for (const payload of packFrames(frames)) this.sendMessage(payload);
-  }
-
-  private sendMessage(payload: Buffer): void {
-    const length = payload.length;
-    this.unsent += length;
-    this.bytesOut += length;
-    this.ws.send(payload, { binary: true }, () => this.onSent(length));
-  }
-
-  holdBack(sender: Sender): void {
-    this.pausedSenders.add(sender);
-  }
-
   resumeReading(): void {
     if (!this.ws.isPaused) return;
     // Time spent paused is not silence.
@@ -149,14 +129,6 @@ export class RemotePeer implements LinkEnd {
   terminate(): void {
     this.closing = true;
     this.ws.terminate();
-  }
-
-  private onSent(length: number): void {
-    this.unsent -= length;
-    if (this.unsent < LOW_WATER_BYTES && this.pausedSenders.size > 0) {
-      for (const sender of this.pausedSenders) sender.resumeReading();
-      this.pausedSenders.clear();
-    }
   }
 
   /** Frames from the far peer, for the local peer of the other mode. */
@@ -224,8 +196,7 @@ export class RemotePeer implements LinkEnd {
     clearInterval(this.pinger);
     this.decoder.reset();
     // A local sender paused because of this end must not stay paused.
-    for (const sender of this.pausedSenders) sender.resumeReading();
-    this.pausedSenders.clear();
+    this.releaseSenders();
     this.link.peerClosed(this);
     this.onClosedHook(this, code);
   }
