@@ -17,12 +17,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import WebSocket from 'ws';
 import { TunnelApiClient } from '../src/api/client';
-import { SUBPROTOCOL_V3 } from '../src/protocol/constants';
 import { encodeFrame, FrameDecoder } from '../src/protocol/framing';
 import { MessageType } from '../src/protocol/message';
 import { CLI, cpuSeconds, spawnChild, type Child } from './procs';
+import { connectPeer, pump, waitReceived } from './raw-peer';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: number) => {
@@ -32,8 +31,6 @@ const arg = (name: string, fallback: number) => {
 const MiB = 1024 * 1024;
 const BYTES = Math.floor((arg('--mib', 256) * MiB) / 64512) * 64512;
 const ECHOES = arg('--echoes', 2000);
-const PAYLOAD = 64512;
-const SEND_WINDOW = 8 * MiB;
 const CREDENTIALS = { accessKeyId: 'AKIDBENCH', secretAccessKey: 'bench-secret' };
 const ENV = {
   LOCALPROXY_RELAY_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
@@ -41,49 +38,6 @@ const ENV = {
   LOCALPROXY_RELAY_CLUSTER_SECRET: 'bench cluster secret, 16+ bytes',
 };
 
-interface Peer { ws: WebSocket; received: number; onData?: (payload: Uint8Array) => void }
-
-function connect(url: string, mode: 'source' | 'destination', token: string, ca: string): Promise<Peer> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false });
-    const peer: Peer = { ws, received: 0 };
-    const decoder = new FrameDecoder();
-    ws.on('message', (data: Buffer) => decoder.push(data, (msg) => {
-      if (msg.type !== MessageType.DATA) return;
-      peer.received += msg.payload.length;
-      peer.onData?.(msg.payload);
-    }, (err) => { throw err; }));
-    ws.once('open', () => {
-      (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
-      resolve(peer);
-    });
-    ws.once('error', reject);
-  });
-}
-
-function pump(src: Peer, bytes: number): Promise<void> {
-  const frame = encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: 'bulk', connectionId: 1, payload: Buffer.alloc(PAYLOAD, 0x5a) });
-  let sent = 0;
-  return new Promise((resolve) => {
-    const step = () => {
-      while (sent < bytes && src.ws.bufferedAmount < SEND_WINDOW) {
-        src.ws.send(frame);
-        sent += PAYLOAD;
-      }
-      if (sent < bytes) setTimeout(step, 1);
-      else resolve();
-    };
-    step();
-  });
-}
-
-function received(peer: Peer, bytes: number): Promise<void> {
-  return new Promise((resolve) => {
-    const check = () => { if (peer.received >= bytes) resolve(); };
-    peer.onData = check;
-    check();
-  });
-}
 
 async function freePort(): Promise<number> {
   const server = createServer().listen(0, '127.0.0.1');
@@ -119,8 +73,8 @@ function percentile(sorted: number[], p: number): number {
 async function measure(name: string, urls: [string, string], relays: Child[], ca: string): Promise<string[]> {
   const api = new TunnelApiClient({ endpoint: urls[0].replace('wss:', 'https:'), region: 'us-east-1', credentials: CREDENTIALS, ca });
   const t = await api.call<{ sourceAccessToken: string; destinationAccessToken: string }>('OpenTunnel', { destinationConfig: { services: ['bulk'] } });
-  const dst = await connect(urls[1], 'destination', t.destinationAccessToken, ca);
-  const src = await connect(urls[0], 'source', t.sourceAccessToken, ca);
+  const dst = await connectPeer(urls[1], 'destination', t.destinationAccessToken, ca);
+  const src = await connectPeer(urls[0], 'source', t.sourceAccessToken, ca);
   // The bridge is up once a STREAM_START reaches the destination (before that it is answered with a reset).
   const started = new Promise<void>((resolve) => {
     const decoder = new FrameDecoder();
@@ -135,7 +89,7 @@ async function measure(name: string, urls: [string, string], relays: Child[], ca
 
   const cpu0 = relays.map((r) => cpuSeconds(r.pid));
   const t0 = process.hrtime.bigint();
-  await Promise.all([pump(src, BYTES), received(dst, BYTES)]);
+  await Promise.all([pump(src, 'bulk', BYTES), waitReceived(dst, BYTES)]);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = relays.map((r, i) => cpuSeconds(r.pid) - cpu0[i]).reduce((a, b) => a + b, 0);
 

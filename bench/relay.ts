@@ -14,12 +14,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
-import WebSocket from 'ws';
 import { TunnelApiClient } from '../src/api/client';
-import { SUBPROTOCOL_V3 } from '../src/protocol/constants';
-import { encodeFrame, FrameDecoder } from '../src/protocol/framing';
+import { encodeFrame } from '../src/protocol/framing';
 import { MessageType } from '../src/protocol/message';
 import { cpuSeconds, peakRssMiB, resetPeakRss, rssMiB, spawnChild } from './procs';
+import { connectPeer, PAYLOAD, pump, waitReceived } from './raw-peer';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: number) => {
@@ -29,55 +28,8 @@ const arg = (name: string, fallback: number) => {
 const GIB = arg('--gib', 1);
 const TUNNELS = arg('--tunnels', 100);
 const MiB = 1024 * 1024;
-const PAYLOAD = 64512;
-const SEND_WINDOW = 8 * MiB;
 const CREDENTIALS = { accessKeyId: 'AKIDBENCH', secretAccessKey: 'bench-secret' };
 
-interface Peer { ws: WebSocket; received: number; messages: number; onProgress?: () => void }
-
-function connect(url: string, mode: 'source' | 'destination', token: string, ca: string): Promise<Peer> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false });
-    const peer: Peer = { ws, received: 0, messages: 0 };
-    const decoder = new FrameDecoder();
-    ws.on('message', (data: Buffer) => {
-      decoder.push(data, (msg) => {
-        if (msg.type === MessageType.DATA) {
-          peer.received += msg.payload.length;
-          peer.messages++;
-        }
-      }, (err) => { throw err; });
-      peer.onProgress?.();
-    });
-    ws.once('open', () => resolve(peer));
-    ws.once('error', reject);
-  });
-}
-
-/** Sends `bytes` of DATA from `src`, never more than SEND_WINDOW buffered locally. */
-function pump(src: Peer, service: string, bytes: number): Promise<void> {
-  const frame = encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: service, connectionId: 1, payload: Buffer.alloc(PAYLOAD, 0x5a) });
-  let sent = 0;
-  return new Promise((resolve) => {
-    const step = () => {
-      while (sent < bytes && src.ws.bufferedAmount < SEND_WINDOW) {
-        src.ws.send(frame);
-        sent += PAYLOAD;
-      }
-      if (sent < bytes) setTimeout(step, 1);
-      else resolve();
-    };
-    step();
-  });
-}
-
-function waitReceived(peer: Peer, bytes: number): Promise<void> {
-  return new Promise((resolve) => {
-    const check = () => { if (peer.received >= bytes) resolve(); };
-    peer.onProgress = check;
-    check();
-  });
-}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'relay-bench-'));
@@ -97,8 +49,8 @@ async function main(): Promise<void> {
     // 1. Throughput.
     {
       const t = await api.call<{ sourceAccessToken: string; destinationAccessToken: string }>('OpenTunnel', { destinationConfig: { services: ['bulk'] } });
-      const src = await connect(url, 'source', t.sourceAccessToken, ca);
-      const dst = await connect(url, 'destination', t.destinationAccessToken, ca);
+      const src = await connectPeer(url, 'source', t.sourceAccessToken, ca);
+      const dst = await connectPeer(url, 'destination', t.destinationAccessToken, ca);
       src.ws.send(encodeFrame({ type: MessageType.STREAM_START, streamId: 1, serviceId: 'bulk', connectionId: 1 }));
       const bytes = Math.floor((GIB * 1024 * MiB) / PAYLOAD) * PAYLOAD;
       resetPeakRss(relay.pid);
@@ -133,8 +85,8 @@ async function main(): Promise<void> {
       const t0 = process.hrtime.bigint();
       const pairs = await Promise.all(Array.from({ length: TUNNELS }, async (_, i) => {
         const t = await api.call<{ sourceAccessToken: string; destinationAccessToken: string }>('OpenTunnel', { destinationConfig: { services: [`s${i}`] } });
-        const src = await connect(url, 'source', t.sourceAccessToken, ca);
-        const dst = await connect(url, 'destination', t.destinationAccessToken, ca);
+        const src = await connectPeer(url, 'source', t.sourceAccessToken, ca);
+        const dst = await connectPeer(url, 'destination', t.destinationAccessToken, ca);
         return { i, src, dst };
       }));
       const connectedRss = rssMiB(relay.pid);

@@ -1,0 +1,68 @@
+/**
+ * Raw tunnel peers for the relay benchmarks (bench/relay.ts, bench/relay-cluster.ts): a
+ * WebSocket client with our codec and no proxy behind it, so the figures are the relay's.
+ */
+import WebSocket from 'ws';
+import { SUBPROTOCOL_V3 } from '../src/protocol/constants';
+import { encodeFrame, FrameDecoder } from '../src/protocol/framing';
+import { MessageType } from '../src/protocol/message';
+
+const MiB = 1024 * 1024;
+/** DATA payload of every message pumped: the largest the protocol allows. */
+export const PAYLOAD = 64512;
+/** A pump never has more than this buffered locally. */
+const SEND_WINDOW = 8 * MiB;
+
+export interface RawPeer {
+  ws: WebSocket;
+  /** DATA payload bytes received, and DATA messages. */
+  received: number;
+  messages: number;
+  /** Called for every DATA message received. */
+  onData?: (payload: Uint8Array) => void;
+}
+
+export function connectPeer(url: string, mode: 'source' | 'destination', token: string, ca: string): Promise<RawPeer> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false });
+    const peer: RawPeer = { ws, received: 0, messages: 0 };
+    const decoder = new FrameDecoder();
+    ws.on('message', (data: Buffer) => decoder.push(data, (msg) => {
+      if (msg.type !== MessageType.DATA) return;
+      peer.received += msg.payload.length;
+      peer.messages++;
+      peer.onData?.(msg.payload);
+    }, (err) => { throw err; }));
+    ws.once('open', () => {
+      (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
+      resolve(peer);
+    });
+    ws.once('error', reject);
+  });
+}
+
+/** Sends `bytes` of DATA for `service` from `src`, never more than SEND_WINDOW buffered locally. */
+export function pump(src: RawPeer, service: string, bytes: number): Promise<void> {
+  const frame = encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: service, connectionId: 1, payload: Buffer.alloc(PAYLOAD, 0x5a) });
+  let sent = 0;
+  return new Promise((resolve) => {
+    const step = () => {
+      while (sent < bytes && src.ws.bufferedAmount < SEND_WINDOW) {
+        src.ws.send(frame);
+        sent += PAYLOAD;
+      }
+      if (sent < bytes) setTimeout(step, 1);
+      else resolve();
+    };
+    step();
+  });
+}
+
+/** Resolves once `peer` has received `bytes` of DATA payload (it takes over `onData`). */
+export function waitReceived(peer: RawPeer, bytes: number): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => { if (peer.received >= bytes) resolve(); };
+    peer.onData = check;
+    check();
+  });
+}
