@@ -247,6 +247,45 @@ export abstract class Outlet {
   }
 }
 
+/**
+ * What one WebSocket message brings for a receiver: each frame as it came where the receiver
+ * takes it unchanged, re-encoded where not. When every frame of the message went as it came,
+ * the message itself is forwarded: no re-encoding, no copy, one send (issue 15). A peer and a
+ * cluster bridge forward through it alike.
+ */
+export class Relayed {
+  private readonly frames: Buffer[] = [];
+  private asReceived = false;
+
+  /** A message begins; `whole`: no part of a frame from an earlier message is pending. */
+  begin(whole: boolean): void {
+    this.frames.length = 0;
+    this.asReceived = whole;
+  }
+
+  /** A frame of this message is not forwarded to the receiver. */
+  skip(): void {
+    this.asReceived = false;
+  }
+
+  /** `msg` for `to`: its original bytes when it has them and its service id reaches `to` as it arrived. */
+  add(to: LinkEnd, msg: Message, frame: Uint8Array | undefined, receivedServiceId: string): void {
+    if (frame && to.wireServiceId(msg.serviceId) === receivedServiceId) {
+      this.frames.push(frame as Buffer);
+    } else {
+      this.asReceived = false;
+      this.frames.push(to.frameFor(msg));
+    }
+  }
+
+  /** Sends the message's frames to `to`; `whole`: it was decoded without error up to its last byte. */
+  deliver(to: LinkEnd, chunk: Buffer, whole: boolean): void {
+    if (this.asReceived && whole && this.frames.length > 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) to.sendFrames([chunk]);
+    else to.sendFrames(this.frames);
+    this.frames.length = 0;
+  }
+}
+
 export class Peer extends Outlet implements LinkEnd {
   readonly link: TunnelLink;
   readonly ws: WebSocket;
@@ -472,11 +511,9 @@ export class Peer extends Outlet implements LinkEnd {
   // State of the WebSocket message being decoded (onWsMessage), in fields so that decoding
   // needs no closure and no arrays of its own per message.
   private receiver?: LinkEnd;
-  private readonly forward: Buffer[] = [];
+  private readonly relayed = new Relayed();
   private readonly replies: Buffer[] = [];
   private error?: string;
-  /** Every frame so far goes to the receiver as it came: the whole message can be forwarded. */
-  private asReceived = false;
 
   private onWsMessage(data: RawData, isBinary: boolean): void {
     if (this.closing) return;
@@ -485,23 +522,16 @@ export class Peer extends Outlet implements LinkEnd {
     this.bytesIn += chunk.length;
     this.charge(chunk.length);
     const other = this.detached ? undefined : this.link.other(this.mode);
-    const forward = this.forward;
     const replies = this.replies;
     this.receiver = other && !other.closing ? other : undefined;
     this.error = undefined;
-    // A message that holds whole frames only, every one forwarded as it came, is forwarded as it
-    // came: no re-encoding, no copy (issue 15).
-    this.asReceived = this.decoder.bufferedBytes === 0;
+    this.relayed.begin(this.decoder.bufferedBytes === 0);
     this.decoder.push(chunk, this.onFrame, this.onDecodeError);
     const error = this.error;
     this.receiver = undefined;
     this.error = undefined;
     // Whatever arrived before a violation is still delivered, in order.
-    if (other) {
-      if (this.asReceived && !error && forward.length > 0 && this.decoder.bufferedBytes === 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) other.sendFrames([chunk]);
-      else other.sendFrames(forward);
-    }
-    forward.length = 0;
+    if (other) this.relayed.deliver(other, chunk, !error && this.decoder.bufferedBytes === 0);
     const replied = replies.length > 0;
     if (replied) {
       this.sendFrames(replies);
@@ -535,22 +565,17 @@ export class Peer extends Outlet implements LinkEnd {
     if (this.error) return;
     const other = this.receiver;
     if (!other) {
-      this.asReceived = false;
+      this.relayed.skip();
       this.answerAbsent(msg, this.replies);
       return;
     }
     if (!other.takes(msg.type)) {
-      this.asReceived = false;
+      this.relayed.skip();
       this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
       return;
     }
     this.link.track(msg);
-    if (frame && other.wireServiceId(msg.serviceId) === received) {
-      this.forward.push(frame as Buffer);
-    } else {
-      this.asReceived = false;
-      this.forward.push(other.frameFor(msg));
-    }
+    this.relayed.add(other, msg, frame, received);
   };
 
   private readonly onDecodeError = (err: Error): void => {

@@ -13,9 +13,8 @@
 import type { RawData, WebSocket } from 'ws';
 import { LogLevel, type Logger } from '../../log';
 import { encodeFrame, FrameDecoder } from '../../protocol/framing';
-import { MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
 import type { Message, MessageInit } from '../../protocol/message';
-import { fitCloseReason, HIGH_WATER_BYTES, Outlet, Peer, type LinkEnd, type TunnelLink } from '../forward';
+import { fitCloseReason, HIGH_WATER_BYTES, Outlet, Peer, Relayed, type LinkEnd, type TunnelLink } from '../forward';
 import type { PeerMode } from '../record';
 
 /** The far peer left its node (or was closed there): the bridge is not to be dialed again for it. */
@@ -137,20 +136,14 @@ export class RemotePeer extends Outlet implements LinkEnd {
     this.bytesIn += chunk.length;
     const local = this.detached ? undefined : this.link.other(this.mode);
     const receiver = local instanceof Peer && !local.closing ? local : undefined;
-    const forward = this.forward;
     this.receiver = receiver;
     this.error = undefined;
-    // A message of whole frames that all go to the local peer as they came is forwarded as it came.
-    this.asReceived = this.decoder.bufferedBytes === 0;
+    this.relayed.begin(this.decoder.bufferedBytes === 0);
     this.decoder.push(chunk, this.onFrame, this.onDecodeError);
     const error = this.error;
     this.receiver = undefined;
     this.error = undefined;
-    if (receiver) {
-      if (this.asReceived && !error && forward.length > 0 && this.decoder.bufferedBytes === 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) receiver.sendFrames([chunk]);
-      else receiver.sendFrames(forward);
-    }
-    forward.length = 0;
+    if (receiver) this.relayed.deliver(receiver, chunk, !error && this.decoder.bufferedBytes === 0);
     if (error) {
       this.log.error(error);
       this.close(1008, 'undecodable frame');
@@ -164,25 +157,18 @@ export class RemotePeer extends Outlet implements LinkEnd {
 
   // State of the bridge message being decoded (onMessage): fields, so no closure per message.
   private receiver?: Peer;
-  private readonly forward: Buffer[] = [];
+  private readonly relayed = new Relayed();
   private error?: string;
-  private asReceived = false;
 
   private readonly onFrame = (msg: Message, frame: Uint8Array | undefined): void => {
     if (this.error) return;
     const receiver = this.receiver;
     if (receiver && !receiver.takes(msg.type)) {
-      this.asReceived = false;
+      this.relayed.skip();
       return;
     }
     this.link.track(msg);
-    if (!receiver) return;
-    if (frame && receiver.wireServiceId(msg.serviceId) === msg.serviceId) {
-      this.forward.push(frame as Buffer);
-    } else {
-      this.asReceived = false;
-      this.forward.push(receiver.frameFor(msg));
-    }
+    if (receiver) this.relayed.add(receiver, msg, frame, msg.serviceId);
   };
 
   private readonly onDecodeError = (err: Error): void => {
