@@ -1,7 +1,7 @@
 /**
  * A throw-away OpenSSH server on a free port of 127.0.0.1 (host and client keys generated in a
  * temporary directory, key authentication only), and `ssh`/`scp` runs against a tunnel port.
- * The same setup as test/e2e/ssh.slow.test.ts.
+ * Used by the interop suite and the e2e ssh tests.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
