@@ -362,7 +362,7 @@ export function renderBehindSummary(report: Report): string {
       const rates = ['upKBps', 'downKBps'].map(rate).filter((x) => Number.isFinite(x));
       const megabytes = rates.some((x) => x >= 10_000);
       const bulk = rates.length === 0 ? '' : `${rates.map((x) => num(megabytes ? x / 1000 : x)).join(' + ')} ${megabytes ? 'MB/s' : 'kB/s'}`;
-      if (runs.every((r) => r.outcome)) return outcomes(runs);
+      if (runs.every((r) => r.outcome)) return `${outcomes(runs)}${bulk ? ` (${bulk})` : ''}`;
       if (direction === 'alone') return bulk || '–';
       const p50 = median(runs.map((r) => r.figures.p50 ?? NaN));
       const p99 = median(runs.map((r) => r.figures.p99 ?? NaN));

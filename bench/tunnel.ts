@@ -399,6 +399,9 @@ function behindBulk(app: AppServer, echoes: EchoProcesses, stack: Stack | undefi
     failed.catch(() => {});
     let echoing: Promise<number[]> | undefined;
     let waitTimer: NodeJS.Timeout | undefined;
+    let from = NaN;
+    /** Each transfer's rate (kB/s) from the start of the echoes until now. */
+    const rates = (): Figures => Object.fromEntries(transfers.map((t) => [`${t.name}KBps`, rateWithin(t.progress, from, performance.now()) / 1000]));
     try {
       const firstSegments = new Promise<never>((_, reject) => {
         waitTimer = setTimeout(() => {
@@ -409,7 +412,7 @@ function behindBulk(app: AppServer, echoes: EchoProcesses, stack: Stack | undefi
       await Promise.race([Promise.all(started), failed, firstSegments]);
       clearTimeout(waitTimer);
       phase = 'while the echoes ran';
-      const from = performance.now();
+      from = performance.now();
       let rtts: number[] = [];
       if (direction === 'alone') await Promise.race([new Promise((resolve) => setTimeout(resolve, durationMs)), failed]);
       else {
@@ -419,13 +422,12 @@ function behindBulk(app: AppServer, echoes: EchoProcesses, stack: Stack | undefi
         });
         rtts = await Promise.race([echoing, failed]);
       }
-      const to = performance.now();
       const figures: Figures = {};
       if (rtts.length > 0) Object.assign(figures, { p50: percentile(rtts, 50) / 1000, p99: percentile(rtts, 99) / 1000, rounds: rtts.length });
-      for (const t of transfers) figures[`${t.name}KBps`] = rateWithin(t.progress, from, to) / 1000;
-      return Object.assign(figures, rssFigures(peaks));
+      return Object.assign(figures, rates(), rssFigures(peaks));
     } catch (err) {
-      if (err instanceof Outcome) throw Object.assign(err, { figures: rssFigures(peaks) });
+      // An outcome keeps what was measured until then: the transfers' rates while the echo waited.
+      if (err instanceof Outcome) throw Object.assign(err, { figures: { ...(Number.isNaN(from) ? {} : rates()), ...rssFigures(peaks) } });
       throw err;
     } finally {
       clearTimeout(waitTimer);
