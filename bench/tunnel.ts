@@ -9,7 +9,11 @@
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
  * built CLI (`node dist/localproxy.cjs`) on loopback, one application server in this process, and runs every workload once over a
  * direct connection to the server and once through the tunnel, alternating, `runs` times
- * (default 3). Prints the tables and, unless --no-write or --quick, replaces the part of
+ * (default 3). The echo-behind-bulk workloads (`behind`, `behindCapped`) time their echoes in two
+ * processes of their own (bench/echo-child.ts), apart from the bulk clients and server here;
+ * `--behind-paths` runs them over some paths only, `--reference-log-level 6` (with BENCH_LOG=1)
+ * shows every message the C++ reference sends and receives. Prints the tables and, unless
+ * --no-write or --quick, replaces the part of
  * docs/BENCHMARKS.md between `<!-- bench:tunnel:start -->` and `<!-- bench:tunnel:end -->`.
  * --quick uses small sizes, for trying the harness out; --only runs some workloads (and never
  * writes the docs); --profile DIR has the child processes write V8 CPU profiles (.cpuprofile) there.
