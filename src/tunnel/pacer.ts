@@ -30,11 +30,13 @@
  * The target is the setting (`flow.target_delay_ms`), but never more than TARGET_MESSAGES full
  * messages at the delivery rate: on a fast link a few messages keep the service busy, and an
  * interactive frame then waits a fraction of a millisecond, not the whole target.
- * Probes go out while data flows: one as soon as a message's worth is in flight without one,
- * then one per quarter window, at most four outstanding; none when idle. A few bytes on an idle
- * path (a keystroke, an echo) get a probe only every IDLE_PROBE_EVERY_MS: one per message
- * doubled the frames of an interactive session at every hop (the relay answers each ping) for
- * nothing the pacer needs, since such bytes never fill a window.
+ * Probes go out while data flows: one per quarter window (or message) sent, at most four
+ * outstanding, which is a few round-trip samples per window move; none when idle. Fewer bytes
+ * than that get a probe only when none is out and IDLE_PROBE_EVERY_MS have passed (it keeps the
+ * base round trip fresh). Every probe costs a frame each way through the service, and the
+ * service's own read, decrypt, encrypt and write: one per lone message doubled the frames of an
+ * interactive session at every hop, and one per flush on a fast link (where pongs come back
+ * within a message) was one per 128 KiB of bulk.
  *
  * Wherever the measure fails the pacer steps aside, to the fixed window of unwritten bytes used
  * before (two WebSocket messages): while our reader is paused (pongs wait unread, and holding
@@ -86,7 +88,7 @@ export const INITIAL_WINDOW_BYTES = 16 * 1024;
 export const MAX_WINDOW_BYTES = 64 * 1024 * 1024;
 /** Probes outstanding at most. */
 export const MAX_PROBES = 4;
-/** Fewer than a smallest message in flight and no probe out: a probe at most this often (it keeps the base round trip fresh). */
+/** Less than a quarter window unprobed and no probe out: a probe at most this often (it keeps the base round trip fresh). */
 export const IDLE_PROBE_EVERY_MS = 100;
 /** A probe unanswered this long: the pacer steps aside until a pong comes. */
 export const STALL_MS = 2000;
@@ -304,9 +306,10 @@ export class Pacer {
   probeDue(now: number): boolean {
     if (this.settings.targetDelayMs <= 0) return false;
     this.checkStall(now);
-    if (this.sentBytes === this.lastProbeMark || this.probes.length >= MAX_PROBES) return false;
-    if (this.probes.length === 0) return this.sentBytes - this.lastProbeMark >= this.settings.minMessageBytes || now - this.lastProbeAt >= IDLE_PROBE_EVERY_MS;
-    return this.sentBytes - this.lastProbeMark >= Math.max(this.currentWindow() / MAX_PROBES, this.messageBytes());
+    const unprobed = this.sentBytes - this.lastProbeMark;
+    if (unprobed === 0 || this.probes.length >= MAX_PROBES) return false;
+    if (unprobed >= Math.max(this.currentWindow() / MAX_PROBES, this.messageBytes())) return true;
+    return this.probes.length === 0 && now - this.lastProbeAt >= IDLE_PROBE_EVERY_MS;
   }
 
   /** A probe was handed to ws after the bytes sent so far; returns its id (the ping carries it). */

@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { defaultSettings, exportSettings, mergeSettingsJson } from '../../src/settings';
-import { DEFAULT_MIN_MESSAGE_BYTES, DEFAULT_TARGET_DELAY_MS, DRAIN_EVERY_MS, IDLE_PROBE_EVERY_MS, INITIAL_WINDOW_BYTES, MAX_PROBES, MIN_WINDOW_BYTES, Pacer, pacerSettings, STALL_MS, TARGET_MESSAGES, WS_SEND_WINDOW_BYTES, type PacerSettings } from '../../src/tunnel/pacer';
+import { DEFAULT_TARGET_DELAY_MS, DRAIN_EVERY_MS, IDLE_PROBE_EVERY_MS, INITIAL_WINDOW_BYTES, MAX_PROBES, MIN_WINDOW_BYTES, Pacer, pacerSettings, STALL_MS, TARGET_MESSAGES, WS_SEND_WINDOW_BYTES, type PacerSettings } from '../../src/tunnel/pacer';
 
 interface Link {
   /** Bytes per second the service reads. */
@@ -237,11 +237,29 @@ events('a few bytes on an idle path (an echo) get a probe at most every IDLE_PRO
   }
   assert.ok(probes >= 9 && probes <= 10, `${probes} probes in ${10 * IDLE_PROBE_EVERY_MS} ms`);
   assert.ok(p.inFlight < 1000, `unprobed bytes stay few (${p.inFlight})`);
-  // Bulk starts: its first message gets a probe at once, however recent the last one.
+  // Bulk starts: its first quarter window gets a probe at once, however recent the last one.
   const t = 10 * IDLE_PROBE_EVERY_MS + 1;
   p.pong(p.probeSent(t - 1), t - 0.5);
-  p.sent(DEFAULT_MIN_MESSAGE_BYTES, t);
+  p.sent(p.window / MAX_PROBES, t);
   assert.ok(p.probeDue(t));
+});
+
+events('bulk on a fast link (each pong back within a message): a probe per quarter window, not one per flush', () => {
+  const p = new Pacer(settings());
+  let probes = 0;
+  let bytes = 0;
+  for (let t = 0; t < 2000; t += 0.5) {
+    const room = Math.min(p.room(t, 0, false), 128 * 1024);
+    if (room <= 0) continue;
+    p.sent(room, t);
+    bytes += room;
+    if (p.probeDue(t)) {
+      probes++;
+      p.pong(p.probeSent(t), t + 0.2);
+    }
+  }
+  const perProbe = bytes / probes;
+  assert.ok(perProbe >= p.window / MAX_PROBES / 2, `${Math.round(perProbe)} bytes per probe with a window of ${p.window}`);
 });
 
 events('pongs come in order: the answer to a later probe acknowledges the earlier ones too', () => {
