@@ -22,9 +22,19 @@ export interface RawPeer {
   onData?: (payload: Uint8Array) => void;
 }
 
-export function connectPeer(url: string, mode: 'source' | 'destination', token: string, ca: string): Promise<RawPeer> {
+/**
+ * How a peer masks what it sends: `random` keys as the C++ proxy and browsers (the receiver
+ * unmasks every byte), or the all-zero key our proxies use (ws then skips unmasking).
+ */
+export type MaskKeys = 'random' | 'zero';
+
+const zeroMask = (mask: Buffer): void => {
+  mask.fill(0);
+};
+
+export function connectPeer(url: string, mode: 'source' | 'destination', token: string, ca: string, mask: MaskKeys = 'random'): Promise<RawPeer> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false });
+    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false, ...(mask === 'zero' ? { generateMask: zeroMask } : {}) });
     const peer: RawPeer = { ws, received: 0, messages: 0 };
     const decoder = new FrameDecoder();
     ws.on('message', (data: Buffer) => decoder.push(data, (msg) => {
