@@ -128,7 +128,7 @@ async function main(): Promise<void> {
   const bundle = join(dir, 'relay.cjs');
   const load = loadavg()[0];
   await build({ entryPoints: [join(__dirname, 'relay-child.ts')], bundle: true, platform: 'node', format: 'cjs', target: 'node20', outfile: bundle, logLevel: 'error', alias: WS_ALIAS });
-  const relay = spawnChild('relay', [...NODE_FLAGS, bundle, '--listen', '127.0.0.1:0', '--tls-self-signed', join(dir, 'certs'), '-v', '3'], {
+  const relay = spawnChild('relay', [...NODE_FLAGS, bundle, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', join(dir, 'certs'), '-v', '3'], {
     LOCALPROXY_RELAY_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
     LOCALPROXY_RELAY_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
   });
