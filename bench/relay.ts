@@ -58,17 +58,18 @@ const WS_ALIAS = { bufferutil: join(__dirname, '../src/relay/ws-mask.ts') };
 const bulkBytes = () => Math.floor((GIB * GiB_BYTES) / PAYLOAD) * PAYLOAD;
 
 /** `bytes` of DATA from a source peer to a destination peer through `url`; the forwarder's CPU. */
-async function bulk(child: Child, url: string, tokens: { source: string; destination: string }, ca: string, mask: MaskKeys, bytes: number): Promise<{ seconds: number; cpu: number }> {
+async function bulk(child: Child, url: string, tokens: { source: string; destination: string }, ca: string, mask: MaskKeys, bytes: number, fragmentBytes = 0): Promise<{ seconds: number; cpu: number; cipher: string }> {
   const src = await connectPeer(url, 'source', tokens.source, ca, mask);
   const dst = await connectPeer(url, 'destination', tokens.destination, ca, mask);
   try {
     src.ws.send(encodeFrame({ type: MessageType.STREAM_START, streamId: 1, serviceId: 'bulk', connectionId: 1 }));
     const cpu0 = cpuSeconds(child.pid);
     const t0 = process.hrtime.bigint();
-    await Promise.all([pump(src, 'bulk', bytes), waitReceived(dst, bytes)]);
+    await Promise.all([pump(src, 'bulk', bytes, fragmentBytes), waitReceived(dst, bytes)]);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     if (dst.received !== bytes) throw new Error(`received ${dst.received} of ${bytes} bytes`);
-    return { seconds, cpu: cpuSeconds(child.pid) - cpu0 };
+    const cipher = (src.ws as unknown as { _socket: tls.TLSSocket })._socket.getCipher().standardName;
+    return { seconds, cpu: cpuSeconds(child.pid) - cpu0, cipher };
   } finally {
     src.ws.terminate();
     dst.ws.terminate();
@@ -107,9 +108,9 @@ async function floor(kind: 'tcp' | 'tls' | 'ws', dir: string, ca: string, rows: 
     const port = Number((await child.waitFor(/floor listening on (\d+)/, 20000))[1]);
     const bytes = bulkBytes();
     if (kind === 'ws') {
-      for (const mask of ['zero', 'random'] as const) {
-        const { seconds, cpu } = await bulk(child, `wss://127.0.0.1:${port}`, { source: '-', destination: '-' }, ca, mask, bytes);
-        rows.push(bulkRow(`floor: ws over TLS, forward each message (${mask} mask)`, bytes, seconds, cpu, `${peakRssMiB(child.pid).toFixed(0)} MiB`));
+      for (const [mask, fragmentBytes] of [['zero', 0], ['random', 0], ['random', 4096]] as const) {
+        const { seconds, cpu } = await bulk(child, `wss://127.0.0.1:${port}`, { source: '-', destination: '-' }, ca, mask, bytes, fragmentBytes);
+        rows.push(bulkRow(`floor: ws over TLS, forward each message (${mask} mask${fragmentBytes ? `, ${fragmentBytes / 1024} KiB fragments` : ''})`, bytes, seconds, cpu, `${peakRssMiB(child.pid).toFixed(0)} MiB`));
       }
       return;
     }
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
   });
   const rows: string[][] = [];
   let idleRss = 0;
+  let tlsCipher = '';
   try {
     const url = (await relay.waitFor(/listening on (\S+)/, 20000))[1];
     const ca = readFileSync(join(dir, 'certs', 'cert.pem'), 'utf8');
@@ -144,12 +146,14 @@ async function main(): Promise<void> {
       return { source: t.sourceAccessToken, destination: t.destinationAccessToken };
     };
 
-    // 1. Throughput, with the masks of our proxies and of the C++ proxy.
-    for (const mask of ['zero', 'random'] as const) {
+    // 1. Throughput, with the masks of our proxies and of the C++ proxy (which also sends each
+    //    message in 4 KiB fragments).
+    for (const [mask, fragmentBytes] of [['zero', 0], ['random', 0], ['random', 4096]] as const) {
       resetPeakRss(relay.pid);
       const bytes = bulkBytes();
-      const { seconds, cpu } = await bulk(relay, url, await openTunnel('bulk'), ca, mask, bytes);
-      rows.push(bulkRow(`${GIB} GiB through one tunnel (TLS, ${mask} mask)`, bytes, seconds, cpu, `${peakRssMiB(relay.pid).toFixed(0)} MiB`));
+      const { seconds, cpu, cipher } = await bulk(relay, url, await openTunnel('bulk'), ca, mask, bytes, fragmentBytes);
+      if (!tlsCipher) tlsCipher = cipher;
+      rows.push(bulkRow(`${GIB} GiB through one tunnel (TLS, ${mask} mask${fragmentBytes ? `, ${fragmentBytes / 1024} KiB fragments` : ''})`, bytes, seconds, cpu, `${peakRssMiB(relay.pid).toFixed(0)} MiB`));
     }
 
     // 2. Slow reader: the destination stops reading while 256 MiB are offered.
@@ -205,7 +209,7 @@ async function main(): Promise<void> {
       const ca = readFileSync(join(dir, 'certs', 'cert.pem'), 'utf8');
       for (const kind of ['tcp', 'tls', 'ws'] as const) await floor(kind, dir, ca, rows);
     }
-    console.log(`relay idle RSS: ${idleRss.toFixed(0)} MiB (node ${process.version}, plain node, bundled); load average ${load.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end`);
+    console.log(`relay idle RSS: ${idleRss.toFixed(0)} MiB (node ${process.version}, plain node, bundled); TLS ${tlsCipher}; load average ${load.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end`);
     console.log('| workload | throughput | wall time | CPU of the forwarding process | its peak RSS |');
     console.log('|---|---|---|---|---|');
     for (const row of rows) console.log(`| ${row.join(' | ')} |`);
