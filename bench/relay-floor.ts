@@ -24,20 +24,28 @@ const cert = readFileSync(certFile, 'utf8');
 const key = readFileSync(keyFile, 'utf8');
 const HIGH_WATER = 256 * 1024;
 
-function pairStreams(server: net.Server, event: string): void {
-  let waiting: net.Socket | undefined;
-  server.on(event, (socket: net.Socket) => {
-    socket.setNoDelay(true);
-    socket.on('error', () => socket.destroy());
+/** Joins connections two at a time, in the order they arrive; the first waits paused. */
+function inPairs<T extends { pause(): unknown; resume(): unknown }>(join: (first: T, second: T) => void): (conn: T) => void {
+  let waiting: T | undefined;
+  return (conn) => {
     if (!waiting) {
-      waiting = socket;
-      socket.pause();
+      waiting = conn;
+      conn.pause();
       return;
     }
     const first = waiting;
     waiting = undefined;
-    first.pipe(socket).pipe(first);
+    join(first, conn);
     first.resume();
+  };
+}
+
+function pairStreams(server: net.Server, event: string): void {
+  const pair = inPairs<net.Socket>((first, second) => first.pipe(second).pipe(first));
+  server.on(event, (socket: net.Socket) => {
+    socket.setNoDelay(true);
+    socket.on('error', () => socket.destroy());
+    pair(socket);
   });
 }
 
@@ -64,20 +72,14 @@ if (kind === 'tcp') {
 } else if (kind === 'ws') {
   const https = createHttpsServer({ cert, key, minVersion: 'TLSv1.2' });
   const wss = new WebSocketServer({ server: https, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false, autoPong: false, clientTracking: false });
-  let waiting: WebSocket | undefined;
+  const pair = inPairs<WebSocket>((first, second) => {
+    forwardWs(first, second);
+    forwardWs(second, first);
+  });
   wss.on('connection', (ws, req) => {
     req.socket.setNoDelay(true);
     ws.on('error', () => ws.terminate());
-    if (!waiting) {
-      waiting = ws;
-      ws.pause();
-      return;
-    }
-    const first = waiting;
-    waiting = undefined;
-    forwardWs(first, ws);
-    forwardWs(ws, first);
-    first.resume();
+    pair(ws);
   });
   server = https;
 } else {
