@@ -1,7 +1,9 @@
 /**
  * The applications at both ends of a benchmark: one TCP server (behind the destination, or
- * reached directly) and the clients that load it. All of them live in the benchmark process, so
- * the direct and the tunnelled runs pay exactly the same application costs.
+ * reached directly) and the clients that load it. They live in the benchmark process, so the
+ * direct and the tunnelled runs pay exactly the same application costs; the echo-behind-bulk
+ * workload hands its echo connection to processes of their own (bench/echo-child.ts, via
+ * `AppServer.handNextTo`), so an echo is not timed behind the bulk clients' hashing.
  *
  * The first byte a client sends picks what the server does with the connection:
  *   'E'                echo every byte back
@@ -99,7 +101,11 @@ class AppConnection {
   private resumeTimer: NodeJS.Timeout | undefined;
   private waitingForDrain = false;
 
-  constructor(private readonly socket: net.Socket, private readonly app: AppServer) {
+  /**
+   * `slowReaders` receives the record of an 'L' connection; `onMode` hears the mode byte (the
+   * echo process reports it, so the benchmark knows it was handed the right connection).
+   */
+  constructor(private readonly socket: net.Socket, private readonly slowReaders: SlowReader[], private readonly onMode?: (mode: string) => void) {
     socket.setNoDelay(true);
     socket.on('data', (data: Buffer) => this.onData(data));
     socket.on('error', () => {});
@@ -114,6 +120,7 @@ class AppConnection {
         case MODE: {
           const mode = String.fromCharCode(buf[0]);
           buf = buf.subarray(1);
+          this.onMode?.(mode);
           if (mode === 'E') this.state = ECHO;
           else if (mode === 'S') this.state = SINK_HEADER;
           else if (mode === 'L') this.state = SLOW_HEADER;
@@ -152,7 +159,7 @@ class AppConnection {
           }
           this.rate = buf.readUInt32LE(0);
           this.slow = { bytes: 0, ok: true, startedNs: process.hrtime.bigint(), close: () => this.socket.destroy() };
-          this.app.slowReaders.push(this.slow);
+          this.slowReaders.push(this.slow);
           buf = buf.subarray(4);
           this.state = SLOW_BODY;
           break;
@@ -204,13 +211,35 @@ class AppConnection {
   }
 }
 
+/** Serves one connection in this process (the mode byte decides how); it must be paused or fresh. */
+export function serveConnection(socket: net.Socket, slowReaders: SlowReader[], onMode?: (mode: string) => void): void {
+  new AppConnection(socket, slowReaders, onMode);
+  socket.resume();
+}
+
 export class AppServer {
   readonly slowReaders: SlowReader[] = [];
   private readonly sockets = new Set<net.Socket>();
+  private handOff: ((socket: net.Socket) => void) | undefined;
   private constructor(private readonly server: net.Server, readonly port: number) {}
 
+  /** Open connections served in this process (a handed-off one is not counted). */
+  get openConnections(): number {
+    return this.sockets.size;
+  }
+
+  /**
+   * The next connection accepted goes to `take` before a byte of it is read (the server pauses
+   * every connection on accept), e.g. to another process with `ChildProcess.send(msg, socket)`;
+   * undefined: serve it here, as every other one.
+   */
+  handNextTo(take: ((socket: net.Socket) => void) | undefined): void {
+    this.handOff = take;
+  }
+
   static async start(): Promise<AppServer> {
-    const server = net.createServer();
+    // Paused on accept: a connection can be handed to another process with nothing read here.
+    const server = net.createServer({ pauseOnConnect: true });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // A large backlog so a burst of simultaneous connections is not refused by the kernel.
@@ -218,9 +247,12 @@ export class AppServer {
     });
     const app = new AppServer(server, (server.address() as net.AddressInfo).port);
     server.on('connection', (socket) => {
+      const take = app.handOff;
+      app.handOff = undefined;
+      if (take) return take(socket);
       app.sockets.add(socket);
       socket.on('close', () => app.sockets.delete(socket));
-      new AppConnection(socket, app);
+      serveConnection(socket, app.slowReaders);
     });
     return app;
   }
@@ -239,10 +271,17 @@ function connect(port: number): net.Socket {
   return socket;
 }
 
-/** The next 'data' chunk; rejects if the socket closes or fails first, or after `limitMs`. */
+/** A reply that did not come within its bound: how the path behaved, not a broken connection. */
+export class NoReplyError extends Error {
+  constructor(readonly limitMs: number) {
+    super(`no reply within ${limitMs} ms`);
+  }
+}
+
+/** The next 'data' chunk; rejects if the socket closes or fails first, or after `limitMs` (NoReplyError). */
 function nextData(socket: net.Socket, limitMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`no reply within ${limitMs} ms`)), limitMs);
+    const timer = setTimeout(() => finish(new NoReplyError(limitMs)), limitMs);
     const onData = (data: Buffer) => finish(undefined, data);
     const onClose = () => finish(new Error('connection closed before the reply'));
     const onError = (err: Error) => finish(new Error(`connection failed: ${err.message}`));
@@ -288,8 +327,10 @@ export interface UploadResult {
   /** Bytes whose digest the server confirmed. */
   bytes: number;
   seconds: number;
-  /** False when `limitMs` ran out first (a stalled transfer); confirmed bytes still count. */
+  /** False when `limitMs` ran out first (a stalled transfer) or the signal ended it; confirmed bytes still count. */
   completed: boolean;
+  /** What ended it: all of it confirmed, `limitMs` ran out, or the signal. */
+  ended: 'done' | 'limit' | 'aborted';
 }
 
 export interface UploadOptions {
@@ -321,16 +362,16 @@ export function upload(port: number, options: UploadOptions): Promise<UploadResu
   let sendingDone = false;
   return new Promise<UploadResult>((resolve, reject) => {
     let settled = false;
-    const timer = setTimeout(() => settle(undefined, false), options.limitMs);
-    function settle(err: Error | undefined, completed = true): void {
+    const timer = setTimeout(() => settle(undefined, 'limit'), options.limitMs);
+    function settle(err: Error | undefined, ended: UploadResult['ended'] = 'done'): void {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       socket.destroy();
       if (err) reject(err);
-      else resolve({ bytes: segmentsConfirmed * segmentBytes, seconds: secondsSince(startedNs), completed });
+      else resolve({ bytes: segmentsConfirmed * segmentBytes, seconds: secondsSince(startedNs), completed: ended === 'done', ended });
     }
-    options.signal?.addEventListener('abort', () => settle(undefined, false));
+    options.signal?.addEventListener('abort', () => settle(undefined, 'aborted'));
     socket.on('error', (err) => settle(new Error(`upload connection failed: ${err.message}`)));
     socket.on('close', () => settle(new Error(`upload connection closed after ${segmentsConfirmed} of ${segmentsSent} segments were confirmed`)));
     socket.on('data', (data: Buffer) => {
@@ -383,7 +424,7 @@ export function download(port: number, bytes: number, limitMs: number): Promise<
       clearTimeout(timer);
       socket.destroy();
       if (err) reject(err);
-      else resolve({ bytes: received, seconds: secondsSince(startedNs), completed: true });
+      else resolve({ bytes: received, seconds: secondsSince(startedNs), completed: true, ended: 'done' });
     }
     socket.on('error', (err) => settle(new Error(`download connection failed: ${err.message}`)));
     socket.on('close', () => settle(new Error(`download connection closed after ${received} of ${bytes} bytes`)));
@@ -421,16 +462,16 @@ export function downloadSegments(port: number, options: Required<Pick<UploadOpti
   let confirmed = 0;
   return new Promise<UploadResult>((resolve, reject) => {
     let settled = false;
-    const timer = setTimeout(() => settle(undefined, false), options.limitMs);
-    function settle(err?: Error, completed = true): void {
+    const timer = setTimeout(() => settle(undefined, 'limit'), options.limitMs);
+    function settle(err?: Error, ended: UploadResult['ended'] = 'done'): void {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       socket.destroy();
       if (err) reject(err);
-      else resolve({ bytes: confirmed, seconds: secondsSince(startedNs), completed });
+      else resolve({ bytes: confirmed, seconds: secondsSince(startedNs), completed: ended === 'done', ended });
     }
-    options.signal?.addEventListener('abort', () => settle(undefined, false));
+    options.signal?.addEventListener('abort', () => settle(undefined, 'aborted'));
     socket.on('error', (err) => settle(new Error(`download connection failed: ${err.message}`)));
     socket.on('close', () => settle(new Error(`download connection closed after ${confirmed + received} bytes`)));
     socket.on('data', (data: Buffer) => {
@@ -450,9 +491,13 @@ export function downloadSegments(port: number, options: Required<Pick<UploadOpti
   });
 }
 
-/** Round-trip times in microseconds of `rounds` 1-byte echoes on one connection (stops early when `until` says so). */
-export async function echoRounds(port: number, rounds: number, until?: () => boolean): Promise<number[]> {
+/**
+ * Round-trip times in microseconds of `rounds` 1-byte echoes on one connection (stops early when
+ * `until` says so; `signal` closes the connection, so a round waiting for its reply rejects).
+ */
+export async function echoRounds(port: number, rounds: number, until?: () => boolean, signal?: AbortSignal): Promise<number[]> {
   const socket = connect(port);
+  signal?.addEventListener('abort', () => socket.destroy(), { once: true });
   try {
     socket.write('E');
     const rtts: number[] = [];

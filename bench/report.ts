@@ -9,8 +9,10 @@ export interface BehindRecord {
   capped: boolean;
   /** up: source → destination side; down: the reverse; both: one of each at once; alone: an upload without echoes. */
   direction: 'up' | 'down' | 'both' | 'alone';
-  /** p50/p99 in ms, rounds, upKBps/downKBps in kB/s. */
+  /** p50/p99 in ms, rounds, upKBps/downKBps in kB/s; through a tunnel sourceRssMiB/destinationRssMiB (highest RSS). */
   figures: Record<string, number>;
+  /** What the path did instead of completing the case (e.g. "echo waited > 30 s"): a measured outcome, not a harness failure. */
+  outcome?: string;
 }
 
 /** One run of one workload of the side-by-side comparison (bench/tunnel.ts runVersus). */
@@ -270,6 +272,32 @@ const DIRECTION_TEXT: Record<BehindRecord['direction'], string> = {
   both: 'upload and download at once',
 };
 
+/** What the runs' paths did instead of finishing (BehindRecord.outcome), '' when every run finished. */
+function outcomes(runs: BehindRecord[]): string {
+  const ended = runs.filter((r) => r.outcome);
+  if (ended.length === 0) return '';
+  const texts = [...new Set(ended.map((r) => r.outcome))].join('; ');
+  return ended.length === runs.length ? texts : `${texts} (${ended.length} of ${runs.length} runs)`;
+}
+
+/**
+ * One sentence on what the C++ reference did where its cells hold an outcome instead of figures
+ * (measured in this run: the largest RSS its proxies reached).
+ */
+function referenceNote(report: Report): string[] {
+  const runs = report.behind.filter((r) => r.path === 'C++ reference');
+  if (!runs.some((r) => r.outcome)) return [];
+  const peak = Math.max(...runs.map((r) => Math.max(r.figures.sourceRssMiB ?? 0, r.figures.destinationRssMiB ?? 0)));
+  return [
+    '',
+    'Where a C++ reference cell says what happened instead of figures, that is what the reference did:',
+    'it reads a local connection as fast as the application writes and queues what the tunnel has not',
+    'yet taken without bound, in one queue for every connection of the tunnel (behaviour-spec 4.11.1,',
+    `9.4 #34), so behind an upload its source process grew to ${num(peak / 1024)} GiB and an echo, or the first bytes of`,
+    'another connection, waited behind all of it; such a case is stopped there and its path restarted.',
+  ];
+}
+
 /** The echo-behind-bulk table: one row per path and direction, cells median (range) of the runs. */
 export function renderBehind(report: Report): string[] {
   if (report.behind.length === 0) return [];
@@ -280,7 +308,9 @@ export function renderBehind(report: Report): string[] {
     const runs = report.behind.filter((r) => `${r.capped ? 1 : 0}\u0000${r.path}\u0000${r.direction}` === key);
     const f = (name: string) => cell(spread(runs.map((r) => r.figures[name] ?? NaN)));
     const where = capped === '1' ? `${path}, capped` : path;
-    return `| ${where} | ${DIRECTION_TEXT[direction as BehindRecord['direction']]} | ${f('p50')} | ${f('p99')} | ${f('rounds')} | ${f('upKBps')} | ${f('downKBps')} |`;
+    const ended = outcomes(runs);
+    const p50 = !ended ? f('p50') : runs.every((r) => r.outcome) ? ended : `${f('p50')}; ${ended}`;
+    return `| ${where} | ${DIRECTION_TEXT[direction as BehindRecord['direction']]} | ${p50} | ${f('p99')} | ${f('rounds')} | ${f('upKBps')} | ${f('downKBps')} |`;
   });
   const kB = (n: number) => `${n / 1000} kB/s`;
   return [
@@ -289,11 +319,14 @@ export function renderBehind(report: Report): string[] {
     `1-byte echoes, one at a time, on one connection while bulk transfers run on other connections of`,
     `the same tunnel (issue 13). Echoes are timed for ${setup.uncappedMs / 1000} s uncapped and ${setup.cappedMs / 1000} s capped, once every`,
     `transfer has confirmed its first segment (${setup.uncappedSegment / MiB} MiB uncapped, ${setup.cappedSegment / 1024} KiB capped; each checked by sha256);`,
-    'a transfer\'s rate counts the segments confirmed while the echoes ran. "Capped": the relay runs with',
+    'a transfer\'s rate counts the segments confirmed while the echoes ran. The echo client and the echo',
+    'server each run in a process of their own, apart from the bulk clients and the bulk server (which',
+    `hash every byte); a case starts once the previous one's connections have closed. "Capped": the relay runs with`,
     `\`--bandwidth ${setup.capBytesPerS}\` (${kB(setup.capBytesPerS)} per tunnel direction, the cloud's class of limit), so`,
     'direct TCP has no capped row. The C++ reference v3.3.1 (which does not pace) runs the same paths',
     `with the same relay${setup.reference ? '' : ' (not found on this machine: its rows are missing)'}. Goals: capped, echo p99 ≤ 150 ms while the upload moves ≥ 720 kB/s;`,
     'uncapped, echo p99 ≤ 5 ms with the bulk rate no lower than before.',
+    ...referenceNote(report),
     '',
     '| path | bulk transfer(s) | echo p50 (ms) | echo p99 (ms) | echoes | upload (kB/s) | download (kB/s) |',
     '|---|---|---|---|---|---|---|',
@@ -329,6 +362,7 @@ export function renderBehindSummary(report: Report): string {
       const rates = ['upKBps', 'downKBps'].map(rate).filter((x) => Number.isFinite(x));
       const megabytes = rates.some((x) => x >= 10_000);
       const bulk = rates.length === 0 ? '' : `${rates.map((x) => num(megabytes ? x / 1000 : x)).join(' + ')} ${megabytes ? 'MB/s' : 'kB/s'}`;
+      if (runs.every((r) => r.outcome)) return `${outcomes(runs)}${bulk ? ` (${bulk})` : ''}`;
       if (direction === 'alone') return bulk || '–';
       const p50 = median(runs.map((r) => r.figures.p50 ?? NaN));
       const p99 = median(runs.map((r) => r.figures.p99 ?? NaN));

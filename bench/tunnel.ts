@@ -3,12 +3,17 @@
  *
  *   node --import tsx bench/tunnel.ts [--quick] [--runs N] [--no-write] [--json FILE]
  *                                     [--only bulk1,echo,versus,versusEcho,...] [--profile DIR] [--target-delay MS]
- *                                     [--proxy-log-level N]
+ *                                     [--proxy-log-level N] [--reference-log-level N]
+ *                                     [--behind-paths direct,ours,reference]
  *
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
  * built CLI (`node dist/localproxy.cjs`) on loopback, one application server in this process, and runs every workload once over a
  * direct connection to the server and once through the tunnel, alternating, `runs` times
- * (default 3). Prints the tables and, unless --no-write or --quick, replaces the part of
+ * (default 3). The echo-behind-bulk workloads (`behind`, `behindCapped`) time their echoes in two
+ * processes of their own (bench/echo-child.ts), apart from the bulk clients and server here;
+ * `--behind-paths` runs them over some paths only, `--reference-log-level 6` (with BENCH_LOG=1)
+ * shows every message the C++ reference sends and receives. Prints the tables and, unless
+ * --no-write or --quick, replaces the part of
  * docs/BENCHMARKS.md between `<!-- bench:tunnel:start -->` and `<!-- bench:tunnel:end -->`.
  * --quick uses small sizes, for trying the harness out; --only runs some workloads (and never
  * writes the docs); --profile DIR has the child processes write V8 CPU profiles (.cpuprofile) there.
@@ -24,6 +29,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import mri from 'mri';
 import { AppServer, burst, connectToFirstByte, download, downloadSegments, echoRounds, patternDigest, slowConsumer, upload, type UploadResult } from './apps';
+import { EchoProcesses, EchoWaited } from './echoes';
 import { CLI, cpuSeconds, syscalls, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
 import { README_BEHIND_END, README_BEHIND_START, renderBehindSummary, renderTables, renderVersus, updateDocs, VERSUS_END, VERSUS_START, type BehindRecord, type Report, type VersusRecord } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
@@ -33,7 +39,7 @@ const root = new URL('..', import.meta.url).pathname;
 
 const args = mri(process.argv.slice(2), {
   boolean: ['quick', 'write'],
-  string: ['json', 'only', 'profile', 'target-delay', 'proxy-log-level'],
+  string: ['json', 'only', 'profile', 'target-delay', 'proxy-log-level', 'reference-log-level', 'behind-paths'],
   default: { write: true },
 });
 const quick = Boolean(args.quick);
@@ -42,6 +48,10 @@ const only = typeof args.only === 'string' ? args.only.split(',') : undefined;
 if (typeof args.profile === 'string') profileChildren(args.profile);
 /** `--proxy-log-level N`: our proxies' -v (default 4; 5 logs the pacer's state every second, with BENCH_LOG=1). */
 const PROXY_LOG_LEVEL = String(args['proxy-log-level'] ?? 4);
+/** `--reference-log-level N`: the C++ reference's -v (default 4; 6 logs every message it sends and receives, with BENCH_LOG=1). */
+const REFERENCE_LOG_LEVEL = String(args['reference-log-level'] ?? 4);
+/** `--behind-paths direct,ours,reference`: the echo-behind-bulk comparison over some paths only (default all), to look into one. */
+const BEHIND_PATHS = typeof args['behind-paths'] === 'string' ? args['behind-paths'].split(',') : ['direct', 'ours', 'reference'];
 /** `--target-delay MS`: our proxies run with flow.target_delay_ms MS (0: no pacing), to compare. */
 const OUR_SETTINGS: Record<string, Record<string, string>> = args['target-delay'] !== undefined ? { flow: { target_delay_ms: String(args['target-delay']) } } : {};
 
@@ -143,7 +153,7 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
   try {
     const { relay, ready } = await startCliRelay(temp, started, options.bandwidth);
     const sourcePort = await freePort();
-    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', options.proxies === 'reference' ? '4' : PROXY_LOG_LEVEL];
+    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', options.proxies === 'reference' ? REFERENCE_LOG_LEVEL : PROXY_LOG_LEVEL];
     const reference = options.proxies === 'reference';
     const proxy = { ...(options.proxies === 'reference' ? {} : OUR_SETTINGS), ...options.settings };
     if (options.credit) proxy.extensions = { ...proxy.extensions, credit: options.credit };
@@ -167,7 +177,7 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
     await source.waitFor(/Listening for new connection on port \d+/, 20_000);
     // Both proxies report ready on their own; one echo proves the whole path before timing anything.
     await probe(sourcePort);
-    const proxies = reference ? `the C++ reference v3.3.1 (\`-v 4\`)` : 'the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)';
+    const proxies = reference ? `the C++ reference v3.3.1 (\`-v ${REFERENCE_LOG_LEVEL}\`)` : 'the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)';
     const kind = `relay: \`localproxy relay\` (CLI${options.bandwidth ? `, --bandwidth ${options.bandwidth}` : ''}); proxies: ${proxies}`;
     return { kind, relay, source, destination, sourcePort, stop: stopAll };
   } catch (err) {
@@ -302,16 +312,71 @@ function rateWithin(progress: Progress, from: number, to: number): number {
 }
 
 /**
+ * What a path did that ends a case before its figures are complete — an echo with no reply, a
+ * transfer that confirms nothing, a proxy whose memory grows without bound — as opposed to a
+ * failure of the harness or of integrity. The table shows it in place of the figures.
+ */
+class Outcome extends Error {}
+
+/** How long an echo may wait for its reply (echoRounds), and a transfer for its first confirmed segment. */
+const BEHIND_WAIT_MS = 30_000;
+/** A proxy process that holds more than this (RSS) ends the case: a queue without bound, on a shared machine. */
+const BEHIND_RSS_LIMIT_MIB = 6 * 1024;
+/** After a case, how long its connections may take to close at the server before the path counts as still busy. */
+const BEHIND_QUIET_MS = 20_000;
+
+/** The error for a bulk transfer that ended on its own (it runs until the echoes are done): why, and what it had confirmed. */
+function endedEarly(name: 'up' | 'down', outcome: PromiseSettledResult<UploadResult>, progress: Progress, phase: string, limitMs: number): Error {
+  const what = name === 'up' ? 'the upload' : 'the download';
+  if (outcome.status === 'rejected') return new Error(`${what} failed ${phase}: ${(outcome.reason as Error).message}`);
+  const result = outcome.value;
+  const why = result.ended === 'limit' ? `ran out of its ${limitMs / 1000} s limit` : result.ended === 'done' ? 'completed' : 'was aborted';
+  const last = progress.marks.at(-1);
+  const confirmed = last ? `${(last[1] / MiB).toFixed(2)} MiB confirmed, the last ${((performance.now() - last[0]) / 1000).toFixed(1)} s before` : 'not one segment confirmed';
+  return new Error(`${what} ${why} ${phase}, after ${result.seconds.toFixed(1)} s: ${confirmed}`);
+}
+
+/** Rejects with an Outcome when a proxy of `stack` holds more than BEHIND_RSS_LIMIT_MIB; `peaks` gets each one's highest RSS. */
+function watchMemory(stack: Stack | undefined, peaks: Record<string, number>): { tripped: Promise<never>; stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const tripped = new Promise<never>((_, reject) => {
+    if (!stack) return;
+    const startedAt = performance.now();
+    const sample = () => {
+      for (const proc of [stack.source, stack.destination]) {
+        let mib: number;
+        try {
+          mib = rssMiB(proc.pid);
+        } catch {
+          continue; // exited: the case fails on its own
+        }
+        peaks[proc.name] = Math.max(peaks[proc.name] ?? 0, mib);
+        if (mib > BEHIND_RSS_LIMIT_MIB) {
+          const seconds = ((performance.now() - startedAt) / 1000).toFixed(0);
+          reject(new Outcome(`stopped after ${seconds} s: the ${proc.name} held ${(mib / 1024).toFixed(1)} GiB`));
+        }
+      }
+    };
+    timer = setInterval(sample, 250);
+  });
+  tripped.catch(() => {});
+  return { tripped, stop: () => clearInterval(timer) };
+}
+
+/**
  * Starts the bulk transfers of `direction`, waits until each has confirmed a segment (the queues
  * are full by then), times echoes for `durationMs` ('alone': no echoes, only the bulk upload),
- * then ends the transfers. Figures: echo p50/p99 in ms and each transfer's rate (kB/s) while the
- * echoes ran.
+ * then ends the transfers. The echoes run in processes of their own (`echoes`), the transfers
+ * in this one. Figures: echo p50/p99 in ms, each transfer's rate (kB/s) while the echoes ran,
+ * and (through a tunnel) each proxy's highest RSS in MiB. What the path did instead, when it did
+ * not let the case finish, rejects as an Outcome.
  */
-function behindBulk(direction: BulkDirection, durationMs: number, segmentBytes: number) {
+function behindBulk(app: AppServer, echoes: EchoProcesses, stack: Stack | undefined, direction: BulkDirection, durationMs: number, segmentBytes: number) {
   return async (path: { port: number }): Promise<Figures> => {
     const abort = new AbortController();
     const transfers: Array<{ name: 'up' | 'down'; progress: Progress; done: Promise<UploadResult> }> = [];
     const started: Promise<void>[] = [];
+    const limitMs = durationMs + 120_000;
     const begin = (name: 'up' | 'down') => {
       const progress: Progress = { marks: [] };
       let first!: () => void;
@@ -320,32 +385,81 @@ function behindBulk(direction: BulkDirection, durationMs: number, segmentBytes: 
         progress.marks.push([performance.now(), bytes]);
         first();
       };
-      const limitMs = durationMs + 120_000;
       const done = name === 'up'
         ? upload(path.port, { bytes: 1024 * GiB, segmentBytes, until: () => abort.signal.aborted, onSegment, signal: abort.signal, limitMs })
         : downloadSegments(path.port, { segmentBytes, until: () => abort.signal.aborted, onSegment, signal: abort.signal, limitMs });
       transfers.push({ name, progress, done });
     };
+    const peaks: Record<string, number> = {};
+    const memory = watchMemory(stack, peaks);
     if (direction !== 'down') begin('up');
     if (direction === 'down' || direction === 'both') begin('down');
-    const failed = Promise.all(transfers.map((t) => t.done)).then(() => { throw new Error('a bulk transfer ended before the echoes'); });
+    let phase = 'before the echoes began';
+    // Any transfer that ends before it is told to invalidates the run; the error says how it ended.
+    const failed = Promise.race([memory.tripped, ...transfers.map((t) => t.done.then(
+      (value) => { throw endedEarly(t.name, { status: 'fulfilled', value }, t.progress, phase, limitMs); },
+      (reason: unknown) => { throw endedEarly(t.name, { status: 'rejected', reason }, t.progress, phase, limitMs); },
+    ))]);
+    failed.catch(() => {});
+    let echoing: Promise<number[]> | undefined;
+    let waitTimer: NodeJS.Timeout | undefined;
+    let from = NaN;
+    /** Each transfer's rate (kB/s) from the start of the echoes until now. */
+    const rates = (): Figures => Object.fromEntries(transfers.map((t) => [`${t.name}KBps`, rateWithin(t.progress, from, performance.now()) / 1000]));
     try {
-      await Promise.race([Promise.all(started), failed]);
-      const from = performance.now();
-      const deadline = from + durationMs;
+      const firstSegments = new Promise<never>((_, reject) => {
+        waitTimer = setTimeout(() => {
+          const waiting = transfers.filter((t) => t.progress.marks.length === 0).map((t) => (t.name === 'up' ? 'upload' : 'download'));
+          reject(new Outcome(`no ${waiting.join(' or ')} segment confirmed in ${BEHIND_WAIT_MS / 1000} s`));
+        }, BEHIND_WAIT_MS);
+      });
+      await Promise.race([Promise.all(started), failed, firstSegments]);
+      clearTimeout(waitTimer);
+      phase = 'while the echoes ran';
+      from = performance.now();
       let rtts: number[] = [];
       if (direction === 'alone') await Promise.race([new Promise((resolve) => setTimeout(resolve, durationMs)), failed]);
-      else rtts = await Promise.race([echoRounds(path.port, Number.MAX_SAFE_INTEGER, () => performance.now() > deadline), failed]);
-      const to = performance.now();
+      else {
+        echoing = echoes.run(app, path.port, Number.MAX_SAFE_INTEGER, durationMs).catch((err: Error) => {
+          if (!(err instanceof EchoWaited)) throw err;
+          throw new Outcome(`echo waited > ${err.limitMs / 1000} s${err.rounds > 0 ? ` (after ${err.rounds} echoes)` : ''}`);
+        });
+        rtts = await Promise.race([echoing, failed]);
+      }
       const figures: Figures = {};
       if (rtts.length > 0) Object.assign(figures, { p50: percentile(rtts, 50) / 1000, p99: percentile(rtts, 99) / 1000, rounds: rtts.length });
-      for (const t of transfers) figures[`${t.name}KBps`] = rateWithin(t.progress, from, to) / 1000;
-      return figures;
+      return Object.assign(figures, rates(), rssFigures(peaks));
+    } catch (err) {
+      // An outcome keeps what was measured until then: the transfers' rates while the echo waited.
+      if (err instanceof Outcome) throw Object.assign(err, { figures: { ...(Number.isNaN(from) ? {} : rates()), ...rssFigures(peaks) } });
+      throw err;
     } finally {
+      clearTimeout(waitTimer);
+      memory.stop();
+      phase = 'after the echoes';
       abort.abort();
+      if (echoing) {
+        echoes.stop();
+        await echoing.catch(() => undefined);
+      }
       await Promise.allSettled(transfers.map((t) => t.done));
     }
   };
+}
+
+/** The proxies' highest RSS during a case, as figures (sourceRssMiB, destinationRssMiB). */
+function rssFigures(peaks: Record<string, number>): Figures {
+  return Object.fromEntries(Object.entries(peaks).map(([name, mib]) => [`${name}RssMiB`, mib]));
+}
+
+/** Waits until the app server in this process has no connection left open (the path delivered what it held); bounded. */
+async function quiet(app: AppServer, limitMs: number): Promise<number | undefined> {
+  const startedAt = performance.now();
+  while (app.openConnections > 0) {
+    if (performance.now() - startedAt > limitMs) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return performance.now() - startedAt;
 }
 
 interface BehindPath {
@@ -353,6 +467,8 @@ interface BehindPath {
   capped: boolean;
   /** Started on first use, stopped at the end; undefined: direct TCP. */
   stack?: () => Promise<Stack>;
+  /** Stops the stack, so that the next use starts a fresh one; undefined: it cannot be restarted (the shared one). */
+  restart?: () => Promise<void>;
 }
 
 /** Every path × direction of the echo-behind-bulk comparison, `runs` times, alternating paths within a run. */
@@ -363,39 +479,63 @@ async function runBehind(app: AppServer, ours: Stack, groups: string[], log: (li
     if (!stack) stacks.set(key, (stack = startStack(app, options)));
     return stack;
   };
+  const restart = (key: string) => async () => {
+    const stack = stacks.get(key);
+    stacks.delete(key);
+    await (await stack?.catch(() => undefined))?.stop();
+  };
+  const wanted = (path: string) => BEHIND_PATHS.includes(path);
   const paths: BehindPath[] = [];
   if (groups.includes('behind')) {
-    paths.push({ label: 'direct TCP', capped: false });
-    paths.push({ label: 'localproxy', capped: false, stack: async () => ours });
-    if (REFERENCE) paths.push({ label: 'C++ reference', capped: false, stack: lazy('reference', { proxies: 'reference' }) });
+    if (wanted('direct')) paths.push({ label: 'direct TCP', capped: false });
+    if (wanted('ours')) paths.push({ label: 'localproxy', capped: false, stack: async () => ours });
+    if (REFERENCE && wanted('reference')) paths.push({ label: 'C++ reference', capped: false, stack: lazy('reference', { proxies: 'reference' }), restart: restart('reference') });
   }
   if (groups.includes('behindCapped')) {
-    paths.push({ label: 'localproxy', capped: true, stack: lazy('ours-capped', { bandwidth: CAP_BYTES_PER_S }) });
-    if (REFERENCE) paths.push({ label: 'C++ reference', capped: true, stack: lazy('reference-capped', { proxies: 'reference', bandwidth: CAP_BYTES_PER_S }) });
+    if (wanted('ours')) paths.push({ label: 'localproxy', capped: true, stack: lazy('ours-capped', { bandwidth: CAP_BYTES_PER_S }), restart: restart('ours-capped') });
+    if (REFERENCE && wanted('reference')) paths.push({ label: 'C++ reference', capped: true, stack: lazy('reference-capped', { proxies: 'reference', bandwidth: CAP_BYTES_PER_S }), restart: restart('reference-capped') });
   }
   const records: BehindRecord[] = [];
+  const echoes = await EchoProcesses.start();
   try {
+    // Warm-up of the echo processes (JIT), on the direct path: not measured.
+    await echoes.run(app, app.port, 2000, 10_000);
     for (let run = 1; run <= RUNS; run++) {
       for (const p of paths) {
-        const stack = p.stack ? await p.stack() : undefined;
-        const port = stack ? stack.sourcePort : app.port;
         const directions: BulkDirection[] = p.capped ? ['alone', 'up', 'down', 'both'] : ['up', 'down', 'both'];
         for (const direction of directions) {
+          const stack = p.stack ? await p.stack() : undefined;
+          const port = stack ? stack.sourcePort : app.port;
           const ms = p.capped ? BEHIND.cappedMs : BEHIND.uncappedMs;
           const segment = p.capped ? BEHIND.cappedSegment : BEHIND.uncappedSegment;
+          const name = `behind ${direction} run ${run} ${p.label}${p.capped ? ' capped' : ''}`;
           let figures: Figures = {};
+          let outcome: string | undefined;
           try {
-            figures = await behindBulk(direction, direction === 'alone' ? ms / 2 : ms, segment)({ port });
+            figures = await behindBulk(app, echoes, stack, direction, direction === 'alone' ? ms / 2 : ms, segment)({ port });
           } catch (err) {
-            failures.push(`echo behind bulk (${direction}) run ${run} over ${p.label}${p.capped ? ' capped' : ''}: ${(err as Error).message.split('\n')[0]}`);
-            log(`behind ${direction} run ${run} ${p.label}${p.capped ? ' capped' : ''} FAILED: ${(err as Error).message}`);
+            if (err instanceof Outcome) {
+              outcome = err.message;
+              figures = (err as Outcome & { figures?: Figures }).figures ?? {};
+            } else {
+              failures.push(`echo behind bulk (${direction}) run ${run} over ${p.label}${p.capped ? ' capped' : ''}: ${(err as Error).message.split('\n')[0]}`);
+              log(`${name} FAILED: ${(err as Error).message}`);
+            }
           }
-          records.push({ path: p.label, capped: p.capped, direction, figures });
-          log(`behind ${direction} run ${run} ${p.label}${p.capped ? ' capped' : ''}: ${Object.entries(figures).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')}`);
+          records.push({ path: p.label, capped: p.capped, direction, figures, ...(outcome ? { outcome } : {}) });
+          log(`${name}: ${outcome ? `${outcome}; ` : ''}${Object.entries(figures).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')}`);
+          // The next case starts on a path that holds nothing of this one: what a proxy still had
+          // queued for a closed connection would otherwise be measured with the next case.
+          const quietMs = await quiet(app, BEHIND_QUIET_MS);
+          if (quietMs === undefined) {
+            log(`${name}: the path still delivered this case's data ${BEHIND_QUIET_MS / 1000} s after it ended${p.restart ? '; its relay and proxies are restarted' : ''}`);
+            await p.restart?.();
+          } else if (quietMs > 1000) log(`${name}: the path delivered the rest of this case's data in ${(quietMs / 1000).toFixed(1)} s`);
         }
       }
     }
   } finally {
+    await echoes.close();
     for (const stack of stacks.values()) await (await stack.catch(() => undefined))?.stop();
   }
   return records;

@@ -30,8 +30,11 @@
  * The target is the setting (`flow.target_delay_ms`), but never more than TARGET_MESSAGES full
  * messages at the delivery rate: on a fast link a few messages keep the service busy, and an
  * interactive frame then waits a fraction of a millisecond, not the whole target.
- * Probes go out while data flows: one as soon as data is in flight without one, then one per
- * quarter window, at most four outstanding; none when idle.
+ * Probes go out while data flows: one as soon as a message's worth is in flight without one,
+ * then one per quarter window, at most four outstanding; none when idle. A few bytes on an idle
+ * path (a keystroke, an echo) get a probe only every IDLE_PROBE_EVERY_MS: one per message
+ * doubled the frames of an interactive session at every hop (the relay answers each ping) for
+ * nothing the pacer needs, since such bytes never fill a window.
  *
  * Wherever the measure fails the pacer steps aside, to the fixed window of unwritten bytes used
  * before (two WebSocket messages): while our reader is paused (pongs wait unread, and holding
@@ -83,6 +86,8 @@ export const INITIAL_WINDOW_BYTES = 16 * 1024;
 export const MAX_WINDOW_BYTES = 64 * 1024 * 1024;
 /** Probes outstanding at most. */
 export const MAX_PROBES = 4;
+/** Fewer than a smallest message in flight and no probe out: a probe at most this often (it keeps the base round trip fresh). */
+export const IDLE_PROBE_EVERY_MS = 100;
 /** A probe unanswered this long: the pacer steps aside until a pong comes. */
 export const STALL_MS = 2000;
 /** Sends go out at this many times window / round trip (2 in slow start): the window, not the pace, limits. */
@@ -153,6 +158,7 @@ export class Pacer {
   private readonly probes: Probe[] = [];
   private nextId = 1;
   private lastProbeMark = 0;
+  private lastProbeAt = -Infinity;
   private answered = 0;
   /** Some probe was given up (STALL_MS): unpaced until the next pong. */
   private stalled = false;
@@ -299,7 +305,7 @@ export class Pacer {
     if (this.settings.targetDelayMs <= 0) return false;
     this.checkStall(now);
     if (this.sentBytes === this.lastProbeMark || this.probes.length >= MAX_PROBES) return false;
-    if (this.probes.length === 0) return true;
+    if (this.probes.length === 0) return this.sentBytes - this.lastProbeMark >= this.settings.minMessageBytes || now - this.lastProbeAt >= IDLE_PROBE_EVERY_MS;
     return this.sentBytes - this.lastProbeMark >= Math.max(this.currentWindow() / MAX_PROBES, this.messageBytes());
   }
 
@@ -311,6 +317,7 @@ export class Pacer {
     if (this.drain && this.drain.probeId === undefined && this.inFlight <= this.messageBytes()) this.drain.probeId = id;
     this.probes.push({ id, mark: this.sentBytes, at: now, pauses: this.pauses });
     this.lastProbeMark = this.sentBytes;
+    this.lastProbeAt = now;
     return id;
   }
 

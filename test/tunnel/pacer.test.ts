@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { defaultSettings, exportSettings, mergeSettingsJson } from '../../src/settings';
-import { DEFAULT_TARGET_DELAY_MS, DRAIN_EVERY_MS, INITIAL_WINDOW_BYTES, MAX_PROBES, MIN_WINDOW_BYTES, Pacer, pacerSettings, STALL_MS, TARGET_MESSAGES, WS_SEND_WINDOW_BYTES, type PacerSettings } from '../../src/tunnel/pacer';
+import { DEFAULT_MIN_MESSAGE_BYTES, DEFAULT_TARGET_DELAY_MS, DRAIN_EVERY_MS, IDLE_PROBE_EVERY_MS, INITIAL_WINDOW_BYTES, MAX_PROBES, MIN_WINDOW_BYTES, Pacer, pacerSettings, STALL_MS, TARGET_MESSAGES, WS_SEND_WINDOW_BYTES, type PacerSettings } from '../../src/tunnel/pacer';
 
 interface Link {
   /** Bytes per second the service reads. */
@@ -218,6 +218,30 @@ events('the first window, a probe after the first bytes, and the window opening 
   assert.is(p.inFlight, 0);
   assert.ok(p.room(5, 0, false) > 0);
   assert.not.ok(p.pong(id, 6), 'a pong answered twice counts once');
+});
+
+events('a few bytes on an idle path (an echo) get a probe at most every IDLE_PROBE_EVERY_MS; a message\'s worth gets one at once', () => {
+  const p = new Pacer(settings());
+  p.sent(1, 0);
+  assert.ok(p.probeDue(0), 'the first bytes of the session: a probe (the base round trip)');
+  p.pong(p.probeSent(0), 0.3);
+  // 1-byte echoes every 0.5 ms: the next probe only once IDLE_PROBE_EVERY_MS has passed.
+  let probes = 0;
+  for (let t = 0.5; t < 10 * IDLE_PROBE_EVERY_MS; t += 0.5) {
+    assert.ok(p.room(t, 0, false) > 0, `the echo at ${t} ms may go`);
+    p.sent(1, t);
+    if (p.probeDue(t)) {
+      p.pong(p.probeSent(t), t + 0.3);
+      probes++;
+    }
+  }
+  assert.ok(probes >= 9 && probes <= 10, `${probes} probes in ${10 * IDLE_PROBE_EVERY_MS} ms`);
+  assert.ok(p.inFlight < 1000, `unprobed bytes stay few (${p.inFlight})`);
+  // Bulk starts: its first message gets a probe at once, however recent the last one.
+  const t = 10 * IDLE_PROBE_EVERY_MS + 1;
+  p.pong(p.probeSent(t - 1), t - 0.5);
+  p.sent(DEFAULT_MIN_MESSAGE_BYTES, t);
+  assert.ok(p.probeDue(t));
 });
 
 events('pongs come in order: the answer to a later probe acknowledges the earlier ones too', () => {
