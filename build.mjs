@@ -16,11 +16,14 @@ export async function bundle() {
     minifySyntax: true,
     legalComments: 'none',
     banner: { js: '#!/usr/bin/env node' },
+    // ws's optional `bufferutil` add-on is native; a single executable cannot load it. Our
+    // word-wise masking in TypeScript stands in for it (issue 15: the relay unmasks every
+    // byte a randomly masking client sends).
+    alias: { bufferutil: './src/relay/ws-mask.ts' },
     define: {
       __LOCALPROXY_VERSION__: JSON.stringify(pkg.version),
-      // ws falls back to pure JS without these optional native add-ons; say so up front
-      // so the bundle never tries to require them (a single executable cannot load them).
-      'process.env.WS_NO_BUFFER_UTIL': '"1"',
+      // ws falls back to pure JS without this optional native add-on; say so up front
+      // so the bundle never tries to require it (a single executable cannot load it).
       'process.env.WS_NO_UTF_8_VALIDATE': '"1"',
     },
     logLevel: 'warning',

@@ -22,9 +22,19 @@ export interface RawPeer {
   onData?: (payload: Uint8Array) => void;
 }
 
-export function connectPeer(url: string, mode: 'source' | 'destination', token: string, ca: string): Promise<RawPeer> {
+/**
+ * How a peer masks what it sends: `random` keys as the C++ proxy and browsers (the receiver
+ * unmasks every byte), or the all-zero key our proxies use (ws then skips unmasking).
+ */
+export type MaskKeys = 'random' | 'zero';
+
+const zeroMask = (mask: Buffer): void => {
+  mask.fill(0);
+};
+
+export function connectPeer(url: string, mode: 'source' | 'destination', token: string, ca: string, mask: MaskKeys = 'random'): Promise<RawPeer> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false });
+    const ws = new WebSocket(`${url}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false, ...(mask === 'zero' ? { generateMask: zeroMask } : {}) });
     const peer: RawPeer = { ws, received: 0, messages: 0 };
     const decoder = new FrameDecoder();
     ws.on('message', (data: Buffer) => decoder.push(data, (msg) => {
@@ -41,14 +51,21 @@ export function connectPeer(url: string, mode: 'source' | 'destination', token: 
   });
 }
 
-/** Sends `bytes` of DATA for `service` from `src`, never more than SEND_WINDOW buffered locally. */
-export function pump(src: RawPeer, service: string, bytes: number): Promise<void> {
+/**
+ * Sends `bytes` of DATA for `service` from `src`, never more than SEND_WINDOW buffered locally.
+ * `fragmentBytes`: each message goes as WebSocket fragments of that size, as Boost.Beast (the
+ * C++ proxy) sends a masked message (4 KiB pieces, its write buffer).
+ */
+export function pump(src: RawPeer, service: string, bytes: number, fragmentBytes = 0): Promise<void> {
   const frame = encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: service, connectionId: 1, payload: Buffer.alloc(PAYLOAD, 0x5a) });
+  const pieces: Buffer[] = [];
+  for (let at = 0; fragmentBytes > 0 && at < frame.length; at += fragmentBytes) pieces.push(frame.subarray(at, at + fragmentBytes));
   let sent = 0;
   return new Promise((resolve) => {
     const step = () => {
       while (sent < bytes && src.ws.bufferedAmount < SEND_WINDOW) {
-        src.ws.send(frame);
+        if (pieces.length === 0) src.ws.send(frame);
+        else pieces.forEach((piece, i) => src.ws.send(piece, { binary: true, fin: i === pieces.length - 1 }));
         sent += PAYLOAD;
       }
       if (sent < bytes) setTimeout(step, 1);

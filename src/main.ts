@@ -1,4 +1,6 @@
 /** Process entry: `relay`, `tunnel`, `agent`, or the proxy command line (src/cli). */
+// First, before the other modules load: the relay's heap settings (see the module).
+import './relay/young';
 import { runTunnelCli } from './api/cli';
 import { reportError } from './cli/report';
 import { runProxyCli } from './cli/run';
