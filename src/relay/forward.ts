@@ -464,7 +464,10 @@ export class Peer extends Outlet implements LinkEnd {
         this.heartbeatInFlight = false;
       });
     };
-    beat();
+    // The first beat after `every`, not at once: a peer's keepalive misses a pong only after a
+    // pause longer than its ping interval, and held-back reading on a busy tunnel toggles many
+    // times a second (high-water hysteresis): a pong at each pause was one frame to the sender,
+    // and a wake-up of it, per 200 KiB of bulk.
     this.heartbeat = setInterval(beat, every);
     this.heartbeat.unref();
   }

@@ -215,8 +215,10 @@ lifecycle('a sender held back for a slow reader gets a heartbeat while paused, s
   };
   pump();
   await ctx.events.waitFor('paused', (e) => e.mode === 'source' && e.receiver === 'destination', 20000);
-  // The source has stopped sending; what it sent last is in socket buffers, read by no one.
-  pumping = false;
+  // The source keeps sending until the relay has stopped reading it for good: until the socket
+  // buffers towards the destination are full, the relay's writes complete and it resumes and
+  // pauses the source many times, and a heartbeat is due only after a pause longer than
+  // its period (a busy tunnel's pauses send none).
   /** The relay's heartbeats: pongs that answer none of our pings (ours carry one digit). */
   const heartbeats: string[] = [];
   const onPong = (data: Buffer) => {
@@ -226,7 +228,8 @@ lifecycle('a sender held back for a slow reader gets a heartbeat while paused, s
   await within(new Promise<void>((resolve) => {
     const check = () => { if (heartbeats.length >= 3) { src.ws.off('pong', check); resolve(); } };
     src.ws.on('pong', check);
-  }), 5000, 'three heartbeats from the relay to the paused source');
+  }), 20000, 'three heartbeats from the relay to the paused source');
+  pumping = false;
   for (const beat of heartbeats) assert.match(beat, /^\d{13}$/, 'a heartbeat carries the time in decimal milliseconds (the C++ reference parses pong payloads as integers)');
   assert.equal(pings, [], 'no ping to a peer whose writes the relay does not read');
   dst.ws.resume();
