@@ -308,7 +308,11 @@ export class Pacer {
     this.checkStall(now);
     const unprobed = this.sentBytes - this.lastProbeMark;
     if (unprobed === 0 || this.probes.length >= MAX_PROBES) return false;
-    if (unprobed >= Math.max(this.currentWindow() / MAX_PROBES, this.messageBytes())) return true;
+    // Never more than half the window unprobed: only a pong opens a full window, so bytes that
+    // fill it with no probe behind them would hold the sending for good (a window cut below a
+    // message by a delay spike, with the message size still at a fast link's 63 KiB).
+    const window = this.currentWindow();
+    if (unprobed >= Math.min(Math.max(window / MAX_PROBES, this.messageBytes()), window / 2)) return true;
     return this.probes.length === 0 && now - this.lastProbeAt >= IDLE_PROBE_EVERY_MS;
   }
 

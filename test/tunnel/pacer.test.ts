@@ -263,6 +263,27 @@ events('bulk on a fast link (each pong back within a message): a probe per quart
   assert.ok(probes >= flushes / 20, `${probes} probes for ${flushes} flushes: the window still gets its samples`);
 });
 
+events('a window cut below a message by a delay spike on a fast link still gets the probe that reopens it (no probe out, window full: the sending held for good)', () => {
+  const p = new Pacer(settings());
+  // Bulk at ~128 MB/s for a second: the message size is a fast link's 63 KiB.
+  let t = 0;
+  for (; t < 1000; t += 1) {
+    p.sent(128 * 1024, t);
+    if (p.probeDue(t)) p.pong(p.probeSent(t), t + 0.3);
+  }
+  assert.ok(p.messageBytes() > 32 * 1024, `message size ${p.messageBytes()}`);
+  // Everything acknowledged; then the window falls to a fraction of a message (a spike of delay).
+  p.pong(p.probeSent(t), t + 0.3);
+  p.window = 20 * 1024;
+  t += 1;
+  p.sent(29 * 1024, t);
+  assert.ok(p.room(t, 0, false) <= 0, 'the window is full');
+  assert.ok(p.probeDue(t), 'a probe follows the bytes that filled it');
+  const id = p.probeSent(t);
+  assert.ok(p.pong(id, t + 0.5));
+  assert.ok(p.room(t + 0.5, 0, false) > 0, 'its pong opens the window again');
+});
+
 events('pongs come in order: the answer to a later probe acknowledges the earlier ones too', () => {
   const p = new Pacer(settings());
   const ids: number[] = [];
