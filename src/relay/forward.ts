@@ -16,7 +16,7 @@ import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
-import { encodeFrame, FrameDecoder, packFrames } from '../protocol/framing';
+import { encodeFrame, FrameDecoder, packFrames, type OnMessage } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { extensionOf } from '../protocol/extension';
 import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
@@ -256,11 +256,32 @@ export abstract class Outlet {
 export class Relayed {
   private readonly frames: Buffer[] = [];
   private asReceived = false;
+  /** During `pass`: the receiver of this message (undefined: none), and the first error met in it. */
+  to?: LinkEnd;
+  error?: string;
 
-  /** A message begins; `whole`: no part of a frame from an earlier message is pending. */
-  begin(whole: boolean): void {
+  /**
+   * Decodes one WebSocket message through `decoder` (its callbacks read `to`, `add` or `skip`
+   * each frame, and record the first error with `fail`), then sends `to` what it got: whatever
+   * arrived before an error too, in order. Returns that error. The state lives here, in fields,
+   * so a message costs no closure.
+   */
+  pass(decoder: FrameDecoder, chunk: Buffer, to: LinkEnd | undefined, onFrame: OnMessage, onDecodeError: (err: Error) => void): string | undefined {
+    this.to = to;
+    this.error = undefined;
     this.frames.length = 0;
-    this.asReceived = whole;
+    this.asReceived = decoder.bufferedBytes === 0;
+    decoder.push(chunk, onFrame, onDecodeError);
+    const error = this.error;
+    this.to = undefined;
+    this.error = undefined;
+    if (to) this.deliver(to, chunk, !error && decoder.bufferedBytes === 0);
+    return error;
+  }
+
+  /** Records `error` for the message being passed, unless one was met before. */
+  fail(error: string | undefined): void {
+    this.error ??= error;
   }
 
   /** A frame of this message is not forwarded to the receiver. */
@@ -279,7 +300,7 @@ export class Relayed {
   }
 
   /** Sends the message's frames to `to`; `whole`: it was decoded without error up to its last byte. */
-  deliver(to: LinkEnd, chunk: Buffer, whole: boolean): void {
+  private deliver(to: LinkEnd, chunk: Buffer, whole: boolean): void {
     if (this.asReceived && whole && this.frames.length > 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) to.sendFrames([chunk]);
     else to.sendFrames(this.frames);
     this.frames.length = 0;
@@ -513,10 +534,8 @@ export class Peer extends Outlet implements LinkEnd {
 
   // State of the WebSocket message being decoded (onWsMessage), in fields so that decoding
   // needs no closure and no arrays of its own per message.
-  private receiver?: LinkEnd;
   private readonly relayed = new Relayed();
   private readonly replies: Buffer[] = [];
-  private error?: string;
 
   private onWsMessage(data: RawData, isBinary: boolean): void {
     if (this.closing) return;
@@ -526,15 +545,8 @@ export class Peer extends Outlet implements LinkEnd {
     this.charge(chunk.length);
     const other = this.detached ? undefined : this.link.other(this.mode);
     const replies = this.replies;
-    this.receiver = other && !other.closing ? other : undefined;
-    this.error = undefined;
-    this.relayed.begin(this.decoder.bufferedBytes === 0);
-    this.decoder.push(chunk, this.onFrame, this.onDecodeError);
-    const error = this.error;
-    this.receiver = undefined;
-    this.error = undefined;
     // Whatever arrived before a violation is still delivered, in order.
-    if (other) this.relayed.deliver(other, chunk, !error && this.decoder.bufferedBytes === 0);
+    const error = this.relayed.pass(this.decoder, chunk, other && !other.closing ? other : undefined, this.onFrame, this.onDecodeError);
     const replied = replies.length > 0;
     if (replied) {
       this.sendFrames(replies);
@@ -562,27 +574,28 @@ export class Peer extends Outlet implements LinkEnd {
   }
 
   private readonly onFrame = (msg: Message, frame: Uint8Array | undefined): void => {
-    if (this.error) return;
+    const relayed = this.relayed;
+    if (relayed.error) return;
     const received = msg.serviceId;
-    this.error = this.check(msg);
-    if (this.error) return;
-    const other = this.receiver;
+    relayed.fail(this.check(msg));
+    if (relayed.error) return;
+    const other = relayed.to;
     if (!other) {
-      this.relayed.skip();
+      relayed.skip();
       this.answerAbsent(msg, this.replies);
       return;
     }
     if (!other.takes(msg.type)) {
-      this.relayed.skip();
+      relayed.skip();
       this.log.limited(LogLevel.DEBUG, 'not-forwarded', `not forwarded: ${typeName(msg.type)}, which the ${other.mode} did not declare`);
       return;
     }
     this.link.track(msg);
-    this.relayed.add(other, msg, frame, received);
+    relayed.add(other, msg, frame, received);
   };
 
   private readonly onDecodeError = (err: Error): void => {
-    this.error ??= `undecodable frame: ${err.message}`;
+    this.relayed.fail(`undecodable frame: ${err.message}`);
   };
 
   /**

@@ -136,14 +136,7 @@ export class RemotePeer extends Outlet implements LinkEnd {
     this.bytesIn += chunk.length;
     const local = this.detached ? undefined : this.link.other(this.mode);
     const receiver = local instanceof Peer && !local.closing ? local : undefined;
-    this.receiver = receiver;
-    this.error = undefined;
-    this.relayed.begin(this.decoder.bufferedBytes === 0);
-    this.decoder.push(chunk, this.onFrame, this.onDecodeError);
-    const error = this.error;
-    this.receiver = undefined;
-    this.error = undefined;
-    if (receiver) this.relayed.deliver(receiver, chunk, !error && this.decoder.bufferedBytes === 0);
+    const error = this.relayed.pass(this.decoder, chunk, receiver, this.onFrame, this.onDecodeError);
     if (error) {
       this.log.error(error);
       this.close(1008, 'undecodable frame');
@@ -155,24 +148,23 @@ export class RemotePeer extends Outlet implements LinkEnd {
     }
   }
 
-  // State of the bridge message being decoded (onMessage): fields, so no closure per message.
-  private receiver?: Peer;
+  /** The bridge message being decoded (onMessage), with its receiver and first error. */
   private readonly relayed = new Relayed();
-  private error?: string;
 
   private readonly onFrame = (msg: Message, frame: Uint8Array | undefined): void => {
-    if (this.error) return;
-    const receiver = this.receiver;
+    const relayed = this.relayed;
+    if (relayed.error) return;
+    const receiver = relayed.to;
     if (receiver && !receiver.takes(msg.type)) {
-      this.relayed.skip();
+      relayed.skip();
       return;
     }
     this.link.track(msg);
-    if (receiver) this.relayed.add(receiver, msg, frame, msg.serviceId);
+    if (receiver) relayed.add(receiver, msg, frame, msg.serviceId);
   };
 
   private readonly onDecodeError = (err: Error): void => {
-    this.error ??= `undecodable frame from node ${this.node}: ${err.message}`;
+    this.relayed.fail(`undecodable frame from node ${this.node}: ${err.message}`);
   };
 
   private onClose(code: number): void {
