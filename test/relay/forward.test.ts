@@ -39,6 +39,16 @@ async function pair(ctx: Ctx, services: string[], protocols?: { source?: string[
   return { t, src, dst };
 }
 
+/** A pair on one SSH service, past SERVICE_IDS, with stream 1 started at the destination. */
+async function sshStream(ctx: Ctx) {
+  const { src, dst } = await pair(ctx, ['SSH']);
+  await src.next();
+  await dst.next();
+  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
+  await dst.next();
+  return { src, dst };
+}
+
 forward('sends SERVICE_IDS with the tunnel services right after a 3.0 upgrade', async (ctx) => {
   const { src, dst } = await pair(ctx, ['SSH', 'HTTP']);
   for (const p of [src, dst]) {
@@ -96,11 +106,7 @@ forward('a peer that does not read still has its own data forwarded: the two dir
   // Regression: the relay paused reading a peer whenever its own backlog towards that peer was
   // high, so an echo-style app that stops reading while its writes are blocked deadlocked the
   // tunnel (seen as a hang of test/e2e/concurrent "three services at once").
-  const { src, dst } = await pair(ctx, ['SSH']);
-  await src.next();
-  await dst.next();
-  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
-  await dst.next();
+  const { src, dst } = await sshStream(ctx);
   dst.ws.pause();
   const payload = Buffer.alloc(64512, 1);
   // 32 MiB towards the destination: more than the kernel buffers and the relay's high-water mark.
@@ -137,11 +143,7 @@ function reversedFrame(payload: string, extra: number[] = []): Buffer {
 }
 
 forward('forwards a message of whole frames that need no rewrite as it came, byte for byte (issue 15)', async (ctx) => {
-  const { src, dst } = await pair(ctx, ['SSH']);
-  await src.next();
-  await dst.next();
-  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
-  await dst.next();
+  const { src, dst } = await sshStream(ctx);
   const raw: Buffer[] = [];
   dst.ws.on('message', (d: Buffer) => raw.push(d));
   // Re-encoding would put the fields back in field-number order: these arrive as they were sent.
@@ -154,11 +156,7 @@ forward('forwards a message of whole frames that need no rewrite as it came, byt
 });
 
 forward('re-encodes what needs it: a frame with a field the protocol does not define loses it, a frame split across messages arrives whole', async (ctx) => {
-  const { src, dst } = await pair(ctx, ['SSH']);
-  await src.next();
-  await dst.next();
-  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
-  await dst.next();
+  const { src, dst } = await sshStream(ctx);
   const raw: Buffer[] = [];
   dst.ws.on('message', (d: Buffer) => raw.push(d));
   // Field 15 (varint 5) is no field of Message: the relay forwards the message without it, as before.
