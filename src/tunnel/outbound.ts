@@ -174,6 +174,16 @@ export class Outbound {
     this.pausedSet.clear();
   }
 
+  /**
+   * Hands one frame to ws now, ahead of everything queued (a credit HELLO, which must precede
+   * the WINDOWs queued after it); it counts towards the pacer's bytes in flight.
+   */
+  sendFirst(frame: Buffer): void {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(frame, { binary: true }, this.onSent);
+    this.pacer.sent(frame.length, this.clock());
+  }
+
   /** Sends whatever is queued now, past the pacer, instead of on the next turn (used right before closing). */
   flushNow(): void {
     this.flush(true);

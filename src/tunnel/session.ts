@@ -315,9 +315,11 @@ export class Session implements Producer {
   private sendHello(): void {
     const credit = this.credit!;
     credit.announced(Date.now());
-    this.sendControl({ type: ExtensionType.CREDIT_HELLO, ignorable: true, serviceId: this.serviceIds?.[0] ?? '', payload: encodeHello(credit.nonce) });
-    // WINDOWs go in their connections' queues, which the scheduler may serve first.
-    this.outbound.flushNow();
+    // Ahead of everything queued: WINDOWs go in their connections' queues, which the scheduler
+    // may serve first. Not by flushing those queues past the pacer, as before: a peer's HELLO
+    // that arrived once an upload had begun put a megabyte of it on the wire at once, and an
+    // echo then waited a second behind it on a 1 MB/s link.
+    this.outbound.sendFirst(encodeFrame({ type: ExtensionType.CREDIT_HELLO, ignorable: true, serviceId: this.serviceIds?.[0] ?? '', payload: encodeHello(credit.nonce) }));
   }
 
   private onCreditMessage(msg: Message): void {

@@ -154,6 +154,31 @@ credit('source: a HELLO is answered once; a connection gets our grant after its 
   }
 });
 
+credit('source: a new peer\'s HELLO in the middle of an upload is answered ahead of the queue; the upload stays behind the pacer (it used to be flushed onto the wire at once)', async () => {
+  // Pings unanswered: the pacer holds the upload after its first window, for STALL_MS (2 s).
+  const t = await setup('source', { SSH: 0 }, { extensions: [CREDIT_EXTENSION], autoPong: false });
+  try {
+    await t.peer.takeType(HELLO);
+    const bulk = await connectTo(t.proxy.ports().get('SSH')!);
+    const TOTAL = 1024 * 1024;
+    void writeAll(bulk, pattern(TOTAL, 7));
+    await t.peer.take((m) => m.type === T.DATA && m.connectionId === 1, 5000, 'the first DATA');
+    t.peer.send(hello('SSH', '00000000000000d1'));
+    await t.peer.takeType(HELLO);
+    // A marker: one byte on a second connection passes the window (it sends little); every DATA
+    // the proxy put on the wire before it has arrived by then.
+    const marker = await connectTo(t.proxy.ports().get('SSH')!);
+    marker.write('m');
+    const mark = await t.peer.take((m) => m.type === T.DATA && m.connectionId === 2, 5000, 'the marker');
+    const before = dataBytes(t.peer.received.slice(0, t.peer.received.indexOf(mark)), 1);
+    assert.ok(before < 128 * 1024, `${before} bytes of the upload went before the marker (the first window and a message are allowed)`);
+    bulk.destroy();
+    marker.destroy();
+  } finally {
+    await t.close();
+  }
+});
+
 /** Destination: a connection from the scripted source to a sink application. */
 async function destinationSetup(settings: Partial<Settings> = {}): Promise<{ t: Setup; sink: SinkServer }> {
   const sink = await sinkServer();

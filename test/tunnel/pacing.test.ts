@@ -122,6 +122,26 @@ pacing('an interactive frame passes while the window holds bulk data back', asyn
   }
 });
 
+pacing('sendFirst (a credit HELLO answering a new peer) goes ahead of the queue and leaves the bulk data behind the window, not flushed', async () => {
+  const svc = await service();
+  try {
+    const out = new Outbound(svc.client, 64 << 20, new Pacer());
+    const bulk = producer();
+    for (let i = 0; i < 40; i++) out.push(bulk, bulkFrame(i));
+    await svc.until(() => svc.pings.length > 0, 5000, 'a probe');
+    const before = svc.received.length;
+    out.sendFirst(encodeFrame({ type: T.SERVICE_IDS, availableServiceIds: ['HELLO'] }));
+    await svc.until(() => svc.received.some((m) => m.type === T.SERVICE_IDS), 5000, 'the frame sent first');
+    // The session used to flush every queue past the pacer here: a megabyte of an upload at once.
+    assert.is(svc.received.length, before + 1, `only that frame went: ${svc.received.length - before} messages`);
+    assert.ok(out.backlog() >= 38 * BULK_FRAME_BYTES, `backlog ${out.backlog()}`);
+    svc.answerAll();
+    await svc.until(() => svc.received.length === 41, 10_000, 'every frame');
+  } finally {
+    await svc.close();
+  }
+});
+
 pacing(`a service that never answers probes: after STALL_MS (${STALL_MS} ms) the pacer steps aside and everything arrives`, async () => {
   const svc = await service();
   try {
