@@ -33,6 +33,10 @@ Options:
                             every tunnel, as the cloud limits a tunnel (800000 is its class of
                             limit): a peer sending faster is not read until it is back within
                             the rate, so the excess waits in its own socket buffers
+  --no-pacing               Hand everything for a peer to its socket at once, as the relay did
+                            before: no delay probes to our proxies, no per-connection order
+                            (by default what waits for a slow peer waits in the relay, where a
+                            connection that sends little goes first)
   --store URL               Keep tunnels in Redis (or Valkey), shared by several relays (a
                             cluster): redis://HOST[:PORT][/DB] or rediss://... (TLS). The
                             password: in the URL, or LOCALPROXY_RELAY_REDIS_PASSWORD (better:
@@ -79,6 +83,7 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'plain', value: false },
   { name: 'state', value: true },
   { name: 'bandwidth', value: true },
+  { name: 'no-pacing', value: false },
   { name: 'store', value: true },
   { name: 'store-ca', value: true },
   { name: 'node-url', value: true },
@@ -205,6 +210,7 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
     if (!(rate >= 1024)) throw usageError(`invalid --bandwidth '${bandwidth}': expected bytes per second, at least 1024 (e.g. 800000)`);
     options.bandwidth = rate;
   }
+  if (args.has('no-pacing')) options.pace = false;
   clusterFromArgs(args, options, log);
   const maxServices = stringOption(args, 'max-services');
   if (maxServices !== undefined) {

@@ -21,6 +21,7 @@ import { MessageType, typeName, type Message, type MessageInit } from '../protoc
 import { extensionOf } from '../protocol/extension';
 import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
 import { queueBoundBytes, TokenBucket } from './bandwidth';
+import { laneKey, PacedSend } from './paced';
 import type { PeerMode, TunnelRecord } from './tunnels';
 
 /**
@@ -28,6 +29,13 @@ import type { PeerMode, TunnelRecord } from './tunnels';
  * socket (without a bandwidth); resume it below a quarter of it.
  */
 export const HIGH_WATER_BYTES = 256 * 1024;
+/**
+ * Towards a paced peer the sender is resumed once the backlog is below this fraction of the
+ * high-water mark, not a quarter: the sender's own pacer must see the rate at which we drain,
+ * and a quarter let the relay read it in bursts (hold while three quarters drain, then read
+ * them at once), which the recent-minimum round trip of its probes takes for no queue at all.
+ */
+const PACED_RESUME_AT = 3 / 4;
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
 /** Bounds of the ping interval towards a peer we hold back (half its own ping interval). */
@@ -81,6 +89,8 @@ export interface PeerInit {
   onEvent?: (event: PeerEvent) => void;
   /** Bytes per second this peer may send (`--bandwidth`); undefined: unlimited. */
   bandwidth?: number;
+  /** Pace what is sent to this peer (paced.ts) when it declared an extension. Default true. */
+  pace?: boolean;
 }
 
 /** Whatever can be paused because a receiver's backlog is too long, and resumed when it drains. */
@@ -113,7 +123,19 @@ export interface LinkEnd extends Sender {
    * received frame whose service id is this one is forwarded as it came, without re-encoding.
    */
   wireServiceId(serviceId: string): string;
-  sendFrames(frames: Buffer[]): void;
+  /**
+   * Sends frames to this end. `keys`: each frame's lane (paced.ts, laneKey) when this end is
+   * `laned`; without them every frame is a barrier. `whole`: the received message the frames
+   * came in, when it may be forwarded as it is.
+   */
+  sendFrames(frames: Buffer[], keys?: readonly (string | undefined)[], whole?: Buffer): void;
+  /** This end schedules frames per connection (a paced peer): give `sendFrames` their lanes. */
+  readonly laned: boolean;
+  /**
+   * Runs `run` once the frames queued for this end so far have left its queue (a paced peer);
+   * false, without running it, when none wait there.
+   */
+  whenForwarded(run: () => void): boolean;
   /** `sender` was paused because of this end's backlog: resume it once the backlog drains. */
   holdBack(sender: Sender): void;
   close(code: number, reason: string): void;
@@ -209,6 +231,7 @@ export class TunnelLink {
 export abstract class Outlet {
   abstract readonly ws: WebSocket;
   abstract readonly highWater: number;
+  abstract readonly log: Logger;
   /** A close was started: nothing more is sent. */
   closing = false;
   /** Bytes handed to ws.send whose write callback has not run yet. */
@@ -216,11 +239,42 @@ export abstract class Outlet {
   bytesOut = 0;
   /** Senders paused because this end's backlog is above its high-water mark. */
   protected readonly pausedSenders = new Set<Sender>();
+  /** Set for a paced peer (paced.ts): frames wait there, in their lanes, until the pacer lets them go. */
+  protected paced?: PacedSend;
 
-  sendFrames(frames: Buffer[]): void {
+  get laned(): boolean {
+    return this.paced !== undefined;
+  }
+
+  sendFrames(frames: Buffer[], keys?: readonly (string | undefined)[], whole?: Buffer): void {
     if (frames.length === 0 || this.closing || this.ws.readyState !== this.ws.OPEN) return;
+    if (this.paced) {
+      // Counted as unsent from now: queued here, they hold the sender back as bytes in ws do.
+      for (const frame of frames) this.unsent += frame.length;
+      this.paced.push(frames, keys ?? frames.map(() => undefined), whole);
+      return;
+    }
+    if (whole) return this.sendMessage(whole);
     if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
     for (const payload of packFrames(frames)) this.sendMessage(payload);
+  }
+
+  whenForwarded(run: () => void): boolean {
+    return this.paced?.whenHanded(run) ?? false;
+  }
+
+  /** Starts pacing what is sent to this end (a peer that declared a localproxy extension). */
+  protected startPacing(): void {
+    this.paced = new PacedSend(this.ws, (payload) => this.writeMessage(payload), this.log);
+  }
+
+  /** Stops pacing; `flush`: what still waits goes to ws first (a close frame follows), else it is dropped (the socket closed). */
+  protected stopPacing(flush: boolean): void {
+    if (!this.paced) return;
+    if (flush) this.paced.flushAll();
+    this.unsent -= this.paced.queuedBytes;
+    this.paced.close();
+    this.paced = undefined;
   }
 
   holdBack(sender: Sender): void {
@@ -235,15 +289,21 @@ export abstract class Outlet {
 
   /** One WebSocket message of whole frames. */
   private sendMessage(payload: Buffer): void {
+    this.unsent += payload.length;
+    this.writeMessage(payload);
+  }
+
+  /** Hands a message, already counted in `unsent`, to ws. */
+  private writeMessage(payload: Buffer): void {
     const length = payload.length;
-    this.unsent += length;
     this.bytesOut += length;
     this.ws.send(payload, { binary: true }, () => this.onSent(length));
   }
 
   private onSent(length: number): void {
     this.unsent -= length;
-    if (this.unsent < this.highWater / 4 && this.pausedSenders.size > 0) this.releaseSenders();
+    if (this.pausedSenders.size > 0 && this.unsent < this.highWater * (this.paced ? PACED_RESUME_AT : 1 / 4)) this.releaseSenders();
+    this.paced?.written();
   }
 }
 
@@ -255,6 +315,8 @@ export abstract class Outlet {
  */
 export class Relayed {
   private readonly frames: Buffer[] = [];
+  /** Each frame's lane (paced.ts), kept only when the receiver is laned. */
+  private readonly keys: (string | undefined)[] = [];
   private asReceived = false;
   /** During `pass`: the receiver of this message (undefined: none), and the first error met in it. */
   to?: LinkEnd;
@@ -270,6 +332,7 @@ export class Relayed {
     this.to = to;
     this.error = undefined;
     this.frames.length = 0;
+    this.keys.length = 0;
     this.asReceived = decoder.bufferedBytes === 0;
     decoder.push(chunk, onFrame, onDecodeError);
     const error = this.error;
@@ -297,13 +360,17 @@ export class Relayed {
       this.asReceived = false;
       this.frames.push(to.frameFor(msg));
     }
+    if (to.laned) this.keys.push(laneKey(msg));
   }
 
   /** Sends the message's frames to `to`; `whole`: it was decoded without error up to its last byte. */
   private deliver(to: LinkEnd, chunk: Buffer, whole: boolean): void {
-    if (this.asReceived && whole && this.frames.length > 0 && chunk.length <= MAX_WS_MESSAGE_BYTES) to.sendFrames([chunk]);
+    const asIs = this.asReceived && whole && this.frames.length > 0 && chunk.length <= MAX_WS_MESSAGE_BYTES;
+    if (to.laned) to.sendFrames(this.frames, this.keys, asIs ? chunk : undefined);
+    else if (asIs) to.sendFrames([chunk]);
     else to.sendFrames(this.frames);
     this.frames.length = 0;
+    this.keys.length = 0;
   }
 }
 
@@ -329,7 +396,9 @@ export class Peer extends Outlet implements LinkEnd {
   /** Why this peer is not read: its receiver's backlog, its bandwidth budget (either or both). */
   private heldForBacklog = false;
   private heldForBandwidth = false;
+
   private readonly bucket?: TokenBucket;
+  private readonly shouldPace: boolean;
   private bandwidthTimer?: NodeJS.Timeout;
   private readonly startedAt = Date.now();
   /** When this peer last pinged us, and the time between its last two pings (0 = unknown). */
@@ -356,6 +425,7 @@ export class Peer extends Outlet implements LinkEnd {
     this.onEvent = init.onEvent;
     this.highWater = queueBoundBytes(init.bandwidth, HIGH_WATER_BYTES);
     if (init.bandwidth) this.bucket = new TokenBucket(init.bandwidth, Date.now());
+    this.shouldPace = init.pace !== false && this.extensions.size > 0;
     this.onWsMessage = this.onWsMessage.bind(this);
     this.onWsClose = this.onWsClose.bind(this);
     this.onWsPing = this.onWsPing.bind(this);
@@ -367,12 +437,14 @@ export class Peer extends Outlet implements LinkEnd {
     this.ws.on('close', this.onWsClose);
     this.ws.on('ping', this.onWsPing);
     this.ws.on('error', this.onWsError);
+    if (this.shouldPace) this.startPacing();
     if (this.version >= 2) this.sendFrames([encodeFrame({ type: MessageType.SERVICE_IDS, availableServiceIds: this.link.tunnel.services })]);
   }
 
   /** Sends a close frame, then ends the socket instead of waiting for the peer's reply. */
   close(code: number, reason: string): void {
     if (this.closing) return;
+    this.stopPacing(true);
     this.closing = true;
     this.resumeReading();
     this.releaseBandwidthHold();
@@ -506,10 +578,23 @@ export class Peer extends Outlet implements LinkEnd {
     this.charge(data.length + 6);
     // The server runs with autoPong off so that setFaults({answerPings:false}) can stop answering.
     if (!this.answerPings || this.ws.readyState !== this.ws.OPEN) return;
-    // A ping is answered when it is read, as the cloud does: its pong follows only what was
-    // already sent to this peer. One pong waits at a time; pings read meanwhile are answered
-    // by one pong for the latest (RFC 6455 5.5.3), so a peer that pings but never reads costs
-    // one pending pong.
+    // A ping is answered when it is read, as the cloud does, with one exception: from a peer
+    // of ours (it declared an extension) when its earlier messages still wait in the relay's
+    // queue for the other peer (paced.ts), once they have left it. Its pacer then sees that
+    // queue too, as it sees the one in front of the relay. Answered on reading, a sender
+    // filled the relay's queue unseen up to the high-water mark, and then the socket buffers
+    // behind it, where an echo waits in order (1 s behind an upload to a 1 MB/s destination).
+    const other = this.detached || this.extensions.size === 0 ? undefined : this.link.other(this.mode);
+    if (other && !other.closing && other.whenForwarded(() => this.answerPing(data))) return;
+    this.answerPing(data);
+  }
+
+  /**
+   * One pong waits at a time; pings read meanwhile are answered by one pong for the latest
+   * (RFC 6455 5.5.3), so a peer that pings but never reads costs one pending pong.
+   */
+  private answerPing(data: Buffer): void {
+    if (!this.answerPings || this.closing || this.ws.readyState !== this.ws.OPEN) return;
     if (this.pongInFlight) this.pendingPing = data;
     else this.sendPong(data);
   }
@@ -641,6 +726,7 @@ export class Peer extends Outlet implements LinkEnd {
     this.ws.off('ping', this.onWsPing);
     this.ws.off('close', this.onWsClose);
     this.stopHeartbeat();
+    this.stopPacing(false);
     this.releaseBandwidthHold();
     this.decoder.reset();
     const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(1);

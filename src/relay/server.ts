@@ -66,6 +66,12 @@ export interface RelayOptions {
    * limits a tunnel (src/relay/bandwidth.ts). Undefined or 0: unlimited.
    */
   bandwidth?: number;
+  /**
+   * Pace what is sent to each peer that declared a localproxy extension, and let its
+   * connections' frames pass one another by the scheduler's rule (src/relay/paced.ts).
+   * Default true; `--no-pacing` turns it off.
+   */
+  pace?: boolean;
 }
 
 export type { PeerEvent } from './forward';
@@ -160,6 +166,7 @@ class RelayServer implements Relay {
   private readonly onEvent?: (event: PeerEvent) => void;
   private readonly notifier?: TunnelNotifier;
   private readonly bandwidth?: number;
+  private readonly pace: boolean;
   private faults: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
 
   constructor(options: RelayOptions, shared?: SharedStore) {
@@ -172,6 +179,7 @@ class RelayServer implements Relay {
       throw new RangeError(`bandwidth must be a whole number of bytes per second, got ${options.bandwidth}`);
     }
     this.bandwidth = options.bandwidth || undefined;
+    this.pace = options.pace !== false;
     this.limits = resolveLimits(options.limits);
     const limits = this.limits;
     let tls = options.tls ?? 'self-signed';
@@ -504,7 +512,7 @@ class RelayServer implements Relay {
     const replacing = previous !== undefined;
     log.info(`${replacing ? 'reconnected, replacing the previous connection' : 'connected'} (channel ${channelId}, ${accepted.subprotocol}, from ${socket.remoteAddress})`);
     if (previous instanceof Peer) this.cluster?.peerReplaced(previous);
-    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions, onEvent: this.onEvent, bandwidth: this.bandwidth });
+    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions, onEvent: this.onEvent, bandwidth: this.bandwidth, pace: this.pace });
     peer.answerPings = this.faults.answerPings;
     this.peerTokens.set(peer, auth.tokenHash);
     ws.resume();

@@ -6,44 +6,16 @@
  * (docs/BENCHMARKS.md, "Echo behind bulk"), this holds the shape.
  */
 import { performance } from 'node:perf_hooks';
-import type { Socket } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { blastServer, connectTo, echoServer, patternSha256, receiveAll, sendPattern, sinkServer } from '../helpers/apps';
+import { blastServer, echoServer, patternSha256, receiveAll, sendPattern, sinkServer } from '../helpers/apps';
+import { echoes, p99 } from '../helpers/echoes';
 import { startTunnel } from '../helpers/tunnel';
 import { within } from '../helpers/wait';
 
 const CAP = 800_000;
 const BULK = 6 * 1024 * 1024;
 const behind = suite('e2e: interactive traffic behind bulk transfers, tunnel capped at 800 kB/s');
-
-/** 1-byte echo round trips (ms) on one connection until `done()` says so. */
-async function echoes(port: number, done: () => boolean): Promise<number[]> {
-  const socket: Socket = await connectTo(port);
-  let waiter: { resolve: (data: Buffer) => void; reject: (err: Error) => void } | undefined;
-  socket.on('data', (data: Buffer) => waiter?.resolve(data));
-  socket.on('close', () => waiter?.reject(new Error('the echo connection closed')));
-  const rtts: number[] = [];
-  try {
-    for (let i = 0; !done(); i++) {
-      const byte = Buffer.of(i & 0xff);
-      const reply = new Promise<Buffer>((resolve, reject) => { waiter = { resolve, reject }; });
-      const sent = performance.now();
-      socket.write(byte);
-      const data = await within(reply, 30_000, `echo ${i}`);
-      rtts.push(performance.now() - sent);
-      assert.ok(data.equals(byte), `echo ${i} came back as ${data.toString('hex')}`);
-    }
-    return rtts;
-  } finally {
-    socket.destroy();
-  }
-}
-
-function p99(samples: number[]): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.ceil(sorted.length * 0.99) - 1];
-}
 
 behind('6 MiB up: every echo behind it comes back, p99 under 1 s, while the upload keeps over 500 kB/s', async () => {
   const sink = await sinkServer();

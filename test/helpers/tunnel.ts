@@ -28,6 +28,10 @@ export interface TunnelSpec {
   readyTimeoutMs?: number;
   /** The relay's `bandwidth` (bytes per second per tunnel direction, `--bandwidth`); default unlimited. */
   bandwidth?: number;
+  /** The relay's `pace` (`--no-pacing` when false); default on. */
+  pace?: boolean;
+  /** The destination reaches the relay through this (given the relay's port, returns the port to connect to): a slow link, say. */
+  destinationVia?: (relayPort: number) => Promise<number>;
 }
 
 export interface Tunnel {
@@ -62,17 +66,20 @@ export function proxyOptions(relay: Relay, mode: ProxyOptions['mode'], accessTok
   };
 }
 
-export async function startRelayForTests(options: { bandwidth?: number } = {}): Promise<Relay> {
+export async function startRelayForTests(options: { bandwidth?: number; pace?: boolean } = {}): Promise<Relay> {
   // Some tunnels here carry four services, one more than the cloud's (and the relay's) default quota.
   return startRelay({ port: 0, tls: 'self-signed', log: testLogger('relay'), limits: { maxServicesPerTunnel: 8 }, ...options });
 }
 
 export async function startTunnel(spec: TunnelSpec): Promise<Tunnel> {
-  const relay = await startRelayForTests({ bandwidth: spec.bandwidth });
+  const relay = await startRelayForTests({ bandwidth: spec.bandwidth, pace: spec.pace });
+  const destinationPort = spec.destinationVia ? await spec.destinationVia(relay.port) : relay.port;
   const services = spec.services ?? Object.keys(spec.destinationMap).filter((id) => id !== '');
   const tunnel = relay.openTunnel({ services });
   const sourceMap = spec.sourceMap ?? Object.fromEntries((services.length > 0 ? services : ['']).map((id) => [id, { kind: 'tcp', port: 0 } as ServiceTarget]));
-  const destination = startProxy({ ...proxyOptions(relay, 'destination', tunnel.destinationAccessToken, spec.destinationMap, spec.settings), ...spec.destOptions });
+  const destinationOptions = proxyOptions(relay, 'destination', tunnel.destinationAccessToken, spec.destinationMap, spec.settings);
+  destinationOptions.endpoint = { ...destinationOptions.endpoint, port: destinationPort };
+  const destination = startProxy({ ...destinationOptions, ...spec.destOptions });
   const source = startProxy({ ...proxyOptions(relay, 'source', tunnel.sourceAccessToken, sourceMap, spec.settings), ...spec.sourceOptions });
   let closed: Promise<void> | undefined;
   const close = () => {

@@ -17,6 +17,8 @@ export interface PeerOptions {
   clientToken?: string;
   /** Source address of the connection (any 127.x.y.z on Linux). */
   localAddress?: string;
+  /** ws answers pings by itself (default true); false: the test answers them (`pings`). */
+  autoPong?: boolean;
 }
 
 export class TestPeer {
@@ -26,6 +28,9 @@ export class TestPeer {
   closeReason = '';
   readonly closed: Promise<void>;
   bytesReceived = 0;
+  /** Payloads of the pings and pongs received, in order. */
+  readonly pings: Buffer[] = [];
+  readonly pongs: Buffer[] = [];
   /** The upgrade response's headers. */
   responseHeaders: Record<string, string | string[] | undefined> = {};
   private readonly decoder = new FrameDecoder();
@@ -34,6 +39,14 @@ export class TestPeer {
   constructor(ws: WebSocket) {
     this.ws = ws;
     ws.on('upgrade', (res) => { this.responseHeaders = res.headers; });
+    ws.on('ping', (data: Buffer) => {
+      this.pings.push(data);
+      this.wake();
+    });
+    ws.on('pong', (data: Buffer) => {
+      this.pongs.push(data);
+      this.wake();
+    });
     ws.on('message', (data: Buffer) => {
       this.bytesReceived += data.length;
       this.decoder.push(data, (msg) => this.messages.push(msg), (err) => { throw err; });
@@ -95,7 +108,7 @@ export async function connectPeer(relay: Relay, token: string | undefined, optio
   const headers: Record<string, string> = { ...options.headers };
   if (token !== undefined) headers['access-token'] = token;
   if (options.clientToken) headers['client-token'] = options.clientToken;
-  const ws = new WebSocket(tunnelUrl(relay, options.mode ?? 'source'), options.protocols ?? [SUBPROTOCOL_V3], { headers, ca: relay.caPem, perMessageDeflate: false, localAddress: options.localAddress });
+  const ws = new WebSocket(tunnelUrl(relay, options.mode ?? 'source'), options.protocols ?? [SUBPROTOCOL_V3], { headers, ca: relay.caPem, perMessageDeflate: false, localAddress: options.localAddress, autoPong: options.autoPong ?? true });
   const peer = new TestPeer(ws);
   const refused = new Promise<never>((_, reject) => {
     ws.on('unexpected-response', (_req, res) => {

@@ -1,0 +1,294 @@
+/**
+ * What the relay sends to one peer, paced and scheduled as the proxies pace and schedule what
+ * they send (issue 13; src/tunnel/pacer.ts, src/tunnel/scheduler.ts).
+ *
+ * The relay used to hand every message to ws as it read it. Nothing queued in the relay
+ * itself, but the kernel's send buffer towards the peer and the peer's receive buffer took
+ * megabytes whenever the peer was slower than the sender for a moment (two cores shared by
+ * three busy processes: often), and an echo waited behind all of them, in order. The proxy
+ * that sent them could not see that queue: its probes measure the way to the relay only.
+ *
+ * So the relay keeps that queue short by the same means: delay probes (pings) to the peer,
+ * which answers one only after reading every byte sent before it, and a Pacer that sets how
+ * many bytes may be in flight. What may not go yet waits here, one lane per connection, and
+ * leaves in the scheduler's order: a connection that sends little (a keystroke, an echo) goes
+ * before one that streams, and passes even while the pacer holds bulk back. Beyond the
+ * relay's high-water mark the sender is not read (forward.ts), so the queue moves back to the
+ * proxy that sent it, whose pacer sees it and keeps it in its own per-connection queues.
+ *
+ * Order is kept where the protocol needs it: every message of one connection (DATA,
+ * CONNECTION_START/RESET, CREDIT_WINDOW) in one lane, in order; a message about a whole
+ * stream or session (STREAM_START, STREAM_RESET, SESSION_RESET, SERVICE_IDS, CREDIT_HELLO,
+ * anything the relay does not know) is a barrier: it leaves only after everything queued
+ * before it, and everything queued after it leaves after it.
+ *
+ * Only peers that declared a localproxy extension are paced: pings to them are answered by
+ * ws while it goes on reading. Boost.Beast (the C++ reference) stops reading until its pong is
+ * written, which deadlocks against a relay that is not reading it (forward.ts, startHeartbeat).
+ * While the relay does not read a paced peer, or a probe is unanswered for long, the pacer
+ * steps aside and everything goes to ws at once, as before.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import type { WebSocket } from 'ws';
+import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
+import { packFrames } from '../protocol/framing';
+import { MessageType, type Message } from '../protocol/message';
+import { ExtensionType } from '../protocol/extension';
+import { probeId, sendProbe } from '../transport/keepalive';
+import { Pacer } from '../tunnel/pacer';
+import { Scheduler } from '../tunnel/scheduler';
+import { LogLevel, type Logger } from '../log';
+
+/** While data flows, the pacer's state is logged at debug level at most this often. */
+const LOG_EVERY_MS = 1000;
+
+/** Items at least this big go in a WebSocket message of their own; smaller ones are packed. */
+const ALONE_BYTES = 16 * 1024;
+/** Callers waiting for the bytes queued before them (`whenHanded`), at most; beyond, none waits. */
+const MAX_WAITERS = 16;
+/** A waiter runs after this long even if the bytes before it still wait (the sender's keepalive must hear from us). */
+const MAX_WAIT_MS = 2000;
+
+/**
+ * The lane of a message: its connection (service id, stream id, connection id), or undefined
+ * for a barrier (a message about a whole stream or session, or of a type the relay does not know).
+ */
+export function laneKey(msg: Message): string | undefined {
+  switch (msg.type) {
+    case MessageType.DATA:
+    case MessageType.CONNECTION_START:
+    case MessageType.CONNECTION_RESET:
+    case ExtensionType.CREDIT_WINDOW:
+      return `${msg.streamId} ${msg.connectionId} ${msg.serviceId}`;
+    default:
+      return undefined;
+  }
+}
+
+interface Later {
+  item: Buffer;
+  key: string | undefined;
+}
+
+export class PacedSend {
+  readonly pacer = new Pacer();
+  private readonly lanes = new Scheduler<string>();
+  /** Items behind a barrier that waits for the lanes to drain: the barrier first, in arrival order. */
+  private readonly later: Later[] = [];
+  private laterBytes = 0;
+  private scheduled = false;
+  private closed = false;
+  private wakeTimer?: NodeJS.Timeout;
+  private loggedAt = -Infinity;
+  private readonly socket?: Pick<Duplex, 'cork' | 'uncork'>;
+  private readonly frames: Buffer[] = [];
+  private readonly emptied: string[] = [];
+  /** Bytes queued here and bytes handed to ws, since the start. */
+  private pushedBytes = 0;
+  private handedBytes = 0;
+  private readonly waiters: Array<{ mark: number; at: number; run: () => void }> = [];
+
+  constructor(
+    private readonly ws: WebSocket,
+    /** Hands one WebSocket message to ws (the outlet counted its bytes when they were queued). */
+    private readonly write: (payload: Buffer) => void,
+    private readonly log?: Logger,
+    private readonly clock: () => number = () => performance.now(),
+  ) {
+    this.socket = (ws as unknown as { _socket?: Duplex })._socket;
+    ws.on('pong', this.onPong);
+  }
+
+  /** Bytes queued here, not yet handed to ws. */
+  get queuedBytes(): number {
+    return this.lanes.queuedBytes + this.laterBytes;
+  }
+
+  /**
+   * Queues the frames of one received message, each with its lane (`keys`, undefined: a
+   * barrier); `whole`: the message as received, forwarded as one item when all its frames are
+   * in one lane (no copy). Then sends what the pacer allows.
+   */
+  push(frames: readonly Buffer[], keys: readonly (string | undefined)[], whole?: Buffer): void {
+    if (this.closed) return;
+    const first = keys[0];
+    let oneLane = whole !== undefined && first !== undefined;
+    for (let i = 1; oneLane && i < keys.length; i++) if (keys[i] !== first) oneLane = false;
+    if (oneLane) this.add(whole!, first);
+    else for (let i = 0; i < frames.length; i++) this.add(frames[i], keys[i]);
+    this.flush();
+  }
+
+  /**
+   * Runs `run` once every byte queued here so far has been handed to ws (or MAX_WAIT_MS have
+   * passed, or this stops); returns false, without running it, when nothing is queued.
+   */
+  whenHanded(run: () => void): boolean {
+    if (this.closed || this.queuedBytes === 0 || this.waiters.length >= MAX_WAITERS) return false;
+    this.waiters.push({ mark: this.pushedBytes, at: this.clock(), run });
+    return true;
+  }
+
+  private runWaiters(now: number, all: boolean): void {
+    const waiters = this.waiters;
+    while (waiters.length > 0 && (all || waiters[0].mark <= this.handedBytes || now - waiters[0].at >= MAX_WAIT_MS)) waiters.shift()!.run();
+  }
+
+  private add(item: Buffer, key: string | undefined): void {
+    this.pushedBytes += item.length;
+    // A barrier, and whatever comes after one, waits in arrival order until the lanes are empty.
+    if (key === undefined || this.later.length > 0) {
+      this.later.push({ item, key });
+      this.laterBytes += item.length;
+    } else {
+      // A lane new to the scheduler may send one quantum past the window: one message at the rate.
+      this.lanes.quantum = this.pacer.messageBytes();
+      this.lanes.push(key, item);
+    }
+  }
+
+  /** Stops: queued items are dropped (the peer is closing or gone). */
+  close(): void {
+    this.closed = true;
+    this.runWaiters(0, true);
+    clearTimeout(this.wakeTimer);
+    this.ws.off('pong', this.onPong);
+    this.lanes.clear();
+    this.later.length = 0;
+    this.laterBytes = 0;
+  }
+
+  /** A message handed to ws was written: room may have opened. */
+  written(): void {
+    if (this.queuedBytes > 0) this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(onTurn, this);
+  }
+
+  /**
+   * Bytes that may go now: the pacer's room, or no limit while it steps aside (the relay does
+   * not read this peer, so pongs wait unread; or a probe went unanswered).
+   */
+  private room(now: number): number {
+    const paused = this.ws.isPaused;
+    const room = this.pacer.room(now, this.ws.bufferedAmount, paused);
+    const state = this.pacer.state;
+    return paused || state === 'stalled' || state === 'off' ? Infinity : room;
+  }
+
+  /** Hands everything queued to ws now, past the pacer, in order (before a close frame). */
+  flushAll(): void {
+    this.flush(true);
+  }
+
+  /** @internal */
+  flush(unpaced = false): void {
+    this.scheduled = false;
+    clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    const now = this.clock();
+    let room = unpaced ? Infinity : this.room(now);
+    const out = this.frames;
+    const lanes = this.lanes;
+    for (;;) {
+      if (lanes.queuedBytes > 0) {
+        lanes.quantum = this.pacer.messageBytes();
+        if (room > 0) room -= lanes.take(room, out, this.emptied);
+        else if (lanes.hasNewFlow) lanes.take(lanes.quantum, out, this.emptied, true);
+        if (lanes.queuedBytes > 0) break;
+      }
+      // The lanes are empty: what waited behind a barrier comes next.
+      const next = this.later[0];
+      if (!next) break;
+      if (next.key === undefined) {
+        if (room <= 0) break;
+        room -= next.item.length;
+        out.push(next.item);
+      } else {
+        lanes.push(next.key, next.item);
+      }
+      this.later.shift();
+      this.laterBytes -= next.item.length;
+    }
+    this.emptied.length = 0;
+    const socket = this.socket;
+    socket?.cork();
+    try {
+      if (out.length > 0) {
+        const bytes = this.send(out);
+        this.handedBytes += bytes;
+        this.pacer.sent(bytes, now);
+      }
+      this.probe(now);
+    } finally {
+      socket?.uncork();
+      out.length = 0;
+    }
+    if (this.waiters.length > 0) this.runWaiters(now, false);
+    if (this.queuedBytes > 0) {
+      if (this.room(now) > 0) this.schedule();
+      else this.armWake(now);
+    }
+  }
+
+  /** Small items packed into one message, each large one in a message of its own. Returns the bytes. */
+  private send(items: Buffer[]): number {
+    let bytes = 0;
+    let small: Buffer[] | undefined;
+    for (const item of items) {
+      bytes += item.length;
+      if (item.length < ALONE_BYTES) {
+        (small ??= []).push(item);
+        continue;
+      }
+      if (small) {
+        for (const message of packFrames(small, MAX_WS_MESSAGE_BYTES)) this.write(message);
+        small = undefined;
+      }
+      this.write(item);
+    }
+    if (small) for (const message of packFrames(small, MAX_WS_MESSAGE_BYTES)) this.write(message);
+    return bytes;
+  }
+
+  private probe(now: number): void {
+    if (this.closed || !this.pacer.probeDue(now)) return;
+    sendProbe(this.ws, this.pacer.probeSent(now));
+  }
+
+  private armWake(now: number): void {
+    const at = this.pacer.wakeAt(now);
+    if (at === undefined || this.wakeTimer) return;
+    this.wakeTimer = setTimeout(onTurn, Math.max(1, Math.ceil(at - now)), this);
+    this.wakeTimer.unref();
+  }
+
+  private readonly onPong = (data: Buffer): void => {
+    const id = probeId(data);
+    if (id === undefined || this.closed) return;
+    const now = this.clock();
+    if (!this.pacer.pong(id, now, this.ws.isPaused)) return;
+    if (now - this.loggedAt >= LOG_EVERY_MS && this.log?.enabled(LogLevel.DEBUG)) this.logPacer(now);
+    this.probe(now);
+    if (this.queuedBytes > 0) this.schedule();
+  };
+
+  /** One line on what the pacer sees (`-v 5`): how much may be in flight, the queue it measures, the rate, what waits here. */
+  private logPacer(now: number): void {
+    this.loggedAt = now;
+    const p = this.pacer;
+    const ms = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(1));
+    const rate = p.rate === undefined ? '?' : `${Math.round(p.rate / 1000)} kB/s`;
+    this.log!.debug(`pacing: ${p.state}, window ${p.window} bytes (${p.inFlight} in flight), queue ${ms(p.queueDelayMs)} ms over a base round trip of ${ms(p.baseRttMs)} ms (target ${ms(p.targetMs)} ms), rate ${rate}, ${this.queuedBytes} bytes queued here`);
+  }
+}
+
+function onTurn(paced: PacedSend): void {
+  paced.flush();
+}
