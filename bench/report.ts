@@ -13,6 +13,8 @@ export interface BehindRecord {
   figures: Record<string, number>;
   /** What the path did instead of completing the case (e.g. "echo waited > 30 s"): a measured outcome, not a harness failure. */
   outcome?: string;
+  /** The destination reached the relay over a link this fast towards it (bytes per second); undefined: loopback. */
+  link?: number;
 }
 
 /** One run of one workload of the side-by-side comparison (bench/tunnel.ts runVersus). */
@@ -48,7 +50,7 @@ export interface Report {
   load: { start: number; end: number };
   records: Record<string, RunRecord[]>;
   behind: BehindRecord[];
-  behindSetup: { capBytesPerS: number; uncappedMs: number; cappedMs: number; uncappedSegment: number; cappedSegment: number; reference: boolean };
+  behindSetup: { capBytesPerS: number; linkBytesPerS?: number; uncappedMs: number; cappedMs: number; uncappedSegment: number; cappedSegment: number; reference: boolean };
   versus: VersusRecord[];
   versusSetup: { bulkBytes: number; echoRounds: number };
 }
@@ -306,12 +308,13 @@ function referenceNote(report: Report): string[] {
 export function renderBehind(report: Report): string[] {
   if (report.behind.length === 0) return [];
   const { behindSetup: setup } = report;
-  const keys = [...new Set(report.behind.map((r) => `${r.capped ? 1 : 0}\u0000${r.path}\u0000${r.direction}`))];
+  const keyOf = (r: BehindRecord) => `${r.capped ? 1 : 0}\u0000${r.path}\u0000${r.direction}\u0000${r.link ?? ''}`;
+  const keys = [...new Set(report.behind.map(keyOf))];
   const rows = keys.map((key) => {
-    const [capped, path, direction] = key.split('\u0000');
-    const runs = report.behind.filter((r) => `${r.capped ? 1 : 0}\u0000${r.path}\u0000${r.direction}` === key);
+    const [capped, path, direction, link] = key.split('\u0000');
+    const runs = report.behind.filter((r) => keyOf(r) === key);
     const f = (name: string) => cell(spread(runs.map((r) => r.figures[name] ?? NaN)));
-    const where = capped === '1' ? `${path}, capped` : path;
+    const where = capped === '1' ? `${path}, capped` : link ? `${path}, destination on a ${Number(link) / 1e6} MB/s link` : path;
     const ended = outcomes(runs);
     const p50 = !ended ? f('p50') : runs.every((r) => r.outcome) ? ended : `${f('p50')}; ${ended}`;
     return `| ${where} | ${DIRECTION_TEXT[direction as BehindRecord['direction']]} | ${p50} | ${f('p99')} | ${f('rounds')} | ${f('upKBps')} | ${f('downKBps')} |`;
@@ -330,6 +333,15 @@ export function renderBehind(report: Report): string[] {
     'direct TCP has no capped row. The C++ reference v3.3.1 (which does not pace) runs the same paths',
     `with the same relay${setup.reference ? '' : ' (not found on this machine: its rows are missing)'}. Goals: capped, echo p99 ≤ 150 ms while the upload moves ≥ 720 kB/s;`,
     'uncapped, echo p99 ≤ 5 ms with the bulk rate no lower than before.',
+    ...(setup.linkBytesPerS ? [
+      '',
+      `"Destination on a ${setup.linkBytesPerS / 1e6} MB/s link": the relay uncapped, the destination reaching it through a link that`,
+      `carries ${kB(setup.linkBytesPerS)} towards it (test/helpers/link.ts, with the socket buffers of a real link in front of it),`,
+      'timed like the capped rows: the queue builds between the relay and the destination, where the',
+      'source cannot see it. Our relay paces what it sends to our proxies (src/relay/paced.ts); the',
+      '`--no-pacing` row is the same relay handing everything to its socket as before, and the C++',
+      'reference, which declares no extension, is never paced.',
+    ] : []),
     ...referenceNote(report),
     '',
     '| path | bulk transfer(s) | echo p50 (ms) | echo p99 (ms) | echoes | upload (kB/s) | download (kB/s) |',
@@ -354,13 +366,16 @@ const README_DIRECTION: Record<BehindRecord['direction'], string> = {
  * path, each cell the medians "p50 / p99 ms (bulk kB/s)"; between README_BEHIND_START/END.
  */
 export function renderBehindSummary(report: Report): string {
-  const paths = [...new Set(report.behind.map((r) => r.path))];
-  const keys = [...new Set(report.behind.map((r) => `${r.capped ? 1 : 0}\u0000${r.direction}`))];
+  // A column per path of the loopback rows; the slow-link rows fill the same columns (their
+  // `--no-pacing` comparison is in docs/BENCHMARKS.md only).
+  const paths = [...new Set(report.behind.filter((r) => !r.link).map((r) => r.path))];
+  const keyOf = (r: BehindRecord) => `${r.capped ? 1 : 0}\u0000${r.direction}\u0000${r.link ?? ''}`;
+  const keys = [...new Set(report.behind.filter((r) => paths.includes(r.path)).map(keyOf))];
   const median = (values: number[]) => spread(values).median;
   const rows = keys.map((key) => {
-    const [capped, direction] = key.split('\u0000') as [string, BehindRecord['direction']];
+    const [capped, direction, link] = key.split('\u0000') as [string, BehindRecord['direction'], string];
     const cells = paths.map((path) => {
-      const runs = report.behind.filter((r) => r.path === path && `${r.capped ? 1 : 0}\u0000${r.direction}` === key);
+      const runs = report.behind.filter((r) => r.path === path && keyOf(r) === key);
       if (runs.length === 0) return '–';
       const rate = (name: string) => median(runs.map((r) => r.figures[name] ?? NaN));
       const rates = ['upKBps', 'downKBps'].map(rate).filter((x) => Number.isFinite(x));
@@ -373,7 +388,7 @@ export function renderBehindSummary(report: Report): string {
       if (!Number.isFinite(p50)) return '–';
       return `${num(p50)} / ${num(p99)} ms${bulk ? ` (${bulk})` : ''}`;
     });
-    const where = capped === '1' ? `capped at ${report.behindSetup.capBytesPerS / 1000} kB/s` : 'uncapped';
+    const where = capped === '1' ? `capped at ${report.behindSetup.capBytesPerS / 1000} kB/s` : link ? `destination on a ${Number(link) / 1e6} MB/s link` : 'uncapped';
     return `| ${where}, ${README_DIRECTION[direction]} | ${cells.join(' | ')} |`;
   });
   return [

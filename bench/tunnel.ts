@@ -9,7 +9,8 @@
  * Starts our relay (TLS, self-signed) and a source and a destination proxy as processes of the
  * built CLI (`node dist/localproxy.cjs`) on loopback, one application server in this process, and runs every workload once over a
  * direct connection to the server and once through the tunnel, alternating, `runs` times
- * (default 3). The echo-behind-bulk workloads (`behind`, `behindCapped`) time their echoes in two
+ * (default 3). The echo-behind-bulk workloads (`behind`, `behindCapped`, and `behindLink` with
+ * the destination behind a 1 MB/s link, test/helpers/link.ts) time their echoes in two
  * processes of their own (bench/echo-child.ts), apart from the bulk clients and server here;
  * `--behind-paths` runs them over some paths only, `--reference-log-level 6` (with BENCH_LOG=1)
  * shows every message the C++ reference sends and receives. Prints the tables and, unless
@@ -33,6 +34,7 @@ import { EchoProcesses, EchoWaited } from './echoes';
 import { CLI, cpuSeconds, syscalls, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
 import { README_BEHIND_END, README_BEHIND_START, renderBehindSummary, renderTables, renderVersus, updateDocs, VERSUS_END, VERSUS_START, type BehindRecord, type Report, type VersusRecord } from './report';
 import { GiB, MiB, percentile, secondsSince } from './stats';
+import { slowLink, type SlowLink } from '../test/helpers/link';
 import { execFileSync } from 'node:child_process';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -106,9 +108,9 @@ const BENCH_KEY_ID = 'AKIDLOCALPROXYBENCH';
 const BENCH_SECRET = 'bench-secret-not-a-real-credential';
 
 /** `localproxy relay` with a self-signed certificate in `dir`, and a tunnel opened through its management API with `localproxy tunnel open`. */
-async function startCliRelay(dir: string, started: Child[], bandwidth?: number): Promise<{ relay: Child; ready: RelayReady }> {
+async function startCliRelay(dir: string, started: Child[], bandwidth?: number, extraArgs: string[] = []): Promise<{ relay: Child; ready: RelayReady }> {
   const limit = bandwidth ? ['--bandwidth', String(bandwidth)] : [];
-  const relay = spawnChild('relay', [CLI, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3', ...limit], {
+  const relay = spawnChild('relay', [CLI, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3', ...limit, ...extraArgs], {
     LOCALPROXY_RELAY_ACCESS_KEY_ID: BENCH_KEY_ID,
     LOCALPROXY_RELAY_SECRET_ACCESS_KEY: BENCH_SECRET,
   });
@@ -140,20 +142,28 @@ interface StackOptions {
   settings?: Record<string, Record<string, string>>;
   /** `extensions.credit` on our proxies (default auto: on, through our relay). */
   credit?: 'auto' | 'on' | 'off';
+  /** The destination reaches the relay over a link that carries this many bytes per second towards it (test/helpers/link.ts). */
+  destinationLink?: number;
+  /** Extra arguments of `localproxy relay` (`--no-pacing`). */
+  relayArgs?: string[];
 }
 
 /** Relay, destination (in front of `app`) and source. */
 async function startStack(app: AppServer, options: StackOptions = {}): Promise<Stack> {
   const temp = mkdtempSync(join(os.tmpdir(), 'localproxy-bench-'));
   const started: Child[] = [];
+  let link: SlowLink | undefined;
   const stopAll = async () => {
     for (const child of started.reverse()) await child.stop();
+    await link?.close();
     rmSync(temp, { recursive: true, force: true });
   };
   try {
-    const { relay, ready } = await startCliRelay(temp, started, options.bandwidth);
+    const { relay, ready } = await startCliRelay(temp, started, options.bandwidth, options.relayArgs);
     const sourcePort = await freePort();
-    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, '-v', options.proxies === 'reference' ? REFERENCE_LOG_LEVEL : PROXY_LOG_LEVEL];
+    const level = ['-v', options.proxies === 'reference' ? REFERENCE_LOG_LEVEL : PROXY_LOG_LEVEL];
+    const common = ['-e', `127.0.0.1:${ready.port}`, '-c', temp, ...level];
+    if (options.destinationLink) link = await slowLink(ready.port, options.destinationLink);
     const reference = options.proxies === 'reference';
     const proxy = { ...(options.proxies === 'reference' ? {} : OUR_SETTINGS), ...options.settings };
     if (options.credit) proxy.extensions = { ...proxy.extensions, credit: options.credit };
@@ -169,7 +179,8 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
     const spawnProxy = (name: string, args: string[], token: string) => reference
       ? spawnChild(name, args, { AWSIOT_TUNNEL_ACCESS_TOKEN: token }, REFERENCE)
       : spawnChild(name, [CLI, ...args], { AWSIOT_TUNNEL_ACCESS_TOKEN: token });
-    const destination = spawnProxy('destination', [...common, '-d', `SSH1=127.0.0.1:${app.port}`], ready.tokens.destinationAccessToken);
+    const toRelay = link ? ['-e', `127.0.0.1:${link.port}`, ...common.slice(2)] : common;
+    const destination = spawnProxy('destination', [...toRelay, '-d', `SSH1=127.0.0.1:${app.port}`], ready.tokens.destinationAccessToken);
     started.push(destination);
     const source = spawnProxy('source', [...common, '-s', `SSH1=${sourcePort}`], ready.tokens.sourceAccessToken);
     started.push(source);
@@ -178,7 +189,8 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
     // Both proxies report ready on their own; one echo proves the whole path before timing anything.
     await probe(sourcePort);
     const proxies = reference ? `the C++ reference v3.3.1 (\`-v ${REFERENCE_LOG_LEVEL}\`)` : 'the CLI (`node dist/localproxy.cjs -s|-d`, default log level 4)';
-    const kind = `relay: \`localproxy relay\` (CLI${options.bandwidth ? `, --bandwidth ${options.bandwidth}` : ''}); proxies: ${proxies}`;
+    const relayFlags = [...(options.bandwidth ? [`--bandwidth ${options.bandwidth}`] : []), ...(options.relayArgs ?? [])];
+    const kind = `relay: \`localproxy relay\` (CLI${relayFlags.map((f) => `, ${f}`).join('')}); proxies: ${proxies}${link ? `; the destination on a ${options.destinationLink! / 1e6} MB/s link` : ''}`;
     return { kind, relay, source, destination, sourcePort, stop: stopAll };
   } catch (err) {
     await stopAll();
@@ -291,6 +303,8 @@ function burstCase(name: string) {
 
 /** The capped relay's rate: the cloud's class of per-tunnel limit (bytes per second, each direction). */
 const CAP_BYTES_PER_S = 800_000;
+/** `behindLink`: the destination behind a link this fast towards it (a device's slow last mile), the relay uncapped. */
+const LINK_BYTES_PER_S = 1_000_000;
 type BulkDirection = 'up' | 'down' | 'both' | 'alone';
 /** How long echoes are timed behind the bulk transfers, and the size of the transfers' confirmed segments. */
 const BEHIND = quick
@@ -465,6 +479,8 @@ async function quiet(app: AppServer, limitMs: number): Promise<number | undefine
 interface BehindPath {
   label: string;
   capped: boolean;
+  /** The destination's link (bytes per second towards it); undefined: loopback. */
+  link?: number;
   /** Started on first use, stopped at the end; undefined: direct TCP. */
   stack?: () => Promise<Stack>;
   /** Stops the stack, so that the next use starts a fresh one; undefined: it cannot be restarted (the shared one). */
@@ -495,6 +511,14 @@ async function runBehind(app: AppServer, ours: Stack, groups: string[], log: (li
     if (wanted('ours')) paths.push({ label: 'localproxy', capped: true, stack: lazy('ours-capped', { bandwidth: CAP_BYTES_PER_S }), restart: restart('ours-capped') });
     if (REFERENCE && wanted('reference')) paths.push({ label: 'C++ reference', capped: true, stack: lazy('reference-capped', { proxies: 'reference', bandwidth: CAP_BYTES_PER_S }), restart: restart('reference-capped') });
   }
+  if (groups.includes('behindLink')) {
+    const link = LINK_BYTES_PER_S;
+    if (wanted('ours')) {
+      paths.push({ label: 'localproxy', capped: false, link, stack: lazy('ours-link', { destinationLink: link }), restart: restart('ours-link') });
+      paths.push({ label: 'localproxy, relay --no-pacing', capped: false, link, stack: lazy('ours-link-unpaced', { destinationLink: link, relayArgs: ['--no-pacing'] }), restart: restart('ours-link-unpaced') });
+    }
+    if (REFERENCE && wanted('reference')) paths.push({ label: 'C++ reference', capped: false, link, stack: lazy('reference-link', { proxies: 'reference', destinationLink: link }), restart: restart('reference-link') });
+  }
   const records: BehindRecord[] = [];
   const echoes = await EchoProcesses.start();
   try {
@@ -502,13 +526,16 @@ async function runBehind(app: AppServer, ours: Stack, groups: string[], log: (li
     await echoes.run(app, app.port, 2000, 10_000);
     for (let run = 1; run <= RUNS; run++) {
       for (const p of paths) {
-        const directions: BulkDirection[] = p.capped ? ['alone', 'up', 'down', 'both'] : ['up', 'down', 'both'];
+        // Behind a slow link only the upload crosses it (alone, then with echoes); the download goes the link's fast way.
+        const directions: BulkDirection[] = p.link ? ['alone', 'up'] : p.capped ? ['alone', 'up', 'down', 'both'] : ['up', 'down', 'both'];
         for (const direction of directions) {
           const stack = p.stack ? await p.stack() : undefined;
           const port = stack ? stack.sourcePort : app.port;
-          const ms = p.capped ? BEHIND.cappedMs : BEHIND.uncappedMs;
-          const segment = p.capped ? BEHIND.cappedSegment : BEHIND.uncappedSegment;
-          const name = `behind ${direction} run ${run} ${p.label}${p.capped ? ' capped' : ''}`;
+          const slow = p.capped || p.link !== undefined;
+          const ms = slow ? BEHIND.cappedMs : BEHIND.uncappedMs;
+          const segment = slow ? BEHIND.cappedSegment : BEHIND.uncappedSegment;
+          const where = `${p.label}${p.capped ? ' capped' : ''}${p.link ? `, destination link ${p.link / 1e6} MB/s` : ''}`;
+          const name = `behind ${direction} run ${run} ${where}`;
           let figures: Figures = {};
           let outcome: string | undefined;
           try {
@@ -518,11 +545,11 @@ async function runBehind(app: AppServer, ours: Stack, groups: string[], log: (li
               outcome = err.message;
               figures = (err as Outcome & { figures?: Figures }).figures ?? {};
             } else {
-              failures.push(`echo behind bulk (${direction}) run ${run} over ${p.label}${p.capped ? ' capped' : ''}: ${(err as Error).message.split('\n')[0]}`);
+              failures.push(`echo behind bulk (${direction}) run ${run} over ${where}: ${(err as Error).message.split('\n')[0]}`);
               log(`${name} FAILED: ${(err as Error).message}`);
             }
           }
-          records.push({ path: p.label, capped: p.capped, direction, figures, ...(outcome ? { outcome } : {}) });
+          records.push({ path: p.label, capped: p.capped, ...(p.link ? { link: p.link } : {}), direction, figures, ...(outcome ? { outcome } : {}) });
           log(`${name}: ${outcome ? `${outcome}; ` : ''}${Object.entries(figures).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')}`);
           // The next case starts on a path that holds nothing of this one: what a proxy still had
           // queued for a closed connection would otherwise be measured with the next case.
@@ -664,7 +691,7 @@ async function main(): Promise<void> {
       ['burst256', burstCase('burst256')],
     ];
     const workloads = all.filter(([name]) => !only || only.includes(name));
-    const behindGroups = ['behind', 'behindCapped'].filter((name) => !only || only.includes(name));
+    const behindGroups = ['behind', 'behindCapped', 'behindLink'].filter((name) => !only || only.includes(name));
     /** `versus` runs every side-by-side workload; `versusUp`, `versusDown`, `versusEcho` one each. */
     const versusWanted = (workload: VersusRecord['workload']) => !only || only.includes('versus') || only.includes(`versus${workload[0].toUpperCase()}${workload.slice(1)}`);
     const anyVersus = (['up', 'down', 'echo'] as const).some(versusWanted);
@@ -729,7 +756,7 @@ async function main(): Promise<void> {
       load: { start: loadStart, end: os.loadavg()[0] },
       records,
       behind,
-      behindSetup: { capBytesPerS: CAP_BYTES_PER_S, ...BEHIND, reference: REFERENCE !== undefined },
+      behindSetup: { capBytesPerS: CAP_BYTES_PER_S, linkBytesPerS: LINK_BYTES_PER_S, ...BEHIND, reference: REFERENCE !== undefined },
       versus,
       versusSetup: VERSUS,
     };

@@ -8,6 +8,9 @@
 import net, { type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 
+/** What the link carries at a time. */
+const SLICE_BYTES = 4 * 1024;
+
 export interface SlowLink {
   port: number;
   /** Bytes carried towards the clients so far. */
@@ -30,20 +33,31 @@ export async function slowLink(upstreamPort: number, bytesPerSecond: number): Pr
     }
     client.pipe(upstream);
     upstream.on('end', () => client.end());
-    // Towards the client: each chunk arrives once the link has had the time to carry it; the
-    // upstream is not read meanwhile, so what follows waits in the socket buffers.
+    // Towards the client: each slice of what the upstream sent arrives once the link has had the
+    // time to carry it (a real link's unit is a packet; a slice of 4 KiB keeps the timers few);
+    // the upstream is not read meanwhile, so what follows waits in the socket buffers.
     let busyUntil = 0;
     let timer: NodeJS.Timeout | undefined;
+    const slices: Buffer[] = [];
+    const next = (): void => {
+      timer = undefined;
+      const slice = slices.shift();
+      if (!slice) return;
+      carried += slice.length;
+      const drained = client.write(slice);
+      if (slices.length > 0) schedule();
+      else if (drained) upstream.resume();
+      else client.once('drain', () => upstream.resume());
+    };
+    const schedule = (): void => {
+      const now = performance.now();
+      busyUntil = Math.max(busyUntil, now) + (slices[0].length * 1000) / bytesPerSecond;
+      timer = setTimeout(next, Math.max(0, busyUntil - now));
+    };
     upstream.on('data', (chunk: Buffer) => {
       upstream.pause();
-      const now = performance.now();
-      busyUntil = Math.max(busyUntil, now) + (chunk.length * 1000) / bytesPerSecond;
-      timer = setTimeout(() => {
-        timer = undefined;
-        carried += chunk.length;
-        if (client.write(chunk)) upstream.resume();
-        else client.once('drain', () => upstream.resume());
-      }, Math.max(0, busyUntil - now));
+      for (let at = 0; at < chunk.length; at += SLICE_BYTES) slices.push(chunk.subarray(at, at + SLICE_BYTES));
+      if (!timer) schedule();
     });
     upstream.on('close', () => clearTimeout(timer));
   });
