@@ -45,6 +45,14 @@ const LOG_EVERY_MS = 1000;
 
 /** Items at least this big go in a WebSocket message of their own; smaller ones are packed. */
 const ALONE_BYTES = 16 * 1024;
+/**
+ * The queueing delay the relay keeps towards a peer (ms; less on a fast link, as the proxies').
+ * More than the proxies' 20: a queue this short in front of a slow link left it idle now and
+ * then (the pongs that open the window come back unevenly); behind a 1 MB/s link the upload
+ * kept 82-87 % of the link's rate with 20 ms and 91-93 % with 50, the echoes 50 and 90-130 ms
+ * at the 99th percentile (bench, behindLink). Unpaced, they waited seconds.
+ */
+export const RELAY_TARGET_DELAY_MS = 50;
 /** Callers waiting for the bytes queued before them (`whenHanded`), at most; beyond, none waits. */
 const MAX_WAITERS = 16;
 /** A waiter runs after this long even if the bytes before it still wait (the sender's keepalive must hear from us). */
@@ -72,7 +80,7 @@ interface Later {
 }
 
 export class PacedSend {
-  readonly pacer = new Pacer();
+  readonly pacer = new Pacer({ targetDelayMs: RELAY_TARGET_DELAY_MS });
   private readonly lanes = new Scheduler<string>();
   /** Items behind a barrier that waits for the lanes to drain: the barrier first, in arrival order. */
   private readonly later: Later[] = [];

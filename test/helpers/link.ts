@@ -23,6 +23,9 @@ export async function slowLink(upstreamPort: number, bytesPerSecond: number): Pr
   let carried = 0;
   const server = net.createServer((client) => {
     const upstream = net.connect(upstreamPort, '127.0.0.1');
+    // A router forwards packets as they come: no Nagle delay on either side of it.
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
