@@ -59,10 +59,22 @@ const MAX_WAITERS = 16;
 const MAX_WAIT_MS = 2000;
 
 /**
+ * Lanes at most (connection ids come from the network): a frame of a connection that has no lane
+ * when this many exist waits in arrival order, as a barrier does. Emptied lanes are forgotten
+ * once they are more than FORGET_LANES_ABOVE and nothing is queued in any.
+ */
+const MAX_LANES = 1024;
+const FORGET_LANES_ABOVE = 256;
+
+/**
  * The lane of a message: its connection (service id, stream id, connection id), or undefined
- * for a barrier (a message about a whole stream or session, or of a type the relay does not know).
+ * for a barrier: a message about a whole stream or session, of a type the relay does not know,
+ * or without a connection id. A V2-format message has none, and a V3 source switches a
+ * connection to that format in the middle when the destination speaks it (src/tunnel/service.ts):
+ * its DATA with connection id 0 must not pass the same connection's earlier frames.
  */
 export function laneKey(msg: Message): string | undefined {
+  if (msg.connectionId === 0) return undefined;
   switch (msg.type) {
     case MessageType.DATA:
     case MessageType.CONNECTION_START:
@@ -78,12 +90,15 @@ interface Later {
   item: Buffer;
   key: string | undefined;
 }
+const GONE: Later = { item: Buffer.alloc(0), key: undefined };
 
 export class PacedSend {
   readonly pacer = new Pacer({ targetDelayMs: RELAY_TARGET_DELAY_MS });
   private readonly lanes = new Scheduler<string>();
   /** Items behind a barrier that waits for the lanes to drain: the barrier first, in arrival order. */
   private readonly later: Later[] = [];
+  /** Index of the first item of `later` still waiting (those before it are gone; compacted now and then). */
+  private laterHead = 0;
   private laterBytes = 0;
   private scheduled = false;
   private closed = false;
@@ -146,7 +161,7 @@ export class PacedSend {
   private add(item: Buffer, key: string | undefined): void {
     this.pushedBytes += item.length;
     // A barrier, and whatever comes after one, waits in arrival order until the lanes are empty.
-    if (key === undefined || this.later.length > 0) {
+    if (key === undefined || this.laterHead < this.later.length || !this.hasLaneFor(key)) {
       this.later.push({ item, key });
       this.laterBytes += item.length;
     } else {
@@ -154,6 +169,11 @@ export class PacedSend {
       this.lanes.quantum = this.pacer.messageBytes();
       this.lanes.push(key, item);
     }
+  }
+
+  /** The key has a lane, or may have one (fewer than MAX_LANES). */
+  private hasLaneFor(key: string): boolean {
+    return this.lanes.size < MAX_LANES || this.lanes.has(key);
   }
 
   /** Stops: queued items are dropped (the peer is closing or gone). */
@@ -164,6 +184,7 @@ export class PacedSend {
     this.ws.off('pong', this.onPong);
     this.lanes.clear();
     this.later.length = 0;
+    this.laterHead = 0;
     this.laterBytes = 0;
   }
 
@@ -199,7 +220,12 @@ export class PacedSend {
     this.scheduled = false;
     clearTimeout(this.wakeTimer);
     this.wakeTimer = undefined;
-    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    if (this.closed) return;
+    if (this.ws.readyState !== this.ws.OPEN) {
+      // Nothing more will be handed over: whoever waits for it need not.
+      this.runWaiters(0, true);
+      return;
+    }
     const now = this.clock();
     let room = unpaced ? Infinity : this.room(now);
     const out = this.frames;
@@ -212,19 +238,28 @@ export class PacedSend {
         if (lanes.queuedBytes > 0) break;
       }
       // The lanes are empty: what waited behind a barrier comes next.
-      const next = this.later[0];
+      const next = this.later[this.laterHead];
       if (!next) break;
-      if (next.key === undefined) {
+      if (next.key === undefined || !this.hasLaneFor(next.key)) {
         if (room <= 0) break;
         room -= next.item.length;
         out.push(next.item);
       } else {
+        lanes.quantum = this.pacer.messageBytes();
         lanes.push(next.key, next.item);
       }
-      this.later.shift();
+      this.later[this.laterHead++] = GONE;
       this.laterBytes -= next.item.length;
+      if (this.laterHead === this.later.length) {
+        this.later.length = 0;
+        this.laterHead = 0;
+      } else if (this.laterHead >= 64 && this.laterHead * 2 >= this.later.length) {
+        this.later.splice(0, this.laterHead);
+        this.laterHead = 0;
+      }
     }
     this.emptied.length = 0;
+    if (lanes.queuedBytes === 0 && lanes.size > FORGET_LANES_ABOVE) lanes.clear();
     const socket = this.socket;
     socket?.cork();
     try {

@@ -41,6 +41,15 @@ export class Scheduler<K> {
     return this.total;
   }
 
+  /** Producers the scheduler knows (with a queue, or emptied and not yet forgotten). */
+  get size(): number {
+    return this.flows.size;
+  }
+
+  has(key: K): boolean {
+    return this.flows.has(key);
+  }
+
   /** Bytes queued by one producer. */
   queued(key: K): number {
     return this.flows.get(key)?.bytes ?? 0;

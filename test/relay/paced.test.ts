@@ -12,7 +12,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType as T, type Message, type MessageInit } from '../../src/protocol/message';
 import { laneKey, PacedSend } from '../../src/relay/paced';
-import { INITIAL_WINDOW_BYTES } from '../../src/tunnel/pacer';
+import { INITIAL_WINDOW_BYTES, STALL_MS } from '../../src/tunnel/pacer';
 import { within } from '../helpers/wait';
 
 interface Pair {
@@ -121,6 +121,39 @@ paced('a message about a whole stream is a barrier: it leaves after everything q
   }
 });
 
+paced('a frame without a connection id (V2 format, which a V3 source may switch a connection to) passes nothing queued before it', async () => {
+  const p = await pair();
+  try {
+    for (let i = 0; i < 10; i++) push(p, bulk(1, i));
+    await p.until(() => p.pings.length > 0, 5000, 'a probe');
+    push(p, { type: T.DATA, serviceId: 'A', streamId: 1, connectionId: 0, payload: Buffer.of(99) }, key(2, 1));
+    p.answerAll();
+    await p.until(() => p.received.length === 12, 10_000, 'everything');
+    assert.is(summary(p.received), [...Array.from({ length: 10 }, (_, i) => `1:${i}`), '0:99', '2:1'].join(' '));
+  } finally {
+    await p.close();
+  }
+});
+
+paced('connections beyond 1024 lanes wait in arrival order: a sender naming a new connection in every frame cannot grow the relay\'s lanes or pass the window without bound', async () => {
+  const p = await pair();
+  try {
+    push(p, bulk(1, 0), bulk(1, 1), bulk(1, 2));
+    await p.until(() => p.pings.length > 0, 5000, 'a probe');
+    for (let conn = 2; conn < 3002; conn++) push(p, key(conn, conn & 0xff));
+    // New connections pass the window one message each, up to the lanes' bound; the rest wait.
+    await p.until(() => p.received.some((m) => m.connectionId === 2), 5000, 'the first new connection');
+    const passed = p.received.filter((m) => m.connectionId >= 2).length;
+    assert.ok(passed <= 1024, `${passed} frames of new connections passed the window`);
+    p.answerAll();
+    await p.until(() => p.received.length === 3003, 20_000, 'everything');
+    const late = p.received.filter((m) => m.connectionId >= 1024).map((m) => m.connectionId);
+    assert.equal(late, [...late].sort((a, b) => a - b), 'those beyond the bound in arrival order');
+  } finally {
+    await p.close();
+  }
+});
+
 paced('frames of several connections in one received message are queued each in its lane; one connection\'s message goes whole', async () => {
   const p = await pair();
   try {
@@ -149,7 +182,8 @@ paced('while the relay does not read the peer (its pongs wait unread) the pacer 
     assert.ok(p.paced.queuedBytes > 0);
     p.relaySide.pause();
     push(p, bulk(1, 10));
-    await p.until(() => p.received.length === 11, 10_000, 'everything, no pong');
+    // Well before the pacer would give up on its probe (STALL_MS) and step aside for that reason.
+    await p.until(() => p.received.length === 11, STALL_MS / 2, 'everything, no pong');
     assert.is(p.paced.queuedBytes, 0);
   } finally {
     await p.close();

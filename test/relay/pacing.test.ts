@@ -80,7 +80,7 @@ pacing('a ping from a peer of ours waits for its earlier messages to leave the r
   }
 });
 
-pacing('pace: false (--no-pacing): no probes, and what the destination does not read waits in the kernel, not in the relay', async (ctx) => {
+pacing('pace: false (--no-pacing): no probes to a peer of ours, and its pings are answered when read', async (ctx) => {
   await withRelay(ctx, false);
   const { src, dst } = await pair(ctx, ours, ours);
   src.send({ type: T.STREAM_START, serviceId: 'SSH', streamId: 1, connectionId: 1 });
