@@ -28,20 +28,16 @@
  * While the relay does not read a paced peer, or a probe is unanswered for long, the pacer
  * steps aside and everything goes to ws at once, as before.
  */
-import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { packFrames } from '../protocol/framing';
 import { MessageType, type Message } from '../protocol/message';
 import { ExtensionType } from '../protocol/extension';
-import { probeId, sendProbe } from '../transport/keepalive';
+import type { Logger } from '../log';
 import { Pacer } from '../tunnel/pacer';
+import { PacerProbes } from '../tunnel/probes';
 import { Scheduler } from '../tunnel/scheduler';
-import { LogLevel, type Logger } from '../log';
-
-/** While data flows, the pacer's state is logged at debug level at most this often. */
-const LOG_EVERY_MS = 1000;
 
 /** Items at least this big go in a WebSocket message of their own; smaller ones are packed. */
 const ALONE_BYTES = 16 * 1024;
@@ -102,8 +98,8 @@ export class PacedSend {
   private laterBytes = 0;
   private scheduled = false;
   private closed = false;
-  private wakeTimer?: NodeJS.Timeout;
-  private loggedAt = -Infinity;
+  private readonly probes: PacerProbes;
+  private readonly clock: () => number;
   private readonly socket?: Pick<Duplex, 'cork' | 'uncork'>;
   private readonly frames: Buffer[] = [];
   private readonly emptied: string[] = [];
@@ -116,11 +112,17 @@ export class PacedSend {
     private readonly ws: WebSocket,
     /** Hands one WebSocket message to ws (the outlet counted its bytes when they were queued). */
     private readonly write: (payload: Buffer) => void,
-    private readonly log?: Logger,
-    private readonly clock: () => number = () => performance.now(),
+    log?: Logger,
   ) {
     this.socket = (ws as unknown as { _socket?: Duplex })._socket;
-    ws.on('pong', this.onPong);
+    this.probes = new PacerProbes(ws, this.pacer, {
+      readerPaused: () => this.ws.isPaused,
+      turn: () => {
+        if (this.queuedBytes > 0) this.schedule();
+      },
+      describe: () => `${this.queuedBytes} bytes queued here`,
+    }, 'pacing', log);
+    this.clock = this.probes.clock;
   }
 
   /** Bytes queued here, not yet handed to ws. */
@@ -180,8 +182,7 @@ export class PacedSend {
   close(): void {
     this.closed = true;
     this.runWaiters(0, true);
-    clearTimeout(this.wakeTimer);
-    this.ws.off('pong', this.onPong);
+    this.probes.close();
     this.lanes.clear();
     this.later.length = 0;
     this.laterHead = 0;
@@ -218,8 +219,7 @@ export class PacedSend {
   /** @internal */
   flush(unpaced = false): void {
     this.scheduled = false;
-    clearTimeout(this.wakeTimer);
-    this.wakeTimer = undefined;
+    this.probes.cancelWake();
     if (this.closed) return;
     if (this.ws.readyState !== this.ws.OPEN) {
       // Nothing more will be handed over: whoever waits for it need not.
@@ -268,7 +268,7 @@ export class PacedSend {
         this.handedBytes += bytes;
         this.pacer.sent(bytes, now);
       }
-      this.probe(now);
+      this.probes.probe(now);
     } finally {
       socket?.uncork();
       out.length = 0;
@@ -276,7 +276,7 @@ export class PacedSend {
     if (this.waiters.length > 0) this.runWaiters(now, false);
     if (this.queuedBytes > 0) {
       if (this.room(now) > 0) this.schedule();
-      else this.armWake(now);
+      else this.probes.armWake(now);
     }
   }
 
@@ -298,37 +298,6 @@ export class PacedSend {
     }
     if (small) for (const message of packFrames(small, MAX_WS_MESSAGE_BYTES)) this.write(message);
     return bytes;
-  }
-
-  private probe(now: number): void {
-    if (this.closed || !this.pacer.probeDue(now)) return;
-    sendProbe(this.ws, this.pacer.probeSent(now));
-  }
-
-  private armWake(now: number): void {
-    const at = this.pacer.wakeAt(now);
-    if (at === undefined || this.wakeTimer) return;
-    this.wakeTimer = setTimeout(onTurn, Math.max(1, Math.ceil(at - now)), this);
-    this.wakeTimer.unref();
-  }
-
-  private readonly onPong = (data: Buffer): void => {
-    const id = probeId(data);
-    if (id === undefined || this.closed) return;
-    const now = this.clock();
-    if (!this.pacer.pong(id, now, this.ws.isPaused)) return;
-    if (now - this.loggedAt >= LOG_EVERY_MS && this.log?.enabled(LogLevel.DEBUG)) this.logPacer(now);
-    this.probe(now);
-    if (this.queuedBytes > 0) this.schedule();
-  };
-
-  /** One line on what the pacer sees (`-v 5`): how much may be in flight, the queue it measures, the rate, what waits here. */
-  private logPacer(now: number): void {
-    this.loggedAt = now;
-    const p = this.pacer;
-    const ms = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(1));
-    const rate = p.rate === undefined ? '?' : `${Math.round(p.rate / 1000)} kB/s`;
-    this.log!.debug(`pacing: ${p.state}, window ${p.window} bytes (${p.inFlight} in flight), queue ${ms(p.queueDelayMs)} ms over a base round trip of ${ms(p.baseRttMs)} ms (target ${ms(p.targetMs)} ms), rate ${rate}, ${this.queuedBytes} bytes queued here`);
   }
 }
 

@@ -22,12 +22,12 @@
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
-import { LogLevel, type Logger } from '../log';
+import type { Logger } from '../log';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
 import { packFrames } from '../protocol/framing';
-import { probeId, sendProbe } from '../transport/keepalive';
 import type { Reader } from './inbound';
 import { Pacer } from './pacer';
+import { PacerProbes } from './probes';
 import { Scheduler } from './scheduler';
 
 /**
@@ -51,8 +51,6 @@ export interface Throttled {
 
 /** Room for the framing of a message's frames beyond its DATA payload size, when packing. */
 const PACK_SLACK_BYTES = 256;
-/** While data flows, the pacer's state is logged at debug level at most this often. */
-const PACER_LOG_EVERY_MS = 1000;
 
 export class Outbound {
   private readonly scheduler = new Scheduler<Producer>();
@@ -61,8 +59,7 @@ export class Outbound {
   private allPaused = false;
   private scheduled = false;
   private closed = false;
-  private wakeTimer?: NodeJS.Timeout;
-  private loggedAt = -Infinity;
+  private readonly probes: PacerProbes;
   /** The WebSocket's own socket (ws's `_socket`), corked while a flush hands it several messages. */
   private readonly socket?: Pick<Duplex, 'cork' | 'uncork'>;
 
@@ -70,11 +67,17 @@ export class Outbound {
     private readonly ws: WebSocket,
     private readonly highWaterBytes: number,
     readonly pacer: Pacer = new Pacer(),
-    private readonly log?: Logger,
+    log?: Logger,
     /** Milliseconds, sub-millisecond precision: loopback round trips are a fraction of one. */
     private readonly clock: () => number = () => performance.now(),
   ) {
-    ws.on('pong', this.onPong);
+    this.probes = new PacerProbes(ws, pacer, {
+      readerPaused: () => this.ws.isPaused,
+      turn: () => {
+        if (this.scheduler.queuedBytes > 0) this.schedule();
+      },
+      describe: () => `DATA ${this.pacer.messageBytes()} bytes, ${this.scheduler.queuedBytes} bytes queued here`,
+    }, 'Pacing', log, clock);
     this.socket = (ws as unknown as { _socket?: Duplex })._socket;
   }
 
@@ -167,8 +170,7 @@ export class Outbound {
   /** Stops sending; queued frames are dropped (the session is over). */
   close(): void {
     this.closed = true;
-    clearTimeout(this.wakeTimer);
-    this.ws.off('pong', this.onPong);
+    this.probes.close();
     this.scheduler.clear();
     this.throttled.clear();
     this.pausedSet.clear();
@@ -198,8 +200,7 @@ export class Outbound {
   /** @internal */
   flush(unpaced = false): void {
     this.scheduled = false;
-    clearTimeout(this.wakeTimer);
-    this.wakeTimer = undefined;
+    this.probes.cancelWake();
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
     const now = this.clock();
     const room = unpaced ? Infinity : this.room(now);
@@ -214,7 +215,7 @@ export class Outbound {
     socket?.cork();
     try {
       if (frames.length > 0) this.pacer.sent(this.send(frames), now);
-      this.probe(now);
+      this.probes.probe(now);
     } finally {
       socket?.uncork();
     }
@@ -222,46 +223,13 @@ export class Outbound {
     if (this.scheduler.queuedBytes > 0) {
       // Else a send callback or a pong runs the next turn, or the pacer's wake-up time.
       if (this.room(now) > 0) this.schedule();
-      else this.armWake(now);
+      else this.probes.armWake(now);
     }
     this.checkResume();
   }
 
   private room(now: number): number {
     return this.pacer.room(now, this.ws.bufferedAmount, this.ws.isPaused);
-  }
-
-  /** A probe after the bytes just handed to ws, when the pacer wants one. */
-  private probe(now: number): void {
-    if (this.closed || !this.pacer.probeDue(now)) return;
-    const id = this.pacer.probeSent(now);
-    sendProbe(this.ws, id);
-  }
-
-  private armWake(now: number): void {
-    const at = this.pacer.wakeAt(now);
-    if (at === undefined || this.wakeTimer) return;
-    this.wakeTimer = setTimeout(onFlushTurn, Math.max(1, Math.ceil(at - now)), this);
-    this.wakeTimer.unref();
-  }
-
-  private readonly onPong = (data: Buffer): void => {
-    const id = probeId(data);
-    if (id === undefined || this.closed) return;
-    const now = this.clock();
-    if (!this.pacer.pong(id, now, this.ws.isPaused)) return;
-    if (now - this.loggedAt >= PACER_LOG_EVERY_MS && this.log?.enabled(LogLevel.DEBUG)) this.logPacer(now);
-    this.probe(now);
-    if (this.scheduler.queuedBytes > 0) this.schedule();
-  };
-
-  /** One line on what the pacer sees, for `-v 5`: how much may be in flight, the queue it measures, the rate. */
-  private logPacer(now: number): void {
-    this.loggedAt = now;
-    const p = this.pacer;
-    const ms = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(1));
-    const rate = p.rate === undefined ? '?' : `${Math.round(p.rate / 1000)} kB/s`;
-    this.log!.debug(`Pacing: ${p.state}, window ${p.window} bytes (${p.inFlight} in flight), queue ${ms(p.queueDelayMs)} ms over a base round trip of ${ms(p.baseRttMs)} ms (target ${ms(p.targetMs)} ms), rate ${rate}, DATA ${p.messageBytes()} bytes, ${this.scheduler.queuedBytes} bytes queued here`);
   }
 
   /**

@@ -106,13 +106,19 @@ pacing('bulk data waits in our queue, not in ws or the kernel, until probes are 
   }
 });
 
+/** An Outbound with 40 bulk frames queued and its first probe out, unanswered: the window holds the rest. */
+async function heldBack(svc: Service): Promise<Outbound> {
+  const out = new Outbound(svc.client, 64 << 20, new Pacer());
+  const bulk = producer();
+  for (let i = 0; i < 40; i++) out.push(bulk, bulkFrame(i));
+  await svc.until(() => svc.pings.length > 0, 5000, 'a probe');
+  return out;
+}
+
 pacing('an interactive frame passes while the window holds bulk data back', async () => {
   const svc = await service();
   try {
-    const out = new Outbound(svc.client, 64 << 20, new Pacer());
-    const bulk = producer();
-    for (let i = 0; i < 40; i++) out.push(bulk, bulkFrame(i));
-    await svc.until(() => svc.pings.length > 0, 5000, 'a probe');
+    const out = await heldBack(svc);
     const before = svc.received.length;
     out.push(producer(), encodeFrame({ type: T.DATA, streamId: 1, connectionId: 2, payload: Buffer.from('k') }));
     await svc.until(() => svc.received.some((m) => m.connectionId === 2), 5000, 'the interactive frame');
@@ -125,10 +131,7 @@ pacing('an interactive frame passes while the window holds bulk data back', asyn
 pacing('sendFirst (a credit HELLO answering a new peer) goes ahead of the queue and leaves the bulk data behind the window, not flushed', async () => {
   const svc = await service();
   try {
-    const out = new Outbound(svc.client, 64 << 20, new Pacer());
-    const bulk = producer();
-    for (let i = 0; i < 40; i++) out.push(bulk, bulkFrame(i));
-    await svc.until(() => svc.pings.length > 0, 5000, 'a probe');
+    const out = await heldBack(svc);
     const before = svc.received.length;
     out.sendFirst(encodeFrame({ type: T.SERVICE_IDS, availableServiceIds: ['HELLO'] }));
     await svc.until(() => svc.received.some((m) => m.type === T.SERVICE_IDS), 5000, 'the frame sent first');
