@@ -11,13 +11,14 @@ import { MessageType as T, type MessageInit } from '../../src/protocol/message';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { probeId } from '../../src/transport/keepalive';
 import { silentLogger } from '../../src/log';
+import { EventLog } from './events';
 import { connectReady, type PeerOptions, type TestPeer } from './peer';
 
 interface Ctx { relay: Relay; peers: TestPeer[] }
 const pacing = suite<Ctx>('relay: pacing towards peers');
 
-async function withRelay(ctx: Ctx, pace?: boolean): Promise<void> {
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger(), pace });
+async function withRelay(ctx: Ctx, pace?: boolean, events?: EventLog): Promise<void> {
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger(), pace, onEvent: events?.onEvent });
 }
 pacing.before.each((ctx) => {
   ctx.peers = [];
@@ -78,6 +79,29 @@ pacing('a ping from a peer of ours waits for its earlier messages to leave the r
     src.terminate();
     dst.terminate();
   }
+});
+
+pacing('bytes queued for a paced peer hold its sender back past the high-water mark and release it once they are written, burst after burst', async (ctx) => {
+  const events = new EventLog();
+  await withRelay(ctx, undefined, events);
+  // The destination answers no probe at first: the relay's window keeps the bulk in its queue.
+  const { src, dst } = await pair(ctx, ours, { ...ours, autoPong: false });
+  src.send({ type: T.STREAM_START, serviceId: 'SSH', streamId: 1, connectionId: 1 });
+  const BURST = 12 * 60_000;
+  for (let i = 0; i < 12; i++) src.send(data(1, 60_000));
+  await events.waitFor('paused', (e) => e.mode === 'source' && e.receiver === 'destination');
+  dst.ws.on('ping', (p: Buffer) => dst.ws.pong(p));
+  for (const p of dst.pings.splice(0)) dst.ws.pong(p);
+  await events.waitFor('resumed', (e) => e.mode === 'source');
+  await dst.until(() => dst.bytesReceived >= BURST, 10_000, 'the first burst');
+  // Were the queued bytes not all counted back, the second burst would stay held for good.
+  for (let round = 2; round <= 3; round++) {
+    for (let i = 0; i < 12; i++) src.send(data(1, 60_000));
+    await dst.until(() => dst.bytesReceived >= round * BURST, 10_000, `burst ${round}`);
+  }
+  const held = events.events.filter((e) => e.type === 'paused' && e.mode === 'source').length;
+  const released = events.events.filter((e) => e.type === 'resumed' && e.mode === 'source').length;
+  assert.is(released, held, `${held} holds, ${released} releases`);
 });
 
 pacing('pace: false (--no-pacing): no probes to a peer of ours, and its pings are answered when read', async (ctx) => {
