@@ -3,9 +3,9 @@
  * they send (issue 13; src/tunnel/pacer.ts, src/tunnel/scheduler.ts).
  *
  * The relay used to hand every message to ws as it read it. Nothing queued in the relay
- * itself, but the kernel's send buffer towards the peer and the peer's receive buffer took
- * megabytes whenever the peer was slower than the sender for a moment (two cores shared by
- * three busy processes: often), and an echo waited behind all of them, in order. The proxy
+ * itself, but when the peer was slower than the sender (a device behind a slow link) the
+ * kernel's send buffer towards it and the link's buffers took megabytes, and an echo waited
+ * behind all of them, in order: seconds behind an upload to a 1 MB/s destination. The proxy
  * that sent them could not see that queue: its probes measure the way to the relay only.
  *
  * So the relay keeps that queue short by the same means: delay probes (pings) to the peer,
@@ -13,14 +13,16 @@
  * many bytes may be in flight. What may not go yet waits here, one lane per connection, and
  * leaves in the scheduler's order: a connection that sends little (a keystroke, an echo) goes
  * before one that streams, and passes even while the pacer holds bulk back. Beyond the
- * relay's high-water mark the sender is not read (forward.ts), so the queue moves back to the
- * proxy that sent it, whose pacer sees it and keeps it in its own per-connection queues.
+ * relay's high-water mark the sender is not read (forward.ts); before that, a ping from the
+ * sender is answered only once the messages it sent before it have left this queue
+ * (`whenHanded`), so its pacer sees the queue and keeps the rest in its own per-connection
+ * queues.
  *
  * Order is kept where the protocol needs it: every message of one connection (DATA,
  * CONNECTION_START/RESET, CREDIT_WINDOW) in one lane, in order; a message about a whole
  * stream or session (STREAM_START, STREAM_RESET, SESSION_RESET, SERVICE_IDS, CREDIT_HELLO,
- * anything the relay does not know) is a barrier: it leaves only after everything queued
- * before it, and everything queued after it leaves after it.
+ * anything the relay does not know, any frame without a connection id) is a barrier: it leaves
+ * only after everything queued before it, and everything queued after it leaves after it.
  *
  * Only peers that declared a localproxy extension are paced: pings to them are answered by
  * ws while it goes on reading. Boost.Beast (the C++ reference) stops reading until its pong is
