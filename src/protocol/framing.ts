@@ -72,6 +72,30 @@ export function packFrames(frames: readonly Uint8Array[], maxBytes = MAX_WS_MESS
   return out;
 }
 
+/**
+ * Hands `frames` to `write` as WebSocket messages, in order: each of `aloneBytes` or more in a
+ * message of its own (not copied), the smaller ones between them packed up to `maxBytes`.
+ * Returns the bytes written.
+ */
+export function writeMessages(frames: readonly Buffer[], aloneBytes: number, maxBytes: number, write: (message: Buffer) => void): number {
+  let bytes = 0;
+  let small: Buffer[] | undefined;
+  for (const frame of frames) {
+    bytes += frame.length;
+    if (frame.length < aloneBytes) {
+      (small ??= []).push(frame);
+      continue;
+    }
+    if (small) {
+      for (const message of packFrames(small, maxBytes)) write(message);
+      small = undefined;
+    }
+    write(frame);
+  }
+  if (small) for (const message of packFrames(small, maxBytes)) write(message);
+  return bytes;
+}
+
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }

@@ -396,7 +396,6 @@ export class Peer extends Outlet implements LinkEnd {
   /** Why this peer is not read: its receiver's backlog, its bandwidth budget (either or both). */
   private heldForBacklog = false;
   private heldForBandwidth = false;
-
   private readonly bucket?: TokenBucket;
   private readonly shouldPace: boolean;
   private bandwidthTimer?: NodeJS.Timeout;

@@ -33,16 +33,16 @@
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
-import { packFrames } from '../protocol/framing';
+import { writeMessages } from '../protocol/framing';
 import { MessageType, type Message } from '../protocol/message';
 import { ExtensionType } from '../protocol/extension';
 import type { Logger } from '../log';
+import { Fifo } from '../tunnel/fifo';
+import { COALESCE_BELOW_BYTES } from '../tunnel/outbound';
 import { Pacer } from '../tunnel/pacer';
 import { PacerProbes } from '../tunnel/probes';
 import { Scheduler } from '../tunnel/scheduler';
 
-/** Items at least this big go in a WebSocket message of their own; smaller ones are packed. */
-const ALONE_BYTES = 16 * 1024;
 /**
  * The queueing delay the relay keeps towards a peer (ms; less on a fast link, as the proxies').
  * More than the proxies' 20: a queue this short in front of a slow link left it idle now and
@@ -94,9 +94,7 @@ export class PacedSend {
   readonly pacer = new Pacer({ targetDelayMs: RELAY_TARGET_DELAY_MS });
   private readonly lanes = new Scheduler<string>();
   /** Items behind a barrier that waits for the lanes to drain: the barrier first, in arrival order. */
-  private readonly later: Later[] = [];
-  /** Index of the first item of `later` still waiting (those before it are gone; compacted now and then). */
-  private laterHead = 0;
+  private readonly later = new Fifo<Later>(GONE);
   private laterBytes = 0;
   private scheduled = false;
   private closed = false;
@@ -165,7 +163,7 @@ export class PacedSend {
   private add(item: Buffer, key: string | undefined): void {
     this.pushedBytes += item.length;
     // A barrier, and whatever comes after one, waits in arrival order until the lanes are empty.
-    if (key === undefined || this.laterHead < this.later.length || !this.hasLaneFor(key)) {
+    if (key === undefined || this.later.length > 0 || !this.hasLaneFor(key)) {
       this.later.push({ item, key });
       this.laterBytes += item.length;
     } else {
@@ -186,8 +184,7 @@ export class PacedSend {
     this.runWaiters(0, true);
     this.probes.close();
     this.lanes.clear();
-    this.later.length = 0;
-    this.laterHead = 0;
+    this.later.clear();
     this.laterBytes = 0;
   }
 
@@ -240,7 +237,7 @@ export class PacedSend {
         if (lanes.queuedBytes > 0) break;
       }
       // The lanes are empty: what waited behind a barrier comes next.
-      const next = this.later[this.laterHead];
+      const next = this.later.peek();
       if (!next) break;
       if (next.key === undefined || !this.hasLaneFor(next.key)) {
         if (room <= 0) break;
@@ -250,15 +247,8 @@ export class PacedSend {
         lanes.quantum = this.pacer.messageBytes();
         lanes.push(next.key, next.item);
       }
-      this.later[this.laterHead++] = GONE;
+      this.later.shift();
       this.laterBytes -= next.item.length;
-      if (this.laterHead === this.later.length) {
-        this.later.length = 0;
-        this.laterHead = 0;
-      } else if (this.laterHead >= 64 && this.laterHead * 2 >= this.later.length) {
-        this.later.splice(0, this.laterHead);
-        this.laterHead = 0;
-      }
     }
     this.emptied.length = 0;
     if (lanes.queuedBytes === 0 && lanes.size > FORGET_LANES_ABOVE) lanes.clear();
@@ -266,7 +256,9 @@ export class PacedSend {
     socket?.cork();
     try {
       if (out.length > 0) {
-        const bytes = this.send(out);
+        // Items of COALESCE_BELOW_BYTES or more in a message of their own, as received (no
+        // copy); smaller ones packed together, as the proxies send them.
+        const bytes = writeMessages(out, COALESCE_BELOW_BYTES, MAX_WS_MESSAGE_BYTES, this.write);
         this.handedBytes += bytes;
         this.pacer.sent(bytes, now);
       }
@@ -280,26 +272,6 @@ export class PacedSend {
       if (this.room(now) > 0) this.schedule();
       else this.probes.armWake(now);
     }
-  }
-
-  /** Small items packed into one message, each large one in a message of its own. Returns the bytes. */
-  private send(items: Buffer[]): number {
-    let bytes = 0;
-    let small: Buffer[] | undefined;
-    for (const item of items) {
-      bytes += item.length;
-      if (item.length < ALONE_BYTES) {
-        (small ??= []).push(item);
-        continue;
-      }
-      if (small) {
-        for (const message of packFrames(small, MAX_WS_MESSAGE_BYTES)) this.write(message);
-        small = undefined;
-      }
-      this.write(item);
-    }
-    if (small) for (const message of packFrames(small, MAX_WS_MESSAGE_BYTES)) this.write(message);
-    return bytes;
   }
 }
 

@@ -24,7 +24,7 @@ import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import type { Logger } from '../log';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
-import { packFrames } from '../protocol/framing';
+import { writeMessages } from '../protocol/framing';
 import type { Reader } from './inbound';
 import { Pacer } from './pacer';
 import { PacerProbes } from './probes';
@@ -182,7 +182,7 @@ export class Outbound {
    */
   sendFirst(frame: Buffer): void {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
-    this.ws.send(frame, { binary: true }, this.onSent);
+    this.writeMessage(frame);
     this.pacer.sent(frame.length, this.clock());
   }
 
@@ -240,25 +240,12 @@ export class Outbound {
   private send(frames: Buffer[]): number {
     const payload = this.pacer.messageBytes();
     const limit = Math.min(MAX_WS_MESSAGE_BYTES, payload >= this.pacer.settings.maxMessageBytes ? MAX_WS_MESSAGE_BYTES : payload + PACK_SLACK_BYTES);
-    const alone = Math.min(COALESCE_BELOW_BYTES, limit);
-    let bytes = 0;
-    let small: Buffer[] = [];
-    const sendPacked = (): void => {
-      for (const message of packFrames(small, limit)) this.ws.send(message, { binary: true }, this.onSent);
-      small = [];
-    };
-    for (const frame of frames) {
-      bytes += frame.length;
-      if (frame.length < alone) {
-        small.push(frame);
-        continue;
-      }
-      if (small.length > 0) sendPacked();
-      this.ws.send(frame, { binary: true }, this.onSent);
-    }
-    if (small.length > 0) sendPacked();
-    return bytes;
+    return writeMessages(frames, Math.min(COALESCE_BELOW_BYTES, limit), limit, this.writeMessage);
   }
+
+  private readonly writeMessage = (message: Buffer): void => {
+    this.ws.send(message, { binary: true }, this.onSent);
+  };
 
   private readonly onSent = (err?: Error): void => {
     if (err || this.closed) return;   // the WebSocket's close event ends the session

@@ -16,12 +16,12 @@
  */
 
 /** Bytes a producer may send per round of the old list (one full DATA message). */
+import { Fifo } from './fifo';
+
 export const DEFAULT_QUANTUM_BYTES = 64 * 1024;
 
 interface Flow {
-  frames: Buffer[];
-  /** Index of the next frame in `frames` (frames before it are taken; compacted now and then). */
-  head: number;
+  frames: Fifo<Buffer>;
   bytes: number;
   deficit: number;
   /** Which list holds it; a flow in no list has no queue and is forgotten. */
@@ -64,7 +64,7 @@ export class Scheduler<K> {
   push(key: K, frame: Buffer): void {
     let flow = this.flows.get(key);
     if (!flow) {
-      flow = { frames: [], head: 0, bytes: 0, deficit: this.quantum, list: 'new' };
+      flow = { frames: new Fifo<Buffer>(EMPTY), bytes: 0, deficit: this.quantum, list: 'new' };
       this.flows.set(key, flow);
       this.newFlows.push(key);
     }
@@ -99,15 +99,7 @@ export class Scheduler<K> {
         else this.flows.delete(key);
         continue;
       }
-      const frame = flow.frames[flow.head];
-      flow.frames[flow.head++] = EMPTY;
-      if (flow.head === flow.frames.length) {
-        flow.frames.length = 0;
-        flow.head = 0;
-      } else if (flow.head >= 64 && flow.head * 2 >= flow.frames.length) {
-        flow.frames.splice(0, flow.head);
-        flow.head = 0;
-      }
+      const frame = flow.frames.shift();
       flow.bytes -= frame.length;
       flow.deficit -= frame.length;
       this.total -= frame.length;
