@@ -145,6 +145,11 @@ load('a peer that sends each byte as its own WebSocket message: another tunnel\'
     loaded.push(...await echoes(src, dst, SAMPLES, PHASE_LIMIT_MS));
     flood.stop();
     framesDuringLoad += received.frames() - before;
+    // A ping behind the flood is answered once the relay has read what came before it.
+    const pongs = attacker.pongs.length;
+    attacker.ws.ping(`round ${round}`);
+    await attacker.until(() => attacker.pongs.length > pongs, 60_000, `the relay's pong in round ${round}`);
+    assert.is(attacker.pongs[pongs].toString(), `round ${round}`);
   }
   await received.wait(flood.rounds, 60_000);
 
