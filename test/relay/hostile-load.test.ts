@@ -145,7 +145,7 @@ load('a peer that sends each byte as its own WebSocket message: another tunnel\'
     loaded.push(...await echoes(src, dst, SAMPLES, PHASE_LIMIT_MS));
     flood.stop();
     framesDuringLoad += received.frames() - before;
-    // A ping behind the flood is answered once the relay has read what came before it.
+    // A ping behind the flood is still answered, in its turn.
     const pongs = attacker.pongs.length;
     attacker.ws.ping(`round ${round}`);
     await attacker.until(() => attacker.pongs.length > pongs, 60_000, `the relay's pong in round ${round}`);
@@ -159,8 +159,7 @@ load('a peer that sends each byte as its own WebSocket message: another tunnel\'
   const figures = `echo p99 unloaded ${unloadedP99.toFixed(2)} ms, under attack ${loadedP99.toFixed(2)} ms over ${loaded.length} samples (bound ${bound.toFixed(2)} ms); attack frames through the relay meanwhile: ${framesDuringLoad}`;
   assert.is(loaded.length, SAMPLES * ROUNDS, figures);
   assert.ok(loadedP99 <= bound, figures);
-  // The attacker is slowed, not starved, and loses nothing: every frame it sent arrived intact.
-  assert.ok(framesDuringLoad >= ROUNDS, figures);
+  // The attacker is slowed, not starved (each phase waited for its frames), and loses nothing.
   assert.is(received.frames(), flood.rounds, figures);
   console.log(`  ${figures}`);
 });
@@ -171,11 +170,20 @@ load('a relay that sends each byte as its own WebSocket message: the source prox
   writeFileSync(join(ctx.dir, 'relay.pem'), service.caPem);
   const proxy = ctx.proxy = await spawnProxy({
     relay: { port: service.port } as unknown as Relay, ca: { dir: ctx.dir, file: join(ctx.dir, 'relay.pem') },
-    mode: 'source', accessToken: 'hostile-relay-token', services: { SSH: 0 }, settings: { pingPeriodMs: 250 },
+    mode: 'source', accessToken: 'hostile-relay-token', services: { SSH: 0 }, settings: { pingPeriodMs: 100 },
   });
   const relay = await service.peer(0, 15_000);
   let pings = 0;
-  relay.ws.on('ping', () => pings++);
+  let onPing: (() => void) | undefined;
+  relay.ws.on('ping', () => {
+    pings++;
+    onPing?.();
+  });
+  /** The proxy's keepalive pinged again: its timers run while the flood is read. */
+  const pinged = (after: number, ms: number) => within(new Promise<void>((resolve) => {
+    onPing = () => { if (pings > after) resolve(); };
+    onPing();
+  }), ms, `a ping from the proxy (${pings} so far)`);
   relay.serviceIds('SSH');
   await proxy.ready;
   const client = ctx.client = netConnect({ port: proxy.ports.SSH, host: '127.0.0.1' });
@@ -228,6 +236,7 @@ load('a relay that sends each byte as its own WebSocket message: the source prox
     flood.start();
     await receivedAll(before + payload.length, 30_000);
     loaded.push(...await uploads(SAMPLES, PHASE_LIMIT_MS));
+    await pinged(pingsBefore, 10_000);
     flood.stop();
     pingsDuringLoad += pings - pingsBefore;
   }
@@ -241,8 +250,7 @@ load('a relay that sends each byte as its own WebSocket message: the source prox
   assert.ok(loadedP99 <= bound, figures);
   assert.is(corrupt, -1, `flood byte ${corrupt} arrived changed or out of order`);
   assert.is(received, flood.rounds * payload.length, figures);
-  // The keepalive ran through the attack, and the proxy never gave up on its connection.
-  assert.ok(pingsDuringLoad >= ROUNDS, figures);
+  // The proxy never gave up on its connection.
   assert.is(service.peers.length, 1, proxy.output());
   console.log(`  ${figures}`);
 });
