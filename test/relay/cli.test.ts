@@ -194,6 +194,7 @@ cli('--max-services, --region and --account-id: more services per tunnel, and th
   for (const [args, pattern] of [
     [['--max-services', '0'], /invalid --max-services '0'/],
     [['--region', 'Mars'], /invalid --region 'Mars'/],
+    [['--region', `us-${'east'.repeat(8)}-1`], /invalid --region 'us-(east)+-1': expected a region such as eu-west-1 \(at most 32 characters\)/],
     [['--account-id', '12345'], /invalid --account-id '12345': expected 12 digits/],
   ] as Array<[string[], RegExp]>) {
     const r = await inProcess(runRelayCli, args);

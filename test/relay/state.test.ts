@@ -257,6 +257,7 @@ for (const [name, bad, why] of [
   ['a line that is not JSON under a good checksum', (() => { const json = '{oops'; return `${journalLine({}).slice(0, 0)}${sumOf(json)} ${json}\n`; })(), /line 2: not JSON/],
   ['a record with a lifetime given as a string', journalLine({ put: record({ lifetimeMinutes: '60' }) }), /line 2 \(tunnel 00000000-0000-4000-8000-000000000001\): lifetimeMinutes must be an integer from 1 to 720/],
   ['a record of the wrong shape', journalLine({ put: record({ status: 'MAYBE' }) }), /line 2 \(tunnel \S+\): status must be OPEN or CLOSED/],
+  ['an ARN that does not name its tunnel', journalLine({ put: record({ tunnelArn: 'arn:aws:iot:local:000000000000:tunnel/another' }) }), /tunnelArn must be arn:PARTITION:iot:REGION:ACCOUNT:tunnel\//],
   ['a token hash that is not one', journalLine({ put: record({ source: { tokenHash: 'x', consumed: false, lastUpdatedAt: 1 } }) }), /source\.tokenHash must be a SHA-256 hex digest/],
   ['an entry that is neither put nor delete', journalLine({ hello: 'world' }), /line 2: expected \{"put": tunnel\} or \{"delete": id\}/],
 ] as Array<[string, string, RegExp]>) {
