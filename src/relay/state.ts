@@ -18,7 +18,7 @@
  * change the API confirmed survives a crash or power loss. A token spent by a handshake is
  * written without holding the handshake back (within one write cycle, milliseconds).
  */
-import { appendFileSync, closeSync, fsyncSync, ftruncateSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 import { deleteLine, putLine, renderJournal, replayJournal } from './journal';
@@ -162,9 +162,15 @@ export class StateFile implements TunnelStore {
     this.fileBytes = journal.goodBytes;
     this.repair = journal.goodBytes === 0 ? 'rewrite' : journal.torn ? 'cut' : 'none';
     if (journal.damaged.length > 0) {
-      // Kept for whoever looks into it, then left out of the journal by the rewrite at start.
+      // Kept for whoever looks into it (on disk before the rewrite at start leaves them out of the journal).
       try {
-        appendFileSync(this.damagedPath, Buffer.concat(journal.damaged.flatMap((d) => [d.bytes, Buffer.from('\n')])), { mode: 0o600 });
+        const fd = openSync(this.damagedPath, 'a', 0o600);
+        try {
+          writeAllSync(fd, Buffer.concat(journal.damaged.flatMap((d) => [d.bytes, Buffer.from('\n')])));
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
       } catch (err) {
         throw new StateFileError(`state file ${this.given}: cannot set its damaged lines aside in ${this.damagedPath}: ${errorText(err)}`);
       }
@@ -340,11 +346,7 @@ export class StateFile implements TunnelStore {
       renameSync(tmp, this.path);
       this.syncDirectory();
     } catch (err) {
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // Never created.
-      }
+      rmSync(tmp, { force: true });
       throw err;
     }
     this.written(data.length);
