@@ -73,7 +73,7 @@ function findTests(dir) {
   return out;
 }
 
-const files = findTests(join(root, testDir)).filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+const files = findTests(join(root, testDir)).filter((f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s)));
 // Files named *.slow.* start first so the run is not stretched by a late long file.
 files.sort((a, b) => Number(b.includes('.slow.')) - Number(a.includes('.slow.')));
 
