@@ -8,10 +8,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import Redis from 'ioredis';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LIMITED_BURST } from '../../src/log';
+import { LIMITED_BURST, silentLogger } from '../../src/log';
 import { MessageType } from '../../src/protocol/message';
 import { ManualClock } from '../../src/relay/clock';
 import { signHolder } from '../../src/relay/cluster/auth';
+import { RelayConfigError } from '../../src/relay/errors';
+import { startRelay } from '../../src/relay/server';
 import { CREDENTIALS, SECRET, startNode, type TestNode } from './cluster-nodes';
 import { connectReady, type TestPeer } from './peer';
 import { startRedis, type RedisServer } from './redis';
@@ -171,6 +173,13 @@ test('a damaged tunnel record in Redis costs only that tunnel: ListTunnels lists
   clock.advance(121_000);
   assert.equal(await src.waitClosed(10_000), { code: 1000, reason: 'tunnel lifetime expired' });
   await Promise.race([a, b].map((n) => n.lines.waitFor(/status must be OPEN or CLOSED; its lifetime cannot be enforced/, 10_000, 'the sweep names the damaged record', n === a ? mark : 0)));
+});
+
+test('a node id the other nodes would not read back is refused at start', async () => {
+  const err = await startRelay({ port: 0, tls: 'plain', store: { url: redis.url }, cluster: { nodeUrl: 'ws://127.0.0.1:1', secret: SECRET, nodeId: 'n'.repeat(1025) }, log: silentLogger() })
+    .then(async (relay) => { await relay.close(); return undefined; }, (e: Error) => e);
+  assert.instance(err, RelayConfigError);
+  assert.is(err!.message, "a cluster node's id and URL must be 1-1024 characters");
 });
 
 test('503 bodies, /health and refused handshakes never show the Redis URL or its password', async () => {

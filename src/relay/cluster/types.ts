@@ -68,7 +68,7 @@ export interface PeerStore {
 /** Longest node id, URL or channel id taken from the store (ours are far shorter). */
 export const MAX_HOLDER_TEXT = 1024;
 
-function isHolderText(value: unknown): value is string {
+export function isHolderText(value: unknown): value is string {
   return typeof value === 'string' && value.length > 0 && value.length <= MAX_HOLDER_TEXT;
 }
 

@@ -11,12 +11,13 @@
  */
 import { LogLevel, type Logger } from '../../log';
 import type { Clock } from '../clock';
+import { RelayConfigError } from '../errors';
 import type { RelayLimits } from '../limits';
 import {
   checkRecord, clientTokenRefusal, StateFileError, createTunnel, expiresAt, hashToken, mergeTags, RegistryError, removeTags, rotatedModes, rotateTunnel, spendToken,
   type ClientMode, type DestinationConfig, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens, type Tag, type TunnelRecord,
 } from '../record';
-import { parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore, type RenewAnswer } from '../cluster/types';
+import { isHolderText, MAX_HOLDER_TEXT, parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore, type RenewAnswer } from '../cluster/types';
 import { StoreUnavailableError, type Authorized, type DirectoryEvents, type ListPosition, type Refusal, type TunnelDirectory, type TunnelPage } from './directory';
 import { parseEvent } from './events';
 import { RedisLink } from './redis-link';
@@ -95,6 +96,8 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     this.nodeUrl = options.nodeUrl;
     this.leaseMs = options.leaseMs;
     this.log = options.log;
+    // Written into every holder record: held to what the other nodes read back.
+    if (!isHolderText(options.nodeId) || !isHolderText(options.nodeUrl)) throw new RelayConfigError(`a cluster node's id and URL must be 1-${MAX_HOLDER_TEXT} characters`);
     this.link = new RedisLink({ url: options.url, password: options.password, ca: options.ca, nodeId: options.nodeId, log: options.log });
     this.where = this.link.where;
     this.link.onMessage = (message) => this.onMessage(message);
