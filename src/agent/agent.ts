@@ -19,14 +19,15 @@ import type { DestinationTarget, ProxyOptions } from '../options';
 import { defaultSettings, type Settings } from '../settings';
 import { deriveClientToken } from '../transport/client-token';
 import { startProxy, type LocalProxy } from '../tunnel/proxy';
-import { connectBroker, type BrokerLink, type BrokerOptions } from './mqtt';
-import { isBadNotification, notificationTopic, parseNotification, type TunnelNotification } from './notification';
+import type { BrokerConfig } from '../mqtt/broker';
+import { connectBroker, type BrokerLink } from '../mqtt/link';
+import { isBadNotification, notificationTopic, parseNotification, type TunnelNotification } from '../mqtt/notification';
 
 /** As the AWS IoT Device Client: one tunnel at a time unless told otherwise. */
 export const DEFAULT_MAX_TUNNELS = 1;
 
 export interface AgentOptions {
-  broker: Omit<BrokerOptions, 'log'>;
+  broker: BrokerConfig;
   thingName: string;
   /** Service id → where its connections go on this device. Notified services not in it are refused. */
   services: ReadonlyMap<string, DestinationTarget>;

@@ -15,8 +15,8 @@ import { ExitCode, usageError } from '../exit';
 import { Logger, type LoggerOptions } from '../log';
 import type { DestinationTarget } from '../options';
 import { startAgent, DEFAULT_MAX_TUNNELS, type AgentOptions } from './agent';
-import { BROKER_OPTIONS, brokerFromArgs } from './broker-flags';
-import { isValidThingName } from './notification';
+import { BROKER_OPTIONS, brokerFromArgs } from '../mqtt/flags';
+import { isValidThingName } from '../mqtt/notification';
 
 const HELP = `Usage: localproxy agent --mqtt-url URL --thing-name NAME --service ID=TARGET[,...] [options]
 

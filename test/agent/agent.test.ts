@@ -6,8 +6,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startAgent, type Agent, type AgentOptions } from '../../src/agent/agent';
-import { connectBroker, type BrokerLink } from '../../src/agent/mqtt';
-import { encodeNotification, notificationTopic } from '../../src/agent/notification';
+import { connectBroker, type BrokerLink } from '../../src/mqtt/link';
+import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
 import { Logger } from '../../src/log';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer, sendPattern, type AppServer } from '../helpers/apps';

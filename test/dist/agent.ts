@@ -7,8 +7,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connectBroker } from '../../src/agent/mqtt';
-import { encodeNotification, notificationTopic } from '../../src/agent/notification';
+import { connectBroker } from '../../src/mqtt/link';
+import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
 import { Logger } from '../../src/log';
 import { Broker, TestPki } from '../agent/broker';
 import { freePort } from '../helpers/wait';
