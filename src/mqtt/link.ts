@@ -183,7 +183,9 @@ class Link implements BrokerLink {
   };
 
   private handleMessage(packet: IPublishPacket, done: (err?: Error) => void): void {
-    const handled = this.closing ? undefined : this.hooks.onMessage?.(packet.topic, packet.payload as Buffer);
+    // Not acknowledged while closing: a persistent session gets the message again on its next connect.
+    if (this.closing) return;
+    const handled = this.hooks.onMessage?.(packet.topic, packet.payload as Buffer);
     if (!handled) return done();
     handled.then(() => done(), (err: unknown) => {
       this.log.error(`handling a message on ${packet.topic} failed: ${(err as Error)?.message ?? String(err)}`);
