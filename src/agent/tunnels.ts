@@ -30,6 +30,8 @@ export const MAX_CLOSING_TUNNELS = 4;
  * (with its TLS handshake and CA loading) each.
  */
 export const TUNNEL_START_INTERVAL_MS = 50;
+/** Tunnel ids whose token the service rotated before the new one came, remembered to name what comes next. */
+const MAX_ROTATED_REMEMBERED = 16;
 
 export interface TunnelsOptions {
   maxTunnels: number;
@@ -79,6 +81,7 @@ export class Tunnels {
   private count = 0;
   private stopping = false;
   private lastStart = -Infinity;
+  private readonly rotatedAway = new Set<string>();
   private pumpTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: TunnelsOptions) {}
@@ -133,12 +136,14 @@ export class Tunnels {
         rotated.log.info('access token rotated: closing the connection that uses the old one');
         this.retire(rotated, 'rotated');
       }
+      // The service may close the old connection before the new token's notification comes.
+      const rotation = rotated !== undefined || (tunnelId !== undefined && this.rotatedAway.delete(tunnelId));
       while (this.running.length >= this.options.maxTunnels) {
         const oldest = this.running[0]!;
         oldest.log.info(`closing it for tunnel ${offer.label} (at most ${this.options.maxTunnels} at once)`);
         this.retire(oldest, 'replaced');
       }
-      this.start(offer, rotated !== undefined);
+      this.start(offer, rotation);
     }
   }
 
@@ -185,12 +190,19 @@ export class Tunnels {
     this.closing.delete(tunnel);
     const { log } = tunnel;
     // The proxy has already logged a failure; this line says the slot is free.
-    if (isRotation(outcome)) log.info('ended: its access token was rotated; the new one comes in a notification');
-    else log.info(`ended (exit code ${exitCodeOf(outcome)}: ${log.scrub(outcome.message)})`);
+    if (isRotation(outcome)) {
+      log.info('ended: its access token was rotated; the new one comes in a notification');
+      if (tunnel.kept.tunnelId !== undefined) this.rememberRotated(tunnel.kept.tunnelId);
+    } else log.info(`ended (exit code ${exitCodeOf(outcome)}: ${log.scrub(outcome.message)})`);
     this.forget(tunnel.kept);
     // Ended by itself (closed by the service, refused, failed): no longer kept.
     if (tunnel.retired === undefined && !this.stopping) this.options.onChange();
     this.pump();
+  }
+
+  private rememberRotated(tunnelId: string): void {
+    this.rotatedAway.add(tunnelId);
+    if (this.rotatedAway.size > MAX_ROTATED_REMEMBERED) this.rotatedAway.delete(this.rotatedAway.values().next().value as string);
   }
 
   /** The tokens are no longer redacted once no tunnel or offer holds them. */
