@@ -95,15 +95,13 @@ export class StateFile {
   /** The kept tunnels; a missing file is none, any other problem is one line and none. */
   load(): KeptTunnel[] {
     let text: string;
+    let mode: number;
     try {
       const info = statSync(this.path, { throwIfNoEntry: false });
       if (!info) return [];
       if (!info.isFile()) throw Object.assign(new Error('not a file'), { code: 'not a file' });
       if (info.size > MAX_STATE_FILE_BYTES) return this.setAside(`${info.size} bytes, over the ${MAX_STATE_FILE_BYTES}-byte limit`);
-      if (process.platform !== 'win32' && (info.mode & 0o077) !== 0) {
-        this.log.warn(`state file ${printable(this.path)} was readable by others (mode ${(info.mode & 0o777).toString(8)}): it holds access tokens; now 600`);
-        chmodSync(this.path, 0o600);
-      }
+      mode = info.mode & 0o777;
       text = readFileSync(this.path, 'utf8');
     } catch (err) {
       this.log.error(`cannot read the state file ${printable(this.path)}: ${errorCode(err)}; starting without resumed tunnels`);
@@ -116,7 +114,19 @@ export class StateFile {
       return this.setAside('not JSON');
     }
     const tunnels = tunnelsOf(value, this.thingName);
-    return typeof tunnels === 'string' ? this.setAside(tunnels) : tunnels;
+    if (typeof tunnels === 'string') return this.setAside(tunnels);
+    if (process.platform !== 'win32' && (mode & 0o077) !== 0) this.restrict(mode);
+    return tunnels;
+  }
+
+  /** Access tokens are for this user only. */
+  private restrict(mode: number): void {
+    try {
+      chmodSync(this.path, 0o600);
+      this.log.warn(`the state file ${printable(this.path)} was readable by others (mode ${mode.toString(8)}): it holds access tokens; now 600`);
+    } catch (err) {
+      this.log.warn(`the state file ${printable(this.path)} is readable by others (mode ${mode.toString(8)}) and cannot be changed: ${errorCode(err)}`);
+    }
   }
 
   private setAside(why: string): KeptTunnel[] {
