@@ -15,7 +15,7 @@ import { formatTarget } from '../cli/service-spec';
 import { parseEndpoint, regionEndpoint } from '../cli/endpoint';
 import { Logger, LogLevel, type LoggerOptions } from '../log';
 import type { BrokerConfig } from '../mqtt/broker';
-import { connectBroker } from '../mqtt/link';
+import { connectBroker, type BrokerLink } from '../mqtt/link';
 import { isBadNotification, notificationTopic, parseNotification, RELAY_REGION, type TunnelNotification } from '../mqtt/notification';
 import type { DestinationTarget } from '../options';
 import { printable } from '../printable';
@@ -62,96 +62,110 @@ function describeServices(services: ReadonlyMap<string, DestinationTarget>): str
   return [...services].map(([id, target]) => `${id} = ${formatTarget(target)}`).join(', ');
 }
 
-export function startAgent(options: AgentOptions): Agent {
-  const log = new Logger(options.logging);
-  const settings = options.settings ?? defaultSettings();
-  const maxTunnels = options.maxTunnels ?? DEFAULT_MAX_TUNNELS;
-  const tunnelLog = new TunnelLog(options.logging ?? {}, log);
-  const state = options.stateDir === undefined ? undefined : new StateFile(options.stateDir, options.thingName, log);
-  const save = (): void => state?.save(tunnels.kept());
-  const tunnels = new Tunnels({
-    maxTunnels, services: options.services, settings, caPath: options.caPath, ca: options.ca, insecure: options.insecure,
-    log: tunnelLog, onChange: save,
-  });
+class DeviceAgent implements Agent {
+  private readonly log: Logger;
+  private readonly settings: Settings;
+  private readonly tunnelLog: TunnelLog;
+  private readonly state: StateFile | undefined;
+  private readonly tunnelSet: Tunnels;
+  private readonly broker: BrokerLink;
+  private closed: Promise<void> | undefined;
 
-  function resolveEndpoint(region: string): { host: string; port: number } | undefined {
-    if (options.endpoint) return options.endpoint;
-    if (region === RELAY_REGION && settings.regionEndpointOverrides[region] === undefined) {
-      log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel: its notification comes from a localproxy relay (region "${RELAY_REGION}"), whose address only you know: give -e/--proxy-endpoint HOST:PORT of that relay`);
-      return;
+  constructor(private readonly options: AgentOptions) {
+    this.log = new Logger(options.logging);
+    this.settings = options.settings ?? defaultSettings();
+    const maxTunnels = options.maxTunnels ?? DEFAULT_MAX_TUNNELS;
+    this.tunnelLog = new TunnelLog(options.logging ?? {}, this.log);
+    this.state = options.stateDir === undefined ? undefined : new StateFile(options.stateDir, options.thingName, this.log);
+    this.tunnelSet = new Tunnels({
+      maxTunnels, services: options.services, settings: this.settings, caPath: options.caPath, ca: options.ca, insecure: options.insecure,
+      log: this.tunnelLog, onChange: () => this.save(),
+    });
+    const where = this.state ? `state in ${printable(this.state.path)}` : 'no state directory: tunnels are not resumed after a restart';
+    this.log.info(`agent for thing ${options.thingName}: services ${describeServices(options.services)}; at most ${maxTunnels} tunnel${maxTunnels === 1 ? '' : 's'} at once; ${where}`);
+    this.resume();
+    this.broker = connectBroker({ ...options.broker, persistentSession: options.broker.persistentSession ?? true, log: this.log.fork('mqtt') }, {
+      subscribe: [notificationTopic(options.thingName)],
+      onMessage: (_topic, payload) => this.onNotification(payload),
+    });
+  }
+
+  tunnels(): number {
+    return this.tunnelSet.size();
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      // The broker first: a notification that comes now is not acknowledged, so it comes again next time.
+      await Promise.all([this.broker.close(), this.tunnelSet.close()]);
+      this.tunnelLog.flush();
+      this.tunnelLog.root.flushLimited();
+      this.log.flushLimited();
+    })();
+    return this.closed;
+  }
+
+  private save(): void {
+    this.state?.save(this.tunnelSet.kept());
+  }
+
+  private resolveEndpoint(region: string): { host: string; port: number } | undefined {
+    if (this.options.endpoint) return this.options.endpoint;
+    if (region === RELAY_REGION && this.settings.regionEndpointOverrides[region] === undefined) {
+      this.log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel: its notification comes from a localproxy relay (region "${RELAY_REGION}"), whose address only you know: give -e/--proxy-endpoint HOST:PORT of that relay`);
+      return undefined;
     }
     try {
-      return parseEndpoint(regionEndpoint(region, settings));
+      return parseEndpoint(regionEndpoint(region, this.settings));
     } catch (err) {
-      log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel in region ${region}: ${(err as Error).message}`);
-      return;
+      this.log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel in region ${region}: ${(err as Error).message}`);
+      return undefined;
     }
   }
 
-  function unmappedOf(services: string[]): string[] {
-    return services.filter((service) => !options.services.has(service));
+  private unmappedOf(services: string[]): string[] {
+    return services.filter((service) => !this.options.services.has(service));
   }
 
   /** Returns once what is kept includes the tunnel, so the broker's copy is acknowledged only then. */
-  function onNotification(payload: Buffer): void {
-    const n = parseNotification(payload, options.endpoint === undefined);
-    if (isBadNotification(n)) {
-      log.limited(LogLevel.WARNING, `notification ${n.kind}`, `ignored a notification: ${n.reason}`);
-      return;
-    }
-    const held = tunnels.holding(n.clientAccessToken);
-    if (held !== undefined) {
-      // QoS 1 is at least once: the broker may deliver a notification again.
-      log.limited(LogLevel.INFO, 'notification repeated', `ignored a repeated notification for tunnel ${held}`);
-      return;
-    }
-    const unmapped = unmappedOf(n.services);
+  private onNotification(payload: Buffer): void {
+    const { log } = this;
+    const n = parseNotification(payload, this.options.endpoint === undefined);
+    if (isBadNotification(n)) return log.limited(LogLevel.WARNING, `notification ${n.kind}`, `ignored a notification: ${n.reason}`);
+    const held = this.tunnelSet.holding(n.clientAccessToken);
+    // QoS 1 is at least once: the broker may deliver a notification again.
+    if (held !== undefined) return log.limited(LogLevel.INFO, 'notification repeated', `ignored a repeated notification for tunnel ${held}`);
+    const unmapped = this.unmappedOf(n.services);
     if (unmapped.length > 0) {
       // The destination answers for every service of its tunnel (the proxy refuses a partial mapping).
-      log.limited(LogLevel.WARNING, 'notification unmapped', `refused a tunnel for ${n.services.join(', ')}: ${unmapped.join(', ')} ${unmapped.length === 1 ? 'is' : 'are'} not mapped (give --service ${unmapped[0]}=PORT or a --config-dir file)`);
-      return;
+      return log.limited(LogLevel.WARNING, 'notification unmapped', `refused a tunnel for ${n.services.join(', ')}: ${unmapped.join(', ')} ${unmapped.length === 1 ? 'is' : 'are'} not mapped (give --service ${unmapped[0]}=PORT or a --config-dir file)`);
     }
-    const endpoint = resolveEndpoint(n.region);
+    const endpoint = this.resolveEndpoint(n.region);
     if (!endpoint) return;
-    tunnels.offer({ kept: keep(n), endpoint });
-    save();
+    this.tunnelSet.offer({ kept: keep(n), endpoint });
+    this.save();
   }
 
-  function resume(): void {
-    const kept = state?.load() ?? [];
+  private resume(): void {
+    const kept = this.state?.load() ?? [];
     if (kept.length === 0) return;
-    log.info(`resuming ${kept.length} tunnel${kept.length === 1 ? '' : 's'} kept in ${printable(state!.path)}`);
+    this.log.info(`resuming ${kept.length} tunnel${kept.length === 1 ? '' : 's'} kept in ${printable(this.state!.path)}`);
     for (const entry of kept) {
-      const unmapped = unmappedOf(entry.services);
-      const endpoint = unmapped.length === 0 ? resolveEndpoint(entry.region) : undefined;
-      if (unmapped.length > 0) log.warn(`not resuming tunnel ${entry.tunnelId ?? `for ${entry.services.join(', ')}`}: ${unmapped.join(', ')} no longer mapped`);
-      if (endpoint) tunnels.offer({ kept: entry, endpoint, resumed: true });
+      const unmapped = this.unmappedOf(entry.services);
+      if (unmapped.length > 0) {
+        this.log.warn(`not resuming tunnel ${entry.tunnelId ?? `for ${entry.services.join(', ')}`}: ${unmapped.join(', ')} no longer mapped`);
+        continue;
+      }
+      const endpoint = this.resolveEndpoint(entry.region);
+      if (endpoint) this.tunnelSet.offer({ kept: entry, endpoint, resumed: true });
     }
-    save();
+    this.save();
   }
+}
 
-  const where = state ? `state in ${printable(state.path)}` : 'no state directory: tunnels are not resumed after a restart';
-  log.info(`agent for thing ${options.thingName}: services ${describeServices(options.services)}; at most ${maxTunnels} tunnel${maxTunnels === 1 ? '' : 's'} at once; ${where}`);
-  resume();
-  const broker = connectBroker({ ...options.broker, persistentSession: options.broker.persistentSession ?? true, log: log.fork('mqtt') }, {
-    subscribe: [notificationTopic(options.thingName)],
-    onMessage: (_topic, payload) => onNotification(payload),
-  });
-
-  let closed: Promise<void> | undefined;
-  return {
-    tunnels: () => tunnels.size(),
-    close() {
-      closed ??= (async () => {
-        // The broker first: a notification that comes now is not acknowledged, so it comes again next time.
-        await Promise.all([broker.close(), tunnels.close()]);
-        tunnelLog.flush();
-        tunnelLog.root.flushLimited();
-        log.flushLimited();
-      })();
-      return closed;
-    },
-  };
+/** Connects to the broker and starts resuming the kept tunnels at once. */
+export function startAgent(options: AgentOptions): Agent {
+  return new DeviceAgent(options);
 }
 
 /** What is kept of a notified tunnel: the client token is derived once, and kept with it. */
