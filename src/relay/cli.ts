@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
+import { BROKER_OPTIONS, brokerFromArgs } from '../mqtt/flags';
 import { parseCommandLine, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';

@@ -10,10 +10,10 @@
  * The frames are the protocol's (length-prefixed protobuf), in the full form with service ids:
  * the receiving node tracks streams from them and re-encodes them for its peer's version.
  */
-import type { Socket } from 'node:net';
 import { WebSocket, type RawData } from 'ws';
 import { LogLevel, type Logger } from '../../log';
 import { MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
+import { socketOf } from '../../flow/writer';
 import { encodeFrame, FrameDecoder } from '../../protocol/framing';
 import type { Message, MessageInit } from '../../protocol/message';
 import { fitCloseReason, HIGH_WATER_BYTES, Outlet, Peer, Relayed, type LinkEnd, type TunnelLink } from '../forward';
@@ -51,7 +51,7 @@ export function dialBridge(url: string, headers: Record<string, string>, ca: str
   ws.on('error', (err: Error) => fail(err.message));
   ws.once('open', () => {
     done = true;
-    (ws as unknown as { _socket?: Socket })._socket?.setNoDelay(true);
+    socketOf(ws)?.setNoDelay(true);
     settled({ ws });
   });
   return ws;
