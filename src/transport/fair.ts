@@ -3,9 +3,9 @@
  * peers and the proxies' service connection alike.
  *
  * ws parses everything one socket read brought (up to 64 KiB, a 16 KiB TLS record) and emits
- * its messages at once, and libuv reads a busy socket many times per turn: a peer that sends
- * tiny messages as fast as we read them held the event loop for as long as it liked, while
- * every other peer and timer waited. Here each message costs its bytes plus MESSAGE_COST, and
+ * its messages at once, and libuv reads a busy socket many times per turn: unchecked, a peer
+ * that sends tiny messages as fast as we read them holds the event loop as long as it likes,
+ * while every other peer and timer waits. Here each message costs its bytes plus MESSAGE_COST, and
  * once a peer's input has cost WORK_PER_TURN in one turn its socket is paused: what ws still
  * emits from the read at hand waits here, in order (pings too, when they are ours to answer),
  * and runs on later turns (setImmediate), a turn's worth at a time, after other peers had
