@@ -20,6 +20,8 @@ async function packedAwsSdk() {
     format: 'cjs',
     minify: true,
     legalComments: 'none',
+    // Its import('node:http') become require(): a single executable's script cannot import().
+    supported: { 'dynamic-import': false },
     write: false,
     logLevel: 'warning',
   });

@@ -94,7 +94,7 @@ export async function loadAwsConfig(choice: AwsConfigChoice = {}): Promise<AwsCo
     } catch (err) {
       // Nothing anywhere (the SDK's last word is then about instance metadata): say where we looked.
       if (!fromEnv && files.configFile[profile] === undefined && files.credentialsFile[profile] === undefined) {
-        throw new ExitError(ExitCode.USAGE, `no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and no profile '${printable(profile)}' in ${shownFiles(env)}; set them, or give --profile NAME`);
+        throw new ExitError(ExitCode.USAGE, `no AWS credentials: none in the environment and no profile '${printable(profile)}' in ${shownFiles(env)}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --profile NAME`);
       }
       // The chain's last word is its own ("from any providers"); a profile's provider says what is wrong with it.
       if (!fromEnv) await fromIni({ profile, ignoreCache: true, logger: QUIET })().catch((iniErr: unknown) => { err = iniErr; });

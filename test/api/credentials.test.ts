@@ -130,7 +130,7 @@ test('a profile that does not exist, one without keys, and no credentials at all
   try {
     const none = await tunnel(ctx, ['list'], { HOME: empty });
     assert.is(none.code, 2);
-    assert.is(none.stderr, "localproxy tunnel: no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and no profile 'default' in ~/.aws/credentials or ~/.aws/config; set them, or give --profile NAME (try 'localproxy tunnel --help')\n");
+    assert.is(none.stderr, "localproxy tunnel: no AWS credentials: none in the environment and no profile 'default' in ~/.aws/credentials or ~/.aws/config; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --profile NAME (try 'localproxy tunnel --help')\n");
   } finally {
     rmSync(empty, { recursive: true, force: true });
   }
