@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
+import { BROKER_OPTIONS, brokerFromArgs } from '../mqtt/flags';
 import { parseCommandLine, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
@@ -12,6 +12,7 @@ import { Logger } from '../log';
 import type { Credentials } from './sigv4';
 import { MIN_SECRET_BYTES } from './cluster/auth';
 import { RelayConfigError } from './errors';
+import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './record';
 import { checkStoreUrl, describeStoreUrl } from './store/url';
 import { startRelay, type RelayOptions } from './server';
 
@@ -219,12 +220,12 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
   }
   const region = stringOption(args, 'region');
   if (region !== undefined) {
-    if (!/^[a-z]{2,}(-[a-z0-9]+)+$/.test(region)) throw usageError(`invalid --region '${region}': expected a region name such as eu-west-1`);
+    if (!isRegion(region)) throw usageError(`invalid --region '${region}': expected ${REGION_TEXT}`);
     options.region = region;
   }
   const accountId = stringOption(args, 'account-id');
   if (accountId !== undefined) {
-    if (!/^\d{12}$/.test(accountId)) throw usageError(`invalid --account-id '${accountId}': expected 12 digits`);
+    if (!ACCOUNT_ID_PATTERN.test(accountId)) throw usageError(`invalid --account-id '${accountId}': expected 12 digits`);
     options.accountId = accountId;
   }
   const credentialsFile = stringOption(args, 'credentials-file');
