@@ -209,7 +209,7 @@ test('-s SSH=stdio with a token as the ProxyCommand: the tunnel opened through t
   const mark = ctx.agent.output.length;
   const opened = await ctx.api.call<{ tunnelId: string; sourceAccessToken: string }>('OpenTunnel', { destinationConfig: { thingName: 'pi1', services: ['SSH'] } });
   try {
-    await ctx.agent.waitFor(/tunnel \d+: Successfully established websocket connection/, 15_000, 'the agent connected the destination', mark);
+    await ctx.agent.waitFor(/tunnel \S+: Successfully established websocket connection/, 15_000, 'the agent connected the destination', mark);
     const { tunnel } = await ctx.api.call<{ tunnel: { destinationConnectionState: { status: string } } }>('DescribeTunnel', { tunnelId: opened.tunnelId });
     assert.is(tunnel.destinationConnectionState.status, 'CONNECTED');
     const proxy = `${process.execPath} ${CLI} -e 127.0.0.1:${ctx.relayPort} -c ${ctx.relayDir} -s SSH=stdio`;
