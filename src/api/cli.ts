@@ -10,7 +10,7 @@ import { closest } from '../cli/suggest';
 import { ExitCode, ExitError } from '../exit';
 import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/record';
 import type { Operation } from './client';
-import { apiFailure, COMMON_HELP, COMMON_OPTIONS, connectApi, type ApiSetup } from './setup';
+import { apiFailure, commonHelp, COMMON_OPTIONS, connectApi, type ApiSetup } from './setup';
 import { formatOutput, outputChoice, type OutputChoice } from './output';
 
 const HELP = `Usage: localproxy tunnel COMMAND [options]
@@ -28,7 +28,7 @@ Commands (the operations of the IoTSecuredTunneling API):
   tags        ListTagsForResource       --resource-arn ARN | --tunnel-id ID
 
 Common options:
-${COMMON_HELP}  --output FORMAT     json (default), text or table, as the AWS CLI prints them
+${commonHelp(22)}  --output FORMAT     json (default), text or table, as the AWS CLI prints them
                       (default: the profile's output setting or AWS_DEFAULT_OUTPUT)
   --query EXPR        JMESPath expression applied to the response, as the AWS CLI's --query
   -h, --help          Show this help and exit

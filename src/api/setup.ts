@@ -16,17 +16,17 @@ export const COMMON_OPTIONS: readonly OptionSpec[] = [
   { name: 'ca', value: true },
 ];
 
-export const COMMON_HELP = `  --endpoint URL      API endpoint, e.g. https://127.0.0.1:8443 for a relay
-                      (default https://api.tunneling.iot.REGION.amazonaws.com)
-  --region R          Region (default AWS_REGION, AWS_DEFAULT_REGION, the profile's region
-                      in ~/.aws/config, else us-east-1)
-  --profile NAME      AWS profile of ~/.aws/credentials and ~/.aws/config (default AWS_PROFILE,
-                      else the environment's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-                      AWS_SESSION_TOKEN, else the profile "default"); credential_process, SSO
-                      and role profiles work as in the AWS CLI. For a relay: the key pair it
-                      was started with (LOCALPROXY_RELAY_ACCESS_KEY_ID/..._SECRET_ACCESS_KEY)
-  --ca FILE           Also trust the PEM certificate(s) in FILE (e.g. a relay's cert.pem)
-`;
+const COMMON_HELP_ROWS: ReadonlyArray<readonly [string, string]> = [
+  ['--endpoint URL', 'API endpoint, e.g. https://127.0.0.1:8443 for a relay\n(default https://api.tunneling.iot.REGION.amazonaws.com)'],
+  ['--region R', 'Region (default AWS_REGION, AWS_DEFAULT_REGION, the profile\'s region\nin ~/.aws/config, else us-east-1)'],
+  ['--profile NAME', 'AWS profile of ~/.aws/credentials and ~/.aws/config (default AWS_PROFILE,\nelse the environment\'s AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/\nAWS_SESSION_TOKEN, else the profile "default"); credential_process, SSO\nand role profiles work as in the AWS CLI. For a relay: the key pair it\nwas started with (LOCALPROXY_RELAY_ACCESS_KEY_ID/..._SECRET_ACCESS_KEY)'],
+  ['--ca FILE', 'Also trust the PEM certificate(s) in FILE (e.g. a relay\'s cert.pem)'],
+];
+
+/** The help lines of the common options, descriptions starting at `column`. */
+export function commonHelp(column: number): string {
+  return COMMON_HELP_ROWS.map(([flag, text]) => text.split('\n').map((line, i) => `${(i === 0 ? `  ${flag}` : '').padEnd(column)}${line}\n`).join('')).join('');
+}
 
 export interface ApiSetup {
   client: TunnelApiClient;

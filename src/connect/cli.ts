@@ -12,7 +12,7 @@ import { LogLevel } from '../log';
 import type { SourceTarget } from '../options';
 import { printable } from '../printable';
 import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/record';
-import { COMMON_HELP, COMMON_OPTIONS } from '../api/setup';
+import { commonHelp, COMMON_OPTIONS } from '../api/setup';
 import { connect } from './run';
 
 const HELP = `Usage: localproxy connect THING SERVICE [options]
@@ -33,7 +33,7 @@ Options:
   --wait SECONDS        How long to wait for the device's agent (default 60)
   --lifetime MINUTES    The tunnel's lifetime, ${MIN_LIFETIME_MINUTES}-${MAX_LIFETIME_MINUTES} (default: the service's, 720)
   --keep                Leave the tunnel open when done
-${COMMON_HELP}  -v, --verbose LEVEL   Log level on stderr, 0-6 (default 1, nothing, over stdin/stdout;
+${commonHelp(24)}  -v, --verbose LEVEL   Log level on stderr, 0-6 (default 1, nothing, over stdin/stdout;
                         3, warnings, with --listen)
   -h, --help            Show this help and exit
 
