@@ -18,7 +18,7 @@ import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
 import { checkConfigDir, defaultConfigDir, readConfigDir } from './config-dir';
 import { parseEndpoint, regionEndpoint } from './endpoint';
-import { readSmallTextFile } from './read-file';
+import { fileProblem, readSmallTextFile } from './read-file';
 import { helpText } from './help';
 import { checkListenPorts, formatTarget, parseMappings } from './service-spec';
 import { validateAccessToken, validateBindAddress, validateClientToken, validateEndpoint, validatePath, validateRegion } from './validate';
@@ -81,7 +81,7 @@ export function readSettings(path: string, cwd: string, log: Logger): Settings {
   try {
     text = readSmallTextFile(resolve(cwd, path));
   } catch (err) {
-    throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw usageError(`can not read settings file '${path}': ${fileProblem(err)}`);
   }
   let merged: ReturnType<typeof mergeSettingsJson>;
   try {
@@ -132,7 +132,9 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     try {
       writeFileSync(resolve(ctx.cwd, exportPath), exportSettings(defaultSettings()));
     } catch (err) {
-      throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      // Writing, ENOENT means the directory the file would go in is missing.
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'its directory does not exist' : fileProblem(err);
+      throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${why}`);
     }
     return { action: 'exit', exitCode: ExitCode.OK };
   }

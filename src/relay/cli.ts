@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
 import { parseCommandLine, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
+import { fileProblem } from '../cli/read-file';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
 import { Logger } from '../log';
@@ -110,7 +111,7 @@ function readText(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw usageError(`cannot read ${what} '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw usageError(`cannot read ${what} '${path}': ${fileProblem(err)}`);
   }
 }
 
