@@ -10,6 +10,7 @@ import { fileProblem } from '../cli/read-file';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
 import { Logger } from '../log';
+import { PRODUCT, VERSION } from '../version';
 import type { Credentials } from './sigv4';
 import { MIN_SECRET_BYTES } from './cluster/auth';
 import { RelayConfigError } from './errors';
@@ -70,6 +71,7 @@ Options:
   --mqtt-ca FILE            PEM CA certificate(s) for the broker instead of the system ones
   --mqtt-client-id ID       MQTT client id (default localproxy-relay-<random>)
   -v, --verbose LEVEL       Log level on stderr, 0-6 (default 4, info)
+  -V, --version             Print the version and exit
   -h, --help                Show this help and exit
 
 Without a TLS option the relay serves a self-signed certificate generated at start (clients
@@ -254,6 +256,8 @@ export async function runRelayCli(argv: string[]): Promise<number> {
     return ExitCode.OK;
   }
   const { options } = built;
+  // First, so that any report of a problem says which release it came from.
+  log.info(`${PRODUCT} ${VERSION} relay (Node ${process.versions.node}, ${process.platform} ${process.arch})`);
   // Loaded on demand, as in main.ts: MQTT.js is as large as the rest of the bundle.
   if (built.mqtt) options.notifier = (await import('./notify')).mqttNotifier({ ...built.mqtt.broker, log: log.fork('mqtt') });
 
