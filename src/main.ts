@@ -5,6 +5,7 @@ import { runTunnelCli } from './api/cli';
 import { SUBCOMMANDS } from './cli/args';
 import { reportError } from './cli/report';
 import { runProxyCli } from './cli/run';
+import { ensureStdio } from './cli/stdio';
 import { runRelayCli } from './relay/cli';
 import { PRODUCT, VERSION } from './version';
 
@@ -44,6 +45,7 @@ function onStdioError(err: NodeJS.ErrnoException): void {
   onEscapedError(err);
 }
 
+ensureStdio();
 process.stdout.on('error', onStdioError);
 process.stderr.on('error', onStdioError);
 process.on('uncaughtException', onEscapedError);

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sameAsBundle, strayNodeOptionsIgnored } from './behaviour';
-import { executable, platforms, prepareWinePrefix, run, tunnelThrough } from './harness';
+import { within } from '../helpers/wait';
+import { executable, platforms, prepareWinePrefix, Program, run, runBundle, tunnelThrough, WINE } from './harness';
 
 // wine starts its server and, on the first run, creates the prefix (.cache/wine-prefix): slow.
 const MS = 120_000;
@@ -56,6 +57,35 @@ test('--help: same output and exit code as node dist/localproxy.cjs', async () =
 
 test('a stray NODE_OPTIONS (a --require preload) does not reach the application', async () => {
   await strayNodeOptionsIgnored(win, MS);
+});
+
+/** The .exe with its stdout and stderr connected to pipes, as `| findstr` or a service manager does. */
+function startPiped(args: string[]): Program {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...win.env };
+  delete env.NODE_OPTIONS;
+  return new Program(WINE, [executable(win), ...args], env, false);
+}
+
+test('writing to pipes (stdout and stderr) works: no EBADF at the first write, same output as to a file', async () => {
+  const version = startPiped(['--version']);
+  const done = await within(version.exited, MS, '--version to a pipe');
+  assert.is(done.code, 0, version.stderr);
+  assert.is(version.stdout.replace(/\r\n/g, '\n'), (await runBundle(['--version'])).stdout);
+  assert.not.match(version.stderr, /EBADF|createWritableStdioStream/);
+
+  const bad = startPiped(['--no-such-flag-xyz']);
+  const failed = await within(bad.exited, MS, 'a usage error to a pipe');
+  assert.is(failed.code, 2);
+  assert.is(bad.stderr.replace(/\r\n/g, '\n'), (await runBundle(['--no-such-flag-xyz'])).stderr);
+
+  // A long run: log lines on stderr and the listening line on stdout, while it runs.
+  const relay = startPiped(['relay', '--listen', '127.0.0.1:0', '--plain']);
+  try {
+    await relay.waitFor(/listening on ws:\/\/127\.0\.0\.1:\d+/, MS, 'relay listening line on a stdout pipe');
+    await relay.waitFor(/\[warning\] --plain/, MS, 'relay warning on a stderr pipe');
+  } finally {
+    await relay.stop();
+  }
 });
 
 test('a real tunnel on loopback, every program from the .exe (CA directory given as Z:\\...), carries 512 KiB byte-exactly', async () => {
