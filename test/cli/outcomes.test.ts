@@ -74,6 +74,11 @@ outcomes('service ids that do not match -d: exit 3', async () => {
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'HTTP1=80'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   assert.is(await exitOf(cli), 3, cli.stderr());
   assert.match(cli.stderr(), /SSH1/);
+  // The long explanation once, as the error that ends the run; the close line is short.
+  const explained = cli.stderr().split('\n').filter((line) => line.includes('Wrong configurations detected'));
+  assert.is(explained.length, 1, cli.stderr());
+  assert.match(explained[0], '[error]');
+  assert.match(cli.stderr(), "Closing the service connection: the tunnel's service ids do not match this proxy's\n");
 });
 
 outcomes('the service closes the tunnel: exit 0', async () => {
