@@ -435,6 +435,7 @@ export class Session implements Producer {
       return;
     }
     this.log.debug(`Stream reset received for service ${svc.label} stream ${msg.streamId}`);
+    if (this.mode === 'source') for (const conn of svc.connections.values()) noteResetBeforeReply(conn);
     // Reading goes on (fixes reference bug 9.3#21); the next connection starts a new stream.
     svc.closeAll('stream reset by the peer');
   }
@@ -445,6 +446,7 @@ export class Session implements Producer {
       this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.label}`);
       return;
     }
+    if (this.mode === 'source') noteResetBeforeReply(conn);
     conn.closeFromPeer('connection reset by the peer');
   }
 
@@ -538,4 +540,14 @@ function creditWanted(init: SessionInit): boolean {
   const mode = init.options.settings.creditExtension;
   if (mode === 'off' || init.version < 2 || init.options.clientType === 'V1') return false;
   return mode === 'on' || (init.extensions ?? []).includes(CREDIT_EXTENSION);
+}
+
+/**
+ * Source: a reset before the peer sent a byte is how the service refuses a connection while no
+ * destination is connected (or the destination's application refused it): said at the default
+ * level, since the app only sees its connection close.
+ */
+function noteResetBeforeReply(conn: Connection): void {
+  if (conn.bytesIn > 0 || conn.state === 'closing' || conn.state === 'closed') return;
+  conn.log.limited(LogLevel.INFO, 'reset-before-reply', 'reset by the service before any reply — is the destination connected? (or did its application refuse the connection?)');
 }
