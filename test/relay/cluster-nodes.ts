@@ -23,7 +23,7 @@ export interface TestNode {
   close(): Promise<void>;
 }
 
-export async function startNode(redisUrl: string, name: string, options: { clock?: Clock; limits?: Partial<RelayLimits>; leaseMs?: number; waitReady?: boolean } = {}): Promise<TestNode> {
+export async function startNode(redisUrl: string, name: string, options: { clock?: Clock; limits?: Partial<RelayLimits>; leaseMs?: number; waitReady?: boolean; secret?: Buffer } = {}): Promise<TestNode> {
   const lines = new Lines();
   const events = new EventLog();
   const port = await freePort();
@@ -32,7 +32,7 @@ export async function startNode(redisUrl: string, name: string, options: { clock
     port,
     tls: 'plain',
     store: { url: redisUrl },
-    cluster: { nodeUrl: `ws://127.0.0.1:${port}`, secret: SECRET, nodeId: name, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
+    cluster: { nodeUrl: `ws://127.0.0.1:${port}`, secret: options.secret ?? SECRET, nodeId: name, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
     credentials: CREDENTIALS,
     log: new Logger({ level: 6, id: name, sink: lines.sink }),
     onEvent: events.onEvent,
