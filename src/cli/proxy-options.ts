@@ -10,7 +10,7 @@ import { Logger, LogLevel, type LogSink } from '../log';
 import type { Mode, ProxyOptions, ServiceTarget, WebProxy } from '../options';
 import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import { defaultSettings, exportSettings, mergeSettingsJson, SettingsError, type Settings } from '../settings';
-import { caDirectoryProblem, warnCaProblems } from '../transport/ca';
+import { caPathProblem, warnCaProblems } from '../transport/ca';
 import { deriveClientToken } from '../transport/client-token';
 import { noProxyFromEnv, parseProxyUrl, proxyFromEnv, shouldBypassProxy } from '../transport/web-proxy';
 import { PRODUCT, VERSION } from '../version';
@@ -264,7 +264,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     // A warning, not an error: the reference accepts any path here and the seed README's
     // example (`capath = /opt/rootca`) must keep working where that directory is absent.
     // Said once: the connect attempts do not repeat it.
-    const problem = caDirectoryProblem(caPath);
+    const problem = caPathProblem(caPath);
     if (problem) warnCaProblems(log, [problem]);
   }
   if (mode === 'source' && services.size === 0 && (configDirMappings?.size ?? 0) === 0) {

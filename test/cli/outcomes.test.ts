@@ -68,7 +68,7 @@ outcomes('a missing -c directory is said once, not again before every attempt', 
   assert.is(await exitOf(cli), 1, cli.stderr());
   const count = (text: string): number => cli.stderr().split(text).length - 1;
   assert.is(count('Attempting to establish web socket connection'), 3, cli.stderr());
-  assert.is(count(`CA directory ${missing} does not exist; only the system CAs are used`), 1, cli.stderr());
+  assert.is(count(`CA file or directory ${missing} does not exist; only the system CAs are used`), 1, cli.stderr());
 });
 
 outcomes('service ids that do not match -d: exit 3', async () => {
