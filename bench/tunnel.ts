@@ -128,8 +128,8 @@ async function startCliRelay(dir: string, started: Child[], bandwidth?: number, 
   return { relay, ready: { port, caPem: readFileSync(join(dir, 'cert.pem'), 'utf8'), tokens } };
 }
 
-/** The C++ reference beside the checkout (`../shared`) or beside the worktrees' parent (`../../shared`). */
-const REFERENCE = ['..', '../..'].map((up) => join(root, up, 'shared/reference/cpp-localproxy/localproxy')).find((path) => existsSync(path));
+/** The C++ reference kept in the repository (test/peers/cpp-localproxy), or `$LOCALPROXY_CPP`. */
+const REFERENCE = [process.env.LOCALPROXY_CPP, join(root, 'test/peers/cpp-localproxy/localproxy')].find((path) => path && existsSync(path));
 
 interface StackOptions {
   /** Overrides tcp.max_active_connections on both proxies. */
@@ -175,7 +175,7 @@ async function startStack(app: AppServer, options: StackOptions = {}): Promise<S
       writeFileSync(file, JSON.stringify({ tunneling: { proxy } }));
       common.push('--settings-json', file);
     }
-    if (reference && !REFERENCE) throw new Error('the C++ reference (../shared/reference/cpp-localproxy/localproxy) is not there');
+    if (reference && !REFERENCE) throw new Error('the C++ reference (test/peers/cpp-localproxy/localproxy) is not there');
     const spawnProxy = (name: string, args: string[], token: string) => reference
       ? spawnChild(name, args, { AWSIOT_TUNNEL_ACCESS_TOKEN: token }, REFERENCE)
       : spawnChild(name, [CLI, ...args], { AWSIOT_TUNNEL_ACCESS_TOKEN: token });

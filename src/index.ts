@@ -21,5 +21,5 @@ export {
 } from './transport/index';
 export { TunnelApiClient, ApiError as TunnelApiError, defaultEndpoint as defaultApiEndpoint, type TunnelApiOptions, type ApiCredentials } from './api/client';
 export { startAgent, DEFAULT_MAX_TUNNELS, type Agent, type AgentOptions } from './agent/agent';
-export { notificationTopic, encodeNotification, parseNotification, type TunnelNotification } from './agent/notification';
+export { notificationTopic, encodeNotification, parseNotification, type TunnelNotification } from './mqtt/notification';
 export { mqttNotifier, type TunnelNotifier } from './relay/notify';

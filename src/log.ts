@@ -145,6 +145,11 @@ export class Logger {
     if (secret && secret.length >= 4) this.secrets.add(secret);
   }
 
+  /** Forgets a value given to `redact` once nothing logs it any more, so the set does not grow with every tunnel. */
+  forget(secret: string | undefined): void {
+    if (secret) this.secrets.delete(secret);
+  }
+
   enabled(level: number): boolean {
     return level <= this.level && level > 0;
   }

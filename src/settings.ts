@@ -5,7 +5,7 @@
  * naming its key instead of a silent fallback.
  */
 import { MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_WS_MESSAGE_BYTES } from './protocol/constants';
-import { DEFAULT_MIN_MESSAGE_BYTES, DEFAULT_TARGET_DELAY_MS } from './tunnel/pacer';
+import { DEFAULT_MIN_MESSAGE_BYTES, DEFAULT_TARGET_DELAY_MS, type PacerSettings } from './flow/pacer';
 
 export interface Settings {
   defaultBindAddress: string;
@@ -212,6 +212,12 @@ function leafKeys(tree: unknown, prefix = ''): string[] {
  * keys that were present but unknown (the caller logs them at debug level).
  * Throws SettingsError for malformed JSON or a value of the wrong type.
  */
+/** The pacer's settings from the proxy's (`flow.*`, bounded by `message.max_payload_size`). */
+export function pacerSettings(settings: Pick<Settings, 'targetDelayMs' | 'minMessageBytes' | 'maxMessageBytes' | 'maxPayloadSize'>): PacerSettings {
+  const maxMessageBytes = Math.min(settings.maxMessageBytes, settings.maxPayloadSize);
+  return { targetDelayMs: settings.targetDelayMs, minMessageBytes: Math.min(settings.minMessageBytes, maxMessageBytes), maxMessageBytes };
+}
+
 export function mergeSettingsJson(text: string, base: Settings = defaultSettings()): { settings: Settings; unknownKeys: string[] } {
   let tree: unknown;
   try {

@@ -3,12 +3,15 @@
 //
 //   node test/run.mjs [substring ...]     only files whose path contains a substring
 //   --dir test/dist --suffix .smoke.ts    another folder and file suffix (npm run test:dist)
+//   --packages [test|dist]                print the Debian packages the tests need, and exit
 //   TEST_JOBS=3 TEST_FILE_TIMEOUT_S=600   parallelism and per-file limit
 //
+// Before running anything it checks for the programs in test/prerequisites.txt; if any is
+// missing it names the Debian packages in one line and exits 2.
 // A file that crashes, times out or reports skipped tests counts as failed.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { accessSync, constants, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { delimiter, join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const jobs = Number(process.env.TEST_JOBS ?? 2);
@@ -22,6 +25,42 @@ function option(name, fallback) {
 }
 const testDir = option('--dir', 'test');
 const suffix = option('--suffix', '.test.ts');
+const suite = testDir.replace(/\/+$/, '') === 'test' ? 'test' : 'dist';
+
+/** test/prerequisites.txt: `path-or-program  package  suite` lines. */
+function prerequisites() {
+  const text = readFileSync(join(root, 'test/prerequisites.txt'), 'utf8');
+  return text.split('\n').filter((line) => line.trim() && !line.startsWith('#')).map((line) => {
+    const [program, pkg, needs] = line.trim().split(/\s+/);
+    return { program, pkg, needs };
+  });
+}
+
+if (args[0] === '--packages') {
+  const wanted = args[1];
+  const pkgs = new Set(prerequisites().filter((p) => !wanted || p.needs === wanted).map((p) => p.pkg));
+  process.stdout.write(`${[...pkgs].join(' ')}\n`);
+  process.exit(0);
+}
+
+function found(program) {
+  if (program.startsWith('/')) return existsSync(program);
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, program), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+const missing = prerequisites().filter((p) => p.needs === suite && !found(p.program));
+if (missing.length > 0) {
+  const pkgs = [...new Set(missing.map((p) => p.pkg))].join(' ');
+  process.stderr.write(`missing ${missing.map((p) => p.program).join(', ')}: install them with \`sudo apt-get install -y --no-install-recommends ${pkgs}\`\n`);
+  process.exit(2);
+}
 const filters = args;
 
 function findTests(dir) {
@@ -34,7 +73,7 @@ function findTests(dir) {
   return out;
 }
 
-const files = findTests(join(root, testDir)).filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+const files = findTests(join(root, testDir)).filter((f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s)));
 // Files named *.slow.* start first so the run is not stretched by a late long file.
 files.sort((a, b) => Number(b.includes('.slow.')) - Number(a.includes('.slow.')));
 
@@ -44,15 +83,17 @@ let failed = 0;
 function runFile(file) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(process.execPath, ['--import', 'tsx', file], {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'test/uvu-child.mjs'), file], {
       cwd: root,
       env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       detached: true,
     });
     let output = '';
+    let report = '';
     child.stdout.on('data', (d) => { output += d; });
     child.stderr.on('data', (d) => { output += d; });
+    child.stdio[3].on('data', (d) => { report += d; });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -60,10 +101,14 @@ function runFile(file) {
     }, fileTimeoutMs);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      // uvu prints one summary per process: Total / Passed / Skipped.
-      const total = Number(/Total:\s+(\d+)/.exec(output)?.[1] ?? 0);
-      const ok = Number(/Passed:\s+(\d+)/.exec(output)?.[1] ?? 0);
-      const skipped = Number(/Skipped:\s+(\d+)/.exec(output)?.[1] ?? 0);
+      // test/uvu-child.mjs writes the file's counts on fd 3 once every suite has run.
+      let counts = { total: 0, passed: 0, skipped: 0 };
+      try {
+        if (report) counts = JSON.parse(report);
+      } catch {
+        output += `\n(unreadable counts from the test process: ${report.slice(0, 200)})`;
+      }
+      const { total, passed: ok, skipped } = counts;
       let fileFailed = total - ok;
       const problems = [];
       if (timedOut) problems.push(`timed out after ${fileTimeoutMs / 1000} s`);

@@ -1,32 +1,36 @@
 /**
  * `startAgent`: the device side of "open a tunnel for thing foo". Subscribed to the thing's
- * notification topic, it starts a destination proxy in this process (startProxy) for each
- * tunnel notification, with the services mapped to local targets.
+ * notification topic in a persistent MQTT session (notifications sent while it was away come
+ * when it is back), it runs a destination proxy in this process for each tunnel notification,
+ * with the services mapped to local targets.
  *
- *   broker ──notification──► parse ──► mapped? ──► room? (else close the oldest) ──► startProxy
- *                              │          │
- *                              └──────────┴──► one log line, ignored
+ *   broker ──notification──► parse ──► mapped? ──► endpoint? ──► Tunnels.offer ──► state saved ──► PUBACK
+ *                              │          │            │
+ *                              └──────────┴────────────┴──► one log line, ignored
  *
- * A new notification always wins over a running tunnel when there is no room left: tunnels
- * live up to 12 hours, and a forgotten one must not lock the device out of the next.
+ * The tunnels it serves are kept in a state file and resumed at the next start, with the same
+ * client token, so a restart or a crash does not lose them.
  */
-import { createHash } from 'node:crypto';
 import { formatTarget } from '../cli/service-spec';
 import { parseEndpoint, regionEndpoint } from '../cli/endpoint';
-import { exitCodeOf } from '../exit';
 import { Logger, LogLevel, type LoggerOptions } from '../log';
-import type { DestinationTarget, ProxyOptions } from '../options';
+import type { BrokerConfig } from '../mqtt/broker';
+import { connectBroker, type BrokerLink } from '../mqtt/link';
+import { isBadNotification, notificationTopic, parseNotification, RELAY_REGION, type TunnelNotification } from '../mqtt/notification';
+import type { DestinationTarget } from '../options';
+import { printable } from '../printable';
 import { defaultSettings, type Settings } from '../settings';
 import { deriveClientToken } from '../transport/client-token';
-import { startProxy, type LocalProxy } from '../tunnel/proxy';
-import { connectBroker, type BrokerLink, type BrokerOptions } from './mqtt';
-import { isBadNotification, notificationTopic, parseNotification, type TunnelNotification } from './notification';
+import { StateFile, type KeptTunnel } from './state';
+import { TunnelLog } from './tunnel-log';
+import { Tunnels } from './tunnels';
 
 /** As the AWS IoT Device Client: one tunnel at a time unless told otherwise. */
 export const DEFAULT_MAX_TUNNELS = 1;
 
 export interface AgentOptions {
-  broker: Omit<BrokerOptions, 'log'>;
+  /** The broker; its session is persistent unless `persistentSession` is false. */
+  broker: BrokerConfig;
   thingName: string;
   /** Service id → where its connections go on this device. Notified services not in it are refused. */
   services: ReadonlyMap<string, DestinationTarget>;
@@ -38,9 +42,11 @@ export interface AgentOptions {
   ca?: string[];
   insecure?: boolean;
   settings?: Settings;
+  /** Where the state file is kept (created if missing); without it nothing is resumed after a restart. */
+  stateDir?: string;
   /**
-   * Level and sink of the lines. Each tunnel gets a logger of its own made from them, so its
-   * token is redacted there and forgotten when the tunnel ends.
+   * Level and sink of the lines. The tunnels log through one logger made from them, with one
+   * budget of lines, where each tunnel's tokens are redacted while it runs.
    */
   logging?: LoggerOptions;
 }
@@ -48,117 +54,123 @@ export interface AgentOptions {
 export interface Agent {
   /** Tunnels running now. */
   tunnels(): number;
-  /** Stops listening for notifications, then closes every tunnel (each its close handshake). */
+  /** Stops listening for notifications, then closes every tunnel (each its close handshake); what is kept stays. */
   close(): Promise<void>;
 }
 
-interface Running {
-  id: number;
-  proxy: LocalProxy;
-  tokenHash: string;
+function describeServices(services: ReadonlyMap<string, DestinationTarget>): string {
+  return [...services].map(([id, target]) => `${id} = ${formatTarget(target)}`).join(', ');
 }
 
-function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
-}
+class DeviceAgent implements Agent {
+  private readonly log: Logger;
+  private readonly settings: Settings;
+  private readonly tunnelLog: TunnelLog;
+  private readonly state: StateFile | undefined;
+  private readonly tunnelSet: Tunnels;
+  private readonly broker: BrokerLink;
+  private closed: Promise<void> | undefined;
 
-export function startAgent(options: AgentOptions): Agent {
-  const log = new Logger(options.logging);
-  const settings = options.settings ?? defaultSettings();
-  const maxTunnels = options.maxTunnels ?? DEFAULT_MAX_TUNNELS;
-  const topic = notificationTopic(options.thingName);
-  const running: Running[] = [];
-  let count = 0;
-  let closing = false;
-
-  function remove(session: Running): void {
-    const at = running.indexOf(session);
-    if (at !== -1) running.splice(at, 1);
+  constructor(private readonly options: AgentOptions) {
+    this.log = new Logger(options.logging);
+    this.settings = options.settings ?? defaultSettings();
+    const maxTunnels = options.maxTunnels ?? DEFAULT_MAX_TUNNELS;
+    this.tunnelLog = new TunnelLog(options.logging ?? {}, this.log);
+    this.state = options.stateDir === undefined ? undefined : new StateFile(options.stateDir, options.thingName, this.log);
+    this.tunnelSet = new Tunnels({
+      maxTunnels, services: options.services, settings: this.settings, caPath: options.caPath, ca: options.ca, insecure: options.insecure,
+      log: this.tunnelLog, onChange: () => this.save(),
+    });
+    const where = this.state ? `state in ${printable(this.state.path)}` : 'no state directory: tunnels are not resumed after a restart';
+    this.log.info(`agent for thing ${options.thingName}: services ${describeServices(options.services)}; at most ${maxTunnels} tunnel${maxTunnels === 1 ? '' : 's'} at once; ${where}`);
+    this.resume();
+    this.broker = connectBroker({ ...options.broker, persistentSession: options.broker.persistentSession ?? true, log: this.log.fork('mqtt') }, {
+      subscribe: [notificationTopic(options.thingName)],
+      onMessage: (_topic, payload) => this.onNotification(payload),
+    });
   }
 
-  function resolveEndpoint(n: TunnelNotification): { host: string; port: number } | undefined {
-    if (options.endpoint) return options.endpoint;
+  tunnels(): number {
+    return this.tunnelSet.size();
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      // The broker first: a notification that comes now is not acknowledged, so it comes again next time.
+      await Promise.all([this.broker.close(), this.tunnelSet.close()]);
+      this.tunnelLog.flush();
+      this.tunnelLog.root.flushLimited();
+      this.log.flushLimited();
+    })();
+    return this.closed;
+  }
+
+  private save(): void {
+    this.state?.save(this.tunnelSet.kept());
+  }
+
+  private resolveEndpoint(region: string): { host: string; port: number } | undefined {
+    if (this.options.endpoint) return this.options.endpoint;
+    if (region === RELAY_REGION && this.settings.regionEndpointOverrides[region] === undefined) {
+      this.log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel: its notification comes from a localproxy relay (region "${RELAY_REGION}"), whose address only you know: give -e/--proxy-endpoint HOST:PORT of that relay`);
+      return undefined;
+    }
     try {
-      return parseEndpoint(regionEndpoint(n.region, settings));
+      return parseEndpoint(regionEndpoint(region, this.settings));
     } catch (err) {
-      log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel in region ${n.region}: ${(err as Error).message}`);
+      this.log.limited(LogLevel.ERROR, 'notification endpoint', `refused a tunnel in region ${region}: ${(err as Error).message}`);
       return undefined;
     }
   }
 
-  function start(n: TunnelNotification, endpoint: { host: string; port: number }, tokenHash: string): void {
-    const id = ++count;
-    const tlog = new Logger(options.logging, `tunnel ${id}: `);
-    tlog.redact(n.clientAccessToken);
-    tlog.redact(deriveClientToken(n.clientAccessToken));
-    const mapping = new Map<string, DestinationTarget>(n.services.map((service) => [service, options.services.get(service)!]));
-    const proxyOptions: ProxyOptions = { mode: 'destination', accessToken: n.clientAccessToken, endpoint, services: mapping, settings, log: tlog };
-    if (options.caPath !== undefined) proxyOptions.caPath = options.caPath;
-    if (options.ca !== undefined) proxyOptions.ca = options.ca;
-    if (options.insecure) proxyOptions.insecure = true;
-    const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
-    const targets = [...mapping].map(([service, target]) => `${service} = ${formatTarget(target)}`).join(', ');
-    log.info(`tunnel ${id}: starting for ${targets} through ${host}:${endpoint.port}`);
-    let proxy: LocalProxy;
-    try {
-      proxy = startProxy(proxyOptions);
-    } catch (err) {
-      log.error(`tunnel ${id}: cannot start: ${tlog.scrub((err as Error).message)}`);
-      return;
-    }
-    const session: Running = { id, proxy, tokenHash };
-    running.push(session);
-    proxy.done.then((outcome) => {
-      remove(session);
-      // The proxy has already logged a failure through tlog; this line says the slot is free.
-      log.info(`tunnel ${id}: ended (exit code ${exitCodeOf(outcome)}: ${tlog.scrub(outcome.message)})`);
-    });
+  private unmappedOf(services: string[]): string[] {
+    return services.filter((service) => !this.options.services.has(service));
   }
 
-  function onNotification(payload: Buffer): void {
-    if (closing) return;
-    const n = parseNotification(payload, options.endpoint === undefined);
-    if (isBadNotification(n)) {
-      log.limited(LogLevel.WARNING, `notification ${n.kind}`, `ignored a notification: ${n.reason}`);
-      return;
-    }
-    const tokenHash = hashToken(n.clientAccessToken);
-    const same = running.find((r) => r.tokenHash === tokenHash);
-    if (same) {
-      // QoS 1 is at least once: the broker may deliver a notification again.
-      log.limited(LogLevel.INFO, 'notification repeated', `ignored a repeated notification for tunnel ${same.id}`);
-      return;
-    }
-    const unmapped = n.services.filter((service) => !options.services.has(service));
+  /** Returns once what is kept includes the tunnel, so the broker's copy is acknowledged only then. */
+  private onNotification(payload: Buffer): void {
+    const { log } = this;
+    const n = parseNotification(payload, this.options.endpoint === undefined);
+    if (isBadNotification(n)) return log.limited(LogLevel.WARNING, `notification ${n.kind}`, `ignored a notification: ${n.reason}`);
+    const held = this.tunnelSet.holding(n.clientAccessToken);
+    // QoS 1 is at least once: the broker may deliver a notification again.
+    if (held !== undefined) return log.limited(LogLevel.INFO, 'notification repeated', `ignored a repeated notification for tunnel ${held}`);
+    const unmapped = this.unmappedOf(n.services);
     if (unmapped.length > 0) {
       // The destination answers for every service of its tunnel (the proxy refuses a partial mapping).
-      log.limited(LogLevel.WARNING, 'notification unmapped', `refused a tunnel for ${n.services.join(', ')}: ${unmapped.join(', ')} ${unmapped.length === 1 ? 'is' : 'are'} not mapped (give --service ${unmapped[0]}=PORT or a --config-dir file)`);
-      return;
+      return log.limited(LogLevel.WARNING, 'notification unmapped', `refused a tunnel for ${n.services.join(', ')}: ${unmapped.join(', ')} ${unmapped.length === 1 ? 'is' : 'are'} not mapped (give --service ${unmapped[0]}=PORT or a --config-dir file)`);
     }
-    const endpoint = resolveEndpoint(n);
+    const endpoint = this.resolveEndpoint(n.region);
     if (!endpoint) return;
-    while (running.length >= maxTunnels) {
-      const oldest = running.shift()!;
-      log.info(`tunnel ${oldest.id}: closing it for a new tunnel (at most ${maxTunnels} at once)`);
-      void oldest.proxy.close();
-    }
-    start(n, endpoint, tokenHash);
+    this.tunnelSet.offer({ kept: keep(n), endpoint });
+    this.save();
   }
 
-  log.info(`agent for thing ${options.thingName}: services ${[...options.services].map(([id, t]) => `${id} = ${formatTarget(t)}`).join(', ')}; at most ${maxTunnels} tunnel${maxTunnels === 1 ? '' : 's'} at once`);
-  const broker: BrokerLink = connectBroker({ ...options.broker, log: log.fork('mqtt') }, {
-    subscribe: [topic],
-    onMessage: (_topic, payload) => onNotification(payload),
-  });
+  private resume(): void {
+    const kept = this.state?.load() ?? [];
+    if (kept.length === 0) return;
+    this.log.info(`resuming ${kept.length} tunnel${kept.length === 1 ? '' : 's'} kept in ${printable(this.state!.path)}`);
+    for (const entry of kept) {
+      const unmapped = this.unmappedOf(entry.services);
+      if (unmapped.length > 0) {
+        this.log.warn(`not resuming tunnel ${entry.tunnelId ?? `for ${entry.services.join(', ')}`}: ${unmapped.join(', ')} no longer mapped`);
+        continue;
+      }
+      const endpoint = this.resolveEndpoint(entry.region);
+      if (endpoint) this.tunnelSet.offer({ kept: entry, endpoint, resumed: true });
+    }
+    this.save();
+  }
+}
 
-  return {
-    tunnels: () => running.length,
-    async close() {
-      if (closing) return;
-      closing = true;
-      const sessions = running.splice(0);
-      await Promise.all([broker.close(), ...sessions.map((s) => s.proxy.close())]);
-      log.flushLimited();
-    },
-  };
+/** Connects to the broker and starts resuming the kept tunnels at once. */
+export function startAgent(options: AgentOptions): Agent {
+  return new DeviceAgent(options);
+}
+
+/** What is kept of a notified tunnel: the client token is derived once, and kept with it. */
+function keep(n: TunnelNotification): KeptTunnel {
+  const kept: KeptTunnel = { accessToken: n.clientAccessToken, clientToken: deriveClientToken(n.clientAccessToken), region: n.region, services: n.services };
+  if (n.tunnelId !== undefined) kept.tunnelId = n.tunnelId;
+  return kept;
 }

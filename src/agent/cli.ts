@@ -1,9 +1,11 @@
 /**
  * `localproxy agent [options]`: the device service. Runs until SIGINT/SIGTERM, then closes its
  * tunnels and resolves 0. Bad flags or files: one line on stderr, exit 2. It has no runtime
- * failure of its own: a broker that is away is retried for as long as the agent runs.
+ * failure of its own: a broker that is away is retried for as long as the agent runs, and a
+ * state file it cannot read or write is said in one line and does without.
  */
 import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { checkConfigDir, readConfigDir } from '../cli/config-dir';
 import { parseEndpoint } from '../cli/endpoint';
 import { readSettings } from '../cli/proxy-options';
@@ -15,8 +17,9 @@ import { ExitCode, usageError } from '../exit';
 import { Logger, type LoggerOptions } from '../log';
 import type { DestinationTarget } from '../options';
 import { startAgent, DEFAULT_MAX_TUNNELS, type AgentOptions } from './agent';
-import { BROKER_OPTIONS, brokerFromArgs } from './broker-flags';
-import { isValidThingName } from './notification';
+import { defaultStateDir } from './state';
+import { BROKER_OPTIONS, brokerFromArgs } from '../mqtt/flags';
+import { isValidThingName } from '../mqtt/notification';
 
 const HELP = `Usage: localproxy agent --mqtt-url URL --thing-name NAME --service ID=TARGET[,...] [options]
 
@@ -41,6 +44,13 @@ Services (a tunnel is refused unless every one of its services is mapped):
                             wins for an id defined in both
   --max-tunnels N           Tunnels at once (default ${DEFAULT_MAX_TUNNELS}); a new one closes the oldest when full
 
+State (the tunnels it serves, resumed after a restart or a crash):
+  --state-dir DIR           Where agent-<thing>.json is kept (mode 0600). Default: $STATE_DIRECTORY
+                            (systemd StateDirectory=), else $XDG_STATE_HOME/localproxy, else
+                            ~/.local/state/localproxy (%LOCALAPPDATA%\\localproxy on Windows).
+                            A state file that cannot be read is said in one line (a damaged one is
+                            renamed to .corrupt) and the agent starts without resumed tunnels.
+
 Tunnel endpoint (as the proxy):
   -e, --proxy-endpoint HOST[:PORT]
                             A relay of your own (also --endpoint); default: the endpoint of the
@@ -52,10 +62,14 @@ Tunnel endpoint (as the proxy):
   -v, --verbose LEVEL       Log level on stderr, 0-6 (default 4, info)
   -h, --help                Show this help and exit
 
-Exit codes: 0 stopped by SIGTERM/SIGINT (after closing its tunnels), 2 bad option or file.
+The MQTT session is persistent (clean session off, client id unchanged across restarts), so
+notifications sent while the agent is stopped or offline arrive when it is back.
+
+Exit codes: 0 stopped by SIGTERM/SIGINT (after closing its tunnels; they are resumed at the next
+start), 2 bad option or file.
 `;
 
-/** Decisions 13 for a service: systemd waits 90 s by default, but a stop should take seconds. */
+/** systemd waits 90 s for a stop by default, but a device service should stop in seconds. */
 const SHUTDOWN_GRACE_MS = 5000;
 const MAX_TUNNELS_LIMIT = 64;
 
@@ -65,6 +79,7 @@ const OPTIONS: readonly OptionSpec[] = [
   { name: 'service', value: true },
   { name: 'config-dir', value: true },
   { name: 'max-tunnels', value: true },
+  { name: 'state-dir', value: true },
   { name: 'proxy-endpoint', short: 'e', value: true },
   { name: 'endpoint', value: true },
   { name: 'capath', short: 'c', value: true },
@@ -97,6 +112,15 @@ function buildServices(list: string | undefined, configDir: string | undefined, 
   return services;
 }
 
+/** --state-dir (which must be a directory if it exists), else the default; undefined if there is none. */
+function stateDirectory(given: string | undefined): string | undefined {
+  if (given === undefined) return defaultStateDir();
+  validatePath(given, '--state-dir');
+  const info = statSync(given, { throwIfNoEntry: false });
+  if (info && !info.isDirectory()) throw usageError(`--state-dir ${given} is not a directory`);
+  return resolve(given);
+}
+
 /** The options, or `undefined` for --help (already printed). */
 export function buildAgentOptions(argv: string[], logging: LoggerOptions): AgentOptions | undefined {
   const args = parseCommandLine(argv, OPTIONS).options;
@@ -127,6 +151,8 @@ export function buildAgentOptions(argv: string[], logging: LoggerOptions): Agent
   }
 
   const options: AgentOptions = { broker, thingName, services, maxTunnels, logging };
+  const stateDir = stateDirectory(flag('state-dir'));
+  if (stateDir !== undefined) options.stateDir = stateDir;
   if (flag('proxy-endpoint') !== undefined && flag('endpoint') !== undefined) throw usageError('give --proxy-endpoint or --endpoint, not both');
   const endpoint = flag('proxy-endpoint') ?? flag('endpoint');
   if (endpoint !== undefined) {

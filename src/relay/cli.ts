@@ -2,11 +2,10 @@
  * `localproxy relay [options]`: runs the relay until SIGINT/SIGTERM (then resolves 0).
  * Bad flags: one line on stderr, exit 2. Runtime failures (port in use): one line, exit 1.
  */
-import { randomBytes } from 'node:crypto';
-import { X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { BROKER_OPTIONS, brokerFromArgs } from '../agent/broker-flags';
+import { BROKER_OPTIONS, brokerFromArgs } from '../mqtt/flags';
 import { parseCommandLine, shownValue, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
 import { fileProblem } from '../cli/read-file';
 import { reportError } from '../cli/report';

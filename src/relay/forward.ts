@@ -16,7 +16,7 @@ import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
 import type { ProtocolVersion } from '../protocol/constants';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
-import { encodeFrame, FrameDecoder, packFrames, type OnMessage } from '../protocol/framing';
+import { encodeFrame, FrameDecoder, writeMessages, type OnMessage } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { extensionOf } from '../protocol/extension';
 import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
@@ -255,8 +255,8 @@ export abstract class Outlet {
       return;
     }
     if (whole) return this.sendMessage(whole);
-    if (frames.length === 1 && frames[0].length <= MAX_WS_MESSAGE_BYTES) return this.sendMessage(frames[0]);
-    for (const payload of packFrames(frames)) this.sendMessage(payload);
+    // Unpaced, every frame is packed with its neighbours, up to the largest message.
+    writeMessages(frames, Infinity, MAX_WS_MESSAGE_BYTES, this.sendMessage);
   }
 
   whenForwarded(run: () => void): boolean {
@@ -271,7 +271,7 @@ export abstract class Outlet {
   /** Stops pacing; `flush`: what still waits goes to ws first (a close frame follows), else it is dropped (the socket closed). */
   protected stopPacing(flush: boolean): void {
     if (!this.paced) return;
-    if (flush) this.paced.flushAll();
+    if (flush) this.paced.flushNow();
     this.unsent -= this.paced.queuedBytes;
     this.paced.close();
     this.paced = undefined;
@@ -288,10 +288,10 @@ export abstract class Outlet {
   }
 
   /** One WebSocket message of whole frames. */
-  private sendMessage(payload: Buffer): void {
+  private readonly sendMessage = (payload: Buffer): void => {
     this.unsent += payload.length;
     this.writeMessage(payload);
-  }
+  };
 
   /** Hands a message, already counted in `unsent`, to ws. */
   private writeMessage(payload: Buffer): void {

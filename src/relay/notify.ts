@@ -5,18 +5,15 @@
  * Device Client) picks it up.
  */
 import { LogLevel, type Logger } from '../log';
-import { connectBroker, type BrokerLink, type BrokerOptions } from '../agent/mqtt';
-import { encodeNotification, isValidThingName, notificationTopic } from '../agent/notification';
+import type { BrokerOptions } from '../mqtt/broker';
+import { connectBroker, type BrokerLink } from '../mqtt/link';
+import { encodeNotification, isValidThingName, notificationTopic, RELAY_REGION } from '../mqtt/notification';
 
-/**
- * The region the relay's notifications carry: the one its tunnel ARNs name. Agents of a
- * self-hosted relay connect to `--proxy-endpoint`, so it only has to be a valid region name.
- */
-export const RELAY_REGION = 'local';
+export { RELAY_REGION };
 
 export interface TunnelNotifier {
   /** Sends the destination token of a tunnel to its thing; never throws (failures are logged). */
-  notify(thingName: string, destinationAccessToken: string, services: string[]): void;
+  notify(thingName: string, destinationAccessToken: string, services: string[], tunnelId?: string): void;
   close(): Promise<void>;
 }
 
@@ -25,18 +22,18 @@ export function mqttNotifier(options: Omit<BrokerOptions, 'log'> & { log: Logger
   const log = options.log;
   const broker: BrokerLink = connectBroker(options);
   return {
-    notify(thingName, destinationAccessToken, services) {
+    notify(thingName, destinationAccessToken, services, tunnelId) {
       // A wildcard or a level separator in a topic name would make the broker drop the connection.
       if (!isValidThingName(thingName)) {
         log.limited(LogLevel.WARNING, 'notify thing name', `not notifying thing ${JSON.stringify(thingName.slice(0, 140))}: a thing name is 1-128 of a-z A-Z 0-9 : _ -`);
         return;
       }
-      const payload = encodeNotification({ clientAccessToken: destinationAccessToken, clientMode: 'destination', region: RELAY_REGION, services });
+      const payload = encodeNotification({ clientAccessToken: destinationAccessToken, clientMode: 'destination', region: RELAY_REGION, services, tunnelId });
       const topic = notificationTopic(thingName);
       // While the broker is away the message waits in MQTT.js's queue and goes out after the reconnect.
       broker.publish(topic, payload).then(
-        () => log.info(`notified thing ${thingName}`),
-        (err: Error) => log.error(`could not notify thing ${thingName}: ${err.message}`),
+        () => log.info(`notified thing ${thingName}${tunnelId ? ` of tunnel ${tunnelId}` : ''}`),
+        (err: Error) => log.error(`could not notify thing ${thingName}${tunnelId ? ` of tunnel ${tunnelId}` : ''}: ${err.message}`),
       );
     },
     close: () => broker.close(),

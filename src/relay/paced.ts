@@ -1,22 +1,20 @@
 /**
- * What the relay sends to one peer, paced and scheduled as the proxies pace and schedule what
- * they send (issue 13; src/tunnel/pacer.ts, src/tunnel/scheduler.ts).
+ * What the relay sends to one peer of ours, on the paced writer (src/flow/writer.ts), as the
+ * proxies pace and schedule what they send.
  *
- * The relay used to hand every message to ws as it read it. Nothing queued in the relay
- * itself, but when the peer was slower than the sender (a device behind a slow link) the
- * kernel's send buffer towards it and the link's buffers took megabytes, and an echo waited
- * behind all of them, in order: seconds behind an upload to a 1 MB/s destination. The proxy
- * that sent them could not see that queue: its probes measure the way to the relay only.
+ * When the peer is slower than the sender (a device behind a slow link), the kernel's send
+ * buffer towards it and the link's buffers would take megabytes, and an echo would wait behind
+ * all of them, in order: seconds behind an upload to a 1 MB/s destination. The proxy that sent
+ * them cannot see that queue: its probes measure the way to the relay only. So the relay keeps
+ * it short by the same means: delay probes to the peer, which answers one only after reading
+ * every byte sent before it, and a Pacer that sets how many bytes may be in flight.
  *
- * So the relay keeps that queue short by the same means: delay probes (pings) to the peer,
- * which answers one only after reading every byte sent before it, and a Pacer that sets how
- * many bytes may be in flight. What may not go yet waits here, one lane per connection, and
- * leaves in the scheduler's order: a connection that sends little (a keystroke, an echo) goes
- * before one that streams, and passes even while the pacer holds bulk back. Beyond the
- * relay's high-water mark the sender is not read (forward.ts); before that, a ping from the
- * sender is answered only once the messages it sent before it have left this queue
- * (`whenHanded`), so its pacer sees the queue and keeps the rest in its own per-connection
- * queues.
+ * The queue policy: what may not go yet waits here, one lane per connection, and leaves in the
+ * scheduler's order: a connection that sends little (a keystroke, an echo) goes before one that
+ * streams, and passes even while the pacer holds bulk back. Beyond the relay's high-water mark
+ * the sender is not read (forward.ts); before that, a ping from the sender is answered only once
+ * the messages it sent before it have left this queue (`whenHanded`), so its pacer sees the
+ * queue and keeps the rest in its own per-connection queues.
  *
  * Order is kept where the protocol needs it: every message of one connection (DATA,
  * CONNECTION_START/RESET, CREDIT_WINDOW) in one lane, in order; a message about a whole
@@ -26,22 +24,19 @@
  *
  * Only peers that declared a localproxy extension are paced: pings to them are answered by
  * ws while it goes on reading. Boost.Beast (the C++ reference) stops reading until its pong is
- * written, which deadlocks against a relay that is not reading it (forward.ts, startHeartbeat).
- * While the relay does not read a paced peer, or a probe is unanswered for long, the pacer
- * steps aside and everything goes to ws at once, as before.
+ * written, which deadlocks against a relay that is not reading it (see the heartbeat in
+ * forward.ts). While the relay does not read a paced peer, or a probe is unanswered for long,
+ * the pacer steps aside and everything goes to ws at once.
  */
-import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { MAX_WS_MESSAGE_BYTES } from '../protocol/constants';
-import { writeMessages } from '../protocol/framing';
 import { MessageType, type Message } from '../protocol/message';
 import { ExtensionType } from '../protocol/extension';
 import type { Logger } from '../log';
-import { Fifo } from '../tunnel/fifo';
-import { COALESCE_BELOW_BYTES } from '../tunnel/outbound';
-import { Pacer } from '../tunnel/pacer';
-import { PacerProbes } from '../tunnel/probes';
-import { Scheduler } from '../tunnel/scheduler';
+import { Fifo } from '../flow/fifo';
+import { Pacer } from '../flow/pacer';
+import { Scheduler } from '../flow/scheduler';
+import { COALESCE_BELOW_BYTES, PacedWriter } from '../flow/writer';
 
 /**
  * The queueing delay the relay keeps towards a peer (ms; less on a fast link, as the proxies').
@@ -90,18 +85,11 @@ interface Later {
 }
 const GONE: Later = { item: Buffer.alloc(0), key: undefined };
 
-export class PacedSend {
-  readonly pacer = new Pacer({ targetDelayMs: RELAY_TARGET_DELAY_MS });
+export class PacedSend extends PacedWriter {
   private readonly lanes = new Scheduler<string>();
   /** Items behind a barrier that waits for the lanes to drain: the barrier first, in arrival order. */
   private readonly later = new Fifo<Later>(GONE);
   private laterBytes = 0;
-  private scheduled = false;
-  private closed = false;
-  private readonly probes: PacerProbes;
-  private readonly clock: () => number;
-  private readonly socket?: Pick<Duplex, 'cork' | 'uncork'>;
-  private readonly frames: Buffer[] = [];
   private readonly emptied: string[] = [];
   /** Bytes queued here and bytes handed to ws, since the start. */
   private pushedBytes = 0;
@@ -109,20 +97,12 @@ export class PacedSend {
   private readonly waiters: Array<{ mark: number; at: number; run: () => void }> = [];
 
   constructor(
-    private readonly ws: WebSocket,
+    ws: WebSocket,
     /** Hands one WebSocket message to ws (the outlet counted its bytes when they were queued). */
     private readonly write: (payload: Buffer) => void,
     log?: Logger,
   ) {
-    this.socket = (ws as unknown as { _socket?: Duplex })._socket;
-    this.probes = new PacerProbes(ws, this.pacer, {
-      readerPaused: () => this.ws.isPaused,
-      turn: () => {
-        if (this.queuedBytes > 0) this.schedule();
-      },
-      describe: () => `${this.queuedBytes} bytes queued here`,
-    }, 'pacing', log);
-    this.clock = this.probes.clock;
+    super(ws, new Pacer({ targetDelayMs: RELAY_TARGET_DELAY_MS }), 'pacing', log);
   }
 
   /** Bytes queued here, not yet handed to ws. */
@@ -179,55 +159,26 @@ export class PacedSend {
   }
 
   /** Stops: queued items are dropped (the peer is closing or gone). */
-  close(): void {
-    this.closed = true;
+  override close(): void {
+    super.close();
     this.runWaiters(0, true);
-    this.probes.close();
     this.lanes.clear();
     this.later.clear();
     this.laterBytes = 0;
-  }
-
-  /** A message handed to ws was written: room may have opened. */
-  written(): void {
-    if (this.queuedBytes > 0) this.schedule();
-  }
-
-  private schedule(): void {
-    if (this.scheduled || this.closed) return;
-    this.scheduled = true;
-    setImmediate(onTurn, this);
   }
 
   /**
    * Bytes that may go now: the pacer's room, or no limit while it steps aside (the relay does
    * not read this peer, so pongs wait unread; or a probe went unanswered).
    */
-  private room(now: number): number {
+  protected override room(now: number): number {
     const paused = this.ws.isPaused;
     const room = this.pacer.room(now, this.ws.bufferedAmount, paused);
     const state = this.pacer.state;
     return paused || state === 'stalled' || state === 'off' ? Infinity : room;
   }
 
-  /** Hands everything queued to ws now, past the pacer, in order (before a close frame). */
-  flushAll(): void {
-    this.flush(true);
-  }
-
-  /** @internal */
-  flush(unpaced = false): void {
-    this.scheduled = false;
-    this.probes.cancelWake();
-    if (this.closed) return;
-    if (this.ws.readyState !== this.ws.OPEN) {
-      // Nothing more will be handed over: whoever waits for it need not.
-      this.runWaiters(0, true);
-      return;
-    }
-    const now = this.clock();
-    let room = unpaced ? Infinity : this.room(now);
-    const out = this.frames;
+  protected take(room: number, out: Buffer[]): void {
     const lanes = this.lanes;
     for (;;) {
       if (lanes.queuedBytes > 0) {
@@ -252,29 +203,26 @@ export class PacedSend {
     }
     this.emptied.length = 0;
     if (lanes.queuedBytes === 0 && lanes.size > FORGET_LANES_ABOVE) lanes.clear();
-    const socket = this.socket;
-    socket?.cork();
-    try {
-      if (out.length > 0) {
-        // Items of COALESCE_BELOW_BYTES or more in a message of their own, as received (no
-        // copy); smaller ones packed together, as the proxies send them.
-        const bytes = writeMessages(out, COALESCE_BELOW_BYTES, MAX_WS_MESSAGE_BYTES, this.write);
-        this.handedBytes += bytes;
-        this.pacer.sent(bytes, now);
-      }
-      this.probes.probe(now);
-    } finally {
-      socket?.uncork();
-      out.length = 0;
-    }
+  }
+
+  /** Items of COALESCE_BELOW_BYTES or more in a message of their own, as received (no copy); smaller ones packed together, as the proxies send them. */
+  protected packing(): { aloneBytes: number; maxBytes: number } {
+    return PACKING;
+  }
+
+  protected flushed(now: number, handedBytes: number): void {
+    this.handedBytes += handedBytes;
     if (this.waiters.length > 0) this.runWaiters(now, false);
-    if (this.queuedBytes > 0) {
-      if (this.room(now) > 0) this.schedule();
-      else this.probes.armWake(now);
-    }
+  }
+
+  /** Nothing more will be handed over: whoever waits for it need not. */
+  protected override notOpen(): void {
+    this.runWaiters(0, true);
+  }
+
+  protected writeMessage(message: Buffer): void {
+    this.write(message);
   }
 }
 
-function onTurn(paced: PacedSend): void {
-  paced.flush();
-}
+const PACKING = { aloneBytes: COALESCE_BELOW_BYTES, maxBytes: MAX_WS_MESSAGE_BYTES };

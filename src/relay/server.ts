@@ -301,7 +301,7 @@ class RelayServer implements Relay {
 
   private opened(opened: OpenedTunnel, req: OpenTunnelRequest | undefined): void {
     this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req?.services ?? []).join(',') || 'none'})`);
-    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? []);
+    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? [], opened.tunnelId);
   }
 
   closeTunnel(tunnelId: string, options?: { delete?: boolean }): void {
@@ -323,8 +323,8 @@ class RelayServer implements Relay {
   }
 
   /** The thing (as the destination config left it) learns the new destination token. */
-  private rotated(tokens: RotatedTokens, tunnel: { thingName?: string; services: string[] }): void {
-    if (tokens.destinationAccessToken && tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services);
+  private rotated(tokens: RotatedTokens, tunnel: { tunnelId: string; thingName?: string; services: string[] }): void {
+    if (tokens.destinationAccessToken && tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services, tunnel.tunnelId);
   }
 
   setFaults(faults: RelayFaults): void {

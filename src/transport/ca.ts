@@ -94,8 +94,50 @@ export function warnCaProblems(log: Logger, problems: readonly string[]): void {
   }
 }
 
-/** Reads every certificate below `dir` (one level, following links). Never throws. */
-export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
+/** Directory loads at once in this process: a burst of tunnels waits its turn instead of opening every CA file at once. */
+const MAX_CONCURRENT_LOADS = 2;
+let loadsRunning = 0;
+const loadsWaiting = new Set<() => void>();
+
+/** Waits for a turn to read CA files; resolves with the function that ends it, or rejects once `signal` aborts. */
+function loadTurn(signal?: AbortSignal): Promise<() => void> {
+  const end = (): void => {
+    loadsRunning--;
+    const next = loadsWaiting.values().next().value;
+    if (next) next();
+  };
+  return new Promise((resolve, reject) => {
+    signal?.throwIfAborted();
+    const start = (): void => {
+      loadsWaiting.delete(start);
+      signal?.removeEventListener('abort', onAbort);
+      loadsRunning++;
+      resolve(end);
+    };
+    const onAbort = (): void => {
+      loadsWaiting.delete(start);
+      reject(signal!.reason);
+    };
+    if (loadsRunning < MAX_CONCURRENT_LOADS) return start();
+    loadsWaiting.add(start);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Reads every certificate below `dir` (one level, following links). Never throws, except
+ * `signal`'s reason once it aborts (a closed tunnel stops reading at the next file).
+ */
+export async function loadCaDirectory(dir: string, signal?: AbortSignal): Promise<CaLoadResult> {
+  const endTurn = await loadTurn(signal);
+  try {
+    return await readCaDirectory(dir, signal);
+  } finally {
+    endTurn();
+  }
+}
+
+async function readCaDirectory(dir: string, signal?: AbortSignal): Promise<CaLoadResult> {
   const problems: string[] = [];
   let names: string[];
   try {
@@ -106,16 +148,18 @@ export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
   const seen = new Set<string>();
   const certificates: string[] = [];
   for (const name of names) {
+    signal?.throwIfAborted();
     const path = join(dir, name);
     try {
       const info = await stat(path);
       if (!info.isFile() || info.size > MAX_CA_FILE_BYTES) continue;
-      for (const pem of certificatesIn(await readFile(path), name)) {
+      for (const pem of certificatesIn(await readFile(path, { signal }), name)) {
         if (seen.has(pem)) continue;
         seen.add(pem);
         certificates.push(pem);
       }
     } catch (err) {
+      signal?.throwIfAborted();
       problems.push(`cannot read CA file ${shownPath(path)}: ${printable((err as Error).message)}`);
     }
   }
@@ -125,24 +169,28 @@ export async function loadCaDirectory(dir: string): Promise<CaLoadResult> {
 
 /**
  * `-c PATH`: every certificate of a file (a bundle such as a relay's cert.pem, PEM or DER), or
- * of the files of a directory. Never throws.
+ * of the files of a directory. Never throws, except `signal`'s reason once it aborts.
  */
-export async function loadCaPath(path: string): Promise<CaLoadResult> {
+export async function loadCaPath(path: string, signal?: AbortSignal): Promise<CaLoadResult> {
   let info;
   try {
     info = await stat(path);
   } catch (err) {
     return { certificates: [], problems: [unusablePath(path, err)] };
   }
-  if (info.isDirectory()) return loadCaDirectory(path);
+  if (info.isDirectory()) return loadCaDirectory(path, signal);
   if (!info.isFile() || info.size > MAX_CA_FILE_BYTES) {
     return { certificates: [], problems: [`CA file ${shownPath(path)} is ${info.isFile() ? 'too large for a certificate bundle' : 'neither a file nor a directory'}; only the system CAs are used`] };
   }
+  const endTurn = await loadTurn(signal);
   try {
-    const certificates = [...new Set(certificatesIn(await readFile(path), path))];
+    const certificates = [...new Set(certificatesIn(await readFile(path, { signal }), path))];
     return { certificates, problems: certificates.length === 0 ? [`no certificates found in CA file ${shownPath(path)}`] : [] };
   } catch (err) {
+    signal?.throwIfAborted();
     return { certificates: [], problems: [`cannot read CA file ${shownPath(path)}: ${printable((err as Error).message)}`] };
+  } finally {
+    endTurn();
   }
 }
 
@@ -216,11 +264,11 @@ export function nativeStoreCertificates(platform: NodeJS.Platform = process.plat
  * The `ca` option for tls.connect. Passing `ca` replaces Node's default store, so the
  * defaults are added back explicitly, with the system's certificates and the extra ones.
  */
-export async function trustedCertificates(options: { ca?: string[]; caPath?: string }): Promise<{ ca?: string[]; problems: string[] }> {
+export async function trustedCertificates(options: { ca?: string[]; caPath?: string }, signal?: AbortSignal): Promise<{ ca?: string[]; problems: string[] }> {
   const extra = [...(options.ca ?? [])];
   const problems: string[] = [];
   if (options.caPath) {
-    const loaded = await loadCaPath(options.caPath);
+    const loaded = await loadCaPath(options.caPath, signal);
     extra.push(...loaded.certificates);
     problems.push(...loaded.problems);
   }
@@ -228,7 +276,7 @@ export async function trustedCertificates(options: { ca?: string[]; caPath?: str
   extra.push(...nativeStoreCertificates().certificates);
   if (process.env.SSL_CERT_DIR) {
     for (const dir of process.env.SSL_CERT_DIR.split(process.platform === 'win32' ? ';' : ':')) {
-      if (dir) extra.push(...(await loadCaDirectory(dir)).certificates);
+      if (dir) extra.push(...(await loadCaDirectory(dir, signal)).certificates);
     }
   }
   const system = systemCertificates().certificates;

@@ -82,7 +82,7 @@ export async function connectToService(options: ProxyOptions, signal?: AbortSign
 
   let socket: Duplex | undefined;
   try {
-    const { ca, problems } = await trustedCertificates(options);
+    const { ca, problems } = await trustedCertificates(options, attempt.signal);
     warnCaProblems(log, problems);
 
     const proxy = options.webProxy && !shouldBypassProxy(host, options.noProxy, port) ? options.webProxy : undefined;

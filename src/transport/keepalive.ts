@@ -15,38 +15,13 @@
  * A service that holds us back after our last writes fitted in the socket buffers has our
  * ping but does not read it; it must show it is alive by other frames (our relay sends unsolicited pongs).
  *
- * The delay probe (issue 13) pings too, while data flows: its pings carry `q` and a probe id
- * (probePayload), so the two never mistake each other's pongs; any pong still proves the
+ * The pacer's delay probes (src/flow/probes.ts) ping too, while data flows: their pings carry
+ * `q` and a probe id, so the two never mistake each other's pongs; any pong still proves the
  * service is alive.
  */
 import type WebSocket from 'ws';
+import { probeId } from '../flow/probes';
 import type { Logger } from '../log';
-
-/** First byte of a probe ping's payload ('q'); the keepalive's payloads are decimal digits. */
-const PROBE_MARK = 0x71;
-
-/** The payload of probe ping `id` (a positive integer): 'q' and the id in base 36, a few bytes. */
-export function probePayload(id: number): Buffer {
-  return Buffer.from(`q${id.toString(36)}`, 'latin1');
-}
-
-/** The probe id a pong carries back, or undefined for any other payload. */
-export function probeId(data: Buffer): number | undefined {
-  if (data.length < 2 || data.length > 8 || data[0] !== PROBE_MARK) return undefined;
-  const id = parseInt(data.toString('latin1', 1), 36);
-  return Number.isSafeInteger(id) && id > 0 && probePayload(id).equals(data) ? id : undefined;
-}
-
-/**
- * Sends delay probe `id`: a ping queued behind every byte handed to ws before it, so the
- * service answers it only once it has read them (the pacer, src/tunnel/pacer.ts, times it).
- * Returns false when the socket is not open (nothing was sent).
- */
-export function sendProbe(ws: WebSocket, id: number): boolean {
-  if (ws.readyState !== ws.OPEN) return false;
-  ws.ping(probePayload(id));
-  return true;
-}
 
 export interface KeepaliveOptions {
   periodMs: number;

@@ -11,7 +11,7 @@ import type WebSocket from 'ws';
 import { LogLevel, type Logger } from '../log';
 import type { ProxyOptions, ServiceTarget, DestinationTarget } from '../options';
 import { printable, printableList } from '../printable';
-import type { Settings } from '../settings';
+import { pacerSettings, type Settings } from '../settings';
 import type { ProtocolVersion } from '../protocol/constants';
 import { ErrorCode, type TunnelError } from '../protocol/errors';
 import { CREDIT_EXTENSION, decodeHello, decodeWindow, encodeHello, ExtensionType } from '../protocol/extension';
@@ -22,7 +22,7 @@ import type { Connection } from './connection';
 import { Credit } from './credit';
 import { InboundBudget } from './inbound';
 import { Outbound, type Producer } from './outbound';
-import { Pacer, pacerSettings } from './pacer';
+import { Pacer } from '../flow/pacer';
 import { ServiceState, type ServiceFlow } from './service';
 
 /** Distinct once-per-session warnings remembered (peer-chosen service ids and types among them). */

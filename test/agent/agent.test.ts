@@ -6,8 +6,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startAgent, type Agent, type AgentOptions } from '../../src/agent/agent';
-import { connectBroker, type BrokerLink } from '../../src/agent/mqtt';
-import { encodeNotification, notificationTopic } from '../../src/agent/notification';
+import { connectBroker, type BrokerLink } from '../../src/mqtt/link';
+import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
 import { Logger } from '../../src/log';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer, sendPattern, type AppServer } from '../helpers/apps';
@@ -27,6 +27,9 @@ interface Ctx {
   publisher: BrokerLink;
   agent?: Agent;
   lines: Lines;
+  /** A client id (so a persistent session) per test: what one test left queued never reaches the next. */
+  clientId: string;
+  sessions: number;
   sources: LocalProxy[];
   tokens: string[];
 }
@@ -35,7 +38,7 @@ const test = suite<Ctx>('agent: notifications over a real MQTT broker start dest
 
 function agentOptions(ctx: Ctx, extra: Partial<AgentOptions> = {}): AgentOptions {
   return {
-    broker: { url: ctx.broker.url, clientId: 'pi1', cert: ctx.deviceCert.cert, key: ctx.deviceCert.key, ca: ctx.pki.caPem },
+    broker: { url: ctx.broker.url, clientId: ctx.clientId, cert: ctx.deviceCert.cert, key: ctx.deviceCert.key, ca: ctx.pki.caPem },
     thingName: 'pi1',
     services: new Map([['SSH', { kind: 'tcp', host: '127.0.0.1', port: ctx.echo.port }]]),
     endpoint: { host: '127.0.0.1', port: ctx.relay.port },
@@ -80,6 +83,7 @@ test.before(async (ctx) => {
   ctx.deviceCert = await ctx.pki.issue('pi1');
   const publisherCert = await ctx.pki.issue('relay');
   ctx.tokens = [];
+  ctx.sessions = 0;
   const log = new Logger({ level: Number(process.env.LOCALPROXY_TEST_LOG ?? 0) });
   ctx.publisher = connectBroker({ url: ctx.broker.url, clientId: 'test-publisher', cert: publisherCert.cert, key: publisherCert.key, ca: ctx.pki.caPem, log });
   await ctx.broker.waitFor(/as test-publisher/, 10_000, 'publisher connected');
@@ -87,6 +91,7 @@ test.before(async (ctx) => {
 
 test.before.each((ctx) => {
   ctx.lines = new Lines();
+  ctx.clientId = `pi1-t${++ctx.sessions}`;
   ctx.sources = [];
 });
 
@@ -107,11 +112,11 @@ test.after(async (ctx) => {
 
 test('a notification starts a destination for its token: bytes go through the tunnel, and the broker saw a client-certificate login', async (ctx) => {
   await startSubscribed(ctx);
-  assert.match(ctx.broker.log, /New client connected from 127\.0\.0\.1:\d+ as pi1 \([^)]*u'pi1'\)/);
+  assert.match(ctx.broker.log, /New client connected from 127\.0\.0\.1:\d+ as pi1-t\d+ \([^)]*u'pi1'\)/);
   const tunnel = openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
-  assert.match(ctx.lines.text, /tunnel 1: starting for SSH = 127\.0\.0\.1:\d+ through 127\.0\.0\.1:\d+/);
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
+  assert.match(ctx.lines.text, /tunnel #1: starting for SSH = 127\.0\.0\.1:\d+ through 127\.0\.0\.1:\d+/);
   await echoThrough(ctx, tunnel.sourceAccessToken);
   assert.is(ctx.agent!.tunnels(), 1);
 });
@@ -126,13 +131,13 @@ test('bad notifications (not JSON, wrong mode, unknown service, 1 MB) are each l
   await notify(ctx, secretish, { services: ['VNC'] });
   await ctx.publisher.publish(TOPIC, JSON.stringify({ clientAccessToken: secretish, clientMode: 'destination', region: 'local', services: ['SSH'], padding: 'x'.repeat(1 << 20) }));
   await notify(ctx, tunnel.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected after the bad notifications');
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected after the bad notifications');
   assert.is(ctx.lines.count('ignored a notification: a notification of'), 2, 'not JSON and too large');
   assert.is(ctx.lines.count('is not JSON'), 1);
   assert.is(ctx.lines.count('bytes is over the 65536-byte limit'), 1);
   assert.is(ctx.lines.count('ignored a notification: clientMode is "source", not "destination"'), 1);
   assert.is(ctx.lines.count('refused a tunnel for VNC: VNC is not mapped (give --service VNC=PORT or a --config-dir file)'), 1);
-  assert.is(ctx.lines.count('tunnel 1: starting'), 1, 'only the good notification started a tunnel');
+  assert.is(ctx.lines.count('tunnel #1: starting'), 1, 'only the good notification started a tunnel');
   assert.not.match(ctx.lines.text, /tunnel 2/);
   await echoThrough(ctx, tunnel.sourceAccessToken);
   for (let i = 0; i + 8 <= secretish.length; i++) assert.not.ok(ctx.lines.text.includes(secretish.slice(i, i + 8)), 'not even 8 characters of the token are logged');
@@ -143,7 +148,7 @@ test('a flood of bad notifications is rate-limited: 5 lines, and the agent keeps
   for (let i = 0; i < 20; i++) await ctx.publisher.publish(TOPIC, 'not json');
   const tunnel = openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected after the flood');
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected after the flood');
   assert.is(ctx.lines.count('is not JSON'), 5);
   await echoThrough(ctx, tunnel.sourceAccessToken);
 });
@@ -152,14 +157,14 @@ test('a repeated notification (QoS 1 redelivery) is ignored; a new one replaces 
   await startSubscribed(ctx);
   const first = openTunnel(ctx);
   await notify(ctx, first.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
   await notify(ctx, first.destinationAccessToken);
-  await ctx.lines.waitFor(/ignored a repeated notification for tunnel 1/, 10_000, 'repeat ignored');
+  await ctx.lines.waitFor(/ignored a repeated notification for tunnel #1/, 10_000, 'repeat ignored');
   const second = openTunnel(ctx);
   await notify(ctx, second.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 2: Successfully established websocket connection/, 15_000, 'tunnel 2 connected');
-  await ctx.lines.waitFor(/tunnel 1: ended \(exit code 0/, 10_000, 'tunnel 1 ended');
-  assert.match(ctx.lines.text, /tunnel 1: closing it for a new tunnel \(at most 1 at once\)/);
+  await ctx.lines.waitFor(/tunnel #2: Successfully established websocket connection/, 15_000, 'tunnel 2 connected');
+  await ctx.lines.waitFor(/tunnel #1: ended \(exit code 0/, 10_000, 'tunnel 1 ended');
+  assert.match(ctx.lines.text, /tunnel #1: closing it for tunnel #2 \(at most 1 at once\)/);
   assert.is(ctx.agent!.tunnels(), 1);
   await echoThrough(ctx, second.sourceAccessToken);
 });
@@ -170,12 +175,12 @@ test('--max-tunnels 2: two tunnels run at once', async (ctx) => {
   const second = openTunnel(ctx);
   await notify(ctx, first.destinationAccessToken);
   await notify(ctx, second.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 2: Successfully established websocket connection/, 15_000, 'tunnel 2 connected');
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
+  await ctx.lines.waitFor(/tunnel #2: Successfully established websocket connection/, 15_000, 'tunnel 2 connected');
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
   assert.is(ctx.agent!.tunnels(), 2);
   await echoThrough(ctx, first.sourceAccessToken);
   await echoThrough(ctx, second.sourceAccessToken);
-  assert.not.match(ctx.lines.text, /closing it for a new tunnel/);
+  assert.not.match(ctx.lines.text, /closing it for tunnel/);
 });
 
 test('without --proxy-endpoint the region picks the endpoint, and a notification without one is refused', async (ctx) => {
@@ -187,7 +192,7 @@ test('without --proxy-endpoint the region picks the endpoint, and a notification
   await notify(ctx, tunnel.destinationAccessToken, { region: undefined });
   await ctx.lines.waitFor(/ignored a notification: region is missing or empty \(give --proxy-endpoint/, 10_000, 'missing region refused');
   await notify(ctx, tunnel.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
   await echoThrough(ctx, tunnel.sourceAccessToken);
 });
 
@@ -198,13 +203,13 @@ test('broker restart: the agent retries while it is down, subscribes again once 
   await ctx.broker.stop();
   await ctx.lines.waitFor(/connection to mqtts:\/\/127\.0\.0\.1:\d+ lost; reconnecting in \d+ ms/, 10_000, 'agent noticed the broker is gone', agentMark);
   // At least one attempt fails while the broker is down, so the retry path is the one tested.
-  await ctx.lines.waitFor(/cannot connect to mqtts:\/\/127\.0\.0\.1:\d+ as pi1: .*ECONNREFUSED/, 10_000, 'a refused attempt', agentMark);
+  await ctx.lines.waitFor(/cannot connect to mqtts:\/\/127\.0\.0\.1:\d+ as pi1-t\d+: .*ECONNREFUSED/, 10_000, 'a refused attempt', agentMark);
   await ctx.broker.run();
-  await ctx.broker.waitFor(/pi1 1 \$aws\/things\/pi1\/tunnels\/notify/, 30_000, 'agent subscribed again (broker side)', brokerMark);
+  await ctx.broker.waitFor(/pi1-t\d+ 1 \$aws\/things\/pi1\/tunnels\/notify/, 30_000, 'agent subscribed again (broker side)', brokerMark);
   await ctx.lines.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 10_000, 'agent subscribed again', agentMark);
   const tunnel = openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken);
-  await ctx.lines.waitFor(/tunnel 1: Successfully established websocket connection/, 30_000, 'tunnel 1 connected after the restart');
+  await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 30_000, 'tunnel 1 connected after the restart');
   await echoThrough(ctx, tunnel.sourceAccessToken);
 });
 

@@ -61,6 +61,13 @@ export class TestPki {
   }
 }
 
+export interface BrokerConfigOptions {
+  /** Keep sessions and queued messages on disk here, across restarts (`persistence true`). */
+  persistenceDir?: string;
+  /** More mosquitto.conf lines, before the listeners. */
+  extra?: string[];
+}
+
 /** mosquitto with TLS and required client certificates (and a plain listener); stop and start again on the same ports. */
 export class Broker {
   readonly port: number;
@@ -79,7 +86,7 @@ export class Broker {
     this.config = config;
   }
 
-  static async start(pki: TestPki): Promise<Broker> {
+  static async start(pki: TestPki, options: BrokerConfigOptions = {}): Promise<Broker> {
     const server = await pki.issue('localhost', { server: true });
     const port = await freePort();
     const plainPort = await freePort();
@@ -87,7 +94,8 @@ export class Broker {
     writeFileSync(config, [
       // Running as root, mosquitto would switch to its own user, who cannot read the test's files.
       ...(process.getuid?.() === 0 ? ['user root'] : []),
-      'persistence false',
+      ...(options.persistenceDir ? ['persistence true', `persistence_location ${options.persistenceDir}/`] : ['persistence false']),
+      ...(options.extra ?? []),
       'log_dest stderr',
       'log_type all',
       'log_timestamp false',
@@ -124,6 +132,27 @@ export class Broker {
       waiter();
     });
     return within(found, ms, `${what} (mosquitto log:\n${this.text.slice(-2000)})`).finally(() => this.waiters.delete(waiter!));
+  }
+
+  /** Resolves once `text` occurs `count` times in the log after offset `from` (counted as the log grows). */
+  waitForCount(text: string, count: number, ms: number, what: string, from = 0): Promise<void> {
+    let scanned = from;
+    let seen = 0;
+    let waiter: (() => void) | undefined;
+    const found = new Promise<void>((resolve) => {
+      waiter = () => {
+        // Up to the last whole line, so a line split between two reads is counted once.
+        const end = this.text.lastIndexOf('\n') + 1;
+        if (end > scanned) {
+          seen += this.text.slice(scanned, end).split(text).length - 1;
+          scanned = end;
+        }
+        if (seen >= count) resolve();
+      };
+      this.waiters.add(waiter);
+      waiter();
+    });
+    return within(found, ms, `${what} (${count} times; mosquitto log:\n${this.text.slice(-2000)})`).finally(() => this.waiters.delete(waiter!));
   }
 
   async run(): Promise<void> {

@@ -4,13 +4,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectBroker, type BrokerLink } from '../../src/agent/mqtt';
-import { encodeNotification, notificationTopic } from '../../src/agent/notification';
+import { connectBroker, type BrokerLink } from '../../src/mqtt/link';
+import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
 import { Logger } from '../../src/log';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer, sendPattern, type AppServer } from '../helpers/apps';
@@ -28,6 +28,7 @@ interface Ctx {
   device: Credential;
   publisher: BrokerLink;
   dir: string;
+  agents: number;
 }
 
 const test = suite<Ctx>('agent: the `localproxy agent` command');
@@ -47,8 +48,8 @@ class AgentProcess {
   output = '';
   private readonly exited: Promise<number | null>;
 
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [CLI, 'agent', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (d: Buffer) => {
       this.output += d.toString();
       if (process.env.LOCALPROXY_TEST_LOG) process.stderr.write(`agent: ${d}`);
@@ -92,6 +93,7 @@ test.before(async (ctx) => {
   ctx.publisher = connectBroker({ url: ctx.broker.url, clientId: 'test-publisher', cert: publisher.cert, key: publisher.key, ca: ctx.pki.caPem, log: new Logger({ level: 0 }) });
   await ctx.broker.waitFor(/as test-publisher/, 10_000, 'publisher connected');
   ctx.dir = mkdtempSync(join(tmpdir(), 'localproxy-agent-cli-'));
+  ctx.agents = 0;
 });
 
 test.after(async (ctx) => {
@@ -104,8 +106,14 @@ test.after(async (ctx) => {
   if (ctx.dir) rmSync(ctx.dir, { recursive: true, force: true });
 });
 
-function deviceArgs(ctx: Ctx, extra: string[] = []): string[] {
+/** A state directory of its own for each agent started, so none resumes another's tunnels. */
+function stateDir(ctx: Ctx): string {
+  return join(ctx.dir, `state-${++ctx.agents}`);
+}
+
+function deviceArgs(ctx: Ctx, extra: string[] = [], state = stateDir(ctx)): string[] {
   return [
+    '--state-dir', state,
     '--mqtt-url', ctx.broker.url, '--thing-name', 'pi1',
     '--mqtt-cert', ctx.device.certFile, '--mqtt-key', ctx.device.keyFile, '--mqtt-ca', ctx.pki.caFile,
     '--service', `SSH=${ctx.echo.port}`,
@@ -130,6 +138,7 @@ const USAGE_CASES: Array<[string, string[], RegExp]> = [
   ['a missing --config-dir', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--config-dir', '/nonexistent/dir'], /Invalid configuration directory: \/nonexistent\/dir \(does not exist\)/],
   ['a bad endpoint', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '-e', 'a b'], /Proxy endpoint contains invalid characters/],
   ['an unknown flag', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--no-such-flag'], /unrecognised option '--no-such-flag'/],
+  ['--state-dir a file', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--state-dir', '/etc/hostname'], /--state-dir \/etc\/hostname is not a directory/],
   ['--service twice', ['--mqtt-url', 'mqtts://broker', '--thing-name', 'pi1', '--service', 'SSH=22', '--service', 'HTTP=80'], /option '--service' cannot be specified more than once/],
 ];
 
@@ -146,7 +155,7 @@ test('usage errors: one line naming the problem, exit 2, no stack trace', async 
 test('--help lists the flags and exits 0', async () => {
   const result = await run(['--help']);
   assert.is(result.code, 0);
-  for (const flag of ['--mqtt-url', '--thing-name', '--mqtt-cert', '--service', '--config-dir', '--max-tunnels', '--proxy-endpoint', '--capath', '--no-ssl-host-verify']) {
+  for (const flag of ['--mqtt-url', '--thing-name', '--mqtt-cert', '--service', '--config-dir', '--max-tunnels', '--state-dir', '--proxy-endpoint', '--capath', '--no-ssl-host-verify']) {
     assert.ok(result.stdout.includes(flag), flag);
   }
 });
@@ -161,7 +170,7 @@ test('a --config-dir mapping serves a notified tunnel; SIGTERM closes it and exi
     await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
     const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
     await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'] }));
-    await agent.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
+    await agent.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel #1 connected');
     const source = startProxy(proxyOptions(ctx.relay, 'source', tunnel.sourceAccessToken, { SSH: { kind: 'tcp', port: 0 } }));
     try {
       await within(source.ready, 10_000, 'source ready');
@@ -170,7 +179,7 @@ test('a --config-dir mapping serves a notified tunnel; SIGTERM closes it and exi
       const code = await agent.stop('SIGTERM');
       assert.is(code, 0, agent.output);
       assert.match(agent.output, /Received SIGTERM, closing 1 tunnel and stopping/);
-      assert.match(agent.output, /tunnel 1: ended \(exit code 0: closed\)/);
+      assert.match(agent.output, /tunnel #1: ended \(exit code 0: closed\)/);
       assert.not.ok(agent.output.includes(tunnel.destinationAccessToken), 'no destination token in the output');
     } finally {
       await source.close();
@@ -181,7 +190,7 @@ test('a --config-dir mapping serves a notified tunnel; SIGTERM closes it and exi
 });
 
 test('plain mqtt:// works with a warning; SIGINT exits 0', async (ctx) => {
-  const args = ['--mqtt-url', ctx.broker.plainUrl, '--thing-name', 'pi1', '--mqtt-client-id', 'pi1-plain', '--service', `SSH=${ctx.echo.port}`, '-e', `127.0.0.1:${ctx.relay.port}`, '-c', ctx.relayCa.dir];
+  const args = ['--state-dir', stateDir(ctx), '--mqtt-url', ctx.broker.plainUrl, '--thing-name', 'pi1', '--mqtt-client-id', 'pi1-plain', '--service', `SSH=${ctx.echo.port}`, '-e', `127.0.0.1:${ctx.relay.port}`, '-c', ctx.relayCa.dir];
   const agent = new AgentProcess(args);
   try {
     await agent.waitFor(/--mqtt-url mqtt:\/\/: no TLS to the broker/, 10_000, 'the plain-text warning');
@@ -199,6 +208,78 @@ test('a broker that is not there is retried until SIGTERM, which exits 0', async
   const agent = new AgentProcess(deviceArgs(ctx).map((a) => (a === ctx.broker.url ? url : a)));
   try {
     await agent.waitFor(/mqtt: cannot connect to mqtts:\/\/127\.0\.0\.1:\d+ as pi1: .*ECONNREFUSED/, 15_000, 'a refused attempt');
+    assert.is(await agent.stop('SIGTERM'), 0, agent.output);
+  } finally {
+    await agent.stop('SIGKILL');
+  }
+});
+
+test('mqtts:// to a plain MQTT port: the line says the port does not speak TLS, not only ECONNRESET', async (ctx) => {
+  const plainAsTls = ctx.broker.plainUrl.replace('mqtt://', 'mqtts://');
+  const agent = new AgentProcess(deviceArgs(ctx).map((a) => (a === ctx.broker.url ? plainAsTls : a)));
+  try {
+    await agent.waitFor(/mqtt: cannot connect to mqtts:\/\/127\.0\.0\.1:\d+ as pi1: .*: the port does not seem to speak TLS \(a plain MQTT port needs mqtt:\/\/; the TLS port is usually 8883\)/, 15_000, 'the not-TLS line');
+    assert.is(await agent.stop('SIGTERM'), 0, agent.output);
+  } finally {
+    await agent.stop('SIGKILL');
+  }
+});
+
+test('a notification from our relay without -e: one line saying to give -e; the cloud endpoint is never tried', async (ctx) => {
+  const args = deviceArgs(ctx, ['--mqtt-client-id', 'pi1-no-endpoint']);
+  const at = args.indexOf('-e');
+  args.splice(at, 2);
+  const agent = new AgentProcess(args);
+  try {
+    await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
+    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'], tunnelId: tunnel.tunnelId }));
+    await agent.waitFor(/refused a tunnel: its notification comes from a localproxy relay \(region "local"\), whose address only you know: give -e\/--proxy-endpoint HOST:PORT of that relay/, 15_000, 'the give -e line');
+    assert.is(await agent.stop('SIGTERM'), 0, agent.output);
+    assert.not.match(agent.output, /amazonaws\.com|Attempting to establish|starting for/);
+    assert.is(agent.output.split('give -e/--proxy-endpoint').length - 1, 1, 'one line');
+  } finally {
+    await agent.stop('SIGKILL');
+  }
+});
+
+test('a damaged state file: one line, set aside as .corrupt, and the agent starts', async (ctx) => {
+  const dir = stateDir(ctx);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'agent-pi1.json'), '{"version": 1, "thingName": "pi1", "tunnels": [{"accessToken": ');
+  const agent = new AgentProcess(deviceArgs(ctx, ['--mqtt-client-id', 'pi1-damaged'], dir));
+  try {
+    await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
+    assert.match(agent.output, /\[error\] the state file \S+agent-pi1\.json is damaged \(not JSON\); set aside as \S+agent-pi1\.json\.corrupt; starting without resumed tunnels/);
+    assert.is(agent.output.split('state file').length - 1, 1, agent.output);
+    assert.ok(existsSync(join(dir, 'agent-pi1.json.corrupt')), 'the damaged file is kept for a look');
+    assert.is(await agent.stop('SIGTERM'), 0, agent.output);
+  } finally {
+    await agent.stop('SIGKILL');
+  }
+});
+
+test('a state file that cannot be read (a directory in its place): one line, and the agent starts', async (ctx) => {
+  const dir = stateDir(ctx);
+  mkdirSync(join(dir, 'agent-pi1.json'), { recursive: true });
+  const agent = new AgentProcess(deviceArgs(ctx, ['--mqtt-client-id', 'pi1-unreadable'], dir));
+  try {
+    await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
+    assert.match(agent.output, /\[error\] cannot read the state file \S+agent-pi1\.json: not a file; starting without resumed tunnels/);
+    assert.is(await agent.stop('SIGTERM'), 0, agent.output);
+  } finally {
+    await agent.stop('SIGKILL');
+  }
+});
+
+test('without --state-dir, systemd\'s $STATE_DIRECTORY is where the state goes', async (ctx) => {
+  const dir = stateDir(ctx);
+  const args = deviceArgs(ctx, ['--mqtt-client-id', 'pi1-systemd']);
+  args.splice(args.indexOf('--state-dir'), 2);
+  const agent = new AgentProcess(args, { STATE_DIRECTORY: dir, XDG_STATE_HOME: join(ctx.dir, 'not-this-one') });
+  try {
+    await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
+    assert.ok(agent.output.includes(`state in ${join(dir, 'agent-pi1.json')}`), agent.output);
     assert.is(await agent.stop('SIGTERM'), 0, agent.output);
   } finally {
     await agent.stop('SIGKILL');

@@ -3,7 +3,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   encodeNotification, isBadNotification, isValidThingName, MAX_NOTIFICATION_BYTES, notificationTopic, parseNotification,
-} from '../../src/agent/notification';
+} from '../../src/mqtt/notification';
 
 const test = suite('agent: tunnel notifications');
 const TOKEN = 'AQGAAXhEXAMPLETOKEN0123456789abcdefghijklmnop';

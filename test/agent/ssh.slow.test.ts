@@ -1,17 +1,19 @@
 /**
- * End to end, nothing handed to the device: mosquitto (TLS, client certificates required),
- * `localproxy relay --mqtt-url` and `localproxy agent` as processes of the built CLI, a real sshd
- * behind the agent. The AWS SDK opens a tunnel for thing pi1; the relay notifies pi1; the agent
- * starts the destination; a source proxy and a real `ssh` command go through. A rotated
- * destination token reaches the agent the same way.
+ * End to end, nothing handed to the device: mosquitto (TLS, client certificates required,
+ * persistence on disk), `localproxy relay --mqtt-url` and `localproxy agent` as processes of the
+ * built CLI, a real sshd behind the agent. The AWS SDK opens a tunnel for thing pi1; the relay
+ * notifies pi1; the agent starts the destination; a source proxy and a real `ssh` command go
+ * through. A rotated destination token reaches the agent the same way. The agent survives its
+ * own restarts (SIGTERM and SIGKILL), a tunnel opened while it is stopped, and a restart of the
+ * broker; a closed tunnel leaves its state file.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IoTSecureTunnelingClient, ListTunnelsCommand, OpenTunnelCommand, RotateTunnelAccessTokenCommand } from '@aws-sdk/client-iotsecuretunneling';
+import { CloseTunnelCommand, IoTSecureTunnelingClient, OpenTunnelCommand, RotateTunnelAccessTokenCommand } from '@aws-sdk/client-iotsecuretunneling';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -19,8 +21,8 @@ import { defaultSettings } from '../../src/settings';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import { CLI } from '../helpers/child';
 import { testLogger } from '../helpers/tunnel';
-import { freePort, within } from '../helpers/wait';
-import { Broker, TestPki } from './broker';
+import { freePort, waitUntil, within } from '../helpers/wait';
+import { Broker, TestPki, type Credential } from './broker';
 
 const CREDENTIALS = { accessKeyId: 'AKIDAGENTE2E', secretAccessKey: 'agent-e2e-secret-key-0123456789' };
 
@@ -42,10 +44,11 @@ class Cli {
     this.exited = once(this.child, 'exit').then(([code]) => code as number | null);
   }
 
-  waitFor(pattern: RegExp, ms: number, what: string): Promise<RegExpMatchArray> {
+  /** Resolves with the first match of `pattern` in the output after offset `from`. */
+  waitFor(pattern: RegExp, ms: number, what: string, from = 0): Promise<RegExpMatchArray> {
     const found = new Promise<RegExpMatchArray>((resolve, reject) => {
       const check = () => {
-        const match = pattern.exec(this.output);
+        const match = pattern.exec(this.output.slice(from));
         if (match) {
           this.child.off('output', check);
           resolve(match);
@@ -86,7 +89,14 @@ interface Ctx {
   relay: Cli;
   relayPort: number;
   relayCa: string;
+  relayDir: string;
+  device: Credential;
+  stateDir: string;
   agent: Cli;
+  /** The tunnel the agent serves now, and the SSH port of its source. */
+  tunnelId: string;
+  port: number;
+  destinationToken: string;
   sdk: IoTSecureTunnelingClient;
   https: HttpsAgent;
   sources: LocalProxy[];
@@ -145,29 +155,76 @@ async function source(ctx: Ctx, token: string): Promise<number> {
   return proxy.ports().get('SSH')!;
 }
 
+/** Opens a tunnel for pi1 through the management API, with a source for it. */
+async function openForPi1(ctx: Ctx): Promise<{ tunnelId: string; destinationToken: string; port: number }> {
+  const opened = await ctx.sdk.send(new OpenTunnelCommand({ destinationConfig: { thingName: 'pi1', services: ['SSH'] }, timeoutConfig: { maxLifetimeTimeoutMinutes: 10 } }));
+  const port = await source(ctx, opened.sourceAccessToken!);
+  return { tunnelId: opened.tunnelId!, destinationToken: opened.destinationAccessToken!, port };
+}
+
+function sshEcho(ctx: Ctx, port: number, text: string): Promise<string> {
+  return run('ssh', ['-p', String(port), ...sshOptions(ctx), 'root@127.0.0.1', `echo ${text}`], 30_000);
+}
+
+function startAgentProcess(ctx: Ctx): Cli {
+  // The agent gets no token: only its broker identity, its services, where the relay is, and where to keep its state.
+  ctx.agent = new Cli('agent', ['agent', '--mqtt-url', ctx.broker.url, '--thing-name', 'pi1',
+    '--mqtt-cert', ctx.device.certFile, '--mqtt-key', ctx.device.keyFile, '--mqtt-ca', ctx.pki.caFile,
+    '--service', `SSH=${ctx.sshdPort}`, '-e', `127.0.0.1:${ctx.relayPort}`, '-c', ctx.relayDir, '--state-dir', ctx.stateDir]);
+  return ctx.agent;
+}
+
+function keptTokens(ctx: Ctx): string[] {
+  const state = JSON.parse(readFileSync(join(ctx.stateDir, 'agent-pi1.json'), 'utf8')) as { tunnels: Array<{ accessToken: string }> };
+  return state.tunnels.map((t) => t.accessToken);
+}
+
+/** A tunnel that comes to the agent while it runs: serves ssh, and becomes the current one. */
+async function serveNewTunnel(ctx: Ctx, what: string): Promise<void> {
+  const mark = ctx.agent.output.length;
+  const opened = await openForPi1(ctx);
+  await ctx.agent.waitFor(new RegExp(`tunnel ${opened.tunnelId}: Successfully established websocket connection`), 20_000, `${what}: the agent serves the new tunnel`, mark);
+  assert.is(await sshEcho(ctx, opened.port, what.replace(/\W+/g, '-')), `${what.replace(/\W+/g, '-')}\n`);
+  Object.assign(ctx, opened);
+}
+
+/** Stops the agent with `signal`, starts it again, and checks that ssh works within 15 s of the start. */
+async function restartAgent(ctx: Ctx, signal: NodeJS.Signals): Promise<void> {
+  const code = await ctx.agent.stop(signal);
+  assert.is(code, signal === 'SIGTERM' ? 0 : null, `the agent's exit after ${signal}`);
+  assert.equal(keptTokens(ctx), [ctx.destinationToken], 'the stopped agent kept its tunnel');
+  const started = Date.now();
+  const agent = startAgentProcess(ctx);
+  await agent.waitFor(new RegExp(`tunnel ${ctx.tunnelId}: starting \\(resumed from the state file\\)`), 15_000, 'the agent resumes the kept tunnel');
+  await agent.waitFor(new RegExp(`tunnel ${ctx.tunnelId}: Successfully established websocket connection`), 15_000, 'the resumed destination connects');
+  assert.is(await sshEcho(ctx, ctx.port, `after-${signal}`), `after-${signal}\n`);
+  const elapsed = Date.now() - started;
+  assert.ok(elapsed < 15_000, `ssh works ${elapsed} ms after the restart (at most 15 s)`);
+  assert.not.match(agent.output, /Invalid access token|already used|client token does not match/);
+}
+
 test.before(async (ctx) => {
   ctx.dir = mkdtempSync(join(tmpdir(), 'localproxy-agent-e2e-'));
+  ctx.stateDir = join(ctx.dir, 'agent-state');
   ctx.sources = [];
   ctx.pki = await new TestPki().init();
-  ctx.broker = await Broker.start(ctx.pki);
+  const brokerDir = join(ctx.dir, 'mosquitto');
+  mkdirSync(brokerDir);
+  ctx.broker = await Broker.start(ctx.pki, { persistenceDir: brokerDir });
   await startSshd(ctx);
   const relayCert = await ctx.pki.issue('relay');
-  const device = await ctx.pki.issue('pi1');
-  const relayDir = join(ctx.dir, 'relay');
-  ctx.relay = new Cli('relay', ['relay', '--listen', '127.0.0.1:0', '--tls-self-signed', relayDir,
+  ctx.device = await ctx.pki.issue('pi1');
+  ctx.relayDir = join(ctx.dir, 'relay');
+  ctx.relay = new Cli('relay', ['relay', '--listen', '127.0.0.1:0', '--tls-self-signed', ctx.relayDir,
     '--mqtt-url', ctx.broker.url, '--mqtt-cert', relayCert.certFile, '--mqtt-key', relayCert.keyFile, '--mqtt-ca', ctx.pki.caFile], {
     LOCALPROXY_RELAY_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
     LOCALPROXY_RELAY_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
   });
   const [, port] = await ctx.relay.waitFor(/listening on wss:\/\/127\.0\.0\.1:(\d+)/, 15_000, 'relay listening');
   ctx.relayPort = Number(port);
-  ctx.relayCa = readFileSync(join(relayDir, 'cert.pem'), 'utf8');
+  ctx.relayCa = readFileSync(join(ctx.relayDir, 'cert.pem'), 'utf8');
   await ctx.relay.waitFor(/mqtt: connected to mqtts:\/\/127\.0\.0\.1:\d+ as localproxy-relay-[0-9a-f]{8}/, 15_000, 'relay connected to the broker');
-  // The agent gets no token: only its broker identity, its services and where the relay is.
-  ctx.agent = new Cli('agent', ['agent', '--mqtt-url', ctx.broker.url, '--thing-name', 'pi1',
-    '--mqtt-cert', device.certFile, '--mqtt-key', device.keyFile, '--mqtt-ca', ctx.pki.caFile,
-    '--service', `SSH=${ctx.sshdPort}`, '-e', `127.0.0.1:${ctx.relayPort}`, '-c', relayDir]);
-  await ctx.agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
+  await startAgentProcess(ctx).waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
   ctx.https = new HttpsAgent({ ca: ctx.relayCa, keepAlive: false });
   ctx.sdk = new IoTSecureTunnelingClient({
     region: 'us-east-1', endpoint: `https://127.0.0.1:${ctx.relayPort}`, credentials: CREDENTIALS, maxAttempts: 1,
@@ -190,30 +247,82 @@ test.after(async (ctx) => {
   if (ctx.dir) rmSync(ctx.dir, { recursive: true, force: true });
 });
 
-test('open-tunnel for pi1 (AWS SDK) → notification → the agent\'s destination → ssh runs a command', async (ctx) => {
-  const opened = await ctx.sdk.send(new OpenTunnelCommand({ destinationConfig: { thingName: 'pi1', services: ['SSH'] }, timeoutConfig: { maxLifetimeTimeoutMinutes: 10 } }));
-  await ctx.relay.waitFor(/notified thing pi1/, 10_000, 'relay notified pi1');
-  await ctx.agent.waitFor(/tunnel 1: Successfully established websocket connection/, 15_000, 'agent destination connected');
-  const port = await source(ctx, opened.sourceAccessToken!);
-  const out = await run('ssh', ['-p', String(port), ...sshOptions(ctx), 'root@127.0.0.1', 'echo hello from pi1'], 30_000);
-  assert.is(out, 'hello from pi1\n');
-  for (const token of [opened.destinationAccessToken!, opened.sourceAccessToken!]) {
-    assert.not.ok(ctx.agent.output.includes(token), 'no token in the agent output');
-    assert.not.ok(ctx.relay.output.includes(token), 'no token in the relay output');
-  }
+test('open-tunnel for pi1 (AWS SDK) → notification → the agent\'s destination, named by its tunnel id → ssh runs a command', async (ctx) => {
+  const opened = await openForPi1(ctx);
+  await ctx.relay.waitFor(new RegExp(`notified thing pi1 of tunnel ${opened.tunnelId}`), 10_000, 'relay notified pi1');
+  await ctx.agent.waitFor(new RegExp(`tunnel ${opened.tunnelId}: starting for SSH = ${ctx.sshdPort} through 127\\.0\\.0\\.1:${ctx.relayPort}`), 15_000, 'agent names the tunnel');
+  await ctx.agent.waitFor(new RegExp(`tunnel ${opened.tunnelId}: Successfully established websocket connection`), 15_000, 'agent destination connected');
+  assert.is(await sshEcho(ctx, opened.port, 'hello-from-pi1'), 'hello-from-pi1\n');
+  Object.assign(ctx, opened);
+  assert.equal(keptTokens(ctx), [opened.destinationToken], 'the state file keeps the destination token');
+  assert.is(statSync(join(ctx.stateDir, 'agent-pi1.json')).mode & 0o777, 0o600);
+  assert.not.ok(ctx.agent.output.includes(opened.destinationToken), 'no token in the agent output');
+  assert.not.ok(ctx.relay.output.includes(opened.destinationToken), 'no token in the relay output');
 });
 
-test('RotateTunnelAccessToken DESTINATION: the new token reaches the agent, which reconnects; ssh works again', async (ctx) => {
-  const before = ctx.agent.output.length;
-  const { tunnelSummaries } = await ctx.sdk.send(new ListTunnelsCommand({ thingName: 'pi1' }));
-  const tunnelId = tunnelSummaries![0].tunnelId!;
-  const rotated = await ctx.sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId, clientMode: 'DESTINATION' }));
-  await ctx.agent.waitFor(/tunnel 2: Successfully established websocket connection/, 15_000, 'agent reconnected with the rotated token');
-  assert.match(ctx.agent.output.slice(before), /tunnel 1: ended/);
-  const port = ctx.sources[0].ports().get('SSH')!;
-  const out = await run('ssh', ['-p', String(port), ...sshOptions(ctx), 'root@127.0.0.1', 'echo again'], 30_000);
-  assert.is(out, 'again\n');
-  assert.not.ok(ctx.agent.output.includes(rotated.destinationAccessToken!), 'no rotated token in the agent output');
+test('RotateTunnelAccessToken DESTINATION: the agent calls it a rotation, reconnects with the new token, keeps only it; ssh works again', async (ctx) => {
+  const mark = ctx.agent.output.length;
+  const rotated = await ctx.sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: ctx.tunnelId, clientMode: 'DESTINATION' }));
+  await ctx.agent.waitFor(new RegExp(`tunnel ${ctx.tunnelId}: starting with the rotated access token`), 15_000, 'agent starts the rotated token', mark);
+  await ctx.agent.waitFor(new RegExp(`tunnel ${ctx.tunnelId}: Successfully established websocket connection`), 15_000, 'agent reconnected with the rotated token', mark);
+  assert.match(ctx.agent.output.slice(mark), new RegExp(`tunnel ${ctx.tunnelId}: (access token rotated: closing the connection that uses the old one|ended: its access token was rotated)`));
+  assert.not.match(ctx.agent.output.slice(mark), /closing it for tunnel/, 'a rotation is not a new tunnel');
+  assert.is(await sshEcho(ctx, ctx.port, 'again'), 'again\n');
+  ctx.destinationToken = rotated.destinationAccessToken!;
+  assert.equal(keptTokens(ctx), [ctx.destinationToken], 'the rotation replaced what is kept');
+  assert.not.ok(ctx.agent.output.includes(ctx.destinationToken), 'no rotated token in the agent output');
 });
+
+test('SIGTERM, then a restart: the kept tunnel is resumed with the same client token and ssh works within 15 s', async (ctx) => {
+  await restartAgent(ctx, 'SIGTERM');
+});
+
+test('SIGKILL, then a restart: the same', async (ctx) => {
+  await restartAgent(ctx, 'SIGKILL');
+});
+
+test('a tunnel opened while the agent is stopped is served once it starts (the persistent MQTT session kept its notification)', async (ctx) => {
+  assert.is(await ctx.agent.stop('SIGTERM'), 0);
+  const opened = await openForPi1(ctx);
+  await ctx.relay.waitFor(new RegExp(`notified thing pi1 of tunnel ${opened.tunnelId}`), 10_000, 'relay notified pi1 while the agent is away');
+  const agent = startAgentProcess(ctx);
+  await agent.waitFor(new RegExp(`tunnel ${opened.tunnelId}: Successfully established websocket connection`), 20_000, 'the agent serves the tunnel opened while it was stopped');
+  assert.is(await sshEcho(ctx, opened.port, 'opened-while-away'), 'opened-while-away\n');
+  Object.assign(ctx, opened);
+  await within(waitKept(ctx, [opened.destinationToken]), 10_000, 'only the new tunnel kept (at most 1 at once)');
+});
+
+test('mosquitto restarted with persistence: a notification queued across the restart arrives, the running tunnel is untouched, the next one arrives', async (ctx) => {
+  // Stopped agent, a tunnel opened, then the broker restarted before the agent comes back.
+  assert.is(await ctx.agent.stop('SIGTERM'), 0);
+  const opened = await openForPi1(ctx);
+  await ctx.relay.waitFor(new RegExp(`notified thing pi1 of tunnel ${opened.tunnelId}`), 10_000, 'relay notified pi1');
+  await ctx.broker.stop();
+  await ctx.broker.run();
+  const agent = startAgentProcess(ctx);
+  await agent.waitFor(new RegExp(`tunnel ${opened.tunnelId}: Successfully established websocket connection`), 30_000, 'the notification survived the broker restart');
+  assert.is(await sshEcho(ctx, opened.port, 'queued-across-restart'), 'queued-across-restart\n');
+  Object.assign(ctx, opened);
+  // The broker restarted under a running agent: the tunnel does not depend on it.
+  const mark = agent.output.length;
+  await ctx.broker.stop();
+  await agent.waitFor(/connection to mqtts:\/\/127\.0\.0\.1:\d+ lost; reconnecting/, 15_000, 'the agent saw the broker go', mark);
+  assert.is(await sshEcho(ctx, ctx.port, 'broker-down'), 'broker-down\n');
+  await ctx.broker.run();
+  await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 60_000, 'the agent is back on the broker', mark);
+  await serveNewTunnel(ctx, 'after the broker restart');
+});
+
+test('CloseTunnel: the agent\'s tunnel ends and leaves the state file', async (ctx) => {
+  const mark = ctx.agent.output.length;
+  await ctx.sdk.send(new CloseTunnelCommand({ tunnelId: ctx.tunnelId }));
+  await ctx.agent.waitFor(new RegExp(`tunnel ${ctx.tunnelId}: ended`), 15_000, 'the agent\'s tunnel ended', mark);
+  await within(waitKept(ctx, []), 10_000, 'nothing kept');
+});
+
+/** Resolves once the state file holds exactly `tokens` (it is written as the agent's tunnels change). */
+async function waitKept(ctx: Ctx, tokens: string[]): Promise<void> {
+  await waitUntil(ctx.agent.child, 'output', () => JSON.stringify(keptTokens(ctx)) === JSON.stringify(tokens), 10_000, `kept ${tokens.length} token(s)`);
+}
 
 test.run();

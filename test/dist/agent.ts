@@ -7,8 +7,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connectBroker } from '../../src/agent/mqtt';
-import { encodeNotification, notificationTopic } from '../../src/agent/notification';
+import { connectBroker } from '../../src/mqtt/link';
+import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
 import { Logger } from '../../src/log';
 import { Broker, TestPki } from '../agent/broker';
 import { freePort } from '../helpers/wait';
@@ -35,7 +35,9 @@ export async function agentTunnelThrough(platform: Platform, bytes: number, ms: 
 
     const agent = start(platform, ['agent', '--mqtt-url', broker.url, '--thing-name', 'pi1',
       '--mqtt-cert', platform.hostPath(device.certFile), '--mqtt-key', platform.hostPath(device.keyFile), '--mqtt-ca', platform.hostPath(pki.caFile),
-      '--service', `SSH1=${echo.port}`, '-e', `127.0.0.1:${relayPort}`, '-c', platform.hostPath(dir)]);
+      '--service', `SSH1=${echo.port}`, '-e', `127.0.0.1:${relayPort}`, '-c', platform.hostPath(dir),
+      // Its own state directory, not the user's: nothing is resumed from another run.
+      '--state-dir', platform.hostPath(join(dir, 'agent-state'))]);
     programs.push(agent);
     await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, ms, 'agent subscribed');
 
@@ -47,7 +49,7 @@ export async function agentTunnelThrough(platform: Platform, bytes: number, ms: 
     if (opened.code !== 0) throw new Error(`tunnel open exited ${opened.code}: ${opened.stderr}${opened.stdout}`);
     const tokens = JSON.parse(opened.stdout) as { sourceAccessToken: string; destinationAccessToken: string };
     await publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tokens.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH1'] }));
-    await agent.waitFor(/tunnel 1: Successfully established websocket connection/, ms, 'agent tunnel connected');
+    await agent.waitFor(/tunnel #1: Successfully established websocket connection/, ms, 'agent tunnel connected');
 
     const sourcePort = await freePort();
     const source = start(platform, ['-e', `127.0.0.1:${relayPort}`, '-c', platform.hostPath(dir), '-v', '4', '-s', `SSH1=${sourcePort}`], { AWSIOT_TUNNEL_ACCESS_TOKEN: tokens.sourceAccessToken });

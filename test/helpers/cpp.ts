@@ -1,9 +1,8 @@
 /**
  * The C++ reference local proxy (v3.3.1) as a test peer, run as a process against our relay:
  * `localproxy -e 127.0.0.1:<relay port> -c <hashed CA dir> -s|-d <mapping>`, token in
- * AWSIOT_TUNNEL_ACCESS_TOKEN. The binary is `$LOCALPROXY_CPP`, else
- * `../shared/reference/cpp-localproxy/localproxy` beside the repository (CI), else
- * `/work/shared/reference/cpp-localproxy/localproxy` (worktrees one level deeper).
+ * AWSIOT_TUNNEL_ACCESS_TOKEN. The binary is `$LOCALPROXY_CPP`, else the one kept in the
+ * repository, test/peers/cpp-localproxy/localproxy (its README says what it is).
  *
  * `LogWatch` follows a process's stdout and stderr line by line, so a test waits for a log line
  * (bounded) instead of sleeping; it is used for our proxies' processes too. `withLogs` puts the
@@ -23,14 +22,8 @@ import { freePort, within } from './wait';
 
 const root = new URL('../..', import.meta.url).pathname;
 
-function findBinary(): string {
-  if (process.env.LOCALPROXY_CPP) return process.env.LOCALPROXY_CPP;
-  const candidates = [resolve(root, '../shared/reference/cpp-localproxy/localproxy'), '/work/shared/reference/cpp-localproxy/localproxy'];
-  return candidates.find((path) => existsSync(path)) ?? candidates[0]!;
-}
-
 /** Path of the C++ reference binary (see the module comment). */
-export const CPP_LOCALPROXY = findBinary();
+export const CPP_LOCALPROXY = process.env.LOCALPROXY_CPP || resolve(root, 'test/peers/cpp-localproxy/localproxy');
 
 /** Lines kept for failure output and late waiters; counts seen by live waiters are not bounded by it. */
 const KEPT_LINES = 4000;

@@ -11,7 +11,7 @@ import { IoTSecureTunnelingClient, OpenTunnelCommand, RotateTunnelAccessTokenCom
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectBroker, type BrokerLink } from '../../src/agent/mqtt';
+import { connectBroker, type BrokerLink } from '../../src/mqtt/link';
 import { Logger } from '../../src/log';
 import { mqttNotifier, type TunnelNotifier } from '../../src/relay/notify';
 import { startRelay } from '../../src/relay/server';
@@ -125,20 +125,21 @@ test('the relay notifies on OpenTunnel with a thing name and on destination rota
     const opened = await sdk.send(new OpenTunnelCommand({ destinationConfig: { thingName: 'pi1', services: ['SSH', 'VNC'] } }));
     await nextMessage(ctx, 1);
     assert.is(ctx.received[0].topic, '$aws/things/pi1/tunnels/notify');
-    assert.equal(JSON.parse(ctx.received[0].payload), { clientAccessToken: opened.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH', 'VNC'] });
+    assert.equal(JSON.parse(ctx.received[0].payload), { clientAccessToken: opened.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH', 'VNC'], tunnelId: opened.tunnelId });
 
     await sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: opened.tunnelId, clientMode: 'SOURCE' }));
     const rotated = await sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: opened.tunnelId, clientMode: 'DESTINATION' }));
     await nextMessage(ctx, 2);
     assert.is(ctx.received[1].topic, '$aws/things/pi1/tunnels/notify');
     assert.is(JSON.parse(ctx.received[1].payload).clientAccessToken, rotated.destinationAccessToken);
+    assert.is(JSON.parse(ctx.received[1].payload).tunnelId, opened.tunnelId, 'a rotation names the tunnel it belongs to');
     assert.not.equal(rotated.destinationAccessToken, opened.destinationAccessToken);
 
     // RotateTunnelAccessToken's destinationConfig names the thing (and services) to notify.
     const moved = await sdk.send(new RotateTunnelAccessTokenCommand({ tunnelId: opened.tunnelId, clientMode: 'ALL', destinationConfig: { thingName: 'pi2', services: ['SSH'] } }));
     await nextMessage(ctx, 3);
     assert.is(ctx.received[2].topic, '$aws/things/pi2/tunnels/notify');
-    assert.equal(JSON.parse(ctx.received[2].payload), { clientAccessToken: moved.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'] });
+    assert.equal(JSON.parse(ctx.received[2].payload), { clientAccessToken: moved.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'], tunnelId: opened.tunnelId });
     assert.is(ctx.received.length, 3);
   } finally {
     sdk.destroy();

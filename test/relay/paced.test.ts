@@ -12,7 +12,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType as T, type Message, type MessageInit } from '../../src/protocol/message';
 import { laneKey, PacedSend } from '../../src/relay/paced';
-import { INITIAL_WINDOW_BYTES, STALL_MS } from '../../src/tunnel/pacer';
+import { INITIAL_WINDOW_BYTES, STALL_MS } from '../../src/flow/pacer';
 import { within } from '../helpers/wait';
 
 interface Pair {
@@ -210,7 +210,7 @@ paced('whenHanded: false when nothing waits; else it runs once the bytes queued 
   }
 });
 
-paced('flushAll (before a close frame): everything queued goes at once, in order, and waiters run', async () => {
+paced('flushNow (before a close frame): everything queued goes at once, in order, and waiters run', async () => {
   const p = await pair();
   try {
     for (let i = 0; i < 10; i++) push(p, bulk(1, i));
@@ -218,7 +218,7 @@ paced('flushAll (before a close frame): everything queued goes at once, in order
     let ran = false;
     p.paced.whenHanded(() => { ran = true; });
     push(p, { type: T.STREAM_RESET, serviceId: 'A', streamId: 1 });
-    p.paced.flushAll();
+    p.paced.flushNow();
     assert.is(p.paced.queuedBytes, 0);
     assert.ok(ran, 'the waiter ran');
     await p.until(() => p.received.length === 11, 10_000, 'everything, no pong');

@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { CREDIT_EXTENSION } from '../../src/protocol/extension';
 import { MessageType as T, type MessageInit } from '../../src/protocol/message';
 import { startRelay, type Relay } from '../../src/relay/server';
-import { probeId } from '../../src/transport/keepalive';
+import { probeId } from '../../src/flow/probes';
 import { silentLogger } from '../../src/log';
 import { EventLog } from './events';
 import { connectReady, type PeerOptions, type TestPeer } from './peer';

@@ -11,7 +11,7 @@ import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType as T, type Message } from '../../src/protocol/message';
 import { Outbound, type Producer } from '../../src/tunnel/outbound';
 import { InboundBudget } from '../../src/tunnel/inbound';
-import { Pacer } from '../../src/tunnel/pacer';
+import { Pacer } from '../../src/flow/pacer';
 import { ServiceState } from '../../src/tunnel/service';
 import type { ServiceTarget } from '../../src/options';
 import { silentLogger } from '../../src/log';

@@ -10,7 +10,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/framing';
 import { MessageType as T, type Message } from '../../src/protocol/message';
 import { Outbound, type Producer } from '../../src/tunnel/outbound';
-import { INITIAL_WINDOW_BYTES, Pacer, STALL_MS } from '../../src/tunnel/pacer';
+import { INITIAL_WINDOW_BYTES, Pacer, STALL_MS } from '../../src/flow/pacer';
 import { within } from '../helpers/wait';
 
 interface Service {

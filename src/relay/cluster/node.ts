@@ -23,6 +23,7 @@ import type { PeerMode } from '../record';
 import { bridgeRequest, verifyBridge } from './auth';
 import { CLOSE_NODE_STOPPING, CLOSE_PEER_LEFT, RemotePeer } from './bridge';
 import type { AttachedEvent, Holder, HeldPeer, LeaseVerdict, PeerStore } from './types';
+import { socketOf } from '../../flow/writer';
 
 export { BRIDGE_PATH } from './auth';
 
@@ -318,7 +319,7 @@ export class ClusterNode {
         ws.close(CLOSE_PEER_LEFT, 'the source left this node');
         return;
       }
-      (ws as unknown as { _socket?: Socket })._socket?.setNoDelay(true);
+      socketOf(ws)?.setNoDelay(true);
       this.attempts.delete(tunnelId);
       this.install(link, ws, 'destination', target.node);
       this.log.info(`tunnel ${tunnelId}: bridge to node ${target.node}, which holds the destination, is up`);

@@ -7,7 +7,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { defaultSettings, exportSettings, mergeSettingsJson } from '../../src/settings';
-import { DEFAULT_TARGET_DELAY_MS, DRAIN_EVERY_MS, IDLE_PROBE_EVERY_MS, INITIAL_WINDOW_BYTES, MAX_PROBES, MIN_WINDOW_BYTES, Pacer, pacerSettings, STALL_MS, TARGET_MESSAGES, WS_SEND_WINDOW_BYTES, type PacerSettings } from '../../src/tunnel/pacer';
+import { DEFAULT_TARGET_DELAY_MS, DRAIN_EVERY_MS, IDLE_PROBE_EVERY_MS, INITIAL_WINDOW_BYTES, MAX_PROBES, MIN_WINDOW_BYTES, Pacer, STALL_MS, TARGET_MESSAGES, WS_SEND_WINDOW_BYTES, type PacerSettings } from '../../src/flow/pacer';
+import { pacerSettings } from '../../src/settings';
 
 interface Link {
   /** Bytes per second the service reads. */

@@ -1,15 +1,41 @@
 /**
- * The I/O around a Pacer (pacer.ts) that both paced senders share: the proxies' Outbound and
- * the relay's PacedSend (src/relay/paced.ts). Delay probes (pings, transport/keepalive.ts)
- * after the bytes handed to ws, their pongs handed back to the pacer, the wake-up the pacer
- * asks for when only time can open its room, and a debug line now and then. The owner's
- * `turn` runs when a pong or the wake-up may have opened room.
+ * The I/O around a Pacer (pacer.ts) for a paced writer (writer.ts): delay probes after the
+ * bytes handed to ws, their pongs handed back to the pacer, the wake-up the pacer asks for
+ * when only time can open its room, and a debug line now and then. The owner's `turn` runs
+ * when a pong or the wake-up may have opened room.
+ *
+ * A probe is a ping whose payload is 'q' and an id in base 36. The keepalive's pings
+ * (src/transport/keepalive.ts) carry decimal digits, so neither mistakes the other's pongs.
  */
 import { performance } from 'node:perf_hooks';
 import type WebSocket from 'ws';
 import { LogLevel, type Logger } from '../log';
-import { probeId, sendProbe } from '../transport/keepalive';
 import type { Pacer } from './pacer';
+
+/** First byte of a probe ping's payload ('q'). */
+const PROBE_MARK = 0x71;
+
+/** The payload of probe ping `id` (a positive integer): 'q' and the id in base 36, a few bytes. */
+export function probePayload(id: number): Buffer {
+  return Buffer.from(`q${id.toString(36)}`, 'latin1');
+}
+
+/** The probe id a pong carries back, or undefined for any other payload. */
+export function probeId(data: Buffer): number | undefined {
+  if (data.length < 2 || data.length > 8 || data[0] !== PROBE_MARK) return undefined;
+  const id = parseInt(data.toString('latin1', 1), 36);
+  return Number.isSafeInteger(id) && id > 0 && probePayload(id).equals(data) ? id : undefined;
+}
+
+/**
+ * Sends delay probe `id`: a ping queued behind every byte handed to ws before it, so the
+ * service answers it only once it has read them. Returns false when the socket is not open.
+ */
+export function sendProbe(ws: WebSocket, id: number): boolean {
+  if (ws.readyState !== ws.OPEN) return false;
+  ws.ping(probePayload(id));
+  return true;
+}
 
 /** While data flows, the pacer's state is logged at debug level at most this often. */
 const LOG_EVERY_MS = 1000;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { stringOption, type OptionSpec, type RawArgs } from '../cli/args';
 import { validatePath } from '../cli/validate';
 import { usageError } from '../exit';
-import type { BrokerOptions } from './mqtt';
+import { checkBrokerUrl, type BrokerConfig } from './broker';
 
 export const BROKER_OPTIONS: readonly OptionSpec[] = [
   { name: 'mqtt-url', value: true },
@@ -16,30 +16,6 @@ export const BROKER_OPTIONS: readonly OptionSpec[] = [
   { name: 'mqtt-ca', value: true },
   { name: 'mqtt-client-id', value: true },
 ];
-
-export type BrokerConfig = Omit<BrokerOptions, 'log'>;
-
-/** A usage problem with the URL, as one line. */
-export function checkBrokerUrl(text: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return `invalid MQTT URL '${text}': expected mqtts://HOST[:PORT]`;
-  }
-  if (url.protocol !== 'mqtts:' && url.protocol !== 'mqtt:') return `invalid MQTT URL '${url.protocol}//…': the scheme must be mqtts:// (or mqtt:// without TLS)`;
-  if (url.hostname === '') return `invalid MQTT URL '${text}': no host`;
-  if (url.username !== '' || url.password !== '') return 'invalid MQTT URL: user names and passwords are not supported in it; authenticate with a client certificate';
-  if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') return `invalid MQTT URL '${text}': it takes no path or query`;
-  return undefined;
-}
-
-/** How the URL is shown in logs (it carries no secret: `checkBrokerUrl` refuses credentials). */
-export function describeBrokerUrl(text: string): string {
-  const url = new URL(text);
-  const port = url.port || (url.protocol === 'mqtts:' ? '8883' : '1883');
-  return `${url.protocol}//${url.hostname}:${port}`;
-}
 
 function readText(path: string, what: string): string {
   validatePath(path, what);

@@ -1,52 +1,8 @@
 /**
- * How many bytes may be handed to the WebSocket now (Decisions 4, issue 13).
- *
- * Bytes handed to `ws` wait, in the order they were handed, in its queue, in the kernel's send
- * buffer (several MB once Linux has tuned it) and in front of the service while it holds the
- * tunnel to its rate: whatever the scheduler picks next waits behind all of them. The pacer
- * keeps that queue short, so the choice stays in our per-connection queues where the
- * scheduler makes it.
- *
- * It measures the queue with pings (the probe, transport/keepalive.ts). The service reads a
- * ping, and answers it, only after every byte we wrote before it: the round trip is the base
- * round trip plus the queueing delay of our sending path, and the pong acknowledges every byte
- * written before its ping. So:
- * - in flight = bytes handed to ws − bytes acknowledged by the last pong;
- * - queueing delay = the smallest of the last few round trips − the smallest seen over the last
- *   ten seconds (RFC 6817's base delay; the recent minimum filters out pongs that waited
- *   behind the peer's data coming our way);
- * - the window (bytes in flight allowed) moves once per round trip, delay-based as in TCP Vegas
- *   and FAST TCP: doubled until a round trip shows half the target (slow start), then halfway
- *   towards the window that would hold the queue at the target at the current round trip
- *   (window × (base + target) / round trip), by at most +25 % or −50 % a round. It only grows
- *   while it is what limits us, never while the applications send less;
- * - sends are spread over the round trip at PACING_GAIN × window / round trip (BBR's pacing):
- *   a window handed over at once would itself queue, and the probe behind it would report that
- *   burst as delay, which on a long round trip keeps the window far below what the link takes;
- * - the base round trip is only seen when nothing queues: every DRAIN_EVERY_MS of paced sending
- *   the window drops to one message until a probe sent with (almost) nothing in flight is
- *   answered (BBR's ProbeRTT). Without that, a standing queue would become the new base after
- *   ten seconds and the queue would creep up by the target every ten seconds.
- * The target is the setting (`flow.target_delay_ms`), but never more than TARGET_MESSAGES full
- * messages at the delivery rate: on a fast link a few messages keep the service busy, and an
- * interactive frame then waits a fraction of a millisecond, not the whole target.
- * Probes go out while data flows: one per quarter window (or message) sent, at most four
- * outstanding, which is a few round-trip samples per window move; none when idle. Fewer bytes
- * than that get a probe only when none is out and IDLE_PROBE_EVERY_MS have passed (it keeps the
- * base round trip fresh). Every probe costs a frame each way through the service, and the
- * service's own read, decrypt, encrypt and write: one per lone message doubled the frames of an
- * interactive session at every hop, and one per flush on a fast link (where pongs come back
- * within a message) was one per 128 KiB of bulk.
- *
- * Wherever the measure fails the pacer steps aside, to the fixed window of unwritten bytes used
- * before (two WebSocket messages): while our reader is paused (pongs wait unread, and holding
- * our sends back could deadlock an application that echoes), and from the moment a probe is
- * unanswered for STALL_MS until a pong comes (a service may skip pings: ours does while it
- * cannot write to us). Correctness never depends on timing: a late pong only acknowledges late.
- *
- * The measured delivery rate also sizes DATA messages (`messageBytes`): one message holds the
- * link for about MESSAGE_TIME_MS, so an interactive frame never waits behind 80 ms of one bulk
- * message on a slow link, and bulk keeps full messages on a fast one.
+ * How many bytes may be handed to the WebSocket now: a window of bytes in flight, kept where
+ * the round trip of delay probes (pings the service answers only after reading every byte
+ * before them) shows a queue of the target delay, sends spread over the round trip, and the
+ * DATA size for the measured rate. docs/DESIGN.md ("The pacer") gives the rules and why.
  *
  * Pure: every call passes the time in milliseconds; no I/O, no timers (`wakeAt` tells the
  * owner when to look again).
@@ -69,12 +25,6 @@ export const DEFAULT_MIN_MESSAGE_BYTES = 1024;
 
 export function defaultPacerSettings(): PacerSettings {
   return { targetDelayMs: DEFAULT_TARGET_DELAY_MS, minMessageBytes: DEFAULT_MIN_MESSAGE_BYTES, maxMessageBytes: MAX_PAYLOAD_BYTES };
-}
-
-/** The pacer's settings from the proxy's (`flow.*`, bounded by `message.max_payload_size`). */
-export function pacerSettings(settings: { targetDelayMs: number; minMessageBytes: number; maxMessageBytes: number; maxPayloadSize: number }): PacerSettings {
-  const maxMessageBytes = Math.min(settings.maxMessageBytes, settings.maxPayloadSize);
-  return { targetDelayMs: settings.targetDelayMs, minMessageBytes: Math.min(settings.minMessageBytes, maxMessageBytes), maxMessageBytes };
 }
 
 /** How long one DATA message may hold the link at the measured rate. */

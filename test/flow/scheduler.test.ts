@@ -4,7 +4,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Scheduler } from '../../src/tunnel/scheduler';
+import { Scheduler } from '../../src/flow/scheduler';
 
 const scheduler = suite('scheduler');
 

@@ -5,6 +5,9 @@
  *   topic    $aws/things/<thing name>/tunnels/notify
  *   payload  {"clientAccessToken": "...", "clientMode": "destination", "region": "us-east-1", "services": ["SSH"]}
  *
+ * Our relay adds `"tunnelId"`, which the cloud's payload lacks (other readers ignore the extra
+ * field), so the agent can name the tunnel and tell a rotation from a new tunnel.
+ *
  * Shared by the agent (parse) and the relay's notifier (build). No I/O here.
  */
 import { ExitError } from '../exit';
@@ -14,6 +17,13 @@ import { validateAccessToken, validateRegion, validateServiceId } from '../cli/v
 export const MAX_NOTIFICATION_BYTES = 64 * 1024;
 /** The cloud's limit on services per tunnel is 3; the relay allows 10. */
 export const MAX_NOTIFIED_SERVICES = 10;
+/**
+ * The region the relay's notifications carry: the one its tunnel ARNs name. Agents of a
+ * self-hosted relay connect to `--proxy-endpoint`, so it only has to be a valid region name.
+ */
+export const RELAY_REGION = 'local';
+/** As the relay's tunnel ids (UUIDs, or ids of up to 128 characters from its store). */
+const TUNNEL_ID_PATTERN = /^[a-zA-Z0-9_\-+=:]{1,128}$/;
 /** AWS IoT thing names: 1-128 of these characters; no MQTT wildcard (+ #) or level separator (/) can slip in. */
 const THING_NAME_PATTERN = /^[a-zA-Z0-9:_-]{1,128}$/;
 
@@ -22,6 +32,8 @@ export interface TunnelNotification {
   clientMode: 'destination';
   region: string;
   services: string[];
+  /** From our relay only. */
+  tunnelId?: string;
 }
 
 /** Why a notification was ignored, and the line that says so (never the token or the raw payload). */
@@ -39,7 +51,9 @@ export function notificationTopic(thingName: string): string {
 }
 
 export function encodeNotification(n: TunnelNotification): string {
-  return JSON.stringify({ clientAccessToken: n.clientAccessToken, clientMode: n.clientMode, region: n.region, services: n.services });
+  const fields: Record<string, unknown> = { clientAccessToken: n.clientAccessToken, clientMode: n.clientMode, region: n.region, services: n.services };
+  if (n.tunnelId !== undefined) fields.tunnelId = n.tunnelId;
+  return JSON.stringify(fields);
 }
 
 /** A value from the payload, quoted, escaped and cut: whoever can publish to the topic chooses it. */
@@ -102,7 +116,12 @@ export function parseNotification(payload: Uint8Array, regionRequired: boolean):
     if (check(() => validateServiceId(id))) return invalid(`service id ${shown(id)} is not 1-128 of a-z A-Z 0-9 _ -`);
   }
   if (new Set(services).size !== services.length) return invalid('a service id is listed twice');
-  return { clientAccessToken: token, clientMode: 'destination', region, services: services as string[] };
+  const n: TunnelNotification = { clientAccessToken: token, clientMode: 'destination', region, services: services as string[] };
+  if (fields.tunnelId !== undefined) {
+    if (typeof fields.tunnelId !== 'string' || !TUNNEL_ID_PATTERN.test(fields.tunnelId)) return invalid('tunnelId is not 1-128 of a-z A-Z 0-9 _ - + = :');
+    n.tunnelId = fields.tunnelId;
+  }
+  return n;
 }
 
 export function isBadNotification(n: TunnelNotification | BadNotification): n is BadNotification {
