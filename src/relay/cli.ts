@@ -32,7 +32,7 @@ Options:
                             link, so proxies can use "-c DIR" (or "-c DIR/cert.pem")
   --tls-name NAME[,NAME...] DNS names and IP addresses the self-signed certificate names too:
                             the names proxies give with -e (e.g. relay.example.com,192.0.2.10);
-                            (a kept certificate lacking one is re-issued: copy it again)
+                            a kept certificate lacking one is re-issued (copy it again)
   --tls-cert FILE           PEM certificate (chain) to serve, with --tls-key
   --tls-key FILE            PEM private key for --tls-cert
   --plain                   Serve ws:// without TLS (local experiments only)
