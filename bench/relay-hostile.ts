@@ -1,6 +1,6 @@
 /**
- * The relay under hostile clients (not part of the tests; a small bounded version is in
- * test/relay/hostile.test.ts): `npm run build && node --import tsx bench/relay-hostile.ts`
+ * The relay under hostile clients (not part of the tests; small bounded versions are in
+ * test/relay/hostile.test.ts and hostile-load.test.ts): `npm run build && node --import tsx bench/relay-hostile.ts`
  * [--idle N] [--slowloris N] [--refused N].
  *
  * `localproxy relay` (the built CLI, default limits) with a real tunnel: a destination and a
@@ -13,6 +13,14 @@
  * relay's descriptors and memory (from /proc), how long until its descriptors are back at the
  * baseline (the relay's own timeouts must do it), and the tunnel's throughput and echo
  * latency before and during the attack. Loopback only.
+ *
+ * `--one-byte-messages [--whole] [--cli PATH] [--rounds N]`: instead, one accepted peer
+ * attacks. It opens a tunnel of its own, connects as its source and destination (raw WebSocket
+ * clients in this process) and writes each byte of 64 KB DATA frames as a masked WebSocket
+ * message of its own (7 bytes on the wire per byte), as fast as the relay reads them. Measured:
+ * the 1-byte echo of the real tunnel (CLI proxies) before, during and after the attack, the
+ * relay's CPU and what the attack got through. `--cli` runs another build (e.g. one made before
+ * the fix); `--whole` sends the same frames as whole messages, a bulk transfer to compare with.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -20,8 +28,13 @@ import os from 'node:os';
 import { connect as netConnect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
+import WebSocket from 'ws';
+import { SUBPROTOCOL_V3 } from '../src/protocol/constants';
+import { encodeFrame, FrameDecoder } from '../src/protocol/framing';
+import { MessageType } from '../src/protocol/message';
+import { Flood, oneBytePerMessage } from '../test/relay/hostile-peers';
 import { AppServer, echoRounds, upload } from './apps';
-import { CLI, peakRssMiB, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
+import { CLI, cpuSeconds, peakRssMiB, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
 import { MiB, percentile } from './stats';
 
 const args = process.argv.slice(2);
@@ -34,6 +47,11 @@ const SLOWLORIS = arg('--slowloris', 500);
 const REFUSED = arg('--refused', 2000);
 const ADDRESSES = 500;
 const UPLOAD_BYTES = 256 * MiB;
+const ONE_BYTE_MESSAGES = args.includes('--one-byte-messages');
+const cliAt = args.indexOf('--cli');
+const BUILD = cliAt >= 0 ? args[cliAt + 1] : CLI;
+const ROUNDS = arg('--rounds', 1000);
+const WHOLE = args.includes('--whole');
 const KEY_ID = 'AKIDRELAYHOSTILE';
 const SECRET = 'relay-hostile-bench-secret';
 
@@ -108,33 +126,43 @@ async function attack(port: number, ca: string, h: Hostile): Promise<void> {
   }
 }
 
+interface Tokens { sourceAccessToken: string; destinationAccessToken: string }
+
+/** `localproxy relay` (the CLI `cli`) and a real tunnel through it: CLI proxies in front of `app`. */
+async function startRelayAndTunnel(cli: string, dir: string, app: AppServer, started: Child[]) {
+  const relay = spawnChild('relay', [cli, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3'], { LOCALPROXY_RELAY_ACCESS_KEY_ID: KEY_ID, LOCALPROXY_RELAY_SECRET_ACCESS_KEY: SECRET });
+  started.push(relay);
+  const port = Number(new URL((await relay.waitFor(/listening on (wss:\/\/\S+)/, 20_000))[1]).port);
+  const ca = readFileSync(join(dir, 'cert.pem'), 'utf8');
+  const open = (): Tokens => JSON.parse(execFileSync(process.execPath, [cli, 'tunnel', 'open', '--endpoint', `https://127.0.0.1:${port}`, '--services', 'BULK', '--ca', join(dir, 'cert.pem')], {
+    encoding: 'utf8', timeout: 20_000, env: { ...process.env, AWS_ACCESS_KEY_ID: KEY_ID, AWS_SECRET_ACCESS_KEY: SECRET, AWS_REGION: 'us-east-1' },
+  })) as Tokens;
+  const opened = open();
+  const common = ['-e', `127.0.0.1:${port}`, '-c', dir];
+  const destination = spawnChild('destination', [cli, ...common, '-d', `BULK=127.0.0.1:${app.port}`, '-v', '4'], { AWSIOT_TUNNEL_ACCESS_TOKEN: opened.destinationAccessToken });
+  started.push(destination);
+  await destination.waitFor(/Successfully established websocket connection/, 20_000);
+  const sourcePort = await freePort();
+  const source = spawnChild('source', [cli, ...common, '-s', `BULK=${sourcePort}`, '-v', '4'], { AWSIOT_TUNNEL_ACCESS_TOKEN: opened.sourceAccessToken });
+  started.push(source);
+  await source.waitFor(/Listening for new connection on port \d+/, 20_000);
+  await echoRounds(sourcePort, 10);
+  return { relay, port, ca, sourcePort, open };
+}
+
 async function main(): Promise<void> {
   try {
-    readFileSync(CLI);
+    readFileSync(BUILD);
   } catch {
-    throw new Error(`${CLI} is missing: run npm run build first`);
+    throw new Error(`${BUILD} is missing: run npm run build first`);
   }
+  if (ONE_BYTE_MESSAGES) return oneByteMessages();
   const dir = mkdtempSync(join(os.tmpdir(), 'relay-hostile-'));
   const started: Child[] = [];
   const app = await AppServer.start();
   const h: Hostile = { sockets: [], closedByRelay: {}, timers: [] };
   try {
-    const relay = spawnChild('relay', [CLI, 'relay', '--listen', '127.0.0.1:0', '--tls-self-signed', dir, '-v', '3'], { LOCALPROXY_RELAY_ACCESS_KEY_ID: KEY_ID, LOCALPROXY_RELAY_SECRET_ACCESS_KEY: SECRET });
-    started.push(relay);
-    const port = Number(new URL((await relay.waitFor(/listening on (wss:\/\/\S+)/, 20_000))[1]).port);
-    const ca = readFileSync(join(dir, 'cert.pem'), 'utf8');
-    const opened = JSON.parse(execFileSync(process.execPath, [CLI, 'tunnel', 'open', '--endpoint', `https://127.0.0.1:${port}`, '--services', 'BULK', '--ca', join(dir, 'cert.pem')], {
-      encoding: 'utf8', timeout: 20_000, env: { ...process.env, AWS_ACCESS_KEY_ID: KEY_ID, AWS_SECRET_ACCESS_KEY: SECRET, AWS_REGION: 'us-east-1' },
-    })) as { sourceAccessToken: string; destinationAccessToken: string };
-    const common = ['-e', `127.0.0.1:${port}`, '-c', dir];
-    const destination = spawnChild('destination', [CLI, ...common, '-d', `BULK=127.0.0.1:${app.port}`, '-v', '4'], { AWSIOT_TUNNEL_ACCESS_TOKEN: opened.destinationAccessToken });
-    started.push(destination);
-    await destination.waitFor(/Successfully established websocket connection/, 20_000);
-    const sourcePort = await freePort();
-    const source = spawnChild('source', [CLI, ...common, '-s', `BULK=${sourcePort}`, '-v', '4'], { AWSIOT_TUNNEL_ACCESS_TOKEN: opened.sourceAccessToken });
-    started.push(source);
-    await source.waitFor(/Listening for new connection on port \d+/, 20_000);
-    await echoRounds(sourcePort, 10);
+    const { relay, port, ca, sourcePort } = await startRelayAndTunnel(CLI, dir, app, started);
 
     const limits = readFileSync(`/proc/${relay.pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'))?.trim().split(/\s+/)[3];
     const baselineFds = fds(relay.pid);
@@ -190,6 +218,83 @@ async function main(): Promise<void> {
   } finally {
     for (const t of h.timers) clearInterval(t);
     for (const s of h.sockets) s.destroy();
+    for (const child of started.reverse()) await child.stop();
+    await app.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A raw tunnel peer of the attacker: a WebSocket client that has read the relay's SERVICE_IDS. */
+async function rawPeer(port: number, ca: string, mode: 'source' | 'destination', token: string): Promise<WebSocket> {
+  const ws = new WebSocket(`wss://127.0.0.1:${port}/tunnel?local-proxy-mode=${mode}`, [SUBPROTOCOL_V3], { headers: { 'access-token': token }, ca, perMessageDeflate: false });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('message', () => resolve());
+    ws.once('error', reject);
+  });
+  return ws;
+}
+
+/** The real tunnel's echo while one accepted peer sends each byte as a WebSocket message of its own. */
+async function oneByteMessages(): Promise<void> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'relay-hostile-'));
+  const started: Child[] = [];
+  const app = await AppServer.start();
+  const peers: WebSocket[] = [];
+  let flood: Flood | undefined;
+  try {
+    const { relay, port, ca, sourcePort, open } = await startRelayAndTunnel(BUILD, dir, app, started);
+    const attack = open();
+    const attackerDst = await rawPeer(port, ca, 'destination', attack.destinationAccessToken);
+    const attacker = await rawPeer(port, ca, 'source', attack.sourceAccessToken);
+    peers.push(attacker, attackerDst);
+    const payload = Buffer.alloc(64_000, 0x5a);
+    let frames = 0;
+    const decoder = new FrameDecoder();
+    attackerDst.on('message', (chunk: Buffer) => decoder.push(chunk, (msg) => {
+      if (msg.type === MessageType.DATA) frames++;
+    }, (err) => { throw err; }));
+    attacker.send(encodeFrame({ type: MessageType.STREAM_START, streamId: 1, serviceId: 'BULK', connectionId: 1 }));
+    const frame = encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: 'BULK', connectionId: 1, payload });
+    // A whole message: FIN + binary, masked, 16-bit length, an all-zero mask key.
+    const wire = WHOLE ? Buffer.concat([Buffer.of(0x82, 0xfe, frame.length >> 8, frame.length & 0xff, 0, 0, 0, 0), frame]) : oneBytePerMessage(frame, true);
+    flood = new Flood((attacker as unknown as { _socket: import('node:net').Socket })._socket, wire);
+    const waitFrames = async (n: number, limitMs: number): Promise<boolean> => {
+      const until = Date.now() + limitMs;
+      while (frames < n && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+      return frames >= n;
+    };
+
+    const echoBefore = await echoRounds(sourcePort, ROUNDS);
+    flood.start();
+    // The attack is on once the relay has passed its first frame on (seconds before the fix).
+    if (!await waitFrames(1, 120_000)) throw new Error('the relay passed no attack frame on within 120 s');
+    const cpu0 = cpuSeconds(relay.pid);
+    const frames0 = frames;
+    const t0 = Date.now();
+    const echoDuring = await echoRounds(sourcePort, ROUNDS, () => Date.now() - t0 > 120_000);
+    const seconds = (Date.now() - t0) / 1000;
+    const relayCpu = (cpuSeconds(relay.pid) - cpu0) / seconds;
+    const attackRate = (frames - frames0) * wire.length / MiB / seconds;
+    flood.stop();
+    const drained = await waitFrames(flood.rounds, 300_000);
+    const echoAfter = await echoRounds(sourcePort, ROUNDS);
+
+    const ms = (xs: number[], p: number) => (percentile(xs, p) / 1000).toFixed(2);
+    const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
+    const cpu = os.cpus();
+    console.log(`Measured ${date} UTC · Node ${process.version} · ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'} · relay: ${BUILD} · ${WHOLE ? 'whole messages' : 'one byte per message'} · load average ${os.loadavg()[0].toFixed(1)}`);
+    console.log('');
+    console.log('| | value |');
+    console.log('|---|---|');
+    console.log(`| tunnel 1-byte echo p50 / p99 / max (ms): before the attack | ${ms(echoBefore, 50)} / ${ms(echoBefore, 99)} / ${(Math.max(...echoBefore) / 1000).toFixed(1)} |`);
+    console.log(`| … during it (${echoDuring.length} rounds in ${seconds.toFixed(1)} s) | ${ms(echoDuring, 50)} / ${ms(echoDuring, 99)} / ${(Math.max(...echoDuring) / 1000).toFixed(1)} |`);
+    console.log(`| … after it | ${ms(echoAfter, 50)} / ${ms(echoAfter, 99)} / ${(Math.max(...echoAfter) / 1000).toFixed(1)} |`);
+    console.log(`| attack read by the relay meanwhile (wire MiB/s) / relay CPU | ${attackRate.toFixed(2)} / ${(relayCpu * 100).toFixed(0)} % |`);
+    console.log(`| attack frames sent / passed on | ${flood.rounds} / ${frames}${drained ? '' : ' (not all within 300 s)'} |`);
+    if (!drained) process.exitCode = 1;
+  } finally {
+    flood?.stop();
+    for (const ws of peers) ws.terminate();
     for (const child of started.reverse()) await child.stop();
     await app.close();
     rmSync(dir, { recursive: true, force: true });

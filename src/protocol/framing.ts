@@ -10,7 +10,7 @@ import { LENGTH_PREFIX_BYTES, MAX_MESSAGE_BYTES, MAX_WS_MESSAGE_BYTES } from './
 import { ErrorCode, TunnelError } from './errors';
 import { decodeMessageAt, maxEncodedSize, writeMessage, type Message, type MessageInit, type ReadInfo } from './message';
 
-const EMPTY = new Uint8Array(0);
+const EMPTY_BUFFER = Buffer.alloc(0);
 
 const MAX_LENGTH_PREFIX = 0xffff;
 
@@ -100,9 +100,13 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
-// Decoder states.
+/**
+ * Decoder states: between frames (0 or 1 byte of the next length prefix seen), gathering a
+ * frame split across chunks, and dropping the rest of a frame over the size limit.
+ */
 const GET_LENGTH = 0;
 const GET_BODY = 1;
+const SKIP_BODY = 2;
 
 export interface FrameDecoderOptions {
   /** Largest accepted message (length prefix value). Default 65536 (`message.max_size`). */
@@ -124,84 +128,118 @@ export type OnMessage = (msg: Message, frame: Uint8Array | undefined) => void;
  * decides whether an error ends the session.
  *
  * Frames that lie whole in a pushed chunk (the usual case: senders put whole frames in each
- * WebSocket message) are decoded in place, without copying or slicing; only a frame split
- * across chunks is gathered first.
+ * WebSocket message) are decoded in place, without copying or slicing. A frame split across
+ * chunks is gathered into one buffer of its size as its bytes arrive, so every byte is copied
+ * at most once and no chunk is kept: the work is linear in the bytes pushed however they are
+ * cut (a peer sending a frame one byte per message costs one copy of it, not one per byte).
  */
 export class FrameDecoder {
   readonly maxMessageBytes: number;
-  /** The start of a frame split across chunks (its length prefix may be split too). */
-  private chunks: Uint8Array[] = [];
-  private buffered = 0;
   private state = GET_LENGTH;
-  private bodyLength = 0;
+  /** Bytes of the partial frame received so far, its length prefix included (0: between frames). */
+  private buffered = 0;
+  /** GET_LENGTH with `buffered` 1: the high byte of the length prefix. */
+  private prefixByte = 0;
+  /** GET_BODY: the split frame being gathered, length prefix included, and how much of it arrived. */
+  private frame: Buffer = EMPTY_BUFFER;
+  private filled = 0;
+  /** SKIP_BODY: the length of the oversize message, and how many of its bytes are still to come. */
+  private skipLength = 0;
+  private skipLeft = 0;
   private readonly info: ReadInfo = { unknownFields: false };
 
   constructor(options: FrameDecoderOptions = {}) {
     this.maxMessageBytes = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
   }
 
-  /** Bytes received but not yet decoded (a partial frame). */
+  /** Bytes received but not yet decoded: the partial frame, length prefix included. */
   get bufferedBytes(): number {
     return this.buffered;
   }
 
   /** Drops any partial frame, e.g. when a session ends. */
   reset(): void {
-    this.chunks = [];
-    this.buffered = 0;
     this.state = GET_LENGTH;
+    this.buffered = 0;
+    this.frame = EMPTY_BUFFER;
+    this.filled = 0;
+    this.skipLeft = 0;
   }
 
   push(chunk: Uint8Array, onMessage: OnMessage, onError: (err: TunnelError) => void): void {
-    let rest = chunk;
-    if (this.buffered > 0 || this.state === GET_BODY) {
-      // Complete the frame begun in earlier chunks; it ends within this one (else it would wait).
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      if (this.state === GET_LENGTH) {
-        if (this.buffered < LENGTH_PREFIX_BYTES) return;
-        const prefix = this.consume(LENGTH_PREFIX_BYTES);
-        this.bodyLength = (prefix[0] << 8) | prefix[1];
-        this.state = GET_BODY;
-      }
-      if (this.buffered < this.bodyLength) return;
-      const body = this.consume(this.bodyLength);
-      this.state = GET_LENGTH;
-      this.decode(body, 0, body.length, false, onMessage, onError);
-      rest = this.chunks.length > 0 ? this.chunks[0] : EMPTY;
-      this.chunks = [];
-      this.buffered = 0;
-    }
-    const end = rest.length;
+    const end = chunk.length;
     let pos = 0;
+    if (this.buffered > 0) {
+      pos = this.continueFrame(chunk, onMessage, onError);
+      if (this.buffered > 0) return;
+    }
     while (end - pos >= LENGTH_PREFIX_BYTES) {
-      const length = (rest[pos] << 8) | rest[pos + 1];
+      const length = (chunk[pos] << 8) | chunk[pos + 1];
       const frameEnd = pos + LENGTH_PREFIX_BYTES + length;
       if (frameEnd > end) break;
-      this.decode(rest, pos, frameEnd, true, onMessage, onError);
+      this.decode(chunk, pos, frameEnd, true, onMessage, onError);
       pos = frameEnd;
     }
-    if (end - pos >= LENGTH_PREFIX_BYTES) {
-      // A frame whose length is known and whose body is incomplete: wait for the body.
-      this.bodyLength = (rest[pos] << 8) | rest[pos + 1];
-      this.state = GET_BODY;
-      pos += LENGTH_PREFIX_BYTES;
-    }
     if (pos < end) {
-      this.chunks.push(pos === 0 ? rest : rest.subarray(pos));
-      this.buffered = end - pos;
+      // The start of a frame that ends in a later chunk.
+      this.state = GET_LENGTH;
+      this.prefixByte = chunk[pos];
+      this.buffered = 1;
+      if (end - pos > 1) this.continueFrame(chunk.subarray(pos + 1), onMessage, onError);
     }
   }
 
   /**
-   * Decodes one frame: the message in `bytes[start + 2, end)` when `prefixed` (and then the
-   * frame is `bytes[start, end)`), else the message is all of `bytes[start, end)`.
+   * Takes the bytes of the partial frame from the start of `chunk`; returns where they end
+   * (the whole chunk while the frame is still incomplete).
    */
-  private decode(bytes: Uint8Array, start: number, end: number, prefixed: boolean, onMessage: OnMessage, onError: (err: TunnelError) => void): void {
-    const bodyStart = prefixed ? start + LENGTH_PREFIX_BYTES : start;
+  private continueFrame(chunk: Uint8Array, onMessage: OnMessage, onError: (err: TunnelError) => void): number {
+    const end = chunk.length;
+    let pos = 0;
+    if (this.state === GET_LENGTH) {
+      if (end === 0) return 0;
+      const length = (this.prefixByte << 8) | chunk[0];
+      pos = 1;
+      this.buffered = LENGTH_PREFIX_BYTES;
+      if (length > this.maxMessageBytes) {
+        this.state = SKIP_BODY;
+        this.skipLength = length;
+        this.skipLeft = length;
+      } else {
+        this.state = GET_BODY;
+        this.frame = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES + length);
+        this.frame[0] = length >>> 8;
+        this.frame[1] = length & 0xff;
+        this.filled = LENGTH_PREFIX_BYTES;
+      }
+    }
+    if (this.state === SKIP_BODY) {
+      const take = Math.min(this.skipLeft, end - pos);
+      this.skipLeft -= take;
+      this.buffered += take;
+      if (this.skipLeft > 0) return end;
+      const length = this.skipLength;
+      this.reset();
+      onError(tooLarge(length, this.maxMessageBytes));
+      return pos + take;
+    }
+    const frame = this.frame;
+    const take = Math.min(frame.length - this.filled, end - pos);
+    if (take > 0) frame.set(take === end && pos === 0 ? chunk : chunk.subarray(pos, pos + take), this.filled);
+    this.filled += take;
+    this.buffered = this.filled;
+    if (this.filled < frame.length) return end;
+    this.reset();
+    this.decode(frame, 0, frame.length, false, onMessage, onError);
+    return pos + take;
+  }
+
+  /** Decodes the frame `bytes[start, end)`: a length prefix, then the message; `inChunk`: it lay whole in a pushed chunk. */
+  private decode(bytes: Uint8Array, start: number, end: number, inChunk: boolean, onMessage: OnMessage, onError: (err: TunnelError) => void): void {
+    const bodyStart = start + LENGTH_PREFIX_BYTES;
     const length = end - bodyStart;
     if (length > this.maxMessageBytes) {
-      onError(new TunnelError(ErrorCode.FRAME_TOO_LARGE, `message of ${length} bytes exceeds the limit of ${this.maxMessageBytes}`));
+      onError(tooLarge(length, this.maxMessageBytes));
       return;
     }
     const info = this.info;
@@ -213,32 +251,10 @@ export class FrameDecoder {
       onError(err instanceof TunnelError ? err : new TunnelError(ErrorCode.TRUNCATED, String(err), { cause: err }));
       return;
     }
-    onMessage(msg, prefixed && !info.unknownFields ? bytes.subarray(start, end) : undefined);
+    onMessage(msg, inChunk && !info.unknownFields ? bytes.subarray(start, end) : undefined);
   }
+}
 
-  /** Takes `n` buffered bytes: a view when they lie in one chunk, else one copy. */
-  private consume(n: number): Uint8Array {
-    this.buffered -= n;
-    const first = this.chunks[0];
-    if (n === 0) return first ? first.subarray(0, 0) : EMPTY;
-    if (first.length === n) {
-      this.chunks.shift();
-      return first;
-    }
-    if (first.length > n) {
-      this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = new Uint8Array(n);
-    let filled = 0;
-    while (filled < n) {
-      const chunk = this.chunks[0];
-      const take = Math.min(chunk.length, n - filled);
-      out.set(chunk.subarray(0, take), filled);
-      filled += take;
-      if (take === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(take);
-    }
-    return out;
-  }
+function tooLarge(length: number, limit: number): TunnelError {
+  return new TunnelError(ErrorCode.FRAME_TOO_LARGE, `message of ${length} bytes exceeds the limit of ${limit}`);
 }

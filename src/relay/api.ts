@@ -216,7 +216,7 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
     else if (err instanceof ConstraintError) apiError = new ApiError(400, 'ValidationException', err.message);
     else if (err instanceof RegistryError) apiError = new ApiError(STATUS[err.type] ?? 400, err.type, err.message);
     else if (err instanceof StateWriteError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.message}; ${op === 'OpenTunnel' ? 'no tunnel was opened' : 'the change applies until the relay restarts'}`);
-    else if (err instanceof StoreUnavailableError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.message}; try again`);
+    else if (err instanceof StoreUnavailableError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.publicMessage}; try again`);
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');
     if (err instanceof StateWriteError) ctx.log.limited(LogLevel.WARNING, 'api-unsaved', `api: ${op} answered HTTP 503: the state file cannot be written`);
     else if (err instanceof StoreUnavailableError) ctx.log.limited(LogLevel.WARNING, 'api-store-down', `api: ${op} answered HTTP 503: ${err.message}`);

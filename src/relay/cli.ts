@@ -17,6 +17,7 @@ import { MIN_SECRET_BYTES } from './cluster/auth';
 import { namesOf, tlsNameProblem } from './certs';
 import { RelayConfigError } from './errors';
 import { healthCheck, healthUrl } from './health-check';
+import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './record';
 import { checkStoreUrl, describeStoreUrl } from './store/url';
 import { startRelay, type RelayOptions } from './server';
 
@@ -262,12 +263,12 @@ function buildOptions(argv: string[], log: Logger): Built {
   }
   const region = stringOption(args, 'region');
   if (region !== undefined) {
-    if (!/^[a-z]{2,}(-[a-z0-9]+)+$/.test(region)) throw usageError(`invalid --region '${region}': expected a region name such as eu-west-1`);
+    if (!isRegion(region)) throw usageError(`invalid --region '${region}': expected ${REGION_TEXT}`);
     options.region = region;
   }
   const accountId = stringOption(args, 'account-id');
   if (accountId !== undefined) {
-    if (!/^\d{12}$/.test(accountId)) throw usageError(`invalid --account-id '${accountId}': expected 12 digits`);
+    if (!ACCOUNT_ID_PATTERN.test(accountId)) throw usageError(`invalid --account-id '${accountId}': expected 12 digits`);
     options.accountId = accountId;
   }
   const credentialsFile = stringOption(args, 'credentials-file');

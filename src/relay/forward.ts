@@ -20,6 +20,7 @@ import { encodeFrame, FrameDecoder, writeMessages, type OnMessage } from '../pro
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { extensionOf } from '../protocol/extension';
 import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
+import { FairReader } from '../transport/fair';
 import { queueBoundBytes, TokenBucket } from './bandwidth';
 import { laneKey, PacedSend } from './paced';
 import type { PeerMode, TunnelRecord } from './tunnels';
@@ -389,6 +390,8 @@ export class Peer extends Outlet implements LinkEnd {
   bytesIn = 0;
   answerPings = true;
   private readonly decoder = new FrameDecoder();
+  /** Bounds the work this peer's input gets per event-loop turn, so that other peers' work interleaves. */
+  private readonly reader: FairReader;
   /** How this peer's messages are validated: one object for all of them. */
   private readonly validation: ValidateOptions;
   /** Above this many unsent bytes, senders to this peer are paused; resumed below a quarter of it. */
@@ -429,12 +432,13 @@ export class Peer extends Outlet implements LinkEnd {
     this.onWsClose = this.onWsClose.bind(this);
     this.onWsPing = this.onWsPing.bind(this);
     this.onWsError = this.onWsError.bind(this);
+    // Pings wait in order with the messages: one read after a message is answered after it.
+    this.reader = new FairReader(this.ws, { message: this.onWsMessage, ping: this.onWsPing }, { socket: init.socket });
   }
 
   start(): void {
-    this.ws.on('message', this.onWsMessage);
+    this.reader.start();
     this.ws.on('close', this.onWsClose);
-    this.ws.on('ping', this.onWsPing);
     this.ws.on('error', this.onWsError);
     if (this.shouldPace) this.startPacing();
     if (this.version >= 2) this.sendFrames([encodeFrame({ type: MessageType.SERVICE_IDS, availableServiceIds: this.link.tunnel.services })]);
@@ -721,8 +725,9 @@ export class Peer extends Outlet implements LinkEnd {
   }
 
   private onWsClose(code: number): void {
-    this.ws.off('message', this.onWsMessage);
-    this.ws.off('ping', this.onWsPing);
+    // What the peer sent before it closed still goes to the other peer.
+    this.reader.flush();
+    this.reader.stop();
     this.ws.off('close', this.onWsClose);
     this.stopHeartbeat();
     this.stopPacing(false);

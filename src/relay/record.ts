@@ -42,9 +42,11 @@ export interface TunnelRecord {
 /** TunnelId. */
 export const TUNNEL_ID_PATTERN = /^[a-zA-Z0-9_\-+=:]{1,128}$/;
 /** Service and ThingName: 1-128 characters. */
-export const NAME_PATTERN = /^[a-zA-Z0-9:_-]{1,128}$/;
+export const MAX_NAME_LENGTH = 128;
+export const NAME_PATTERN = new RegExp(`^[a-zA-Z0-9:_-]{1,${MAX_NAME_LENGTH}}$`);
 /** Description: 1-2048 characters, none of Unicode category C (controls, format, unassigned, surrogates). */
-export const DESCRIPTION_PATTERN = /^[^\p{C}]{1,2048}$/u;
+export const MAX_DESCRIPTION_LENGTH = 2048;
+export const DESCRIPTION_PATTERN = new RegExp(`^[^\\p{C}]{1,${MAX_DESCRIPTION_LENGTH}}$`, 'u');
 /** TagKey (1-128) and TagValue (0-256). */
 export const TAG_TEXT_PATTERN = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$/u;
 export const MAX_TAG_KEY_LENGTH = 128;
@@ -54,6 +56,52 @@ export const MAX_TAGS_PER_TUNNEL = 50;
 /** TimeoutConfig.maxLifetimeTimeoutMinutes. */
 export const MIN_LIFETIME_MINUTES = 1;
 export const MAX_LIFETIME_MINUTES = 720;
+/**
+ * A region in an ARN: an AWS region's shape (`us-east-1`, `us-gov-west-1`, `my-lab-1`) or
+ * `local`, the relay's own name. It comes from the request's signature or `--region`.
+ */
+export const MAX_REGION_LENGTH = 32;
+const REGION_PATTERN = /^(?:local|[a-z]{2}(?:-[a-z0-9]+)+-\d{1,3})$/;
+export const REGION_TEXT = `a region such as eu-west-1 (at most ${MAX_REGION_LENGTH} characters)`;
+/** The account in an ARN. */
+export const ACCOUNT_ID_PATTERN = /^\d{12}$/;
+
+export function isRegion(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= MAX_REGION_LENGTH && REGION_PATTERN.test(value);
+}
+
+export function isName(value: unknown): value is string {
+  return typeof value === 'string' && NAME_PATTERN.test(value);
+}
+
+export function isDescription(value: unknown): value is string {
+  return typeof value === 'string' && DESCRIPTION_PATTERN.test(value);
+}
+
+export function isTag(value: unknown): value is Tag {
+  if (typeof value !== 'object' || value === null) return false;
+  const { key, value: text } = value as { key?: unknown; value?: unknown };
+  return typeof key === 'string' && typeof text === 'string' && key.length >= 1 && key.length <= MAX_TAG_KEY_LENGTH
+    && text.length <= MAX_TAG_VALUE_LENGTH && TAG_TEXT_PATTERN.test(key) && TAG_TEXT_PATTERN.test(text);
+}
+
+/** The ARN partition of a region: aws, aws-cn or aws-us-gov. */
+export function partitionOf(region: string): string {
+  if (region.startsWith('cn-')) return 'aws-cn';
+  if (region.startsWith('us-gov-')) return 'aws-us-gov';
+  return 'aws';
+}
+
+export function tunnelArnOf(region: string, accountId: string, tunnelId: string): string {
+  return `arn:${partitionOf(region)}:iot:${region}:${accountId}:tunnel/${tunnelId}`;
+}
+
+/** Whether `arn` is the ARN of tunnel `tunnelId` in some region and account. */
+function isArnOf(arn: unknown, tunnelId: string): arn is string {
+  if (typeof arn !== 'string') return false;
+  const m = /^arn:[a-z-]+:iot:([^:]+):([^:]+):tunnel\/(.+)$/.exec(arn);
+  return m !== null && isRegion(m[1]) && ACCOUNT_ID_PATTERN.test(m[2]) && m[3] === tunnelId && arn === tunnelArnOf(m[1], m[2], tunnelId);
+}
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
@@ -94,22 +142,23 @@ function checkEndpoint(value: unknown, where: string, field: PeerMode): Endpoint
 }
 
 /**
- * A tunnel record read from the state file, checked field by field; throws one line naming
- * `where` (file and entry) and the field. Fields added since format 1 take their defaults.
+ * A tunnel record read from storage, checked field by field; throws one line naming `where`
+ * (file and entry) and the field. The writers (createTunnel, rotateTunnel, mergeTags) hold
+ * each field to the same definitions, so the relay never stores what it would refuse here.
  */
 export function checkRecord(value: unknown, where: string): TunnelRecord {
   if (!isObject(value)) fail(where, 'expected a tunnel object');
   const v = value;
   if (typeof v.tunnelId !== 'string' || !TUNNEL_ID_PATTERN.test(v.tunnelId)) fail(where, 'tunnelId must be 1-128 characters of a-z A-Z 0-9 _ - + = :');
   const at = `${where} (tunnel ${v.tunnelId})`;
-  if (typeof v.tunnelArn !== 'string' || v.tunnelArn.length === 0 || v.tunnelArn.length > 1600) fail(at, 'tunnelArn must be a string of 1-1600 characters');
+  if (!isArnOf(v.tunnelArn, v.tunnelId)) fail(at, `tunnelArn must be arn:PARTITION:iot:REGION:ACCOUNT:tunnel/${v.tunnelId}, with ${REGION_TEXT} and 12 digits`);
   if (v.status !== 'OPEN' && v.status !== 'CLOSED') fail(at, 'status must be OPEN or CLOSED');
-  if (v.description !== undefined && (typeof v.description !== 'string' || !DESCRIPTION_PATTERN.test(v.description))) fail(at, 'description must be 1-2048 characters without control characters');
-  if (v.thingName !== undefined && (typeof v.thingName !== 'string' || !NAME_PATTERN.test(v.thingName))) fail(at, 'thingName must be 1-128 characters of a-z A-Z 0-9 : _ -');
-  if (!Array.isArray(v.services) || !v.services.every((s) => typeof s === 'string' && NAME_PATTERN.test(s))) fail(at, 'services must be a list of service ids (1-128 characters of a-z A-Z 0-9 : _ -)');
+  if (v.description !== undefined && !isDescription(v.description)) fail(at, `description must be 1-${MAX_DESCRIPTION_LENGTH} characters without control characters`);
+  if (v.thingName !== undefined && !isName(v.thingName)) fail(at, `thingName must be 1-${MAX_NAME_LENGTH} characters of a-z A-Z 0-9 : _ -`);
+  if (!Array.isArray(v.services) || !v.services.every(isName)) fail(at, `services must be a list of service ids (1-${MAX_NAME_LENGTH} characters of a-z A-Z 0-9 : _ -)`);
   if (new Set(v.services).size !== v.services.length) fail(at, 'services must not repeat');
-  const tags = v.tags ?? [];
-  if (!Array.isArray(tags) || tags.length > MAX_TAGS_PER_TUNNEL || !tags.every((t) => isObject(t) && typeof t.key === 'string' && typeof t.value === 'string' && t.key.length >= 1 && t.key.length <= MAX_TAG_KEY_LENGTH && t.value.length <= MAX_TAG_VALUE_LENGTH && TAG_TEXT_PATTERN.test(t.key) && TAG_TEXT_PATTERN.test(t.value))) {
+  const tags = v.tags;
+  if (!Array.isArray(tags) || tags.length > MAX_TAGS_PER_TUNNEL || !tags.every(isTag)) {
     fail(at, `tags must be a list of at most ${MAX_TAGS_PER_TUNNEL} {key, value} pairs`);
   }
   if (!Number.isInteger(v.lifetimeMinutes) || (v.lifetimeMinutes as number) < MIN_LIFETIME_MINUTES || (v.lifetimeMinutes as number) > MAX_LIFETIME_MINUTES) fail(at, `lifetimeMinutes must be an integer from ${MIN_LIFETIME_MINUTES} to ${MAX_LIFETIME_MINUTES}`);
@@ -168,6 +217,12 @@ export interface DestinationConfig {
   thingName?: string;
 }
 
+/** A value from a request, as an error message shows it: JSON, cut short. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
+}
+
 export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
@@ -181,19 +236,12 @@ function newEndpoint(token: string, now: number): EndpointState {
   return { tokenHash: hashToken(token), consumed: false, connected: false, lastUpdatedAt: now };
 }
 
-/** The ARN partition of a region: aws, aws-cn or aws-us-gov. */
-export function partitionOf(region: string): string {
-  if (region.startsWith('cn-')) return 'aws-cn';
-  if (region.startsWith('us-gov-')) return 'aws-us-gov';
-  return 'aws';
-}
-
 export function checkServices(services: string[], maxServices: number): string[] {
   if (services.length > maxServices) {
     throw new RegistryError('ValidationException', `A tunnel may have at most ${maxServices} services (this relay's limit; the cloud's default quota is 3)`);
   }
   for (const id of services) {
-    if (typeof id !== 'string' || !NAME_PATTERN.test(id)) throw new RegistryError('ValidationException', `Invalid service id: ${JSON.stringify(id)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
+    if (!isName(id)) throw new RegistryError('ValidationException', `Invalid service id: ${shown(id)} (1-${MAX_NAME_LENGTH} characters of a-z A-Z 0-9 : _ -)`);
   }
   if (new Set(services).size !== services.length) throw new RegistryError('ValidationException', 'Duplicate service ids');
   return [...services];
@@ -203,6 +251,7 @@ export function checkServices(services: string[], maxServices: number): string[]
 export function mergeTags(current: Tag[], added: Tag[]): Tag[] {
   if (new Set(added.map((t) => t.key)).size !== added.length) throw new RegistryError('ValidationException', 'Duplicate tag keys in the request');
   for (const t of added) {
+    if (!isTag(t)) throw new RegistryError('ValidationException', `Invalid tag ${shown((t as Partial<Tag> | null)?.key)}: keys are 1-${MAX_TAG_KEY_LENGTH} and values 0-${MAX_TAG_VALUE_LENGTH} letters, digits, spaces or _ . : / = + - @`);
     if (t.key.toLowerCase().startsWith('aws:')) throw new RegistryError('ValidationException', `Tag keys starting with 'aws:' are reserved: ${JSON.stringify(t.key)}`);
   }
   const merged = new Map(current.map((t) => [t.key, t.value]));
@@ -218,19 +267,22 @@ export function removeTags(current: Tag[], keys: string[]): Tag[] {
 
 /** A new open tunnel and its two tokens (the only time the tokens exist in clear). */
 export function createTunnel(req: OpenTunnelRequest, at: { now: number; region: string; accountId: string; maxServices: number }): { tunnel: TunnelRecord; opened: OpenedTunnel } {
+  if (!isRegion(at.region)) throw new RegistryError('ValidationException', `Invalid region ${shown(at.region)}: expected ${REGION_TEXT}`);
+  if (!ACCOUNT_ID_PATTERN.test(at.accountId)) throw new RegistryError('ValidationException', `Invalid account id ${shown(at.accountId)}: expected 12 digits`);
   const services = checkServices(req.services ?? [], at.maxServices);
   const lifetime = req.lifetimeMinutes ?? MAX_LIFETIME_MINUTES;
   if (!Number.isInteger(lifetime) || lifetime < MIN_LIFETIME_MINUTES || lifetime > MAX_LIFETIME_MINUTES) {
     throw new RegistryError('ValidationException', `maxLifetimeTimeoutMinutes must be an integer from ${MIN_LIFETIME_MINUTES} to ${MAX_LIFETIME_MINUTES}`);
   }
-  if (req.thingName !== undefined && !NAME_PATTERN.test(req.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(req.thingName)} (1-128 characters of a-z A-Z 0-9 : _ -)`);
+  if (req.thingName !== undefined && !isName(req.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${shown(req.thingName)} (1-${MAX_NAME_LENGTH} characters of a-z A-Z 0-9 : _ -)`);
+  if (req.description !== undefined && !isDescription(req.description)) throw new RegistryError('ValidationException', `Invalid description: 1-${MAX_DESCRIPTION_LENGTH} characters without control characters`);
   const tags = mergeTags([], req.tags ?? []);
   const tunnelId = randomUUID();
   const sourceAccessToken = newToken();
   const destinationAccessToken = newToken();
   const tunnel: TunnelRecord = {
     tunnelId,
-    tunnelArn: `arn:${partitionOf(at.region)}:iot:${at.region}:${at.accountId}:tunnel/${tunnelId}`,
+    tunnelArn: tunnelArnOf(at.region, at.accountId, tunnelId),
     status: 'OPEN',
     ...(req.description !== undefined ? { description: req.description } : {}),
     ...(req.thingName !== undefined ? { thingName: req.thingName } : {}),
@@ -264,7 +316,7 @@ export function rotateTunnel(tunnel: TunnelRecord, mode: ClientMode, destination
   if (tunnel.status !== 'OPEN') throw new RegistryError('ValidationException', `Tunnel ${tunnel.tunnelId} is closed`);
   if (destination && mode === 'SOURCE') throw new RegistryError('ValidationException', 'destinationConfig cannot be used with clientMode SOURCE');
   const services = destination ? checkServices(destination.services, maxServices) : undefined;
-  if (destination?.thingName !== undefined && !NAME_PATTERN.test(destination.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${JSON.stringify(destination.thingName)}`);
+  if (destination?.thingName !== undefined && !isName(destination.thingName)) throw new RegistryError('ValidationException', `Invalid thingName: ${shown(destination.thingName)} (1-${MAX_NAME_LENGTH} characters of a-z A-Z 0-9 : _ -)`);
   const out: RotatedTokens = {};
   for (const peerMode of rotatedModes(mode)) {
     const token = newToken();

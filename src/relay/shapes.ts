@@ -7,7 +7,7 @@
  * 'timeoutConfig.maxLifetimeTimeoutMinutes' failed to satisfy constraint: ..."). Members the
  * model does not name are ignored, and `null` counts as absent, as in the cloud.
  */
-import { DESCRIPTION_PATTERN, TAG_TEXT_PATTERN, TUNNEL_ID_PATTERN } from './record';
+import { DESCRIPTION_PATTERN, MAX_LIFETIME_MINUTES, MAX_NAME_LENGTH, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH, MIN_LIFETIME_MINUTES, TAG_TEXT_PATTERN, TUNNEL_ID_PATTERN } from './record';
 
 export type Shape =
   | { type: 'string'; min?: number; max?: number; pattern?: RegExp; patternText?: string; enum?: readonly string[] }
@@ -116,12 +116,13 @@ export function validateInput<T>(input: unknown, shape: Shape & { type: 'structu
 
 const str = (min: number | undefined, max: number | undefined, pattern?: RegExp, patternText?: string): Shape => ({ type: 'string', min, max, pattern, patternText });
 
-// The model's shapes. Pattern texts are the model's, as AWS quotes them.
+// The model's shapes, with the limits the stores load (record.ts). Pattern texts are the
+// model's, as AWS quotes them.
 const TunnelId = str(undefined, undefined, TUNNEL_ID_PATTERN, '[a-zA-Z0-9_\\-+=:]{1,128}');
-const Name = str(1, 128, /^[a-zA-Z0-9:_-]+$/, '[a-zA-Z0-9:_-]+');
+const Name = str(1, MAX_NAME_LENGTH, /^[a-zA-Z0-9:_-]+$/, '[a-zA-Z0-9:_-]+');
 const Description = str(undefined, undefined, DESCRIPTION_PATTERN, '[^\\p{C}]{1,2048}');
-const TagKey = str(1, 128, TAG_TEXT_PATTERN, '^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$');
-const TagValue = str(0, 256, TAG_TEXT_PATTERN, '^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$');
+const TagKey = str(1, MAX_TAG_KEY_LENGTH, TAG_TEXT_PATTERN, '^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$');
+const TagValue = str(0, MAX_TAG_VALUE_LENGTH, TAG_TEXT_PATTERN, '^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$');
 const Tag: Shape = { type: 'structure', members: { key: TagKey, value: TagValue }, required: ['key', 'value'] };
 const TagList: Shape = { type: 'list', member: Tag, min: 1, max: 200 };
 const ResourceArn = str(1, 1011);
@@ -145,7 +146,7 @@ export const SHAPES = {
       description: Description,
       tags: TagList,
       destinationConfig: DestinationConfig,
-      timeoutConfig: { type: 'structure', members: { maxLifetimeTimeoutMinutes: { type: 'integer', min: 1, max: 720 } } },
+      timeoutConfig: { type: 'structure', members: { maxLifetimeTimeoutMinutes: { type: 'integer', min: MIN_LIFETIME_MINUTES, max: MAX_LIFETIME_MINUTES } } },
     },
   },
   CloseTunnel: { type: 'structure', members: { tunnelId: TunnelId, delete: { type: 'boolean' } }, required: ['tunnelId'] },

@@ -6,6 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { isRegion, REGION_TEXT } from './record';
 
 export interface Credentials {
   accessKeyId: string;
@@ -47,6 +48,8 @@ export async function verifySigV4(req: SignedRequest, credentials: Credentials, 
   const [, accessKeyId, scopeDate, region, service, signedHeaderList, signature] = m;
   if (accessKeyId !== credentials.accessKeyId) return { type: 'UnrecognizedClientException', message: 'The security token included in the request is invalid.' };
   if (service.toLowerCase() !== SIGNING_SERVICE.toLowerCase()) return { type: 'InvalidSignatureException', message: `Credential should be scoped to correct service: '${SIGNING_SERVICE}'.` };
+  // The region names the tunnels' ARNs, which are stored: bounded here like any stored field.
+  if (!isRegion(region)) return { type: 'InvalidSignatureException', message: `Credential should be scoped to a valid region: ${REGION_TEXT}.` };
   const amzDate = req.headers['x-amz-date'];
   const date = typeof amzDate === 'string' ? parseAmzDate(amzDate) : undefined;
   if (!date) return { type: 'IncompleteSignatureException', message: 'X-Amz-Date header missing or malformed' };

@@ -1,36 +1,38 @@
 /**
- * `--state FILE`: the tunnel records, kept across restarts as an append-only journal.
- *
- *   {"format":2}                      first line
- *   {"put":{...tunnel record...}}     a tunnel as it now is (opened, rotated, closed, tagged, token spent)
- *   {"delete":"<tunnel id>"}          a tunnel forgotten
+ * `--state FILE`: the tunnel records, kept across restarts as an append-only journal of
+ * checksummed lines (journal.ts has the format).
  *
  * A change costs one appended line and one fdatasync, whatever the number of tunnels; changes
  * queued while a write is under way share the next one (group commit). When the journal has
  * grown past twice the size of the live records (plus 64 KiB) it is rewritten with one line per
- * tunnel: temporary file, fsync, rename, fsync of the directory. Loading replays the lines; a
- * torn last line (a crash mid-append) is ignored, anything else wrong names the file and line.
+ * tunnel: temporary file written whole, fsync, rename, fsync of the directory.
+ *
+ * Every write is checked to its last byte. A write that fails, or moves fewer bytes than it
+ * was given (a full disk), fails the changes it carried, and the file is cut back to its last
+ * whole line, so no record is ever torn in the middle of the file; the next write then rewrites
+ * the file whole, so it holds again what the relay has in memory. Loading sets damaged lines
+ * aside in FILE.damaged (one error line says which) and starts without them.
  *
  * Durability: `commit()` resolves once the change is on disk. The management API answers
  * OpenTunnel, CloseTunnel, RotateTunnelAccessToken and the tag operations only then, so a
  * change the API confirmed survives a crash or power loss. A token spent by a handshake is
  * written without holding the handshake back (within one write cycle, milliseconds).
  */
-import { closeSync, fsyncSync, lstatSync, openSync, readFileSync, readlinkSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, resolve as resolvePath } from 'node:path';
-import { checkRecord, StateFileError, type TunnelRecord } from './record';
+import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import { deleteLine, putLine, renderJournal, replayJournal } from './journal';
+import { StateFileError, type TunnelRecord } from './record';
 
 export { StateFileError } from './record';
 
-const FORMAT = 2;
-/** The format main wrote before the journal: one JSON document. Loaded, then rewritten as a journal. */
-const LEGACY_FORMAT = 1;
 const COMPACT_SLACK_BYTES = 64 * 1024;
+/** Damaged lines named in the one log line about them. */
+const DAMAGED_SHOWN = 3;
 
 /**
  * Where tunnel records are kept. The registry keeps its own in-memory view and calls one
- * operation per atomic change; a store shared by several relays (issue 19) implements the same.
+ * operation per atomic change.
  */
 export interface TunnelStore {
   /** The records a previous run left (called once, before any change). */
@@ -47,7 +49,10 @@ export interface TunnelStore {
 export interface StateFileOptions {
   /** Every live record, for a rewrite. */
   snapshot: () => TunnelRecord[];
-  /** A write failed (`ok` false) or, after failures, succeeded again (`ok` true). Once per change of state. */
+  /**
+   * Something is wrong with the file (`ok` false): a write failed, or damaged lines were set
+   * aside at load; or, after failures, writes succeed again (`ok` true). Once per change of state.
+   */
   onProblem?: (message: string, ok: boolean) => void;
 }
 
@@ -68,15 +73,37 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Writes all of `data` at the handle's position; a write that moves no byte is a failure. */
+async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
+  for (let done = 0; done < data.length;) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done);
+    if (bytesWritten <= 0) throw new Error(`short write: ${done} of ${data.length} bytes (is the disk full?)`);
+    done += bytesWritten;
+  }
+}
+
+function writeAllSync(fd: number, data: Buffer): void {
+  for (let done = 0; done < data.length;) {
+    const written = writeSync(fd, data, done, data.length - done);
+    if (written <= 0) throw new Error(`short write: ${done} of ${data.length} bytes (is the disk full?)`);
+    done += written;
+  }
+}
+
 export class StateFile implements TunnelStore {
   /** The file written: the state path, or what a symbolic link there points to (the link is kept). */
   readonly path: string;
   private readonly given: string;
   private readonly options: StateFileOptions;
   private handle?: FileHandle;
+  /** The file's length up to its last whole line: where a failed append is cut back to. */
   private fileBytes = 0;
   private liveBytes = 0;
-  /** A write failed part-way: the file may end in a torn line, so the next write rewrites it whole. */
+  /** The journal grows to this before it is rewritten. */
+  private compactAt = COMPACT_SLACK_BYTES;
+  /** What load() found: the file is to be written whole (new, or damaged lines), or cut back (a torn last line). */
+  private repair: 'none' | 'rewrite' | 'cut' = 'rewrite';
+  /** A write failed: the file lacks changes the relay has in memory, so the next write rewrites it whole. */
   private dirty = false;
   private failing = false;
   private queue: string[] = [];
@@ -117,49 +144,79 @@ export class StateFile implements TunnelStore {
     throw new StateFileError(`state file ${path}: too many levels of symbolic links`);
   }
 
+  /** Where damaged lines are set aside. */
+  get damagedPath(): string {
+    return `${this.path}.damaged`;
+  }
+
   load(): TunnelRecord[] {
-    let text: string;
+    let data: Buffer;
     try {
-      text = readFileSync(this.path, 'utf8');
+      data = readFileSync(this.path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw new StateFileError(`cannot read state file ${this.given}: ${errorText(err)}`);
     }
-    const records = text.trimStart().startsWith('{"format":2') || text.trim() === '' ? this.replay(text) : this.legacy(text);
-    return [...records.values()];
+    if (data.length === 0) return [];
+    const journal = replayJournal(data, this.given);
+    this.fileBytes = journal.goodBytes;
+    this.repair = journal.goodBytes === 0 ? 'rewrite' : journal.torn ? 'cut' : 'none';
+    if (journal.damaged.length > 0) {
+      // Kept for whoever looks into it (on disk before the rewrite at start leaves them out of the journal).
+      try {
+        const fd = openSync(this.damagedPath, 'a', 0o600);
+        try {
+          writeAllSync(fd, Buffer.concat(journal.damaged.flatMap((d) => [d.bytes, Buffer.from('\n')])));
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        throw new StateFileError(`state file ${this.given}: cannot set its damaged lines aside in ${this.damagedPath}: ${errorText(err)}`);
+      }
+      this.repair = 'rewrite';
+      const shown = journal.damaged.slice(0, DAMAGED_SHOWN).map((d) => d.why).join('; ');
+      const more = journal.damaged.length > DAMAGED_SHOWN ? `; and ${journal.damaged.length - DAMAGED_SHOWN} more` : '';
+      this.options.onProblem?.(`state file ${this.given}: ${journal.damaged.length} damaged line(s) set aside in ${this.damagedPath}, not loaded (${shown}${more}); the tunnels they changed are as the lines before them left them`, false);
+    }
+    return [...journal.records.values()];
   }
 
-  /** Writes every live record now, synchronously (at start: proves the file is writable). */
-  rewriteNow(): void {
-    const text = this.render();
-    const tmp = `${this.path}.${process.pid}.tmp`;
+  /**
+   * At start, after load(), synchronously: makes the file ready for appends and proves it
+   * writable. A sound journal is only opened (a full disk must not keep the relay from
+   * starting); a new or damaged one is written whole, a torn last line cut off.
+   */
+  openNow(): void {
+    this.removeStaleTemporaries();
     try {
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        writeSync(fd, text);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
+      if (this.repair === 'rewrite') {
+        this.rewriteSync();
+      } else {
+        const fd = openSync(this.path, 'r+');
+        try {
+          if (this.repair === 'cut') {
+            ftruncateSync(fd, this.fileBytes);
+            fsyncSync(fd);
+          }
+        } finally {
+          closeSync(fd);
+        }
       }
-      renameSync(tmp, this.path);
-      this.syncDirectory();
     } catch (err) {
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // Never created, or not ours to remove.
-      }
       throw new StateFileError(`cannot write state file ${this.given}: ${errorText(err)}`);
     }
-    this.fileBytes = this.liveBytes = Buffer.byteLength(text);
+    this.repair = 'none';
+    this.liveBytes = Buffer.byteLength(renderJournal(this.options.snapshot()));
+    this.compactAt = 2 * this.liveBytes + COMPACT_SLACK_BYTES;
   }
 
   put(record: TunnelRecord): Promise<void> {
-    return this.enqueue(`${JSON.stringify({ put: record })}\n`);
+    return this.enqueue(putLine(record));
   }
 
   delete(tunnelId: string): Promise<void> {
-    return this.enqueue(`${JSON.stringify({ delete: tunnelId })}\n`);
+    return this.enqueue(deleteLine(tunnelId));
   }
 
   flush(): Promise<void> {
@@ -190,15 +247,15 @@ export class StateFile implements TunnelStore {
     // No await between the last look at the queue and clearing `draining` (the loop body
     // catches every failure): a change enqueued meanwhile would otherwise wait forever.
     while (this.queue.length > 0) {
-      const lines = this.queue.join('');
+      const lines = Buffer.from(this.queue.join(''));
       const waiters = this.waiters;
       this.queue = [];
       this.waiters = [];
       let failure: Error | undefined;
       try {
-        const bytes = Buffer.byteLength(lines);
-        if (this.dirty || this.fileBytes + bytes > 2 * this.liveBytes + COMPACT_SLACK_BYTES) await this.rewrite();
-        else await this.append(lines, bytes);
+        if (this.dirty) await this.rewrite();
+        else if (this.fileBytes + lines.length > this.compactAt) await this.compact(lines);
+        else await this.append(lines);
       } catch (err) {
         failure = new StateWriteError(`cannot write state file ${this.given}: ${errorText(err)}`);
       }
@@ -214,42 +271,115 @@ export class StateFile implements TunnelStore {
     this.failing = failure !== undefined;
   }
 
-  private async append(lines: string, bytes: number): Promise<void> {
+  private async append(lines: Buffer): Promise<void> {
     try {
       this.handle ??= await open(this.path, 'a', 0o600);
-      await this.handle.write(lines);
+      await writeAll(this.handle, lines);
       await this.handle.datasync();
-      this.fileBytes += bytes;
+      this.fileBytes += lines.length;
     } catch (err) {
       this.dirty = true;
-      await this.handle?.close().catch(() => {});
-      this.handle = undefined;
+      await this.cutBack();
       throw err;
     }
   }
 
+  /** After a failed append: the file is cut back to its last whole line (a crash now loses no confirmed line). */
+  private async cutBack(): Promise<void> {
+    const handle = this.handle;
+    this.handle = undefined;
+    if (!handle) return;
+    try {
+      await handle.truncate(this.fileBytes);
+      await handle.datasync();
+    } catch {
+      // Left with a torn last line: loading leaves it out, and the next write replaces the file.
+    }
+    await handle.close().catch(() => {});
+  }
+
+  /** A rewrite that fails for room leaves the journal whole: the change is appended instead. */
+  private async compact(lines: Buffer): Promise<void> {
+    try {
+      await this.rewrite();
+    } catch {
+      // Not tried again before the journal has grown by the slack once more.
+      this.compactAt = this.fileBytes + lines.length + COMPACT_SLACK_BYTES;
+      await this.append(lines);
+    }
+  }
+
   private async rewrite(): Promise<void> {
-    const text = this.render();
-    const tmp = `${this.path}.${process.pid}.tmp`;
+    const data = Buffer.from(renderJournal(this.options.snapshot()));
+    const tmp = this.temporaryPath();
     let tmpHandle: FileHandle | undefined;
     try {
       tmpHandle = await open(tmp, 'w', 0o600);
-      await tmpHandle.write(text);
+      await writeAll(tmpHandle, data);
       await tmpHandle.sync();
       await tmpHandle.close();
       tmpHandle = undefined;
       await this.handle?.close().catch(() => {});
       this.handle = undefined;
+      // Only a file written whole and on disk takes the journal's place.
       await rename(tmp, this.path);
       this.syncDirectory();
     } catch (err) {
       await tmpHandle?.close().catch(() => {});
       await unlink(tmp).catch(() => {});
-      this.dirty = true;
       throw err;
     }
+    this.written(data.length);
+  }
+
+  private rewriteSync(): void {
+    const data = Buffer.from(renderJournal(this.options.snapshot()));
+    const tmp = this.temporaryPath();
+    try {
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeAllSync(fd, data);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.path);
+      this.syncDirectory();
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+    this.written(data.length);
+  }
+
+  private written(bytes: number): void {
     this.dirty = false;
-    this.fileBytes = this.liveBytes = Buffer.byteLength(text);
+    this.fileBytes = this.liveBytes = bytes;
+    this.compactAt = 2 * this.liveBytes + COMPACT_SLACK_BYTES;
+  }
+
+  private temporaryPath(): string {
+    return `${this.path}.${process.pid}.tmp`;
+  }
+
+  /** Temporary files a killed relay left next to the journal: on a small disk they hold its room. */
+  private removeStaleTemporaries(): void {
+    const dir = dirname(this.path);
+    const prefix = `${basename(this.path)}.`;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!name.startsWith(prefix) || !/^\d+\.tmp$/.test(name.slice(prefix.length))) continue;
+      try {
+        unlinkSync(join(dir, name));
+      } catch {
+        // Another's to remove, or gone already.
+      }
+    }
   }
 
   /** The rename is durable only once the directory entry is. */
@@ -263,58 +393,5 @@ export class StateFile implements TunnelStore {
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
-  }
-
-  private render(): string {
-    return `${JSON.stringify({ format: FORMAT })}\n${this.options.snapshot().map((r) => `${JSON.stringify({ put: r })}\n`).join('')}`;
-  }
-
-  private replay(text: string): Map<string, TunnelRecord> {
-    const records = new Map<string, TunnelRecord>();
-    const lines = text.split('\n');
-    // The last element is '' after a final newline, else an append cut short by a crash: skipped.
-    for (let i = 0; i < lines.length - 1; i++) {
-      const where = `state file ${this.given} line ${i + 1}`;
-      if (lines[i].trim() === '') continue;
-      let entry: unknown;
-      try {
-        entry = JSON.parse(lines[i]);
-      } catch {
-        throw new StateFileError(`${where}: not JSON`);
-      }
-      if (i === 0) {
-        if ((entry as { format?: unknown })?.format !== FORMAT) throw new StateFileError(`${where}: not a localproxy relay state file (format ${FORMAT})`);
-        continue;
-      }
-      const e = entry as { put?: unknown; delete?: unknown };
-      if (typeof e === 'object' && e !== null && 'put' in e) {
-        const record = checkRecord(e.put, where);
-        records.set(record.tunnelId, record);
-      } else if (typeof e === 'object' && e !== null && typeof e.delete === 'string') {
-        records.delete(e.delete);
-      } else {
-        throw new StateFileError(`${where}: expected {"put": tunnel} or {"delete": id}`);
-      }
-    }
-    return records;
-  }
-
-  private legacy(text: string): Map<string, TunnelRecord> {
-    let data: unknown;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      throw new StateFileError(`state file ${this.given}: not JSON, and not a localproxy relay state file`);
-    }
-    const doc = data as { format?: unknown; tunnels?: unknown };
-    if (typeof doc !== 'object' || doc === null || doc.format !== LEGACY_FORMAT || !Array.isArray(doc.tunnels)) {
-      throw new StateFileError(`state file ${this.given}: not a localproxy relay state file (format ${FORMAT}, or ${LEGACY_FORMAT} from earlier versions)`);
-    }
-    const records = new Map<string, TunnelRecord>();
-    doc.tunnels.forEach((entry: unknown, i: number) => {
-      const record = checkRecord(entry, `state file ${this.given} tunnel ${i + 1}`);
-      records.set(record.tunnelId, record);
-    });
-    return records;
   }
 }

@@ -72,8 +72,8 @@ export class TunnelRegistry {
       const file = new StateFile(options.statePath, { snapshot: () => this.snapshot(), onProblem: options.onSaveProblem });
       this.store = file;
       this.restore(file.load());
-      // Found out now, not at the first OpenTunnel or connect; also drops a torn last line.
-      file.rewriteNow();
+      // A file that cannot be written is found out now, not at the first OpenTunnel or connect.
+      file.openNow();
       return;
     }
     if (this.store) this.restore(this.store.load());

@@ -18,6 +18,7 @@ import { CREDIT_EXTENSION, decodeHello, decodeWindow, encodeHello, ExtensionType
 import { encodeFrame, FrameDecoder } from '../protocol/framing';
 import { MessageType, typeName, type Message, type MessageInit } from '../protocol/message';
 import { isKnownType, validateMessage, type ValidateOptions } from '../protocol/validate';
+import { FairReader } from '../transport/fair';
 import type { Connection } from './connection';
 import { Credit } from './credit';
 import { InboundBudget } from './inbound';
@@ -66,6 +67,8 @@ export class Session implements Producer {
   private ended = false;
   private serviceIds?: string[];
   private readonly decoder: FrameDecoder;
+  /** Bounds the work the service's input gets per event-loop turn: local sockets and timers interleave. */
+  private readonly reader: FairReader;
   /** How the service's messages are validated: one object for all of them (issue 15). */
   private readonly validation: ValidateOptions;
   private readonly options: ProxyOptions;
@@ -102,7 +105,8 @@ export class Session implements Producer {
     };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
     this.validation = { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize };
-    this.ws.on('message', this.onWsMessage);
+    this.reader = new FairReader(this.ws, { message: this.onWsMessage });
+    this.reader.start();
   }
 
   /** With a 1.0 subprotocol there is no SERVICE_IDS: the configured mapping applies at once. */
@@ -524,8 +528,10 @@ export class Session implements Producer {
   /** The WebSocket is gone: local connections close after writing what they received. */
   end(): void {
     if (this.ended) return;
+    // What the service sent before the WebSocket closed is still delivered.
+    this.reader.flush();
     this.ended = true;
-    this.ws.off('message', this.onWsMessage);
+    this.reader.stop();
     this.decoder.reset();
     this.outbound.close();
     for (const conn of this.connections()) conn.sessionEnded();

@@ -103,6 +103,92 @@ decode('every fixture split at every byte offset decodes identically', () => {
   }
 });
 
+/**
+ * Runs `fn` and counts the elements that array and byte-array methods move or copy meanwhile:
+ * shifting an array moves the elements behind the first, copying bytes moves each byte. A count
+ * of what the algorithm does, not of time, so it holds on any machine.
+ */
+function elementsMoved(fn: () => void): number {
+  let moved = 0;
+  const patches: Array<[object, string, (original: (...args: never[]) => unknown) => (this: never, ...args: never[]) => unknown]> = [
+    [Array.prototype, 'shift', (original) => function (this: unknown[]) { moved += Math.max(0, this.length - 1); return original.call(this); }],
+    [Array.prototype, 'unshift', (original) => function (this: unknown[], ...items: unknown[]) { moved += this.length; return original.apply(this, items as never[]); }],
+    [Array.prototype, 'splice', (original) => function (this: unknown[], ...args: unknown[]) { moved += this.length; return original.apply(this, args as never[]); }],
+    [Array.prototype, 'slice', (original) => function (this: unknown[], ...args: unknown[]) { const out = original.apply(this, args as never[]) as unknown[]; moved += out.length; return out; }],
+    [Array.prototype, 'concat', (original) => function (this: unknown[], ...args: unknown[]) { const out = original.apply(this, args as never[]) as unknown[]; moved += out.length; return out; }],
+    [Object.getPrototypeOf(Uint8Array.prototype), 'set', (original) => function (this: Uint8Array, source: ArrayLike<number>, offset?: number) { moved += source.length; return original.call(this, source as never, offset as never); }],
+    [Object.getPrototypeOf(Uint8Array.prototype), 'slice', (original) => function (this: Uint8Array, ...args: unknown[]) { const out = original.apply(this, args as never[]) as Uint8Array; moved += out.length; return out; }],
+    [Buffer.prototype, 'copy', (original) => function (this: Buffer, ...args: unknown[]) { const n = original.apply(this, args as never[]) as number; moved += n; return n; }],
+    [Buffer, 'concat', (original) => function (...args: unknown[]) { const out = original.apply(Buffer, args as never[]) as Buffer; moved += out.length; return out; }],
+  ];
+  const saved = patches.map(([owner, name]) => [owner, name, (owner as Record<string, unknown>)[name]] as const);
+  try {
+    for (const [owner, name, wrap] of patches) (owner as Record<string, unknown>)[name] = wrap((owner as Record<string, never>)[name]);
+    fn();
+  } finally {
+    for (const [owner, name, original] of saved) (owner as Record<string, unknown>)[name] = original;
+  }
+  return moved;
+}
+
+decode('the work is linear in the bytes pushed: a 64 KiB frame one byte per push moves each byte at most once', () => {
+  const frame = encodeFrame(BIG);
+  const d = new FrameDecoder();
+  const pieces = [...Array(frame.length).keys()].map((i) => frame.subarray(i, i + 1));
+  const seen: Message[] = [];
+  const moved = elementsMoved(() => {
+    for (const piece of pieces) d.push(piece, (m) => seen.push(m), (err) => { throw err; });
+  });
+  assert.is(seen.length, 1);
+  assert.equal(summary(seen[0]), summary(decodeAll([frame]).msgs[0]));
+  assert.ok(moved <= frame.length, `${moved} elements moved for a ${frame.length}-byte frame`);
+  assert.is(d.bufferedBytes, 0);
+});
+
+decode('the work is linear in the bytes pushed: frames of every size cut at random', () => {
+  let seed = 7;
+  const next = (n: number) => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+  const frames = Array.from({ length: 200 }, (_, i) => encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: 'S', connectionId: 1, payload: new Uint8Array(next(i % 10 === 0 ? 65000 : 300)) }));
+  const stream = Buffer.concat(frames);
+  const pieces: Uint8Array[] = [];
+  for (let pos = 0; pos < stream.length;) {
+    const n = 1 + (next(4) === 0 ? next(20_000) : next(3));
+    pieces.push(stream.subarray(pos, pos + n));
+    pos += n;
+  }
+  const d = new FrameDecoder();
+  let count = 0;
+  const moved = elementsMoved(() => {
+    for (const piece of pieces) d.push(piece, () => count++, (err) => { throw err; });
+  });
+  assert.is(count, frames.length);
+  assert.ok(moved <= stream.length, `${moved} elements moved for ${stream.length} bytes`);
+});
+
+decode('an oversize frame split anywhere is reported once, not kept, and the next frame decodes', () => {
+  const big = encodeFrame({ type: 1, streamId: 1, payload: new Uint8Array(200) });
+  const small = encodeFrame({ type: 4 });
+  const stream = Buffer.concat([big, small]);
+  for (let cut = 0; cut <= stream.length; cut++) {
+    const d = new FrameDecoder({ maxMessageBytes: 100 });
+    const msgs: Message[] = [];
+    const errs: TunnelError[] = [];
+    d.push(stream.subarray(0, cut), (m) => msgs.push(m), (e) => errs.push(e));
+    if (cut > 2 && cut < big.length) assert.is(d.bufferedBytes, cut, `cut at ${cut}`);
+    d.push(stream.subarray(cut), (m) => msgs.push(m), (e) => errs.push(e));
+    assert.equal(errs.map((e) => e.code), [ErrorCode.FRAME_TOO_LARGE], `cut at ${cut}`);
+    assert.match(errs[0].message, /message of \d+ bytes exceeds the limit of 100/);
+    assert.equal(msgs.map((m) => m.type), [MessageType.SESSION_RESET], `cut at ${cut}`);
+    assert.is(d.bufferedBytes, 0);
+  }
+  // Fed one byte at a time, the oversize frame is dropped as it arrives: nothing is gathered.
+  const d = new FrameDecoder({ maxMessageBytes: 100 });
+  const moved = elementsMoved(() => {
+    for (let i = 0; i < stream.length; i++) d.push(stream.subarray(i, i + 1), () => {}, () => {});
+  });
+  assert.ok(moved <= small.length, `${moved} elements moved`);
+});
+
 decode('a frame fed one byte at a time', () => {
   const frame = encodeFrame({ type: 1, streamId: 2, serviceId: 'HTTP1', connectionId: 9, payload: Buffer.from('hello world') });
   const { msgs } = decodeAll([...frame].map((b) => Uint8Array.of(b)));
@@ -144,7 +230,21 @@ decode('length 65535 is waited for, not misread', () => {
   const seen: unknown[] = [];
   d.push(Uint8Array.of(0xff, 0xff, 1, 2, 3), (m) => seen.push(m), (e) => seen.push(e));
   assert.is(seen.length, 0);
-  assert.is(d.bufferedBytes, 3);
+  // The length prefix is part of the partial frame: a relay must not take the chunk for whole frames.
+  assert.is(d.bufferedBytes, 5);
+});
+
+decode('a chunk that ends right after a length prefix leaves a partial frame, not a clean boundary', () => {
+  const a = encodeFrame({ type: MessageType.DATA, streamId: 1, payload: Buffer.from('a') });
+  const b = encodeFrame({ type: MessageType.DATA, streamId: 2, payload: Buffer.from('b') });
+  const d = new FrameDecoder();
+  const seen: number[] = [];
+  d.push(Buffer.concat([a, b.subarray(0, 2)]), (m) => seen.push(m.streamId), (err) => { throw err; });
+  assert.equal(seen, [1]);
+  assert.is(d.bufferedBytes, 2);
+  d.push(b.subarray(2), (m) => seen.push(m.streamId), (err) => { throw err; });
+  assert.equal(seen, [1, 2]);
+  assert.is(d.bufferedBytes, 0);
 });
 
 decode('an oversize frame is reported and the next frame still decodes', () => {

@@ -180,7 +180,7 @@ api('a request signed with a tampered body is refused', async (ctx) => {
   assert.is(await send('{"destinationConfig":{"services":["X"]}}'), 403);
 });
 
-api('SigV4: any region, the SDK signing name only, and a clock skew of at most 15 minutes either way', async (ctx) => {
+api('SigV4: any region of the AWS shape (a malformed one is refused: bounds.test.ts), the SDK signing name only, and a clock skew of at most 15 minutes either way', async (ctx) => {
   const { SignatureV4 } = await import('@smithy/signature-v4');
   const { Hash } = await import('@smithy/hash-node');
   const host = `127.0.0.1:${ctx.relay.port}`;

@@ -159,11 +159,11 @@ cli('start-up file errors are usage errors: exit 2, one line naming the file and
     const hostname = join(dir, 'hostname');
     writeFileSync(hostname, 'myhost\n');
     const badState = join(dir, 'state.json');
-    writeFileSync(badState, JSON.stringify({ format: 1, tunnels: [null] }));
+    writeFileSync(badState, JSON.stringify({ hello: 'world' }));
     for (const [args, message] of [
       [['--tls-cert', key, '--tls-key', key], `--tls-cert ${key} is not a PEM certificate (it holds a private key, not a certificate)`],
       [['--tls-self-signed', hostname], `certificate directory ${hostname} is not a directory`],
-      [['--plain', '--state', badState], `state file ${badState} tunnel 1: expected a tunnel object`],
+      [['--plain', '--state', badState], `state file ${badState}: not a localproxy relay state file (format 3)`],
       [['--plain', '--state', dir], `state file ${dir} is not a regular file`],
     ] as Array<[string[], string]>) {
       // No credentials: the warning about them used to come first.
@@ -197,6 +197,7 @@ cli('--max-services, --region and --account-id: more services per tunnel, and th
   for (const [args, pattern] of [
     [['--max-services', '0'], /invalid --max-services '0'/],
     [['--region', 'Mars'], /invalid --region 'Mars'/],
+    [['--region', `us-${'east'.repeat(8)}-1`], /invalid --region 'us-(east)+-1': expected a region such as eu-west-1 \(at most 32 characters\)/],
     [['--account-id', '12345'], /invalid --account-id '12345': expected 12 digits/],
   ] as Array<[string[], RegExp]>) {
     const r = await inProcess(runRelayCli, args);

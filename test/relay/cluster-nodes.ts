@@ -23,16 +23,17 @@ export interface TestNode {
   close(): Promise<void>;
 }
 
-export async function startNode(redisUrl: string, name: string, options: { clock?: Clock; limits?: Partial<RelayLimits>; leaseMs?: number; waitReady?: boolean; secret?: Buffer } = {}): Promise<TestNode> {
+/** `tls`: the node serves wss:// (a self-signed certificate) and is reached over it. */
+export async function startNode(redisUrl: string, name: string, options: { clock?: Clock; limits?: Partial<RelayLimits>; leaseMs?: number; waitReady?: boolean; tls?: boolean; secret?: Buffer } = {}): Promise<TestNode> {
   const lines = new Lines();
   const events = new EventLog();
   const port = await freePort();
   const relay = await startRelay({
     host: '127.0.0.1',
     port,
-    tls: 'plain',
+    tls: options.tls ? 'self-signed' : 'plain',
     store: { url: redisUrl },
-    cluster: { nodeUrl: `ws://127.0.0.1:${port}`, secret: options.secret ?? SECRET, nodeId: name, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
+    cluster: { nodeUrl: `${options.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`, secret: options.secret ?? SECRET, nodeId: name, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
     credentials: CREDENTIALS,
     log: new Logger({ level: 6, id: name, sink: lines.sink }),
     onEvent: events.onEvent,
@@ -40,13 +41,13 @@ export async function startNode(redisUrl: string, name: string, options: { clock
     ...(options.limits ? { limits: options.limits } : {}),
   });
   if (options.waitReady !== false) await lines.waitFor(/tunnel store \S+ connected/, 10_000, `${name} connected to Redis`);
-  const api = new TunnelApiClient({ endpoint: relay.url.replace('ws:', 'http:'), region: 'eu-west-1', credentials: CREDENTIALS });
+  const api = new TunnelApiClient({ endpoint: relay.url.replace(/^ws/, 'http'), region: 'eu-west-1', credentials: CREDENTIALS, ca: relay.caPem });
   return { relay, name, lines, events, api, close: () => relay.close() };
 }
 
 /** GET /health: the status code. */
 export async function health(relay: Relay): Promise<number> {
-  const res = await fetch(`${relay.url.replace('ws:', 'http:')}/health`);
+  const res = await fetch(`${relay.url.replace(/^ws/, 'http')}/health`);
   await res.text();
   return res.status;
 }

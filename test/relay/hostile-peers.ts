@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import type { RelayLimits } from '../../src/relay/limits';
 import { within } from '../helpers/wait';
 
@@ -107,4 +108,58 @@ export async function startRelayChild(options: Record<string, unknown>, { fdLimi
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Each byte of `bytes` as a WebSocket binary message of its own: masked as a client sends it
+ * (7 bytes on the wire per byte), or unmasked as a server does (3 bytes).
+ */
+export function oneBytePerMessage(bytes: Uint8Array, masked: boolean): Buffer {
+  const mask = [0x37, 0xfa, 0x21, 0x3d];
+  const per = masked ? 7 : 3;
+  const out = Buffer.allocUnsafe(bytes.length * per);
+  for (let i = 0, o = 0; i < bytes.length; i++, o += per) {
+    out[o] = 0x82; // FIN, binary
+    if (masked) {
+      out[o + 1] = 0x81;
+      out[o + 2] = mask[0];
+      out[o + 3] = mask[1];
+      out[o + 4] = mask[2];
+      out[o + 5] = mask[3];
+      out[o + 6] = bytes[i] ^ mask[0];
+    } else {
+      out[o + 1] = 0x01;
+      out[o + 2] = bytes[i];
+    }
+  }
+  return out;
+}
+
+/**
+ * Writes `wire` to `socket` again and again, as fast as the socket takes it, while `running`:
+ * the receiver decides the rate. `rounds`: the copies handed over so far.
+ */
+export class Flood {
+  rounds = 0;
+  private running = false;
+
+  constructor(private readonly socket: Writable, private readonly wire: Buffer) {
+    socket.on('drain', () => this.pump());
+  }
+
+  start(): void {
+    this.running = true;
+    this.pump();
+  }
+
+  stop(): void {
+    this.running = false;
+  }
+
+  private pump(): void {
+    while (this.running && !(this.socket as Writable & { destroyed: boolean }).destroyed) {
+      this.rounds++;
+      if (!this.socket.write(this.wire)) return;
+    }
+  }
 }

@@ -9,6 +9,7 @@ import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Logger, LogLevel } from '../../src/log';
+import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
 import { startRelay, type Relay, type RelayOptions } from '../../src/relay/server';
 import { within } from '../helpers/wait';
@@ -280,6 +281,38 @@ hostile('a tunnel keeps moving data, byte for byte, while idle, slowloris and re
   for (const s of hostileSockets) s.destroy();
   await until(() => fdCount() <= baseline, 5000, `this process's descriptors back to ${baseline}`);
   assert.is(relay.stats().peers, 2);
+});
+
+hostile('a peer that cuts its frames anywhere, even right after a length prefix: the other peer gets every frame intact', async (ctx) => {
+  const relay = await relayWith(ctx);
+  const t = relay.openTunnel({ services: ['SSH'] });
+  const src = await connectReady(relay, t.sourceAccessToken);
+  const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination' });
+  ctx.peers.push(src, dst);
+  src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
+  assert.is((await dst.next()).type, STREAM_START);
+  // From here the destination's bytes are compared raw: a stray length prefix must show.
+  dst.ws.removeAllListeners('message');
+  let raw = Buffer.alloc(0);
+  let wake: (() => void) | undefined;
+  dst.ws.on('message', (d: Buffer) => { raw = Buffer.concat([raw, d]); wake?.(); });
+  const frame = (i: number) => encodeFrame({ type: DATA, streamId: 1, serviceId: 'SSH', connectionId: 1, payload: Buffer.alloc(100 + i, i) });
+  const expected: Buffer[] = [];
+  for (const cut of [1, 2, 3, 50]) {
+    const a = frame(cut);
+    const b = frame(cut + 1);
+    // One message ends `cut` bytes into frame b (2: right after its length prefix); the next one has the rest.
+    src.ws.send(Buffer.concat([a, b.subarray(0, cut)]));
+    src.ws.send(b.subarray(cut));
+    expected.push(a, b);
+  }
+  const want = Buffer.concat(expected);
+  await within(new Promise<void>((resolve) => {
+    wake = () => { if (raw.length >= want.length) resolve(); };
+    wake();
+  }), 5000, `${want.length} bytes at the destination (got ${raw.length})`);
+  const differsAt = [...want].findIndex((b, i) => raw[i] !== b);
+  assert.ok(raw.equals(want), `the destination's bytes differ from offset ${differsAt}: ${raw.subarray(differsAt, differsAt + 8).toString('hex')} for ${want.subarray(differsAt, differsAt + 8).toString('hex')}`);
 });
 
 hostile.run();

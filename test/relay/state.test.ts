@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -11,7 +11,8 @@ import { hashToken } from '../../src/relay/tunnels';
 import { startRelay } from '../../src/relay/server';
 import { startRelayCli } from './cli-run';
 import { EventLog } from './events';
-import { connectPeer, connectReady } from './peer';
+import { journalLine, journalLines, sumOf } from './journal-lines';
+import { connectReady } from './peer';
 
 const { STREAM_START } = MessageType;
 const CLIENT_TOKEN = 'c'.repeat(32);
@@ -27,18 +28,9 @@ state.after.each((ctx) => {
   rmSync(ctx.dir, { recursive: true, force: true });
 });
 
-function lines(path: string): Array<Record<string, unknown>> {
-  return readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
-}
-
 /** The tunnel records of a journal, replayed. */
 function records(path: string): Map<string, Record<string, unknown>> {
-  const out = new Map<string, Record<string, unknown>>();
-  for (const entry of lines(path).slice(1)) {
-    if ('put' in entry) out.set((entry.put as { tunnelId: string }).tunnelId, entry.put as Record<string, unknown>);
-    else out.delete(entry.delete as string);
-  }
-  return out;
+  return journalLines(path).live;
 }
 
 async function startError(options: Parameters<typeof startRelay>[0]): Promise<Error> {
@@ -58,6 +50,7 @@ function record(overrides: Record<string, unknown> = {}) {
     tunnelArn: 'arn:aws:iot:local:000000000000:tunnel/00000000-0000-4000-8000-000000000001',
     status: 'OPEN',
     services: ['SSH'],
+    tags: [],
     lifetimeMinutes: 60,
     createdAt: now,
     lastUpdatedAt: now,
@@ -79,7 +72,7 @@ state('a change appends one line: with 2,000 tunnels, OpenTunnel neither rewrite
     assert.is(after.ino, before.ino, 'the file was rewritten');
     const added = after.size - before.size;
     assert.ok(added > 0 && added < 1024, `appended ${added} bytes`);
-    assert.equal(lines(ctx.statePath).at(-1)!.put && (lines(ctx.statePath).at(-1)!.put as { description: string }).description, 'one more');
+    assert.is(journalLines(ctx.statePath).puts.at(-1)!.description, 'one more');
   } finally {
     await relay.close();
   }
@@ -208,46 +201,122 @@ state('a symbolic link at the state path is kept: the file it points to is writt
   }
 });
 
-state('a state file from an earlier version (format 1, one JSON document) is loaded and rewritten as a journal', async (ctx) => {
-  writeFileSync(ctx.statePath, JSON.stringify({ format: 1, tunnels: [record()] }, null, 1));
-  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+/** A journal holding `entries`, as the relay writes it. */
+function journal(...entries: object[]): string {
+  return `{"format":3}\n${entries.map(journalLine).join('')}`;
+}
+
+const OTHER = record({ tunnelId: '00000000-0000-4000-8000-000000000002', tunnelArn: 'arn:aws:iot:local:000000000000:tunnel/00000000-0000-4000-8000-000000000002' });
+
+async function startLogged(statePath: string): Promise<{ relay: Awaited<ReturnType<typeof startRelay>>; log: string[] }> {
+  const log: string[] = [];
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath, log: new Logger({ level: LogLevel.INFO, sink: (line) => log.push(line) }) });
+  return { relay, log };
+}
+
+/** `text` with the case of the character at `at` changed: bit 5 of an ASCII letter, one flipped bit. */
+function flipCase(text: string, at: number): string {
+  const c = text[at];
+  return `${text.slice(0, at)}${c === c.toUpperCase() ? c.toLowerCase() : c.toUpperCase()}${text.slice(at + 1)}`;
+}
+
+state('bits flipped on disk that keep the JSON valid (a case change in a tunnel id, in a description): each line is set aside, never loaded as something else', async (ctx) => {
+  const first = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  const kept = first.openTunnel({ services: ['SSH'] });
+  const hitId = first.openTunnel({ services: ['SSH'] });
+  const hitText = first.openTunnel({ services: ['SSH'], description: 'pump house' });
+  await first.close();
+  let text = readFileSync(ctx.statePath, 'utf8');
+  const idAt = text.indexOf(`"tunnelId":"${hitId.tunnelId}"`) + '"tunnelId":"'.length;
+  const offset = [...hitId.tunnelId].findIndex((c) => /[a-f]/.test(c));
+  assert.ok(idAt > 12 && offset >= 0, 'the tunnel id has a letter to flip');
+  text = flipCase(text, idAt + offset);
+  const flippedId = text.slice(idAt, idAt + hitId.tunnelId.length);
+  text = flipCase(text, text.indexOf('pump house'));
+  writeFileSync(ctx.statePath, text);
+
+  const { relay, log } = await startLogged(ctx.statePath);
   try {
-    await connectPeer(relay, 'source-token').then((p) => p.terminate());
-    assert.equal(lines(ctx.statePath)[0], { format: 2 });
-    assert.equal((records(ctx.statePath).get(record().tunnelId)!.tags), []);
+    assert.is(relay.stats().openTunnels, 1);
+    await relay.tunnels.get(kept.tunnelId);
+    for (const id of [hitId.tunnelId, flippedId, hitText.tunnelId]) await relay.tunnels.get(id).then(() => assert.unreachable(`tunnel ${id} loaded`), () => {});
+    const damaged = log.filter((l) => l.includes('damaged'));
+    assert.is(damaged.length, 1, log.join(''));
+    assert.match(damaged[0], /\[error\] state file \S+state\.json: 2 damaged line\(s\) set aside in \S+state\.json\.damaged, not loaded \(line 3: checksum does not match; line 4: checksum does not match\)/);
+    assert.is(readFileSync(`${ctx.statePath}.damaged`, 'utf8'), `${text.split('\n').slice(2, 4).join('\n')}\n`);
+    assert.is(statSync(`${ctx.statePath}.damaged`).mode & 0o777, 0o600);
+    // The journal was written again without them: the next start finds nothing damaged.
+    assert.equal([...records(ctx.statePath).keys()], [kept.tunnelId]);
   } finally {
     await relay.close();
   }
 });
 
-for (const [name, content, pattern] of [
-  ['a null entry (issue 16: "Cannot read properties of null" without the file name)', JSON.stringify({ format: 1, tunnels: [null] }), /^state file \S+state\.json tunnel 1: expected a tunnel object$/],
-  ['a lifetime given as a string', JSON.stringify({ format: 1, tunnels: [record({ lifetimeMinutes: '60' })] }), /^state file \S+state\.json tunnel 1 \(tunnel 00000000-0000-4000-8000-000000000001\): lifetimeMinutes must be an integer from 1 to 720$/],
-  ['services that are not a list', JSON.stringify({ format: 1, tunnels: [record({ services: 'SSH' })] }), /tunnel 1 \(tunnel \S+\): services must be a list/],
-  ['a token hash that is not one', JSON.stringify({ format: 1, tunnels: [record({ source: { tokenHash: 'x', consumed: false, lastUpdatedAt: 1 } })] }), /source\.tokenHash must be a SHA-256 hex digest/],
-  ['a journal line that is not JSON', `{"format":2}\n{"put":${JSON.stringify(record())}}\n{oops\n{"delete":"x"}\n`, /^state file \S+state\.json line 3: not JSON$/],
-  ['a journal entry of the wrong shape', `{"format":2}\n{"put":${JSON.stringify(record({ status: 'MAYBE' }))}}\n`, /^state file \S+state\.json line 2 \(tunnel \S+\): status must be OPEN or CLOSED$/],
-  ['another program\'s JSON', JSON.stringify({ hello: 'world' }), /^state file \S+state\.json: not a localproxy relay state file/],
-  ['a text file', 'hello\n', /^state file \S+state\.json: not JSON, and not a localproxy relay state file$/],
+for (const [name, bad, why] of [
+  ['a line without its checksum', `${JSON.stringify({ put: record() })}\n`, /line 2: no checksum/],
+  ['a line that is not JSON under a good checksum', (() => { const json = '{oops'; return `${journalLine({}).slice(0, 0)}${sumOf(json)} ${json}\n`; })(), /line 2: not JSON/],
+  ['a record with a lifetime given as a string', journalLine({ put: record({ lifetimeMinutes: '60' }) }), /line 2 \(tunnel 00000000-0000-4000-8000-000000000001\): lifetimeMinutes must be an integer from 1 to 720/],
+  ['a record of the wrong shape', journalLine({ put: record({ status: 'MAYBE' }) }), /line 2 \(tunnel \S+\): status must be OPEN or CLOSED/],
+  ['an ARN that does not name its tunnel', journalLine({ put: record({ tunnelArn: 'arn:aws:iot:local:000000000000:tunnel/another' }) }), /tunnelArn must be arn:PARTITION:iot:REGION:ACCOUNT:tunnel\//],
+  ['a token hash that is not one', journalLine({ put: record({ source: { tokenHash: 'x', consumed: false, lastUpdatedAt: 1 } }) }), /source\.tokenHash must be a SHA-256 hex digest/],
+  ['an entry that is neither put nor delete', journalLine({ hello: 'world' }), /line 2: expected \{"put": tunnel\} or \{"delete": id\}/],
 ] as Array<[string, string, RegExp]>) {
-  state(`a state file with ${name}: the relay does not start, and one line names the file and the entry`, async (ctx) => {
+  state(`a journal with ${name}: that line is set aside with one error line naming it; the relay starts with the others`, async (ctx) => {
+    writeFileSync(ctx.statePath, `{"format":3}\n${bad}${journalLine({ put: OTHER })}`);
+    const { relay, log } = await startLogged(ctx.statePath);
+    try {
+      assert.is(relay.stats().openTunnels, 1);
+      await relay.tunnels.get(OTHER.tunnelId);
+      const damaged = log.filter((l) => l.includes('damaged'));
+      assert.is(damaged.length, 1, log.join(''));
+      assert.match(damaged[0], why);
+      assert.not.match(damaged[0].trimEnd(), /\n/);
+      assert.is(readFileSync(`${ctx.statePath}.damaged`, 'utf8'), bad);
+    } finally {
+      await relay.close();
+    }
+  });
+}
+
+for (const [name, content, pattern] of [
+  ['an earlier format (one JSON document)', JSON.stringify({ format: 1, tunnels: [record()] }, null, 1), /^state file \S+state\.json is in format 1, which this relay does not read \(it writes format 3\); move it away/],
+  ['an earlier format (a journal without checksums)', `{"format":2}\n{"put":${JSON.stringify(record())}}\n`, /^state file \S+state\.json is in format 2, which this relay does not read/],
+  ['another program\'s JSON', JSON.stringify({ hello: 'world' }), /^state file \S+state\.json: not a localproxy relay state file \(format 3\)$/],
+  ['a text file', 'hello\n', /^state file \S+state\.json: not a localproxy relay state file \(format 3\)$/],
+] as Array<[string, string, RegExp]>) {
+  state(`a state file that is ${name}: the relay does not start, one line names the file, and the file is left as it was`, async (ctx) => {
     writeFileSync(ctx.statePath, content);
     const err = await startError({ statePath: ctx.statePath });
     assert.instance(err, RelayConfigError);
     assert.match(err.message, pattern);
     assert.not.match(err.message, /\n/);
-    // The file is left as it was, for its owner to look at.
     assert.is(readFileSync(ctx.statePath, 'utf8'), content);
   });
 }
 
-state('a torn last line (a crash mid-append) is dropped; the lines before it load', async (ctx) => {
-  const full = `{"format":2}\n{"put":${JSON.stringify(record())}}\n`;
-  writeFileSync(ctx.statePath, `${full}{"put":{"tunnelId":"00000000-0000-4000-8000-0000`);
-  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+state('a torn last line (a crash mid-append) is cut off without a word; the lines before it load', async (ctx) => {
+  const full = journal({ put: record() });
+  writeFileSync(ctx.statePath, `${full}${journalLine({ put: OTHER }).slice(0, 100)}`);
+  const { relay, log } = await startLogged(ctx.statePath);
   try {
     assert.is(relay.stats().openTunnels, 1);
-    assert.ok(readFileSync(ctx.statePath, 'utf8').endsWith('\n'), 'the torn line was dropped from the file');
+    assert.is(readFileSync(ctx.statePath, 'utf8'), full);
+    assert.not.ok(log.some((l) => l.includes('damaged')), log.join(''));
+  } finally {
+    await relay.close();
+  }
+});
+
+state('a sound journal is opened as it is at start (a full disk must not keep the relay from starting); a killed relay\'s temporary file is removed', async (ctx) => {
+  const text = journal({ put: record() }, { put: OTHER }, { delete: OTHER.tunnelId });
+  writeFileSync(ctx.statePath, text);
+  const before = statSync(ctx.statePath).ino;
+  writeFileSync(`${ctx.statePath}.12345.tmp`, 'left by a relay killed mid-rewrite');
+  const relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, log: silentLogger() });
+  try {
+    assert.is(statSync(ctx.statePath).ino, before, 'the journal was rewritten at start');
+    assert.is(readFileSync(ctx.statePath, 'utf8'), text);
+    assert.not.ok(existsSync(`${ctx.statePath}.12345.tmp`));
   } finally {
     await relay.close();
   }

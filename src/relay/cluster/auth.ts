@@ -3,9 +3,14 @@
  * request (tunnel, both node ids, time) under the shared cluster secret. The secret itself never
  * crosses the network, a request is good for one target node and for a minute, and over TLS
  * (wss://) nobody can see or replay it.
+ *
+ * Holder records in the shared store (which node holds a peer, and where it is reached) are
+ * signed the same way, so whoever can write to Redis cannot point a node at an address of
+ * their choosing: a node dials only what a node of its cluster signed.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { PeerMode } from '../record';
 
 export const BRIDGE_PATH = '/cluster/bridge';
 export const AUTH_HEADER = 'x-localproxy-cluster-auth';
@@ -48,4 +53,27 @@ export function verifyBridge(secret: Buffer, req: IncomingMessage, self: string,
   if (Math.abs(now - time) > MAX_SKEW_MS) return { status: 403, reason: 'Bridge request too old, or the node clocks differ by more than a minute' };
   if (to !== self) return { status: 409, reason: 'Bridge request meant for another node' };
   return params;
+}
+
+/** What a holder record's signature covers: the peer connection it names, and where its node is reached. */
+export interface HolderClaim {
+  tunnelId: string;
+  mode: PeerMode;
+  node: string;
+  url: string;
+  channel: string;
+}
+
+/**
+ * The signature of a holder record (hex). The generation is not covered: Redis assigns it in
+ * the same step that stores the record, after the node has signed.
+ */
+export function signHolder(secret: Buffer, c: HolderClaim): string {
+  return createHmac('sha256', secret).update(`localproxy-holder\n${c.tunnelId}\n${c.mode}\n${c.node}\n${c.url}\n${c.channel}`).digest('hex');
+}
+
+export function isSignedHolder(secret: Buffer, c: HolderClaim, sig: string): boolean {
+  const given = Buffer.from(sig, 'hex');
+  const expected = Buffer.from(signHolder(secret, c), 'hex');
+  return given.length === expected.length && timingSafeEqual(given, expected);
 }

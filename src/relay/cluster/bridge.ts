@@ -10,8 +10,10 @@
  * The frames are the protocol's (length-prefixed protobuf), in the full form with service ids:
  * the receiving node tracks streams from them and re-encodes them for its peer's version.
  */
-import type { RawData, WebSocket } from 'ws';
+import { WebSocket, type RawData } from 'ws';
 import { LogLevel, type Logger } from '../../log';
+import { MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
+import { socketOf } from '../../flow/writer';
 import { encodeFrame, FrameDecoder } from '../../protocol/framing';
 import type { Message, MessageInit } from '../../protocol/message';
 import { fitCloseReason, HIGH_WATER_BYTES, Outlet, Peer, Relayed, type LinkEnd, type TunnelLink } from '../forward';
@@ -25,6 +27,37 @@ export const CLOSE_NODE_STOPPING = 4101;
 export const BRIDGE_PING_MS = 5000;
 const SILENT_PINGS = 4;
 const CLOSE_LINGER_MS = 2000;
+const DIAL_TIMEOUT_MS = 10_000;
+
+/**
+ * Dials another node's bridge endpoint (`url`: its /cluster/bridge request, signed in
+ * `headers`). `settled` is called once: with the open socket, or with why not (the socket is
+ * then terminated).
+ */
+export function dialBridge(url: string, headers: Record<string, string>, ca: string[] | undefined, settled: (result: { ws: WebSocket } | { failed: string }) => void): WebSocket {
+  const ws = new WebSocket(url, { headers, ...(ca ? { ca } : {}), perMessageDeflate: false, maxPayload: MAX_WS_MESSAGE_BYTES, handshakeTimeout: DIAL_TIMEOUT_MS });
+  let done = false;
+  const fail = (why: string): void => {
+    if (done) return;
+    done = true;
+    ws.terminate();
+    settled({ failed: why });
+  };
+  ws.once('unexpected-response', (_req, res) => {
+    res.resume();
+    // A node answers 403 only to a bridge request it cannot verify with its own secret.
+    const hint = res.statusCode === 403 ? ": that node does not accept this node's cluster secret (do all relays of the cluster have the same one, and clocks within a minute?)" : '';
+    fail(`HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim() + hint);
+  });
+  // Kept for the life of the socket: an error after the open must not go unhandled (RemotePeer logs its own).
+  ws.on('error', (err: Error) => fail(err.message));
+  ws.once('open', () => {
+    done = true;
+    socketOf(ws)?.setNoDelay(true);
+    settled({ ws });
+  });
+  return ws;
+}
 
 export interface RemotePeerInit {
   link: TunnelLink;

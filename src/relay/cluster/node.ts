@@ -12,18 +12,21 @@
  * A peer is replaced when another connection of the same tunnel and mode is recorded after it,
  * on any node: its node closes it (1008, as a single relay does) when the newer holder's event
  * arrives, or at the next renewal.
+ *
+ * What the store says about other nodes is believed only when a node of the cluster signed it
+ * (holders.ts).
  */
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { LogLevel, type Logger } from '../../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
-import { CLOSE_POLICY, Peer, REPLACED_REASON, type LinkEnd, type TunnelLink } from '../forward';
+import { CLOSE_POLICY, Peer, REPLACED_REASON, type TunnelLink } from '../forward';
 import type { PeerMode } from '../record';
-import { bridgeRequest, verifyBridge } from './auth';
-import { CLOSE_NODE_STOPPING, CLOSE_PEER_LEFT, RemotePeer } from './bridge';
+import { bridgeRequest, signHolder, verifyBridge } from './auth';
+import { CLOSE_NODE_STOPPING, CLOSE_PEER_LEFT, dialBridge, RemotePeer } from './bridge';
+import { KnownHolders } from './holders';
 import type { AttachedEvent, Holder, HeldPeer, LeaseVerdict, PeerStore } from './types';
-import { socketOf } from '../../flow/writer';
 
 export { BRIDGE_PATH } from './auth';
 
@@ -53,7 +56,6 @@ export interface ClusterHost {
 export const DEFAULT_LEASE_MS = 15_000;
 const REDIAL_BASE_MS = 100;
 const REDIAL_CAP_MS = 2000;
-const DIAL_TIMEOUT_MS = 10_000;
 /** How long a stopping node waits for its holders to be released. */
 const RELEASE_ON_CLOSE_MS = 2000;
 
@@ -78,7 +80,7 @@ export class ClusterNode {
   private readonly log: Logger;
   private readonly held = new Map<Peer, Held>();
   /** The newest holder known per tunnel (with a link here) and mode. */
-  private readonly known = new Map<string, { source?: Holder; destination?: Holder }>();
+  private readonly known: KnownHolders;
   private readonly dialing = new Map<string, Dial>();
   private readonly attempts = new Map<string, number>();
   private readonly bridges = new Set<RemotePeer>();
@@ -93,6 +95,7 @@ export class ClusterNode {
     this.host = host;
     this.options = options;
     this.log = host.log.fork('cluster');
+    this.known = new KnownHolders(options.secret, store.nodeUrl, this.log);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false });
     store.onAttached = (event) => this.onAttached(event);
     store.onReconnected = () => void this.renewAll('the tunnel store is back');
@@ -112,19 +115,21 @@ export class ClusterNode {
   /** A local peer was accepted: record this node as its holder, then bridge if the other peer is elsewhere. */
   peerConnected(link: TunnelLink, peer: Peer, tokenHash: string): void {
     const tunnelId = link.tunnel.tunnelId;
-    const entry: Held = { tunnelId, mode: peer.mode, channel: peer.channelId, tokenHash, gen: 0, link };
+    const sig = signHolder(this.options.secret, { tunnelId, mode: peer.mode, node: this.nodeId, url: this.store.nodeUrl, channel: peer.channelId });
+    const entry: Held = { tunnelId, mode: peer.mode, channel: peer.channelId, tokenHash, gen: 0, sig, link };
     this.held.set(peer, entry);
-    this.store.hold(tunnelId, peer.mode, peer.channelId, tokenHash).then((result) => {
+    this.store.hold(tunnelId, peer.mode, peer.channelId, tokenHash, sig).then((result) => {
       if (this.held.get(peer) !== entry || peer.closing) return;
       if (result.kind !== 'held') {
         this.closeLocal(peer, result.kind);
         return;
       }
       entry.gen = result.gen;
-      this.learn(tunnelId, peer.mode, { node: this.nodeId, url: this.store.nodeUrl, channel: peer.channelId, gen: result.gen });
-      if (result.other) this.learn(tunnelId, otherMode(peer.mode), result.other);
+      this.learn(tunnelId, peer.mode, { node: this.nodeId, url: this.store.nodeUrl, channel: peer.channelId, gen: result.gen, sig });
+      const other = this.known.vet(tunnelId, otherMode(peer.mode), result.other);
+      if (other) this.learn(tunnelId, otherMode(peer.mode), other);
       // A newer connection was recorded before our answer came back: this one is replaced.
-      const newest = this.known.get(tunnelId)?.[peer.mode];
+      const newest = this.known.get(tunnelId, peer.mode);
       if (newest && newest.gen > entry.gen && newest.channel !== entry.channel) return this.closeLocal(peer, 'replaced', newest);
       this.ensureBridge(link);
     }, (err: Error) => {
@@ -156,7 +161,7 @@ export class ClusterNode {
     if (ends.some((end) => end instanceof Peer)) return;
     const tunnelId = link.tunnel.tunnelId;
     this.cancelDial(tunnelId);
-    this.known.delete(tunnelId);
+    this.known.forget(tunnelId);
     this.attempts.delete(tunnelId);
     for (const end of ends) if (end instanceof RemotePeer) end.close(CLOSE_PEER_LEFT, 'the peer left its node');
   }
@@ -177,7 +182,7 @@ export class ClusterNode {
     if (!holdsDestination()) return this.host.refuse(socket, 409, `This node does not hold the destination of tunnel ${tunnelId}`);
     let source: Holder | undefined;
     try {
-      source = await this.store.holder(tunnelId, 'source');
+      source = this.known.vet(tunnelId, 'source', await this.store.holder(tunnelId, 'source'));
     } catch {
       return this.host.refuse(socket, 503, 'Tunnel store unreachable');
     }
@@ -217,7 +222,7 @@ export class ClusterNode {
 
   private onAttached(event: AttachedEvent): void {
     const link = this.host.link(event.tunnelId);
-    if (!link || this.stopped) return;
+    if (!link || this.stopped || !this.known.vet(event.tunnelId, event.mode, event.holder)) return;
     this.learn(event.tunnelId, event.mode, event.holder);
     const local = link.peers[event.mode];
     if (local instanceof Peer && !local.closing) {
@@ -228,16 +233,9 @@ export class ClusterNode {
     this.ensureBridge(link);
   }
 
-  /** Keeps the newest holder per mode; returns whether `holder` is it. */
+  /** Keeps the newest holder per mode, for tunnels with a link here; returns whether `holder` is it. */
   private learn(tunnelId: string, mode: PeerMode, holder: Holder): boolean {
-    if (!this.host.link(tunnelId)) return false;
-    let entry = this.known.get(tunnelId);
-    if (!entry) this.known.set(tunnelId, (entry = {}));
-    const current = entry[mode];
-    if (current && current.gen > holder.gen) return false;
-    if (current && current.gen === holder.gen && current.channel === holder.channel) return true;
-    entry[mode] = holder;
-    return true;
+    return this.host.link(tunnelId) !== undefined && this.known.learn(tunnelId, mode, holder);
   }
 
   private closeLocal(peer: Peer, why: LeaseVerdict | 'closed', by?: Holder): void {
@@ -262,7 +260,7 @@ export class ClusterNode {
     const tunnelId = link.tunnel.tunnelId;
     const source = link.peers.source;
     if (!(source instanceof Peer) || source.closing || link.tunnel.status !== 'OPEN' || this.host.link(tunnelId) !== link) return;
-    const target = this.known.get(tunnelId)?.destination;
+    const target = this.known.get(tunnelId, 'destination');
     const current = link.peers.destination;
     if (current instanceof Peer && !current.closing) return;
     if (!target || target.node === this.nodeId) return;
@@ -280,50 +278,28 @@ export class ClusterNode {
   private dial(link: TunnelLink, target: Holder): void {
     const tunnelId = link.tunnel.tunnelId;
     const { path, headers } = bridgeRequest(this.options.secret, { tunnelId, from: this.nodeId, to: target.node, time: Date.now() });
-    const ws = new WebSocket(`${target.url.replace(/\/+$/, '')}${path}`, {
-      headers,
-      ...(this.options.ca ? { ca: this.options.ca } : {}),
-      perMessageDeflate: false,
-      maxPayload: MAX_WS_MESSAGE_BYTES,
-      handshakeTimeout: DIAL_TIMEOUT_MS,
-    });
-    const dial: Dial = { node: target.node, ws };
-    this.dialing.set(tunnelId, dial);
-    let settled = false;
-    const fail = (why: string): void => {
-      if (settled) return;
-      settled = true;
-      ws.terminate();
-      if (this.dialing.get(tunnelId) !== dial) return;
-      this.dialing.delete(tunnelId);
-      this.log.limited(LogLevel.WARNING, 'bridge-dial', `tunnel ${tunnelId}: cannot bridge to node ${target.node} (${target.url}): ${why}; retrying`);
-      this.redial(link);
-    };
-    ws.once('unexpected-response', (_req, res) => {
-      res.resume();
-      // A node answers 403 only to a bridge request it cannot verify with its own secret.
-      const hint = res.statusCode === 403 ? ": that node does not accept this node's cluster secret (do all relays of the cluster have the same one, and clocks within a minute?)" : '';
-      fail(`HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim() + hint);
-    });
-    // Kept for the life of the socket: an error after the open must not go unhandled (RemotePeer logs its own).
-    ws.on('error', (err: Error) => fail(err.message));
-    ws.once('open', () => {
-      settled = true;
-      if (this.dialing.get(tunnelId) !== dial) {
-        ws.close(CLOSE_PEER_LEFT, 'not needed any more');
+    const dial: Dial = { node: target.node };
+    dial.ws = dialBridge(`${target.url.replace(/\/+$/, '')}${path}`, headers, this.options.ca, (result) => {
+      const wanted = this.dialing.get(tunnelId) === dial;
+      if (wanted) this.dialing.delete(tunnelId);
+      if ('failed' in result) {
+        if (!wanted) return;
+        this.log.limited(LogLevel.WARNING, 'bridge-dial', `tunnel ${tunnelId}: cannot bridge to node ${target.node} (${target.url}): ${result.failed}; retrying`);
+        this.redial(link);
         return;
       }
-      this.dialing.delete(tunnelId);
       const source = link.peers.source;
-      if (!(source instanceof Peer) || source.closing || this.host.link(tunnelId) !== link || this.stopped) {
-        ws.close(CLOSE_PEER_LEFT, 'the source left this node');
-        return;
+      if (!wanted) {
+        result.ws.close(CLOSE_PEER_LEFT, 'not needed any more');
+      } else if (!(source instanceof Peer) || source.closing || this.host.link(tunnelId) !== link || this.stopped) {
+        result.ws.close(CLOSE_PEER_LEFT, 'the source left this node');
+      } else {
+        this.attempts.delete(tunnelId);
+        this.install(link, result.ws, 'destination', target.node);
+        this.log.info(`tunnel ${tunnelId}: bridge to node ${target.node}, which holds the destination, is up`);
       }
-      socketOf(ws)?.setNoDelay(true);
-      this.attempts.delete(tunnelId);
-      this.install(link, ws, 'destination', target.node);
-      this.log.info(`tunnel ${tunnelId}: bridge to node ${target.node}, which holds the destination, is up`);
     });
+    this.dialing.set(tunnelId, dial);
   }
 
   private install(link: TunnelLink, ws: WebSocket, mode: PeerMode, node: string): void {
@@ -344,10 +320,9 @@ export class ClusterNode {
     const tunnelId = link.tunnel.tunnelId;
     if (this.stopped || end.detached) return;
     end.log.info(`bridge closed (code ${code}): received ${end.bytesIn} bytes, sent ${end.bytesOut} bytes`);
-    const known = this.known.get(tunnelId);
     // The far peer left, was replaced or closed, or its node stops: the next holder's event says where it went.
     if (code === CLOSE_PEER_LEFT || code === CLOSE_NODE_STOPPING || code === CLOSE_NORMAL || code === CLOSE_POLICY) {
-      if (known?.[end.mode]?.node === end.node) delete known[end.mode];
+      this.known.forget(tunnelId, end.mode, (holder) => holder.node !== end.node);
       return;
     }
     // Lost (the far node died, or the network between us): dial again while it still holds the peer.
@@ -363,10 +338,10 @@ export class ClusterNode {
     const dial: Dial = { node: '' };
     dial.timer = setTimeout(() => {
       if (this.dialing.get(tunnelId) === dial) this.dialing.delete(tunnelId);
-      this.store.holder(tunnelId, 'destination').then((holder) => {
-        const known = this.known.get(tunnelId);
+      this.store.holder(tunnelId, 'destination').then((stored) => {
+        const holder = this.known.vet(tunnelId, 'destination', stored);
         if (holder) this.learn(tunnelId, 'destination', holder);
-        else if (known) delete known.destination;
+        else this.known.forget(tunnelId, 'destination');
         this.ensureBridge(link);
       }, () => this.redial(link));
     }, Math.min(REDIAL_CAP_MS, REDIAL_BASE_MS * 2 ** attempt));
@@ -400,14 +375,12 @@ export class ClusterNode {
         if (answer.verdict !== 'ok') return this.closeLocal(peer, answer.verdict);
         if (answer.gen !== undefined) {
           entry.gen = answer.gen;
-          this.learn(entry.tunnelId, entry.mode, { node: this.nodeId, url: this.store.nodeUrl, channel: entry.channel, gen: answer.gen });
+          this.learn(entry.tunnelId, entry.mode, { node: this.nodeId, url: this.store.nodeUrl, channel: entry.channel, gen: answer.gen, sig: entry.sig });
         }
         const other = otherMode(entry.mode);
-        if (answer.other) this.learn(entry.tunnelId, other, answer.other);
-        else {
-          const known = this.known.get(entry.tunnelId);
-          if (known?.[other] && known[other]!.node !== this.nodeId) delete known[other];
-        }
+        const holder = this.known.vet(entry.tunnelId, other, answer.other);
+        if (holder) this.learn(entry.tunnelId, other, holder);
+        else this.known.forget(entry.tunnelId, other, (h) => h.node === this.nodeId);
         this.ensureBridge(entry.link);
       });
       if (why) this.log.info(`${why}: the leases of ${entries.length} peer(s) held here are renewed`);
@@ -420,9 +393,4 @@ export class ClusterNode {
       if (again) void this.renewAll(again);
     }
   }
-}
-
-/** For tests and stats: the ends of a link that are bridges. */
-export function isBridge(end: LinkEnd | undefined): end is RemotePeer {
-  return end instanceof RemotePeer;
 }

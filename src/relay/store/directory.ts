@@ -34,9 +34,12 @@ export interface TunnelPage {
 
 /** The store cannot be reached (shared store down): the operation did not happen. */
 export class StoreUnavailableError extends Error {
-  constructor(message: string) {
+  /** What a client is told: never the store's address, nor anything of its credentials (`message` is for the log). */
+  readonly publicMessage: string;
+  constructor(message: string, publicMessage = 'the tunnel store is unreachable') {
     super(message);
     this.name = 'StoreUnavailableError';
+    this.publicMessage = publicMessage;
   }
 }
 
@@ -49,7 +52,7 @@ export interface DirectoryEvents {
 }
 
 export interface TunnelDirectory {
-  /** Whether operations can run now; `reason` says why not. */
+  /** Whether operations can run now; `reason` says why not, to clients (never the store's address). */
   health(): { ready: boolean; reason?: string };
   open(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel>;
   get(tunnelId: string): Promise<TunnelRecord>;

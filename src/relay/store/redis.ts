@@ -6,23 +6,22 @@
  * spending one token at once cannot lose an update or reopen a closed tunnel; the loser re-reads
  * and applies the same rules (record.ts) again.
  *
- * The client is ioredis: it reconnects with our backoff, fails commands at once while Redis is
- * away (`enableOfflineQueue: false`, the API answers 503 instead of hanging) and resubscribes
- * after a reconnect. This module is loaded only for `--store`.
+ * The connections (redis-link.ts) fail commands at once while Redis is away: the API answers
+ * 503 instead of hanging. This module is loaded only for `--store`.
  */
-import { createHash } from 'node:crypto';
-import Redis, { type RedisOptions } from 'ioredis';
 import { LogLevel, type Logger } from '../../log';
 import type { Clock } from '../clock';
+import { RelayConfigError } from '../errors';
 import type { RelayLimits } from '../limits';
 import {
-  checkRecord, clientTokenRefusal, createTunnel, expiresAt, hashToken, mergeTags, RegistryError, removeTags, rotatedModes, rotateTunnel, spendToken,
+  checkRecord, clientTokenRefusal, StateFileError, createTunnel, expiresAt, hashToken, mergeTags, RegistryError, removeTags, rotatedModes, rotateTunnel, spendToken,
   type ClientMode, type DestinationConfig, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens, type Tag, type TunnelRecord,
 } from '../record';
-import { parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore, type RenewAnswer } from '../cluster/types';
+import { isHolderText, MAX_HOLDER_TEXT, parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore, type RenewAnswer } from '../cluster/types';
 import { StoreUnavailableError, type Authorized, type DirectoryEvents, type ListPosition, type Refusal, type TunnelDirectory, type TunnelPage } from './directory';
+import { parseEvent } from './events';
+import { RedisLink } from './redis-link';
 import { COMMIT, HOLD, RELEASE, RENEW, SWEEP } from './scripts';
-import { describeStoreUrl } from './url';
 
 const PREFIX = 'localproxy:';
 /** Compare-and-set attempts before an operation gives up (only under extreme contention on one tunnel). */
@@ -34,9 +33,6 @@ const SWEEP_CLAIM_MS = 30_000;
 const SWEEP_BATCH = 100;
 /** Peers per lease-renewal script call. */
 const RENEW_BATCH = 200;
-const RETRY_BASE_MS = 200;
-const RETRY_CAP_MS = 5000;
-const COMMAND_TIMEOUT_MS = 5000;
 const DEFAULT_ACCOUNT_ID = '000000000000';
 const DEFAULT_REGION = 'local';
 
@@ -70,15 +66,6 @@ interface Change<T> {
   result: T;
 }
 
-type Event =
-  | { t: 'closed'; id: string; reason: string }
-  | { t: 'revoked'; id: string; tokens: Array<{ mode: PeerMode; hash: string }> }
-  | { t: 'attached'; id: string; mode: PeerMode; node: string; url: string; channel: string; gen: number };
-
-function sha1(text: string): string {
-  return createHash('sha1').update(text).digest('hex');
-}
-
 function notFound(tunnelId: string): RegistryError {
   return new RegistryError('ResourceNotFoundException', `Tunnel ${tunnelId} not found`);
 }
@@ -96,15 +83,11 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
   onAttached?: (event: AttachedEvent) => void;
   onReconnected?: () => void;
   private readonly options: RedisStoreOptions;
-  private readonly redis: Redis;
-  private readonly sub: Redis;
+  private readonly link: RedisLink;
   private readonly where: string;
   private readonly log: Logger;
-  private readonly scripts = new Map<string, string>();
   private openCount = 0;
   private sweeper?: NodeJS.Timeout;
-  private everReady = false;
-  private down = false;
   private disposed = false;
 
   constructor(options: RedisStoreOptions) {
@@ -113,120 +96,63 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     this.nodeUrl = options.nodeUrl;
     this.leaseMs = options.leaseMs;
     this.log = options.log;
-    this.where = describeStoreUrl(options.url);
-    const url = new URL(options.url);
-    const redisOptions: RedisOptions = {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: COMMAND_TIMEOUT_MS,
-      connectionName: `localproxy-relay-${options.nodeId}`,
-      retryStrategy: (times) => {
-        const delay = Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** Math.min(times, 10));
-        return Math.round(delay / 2 + Math.random() * (delay / 2));
-      },
-      ...(url.password === '' && url.username === '' && options.password ? { password: options.password } : {}),
-      ...(url.protocol === 'rediss:' && options.ca ? { tls: { ca: options.ca, servername: url.hostname } } : {}),
+    // Written into every holder record: held to what the other nodes read back.
+    if (!isHolderText(options.nodeId) || !isHolderText(options.nodeUrl)) throw new RelayConfigError(`a cluster node's id and URL must be 1-${MAX_HOLDER_TEXT} characters`);
+    this.link = new RedisLink({ url: options.url, password: options.password, ca: options.ca, nodeId: options.nodeId, log: options.log });
+    this.where = this.link.where;
+    this.link.onMessage = (message) => this.onMessage(message);
+    this.link.onReady = (again) => {
+      void this.refreshCount();
+      // Events published while either connection was down are lost: the cluster node checks its peers.
+      if (again) this.onReconnected?.();
     };
-    this.redis = new Redis(options.url, redisOptions);
-    this.sub = new Redis(options.url, { ...redisOptions, connectionName: `localproxy-relay-${options.nodeId}-events`, commandTimeout: undefined });
-    for (const [name, lua] of Object.entries({ COMMIT, HOLD, RELEASE, RENEW, SWEEP })) this.scripts.set(name, lua);
-    this.watch(this.redis, 'commands');
-    this.watch(this.sub, 'events');
-    this.sub.on('message', (_channel: string, message: string) => this.onMessage(message));
   }
 
   /** Connects in the background (retrying with backoff); `health()` says when it is ready. */
   start(): void {
-    this.log.info(`tunnel store: connecting to ${this.where}`);
-    void this.redis.connect().catch(() => {});
-    // Subscribed on the first connection, whenever that is; ioredis subscribes again after a reconnect.
-    let subscribed = false;
-    this.sub.on('ready', () => {
-      if (!subscribed) this.sub.subscribe(`${PREFIX}events`).then(() => { subscribed = true; }, () => {});
-    });
-    void this.sub.connect().catch(() => {});
+    this.link.start(`${PREFIX}events`);
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
     this.sweeper.unref();
   }
 
   health(): { ready: boolean; reason?: string } {
-    if (this.redis.status === 'ready' && this.sub.status === 'ready') return { ready: true };
-    return { ready: false, reason: `tunnel store ${this.where} unreachable` };
-  }
-
-  private watch(client: Redis, what: string): void {
-    client.on('error', (err: Error) => {
-      if (this.disposed) return;
-      this.log.limited(LogLevel.WARNING, `store-${what}`, `tunnel store ${this.where} (${what} connection): ${err.message}; retrying with backoff`);
-    });
-    client.on('reconnecting', (delay: number) => {
-      if (this.disposed) return;
-      if (!this.down) {
-        this.down = true;
-        this.log.warn(`tunnel store ${this.where} unreachable: handshakes and API calls are refused (HTTP 503) until it is back; tunnels already connected go on`);
-      }
-      this.log.limited(LogLevel.INFO, `store-retry-${what}`, `tunnel store ${this.where}: next attempt in ${delay} ms`);
-    });
-    client.on('ready', () => {
-      if (this.redis.status !== 'ready' || this.sub.status !== 'ready') return;
-      if (!this.everReady) this.log.info(`tunnel store ${this.where} connected`);
-      else if (this.down) this.log.info(`tunnel store ${this.where} reachable again`);
-      const again = this.everReady;
-      this.everReady = true;
-      this.down = false;
-      void this.refreshCount();
-      // Events published while either connection was down are lost: the cluster node checks its peers.
-      if (again) this.onReconnected?.();
-    });
+    return this.link.ready ? { ready: true } : { ready: false, reason: 'tunnel store unreachable' };
   }
 
   private onMessage(message: string): void {
-    let e: Event;
-    try {
-      e = JSON.parse(message) as Event;
-    } catch {
+    const e = parseEvent(message);
+    if ('refused' in e) {
+      this.log.limited(LogLevel.WARNING, 'store-bad-event', `tunnel store ${this.where}: dropped a message on ${PREFIX}events that is not an event of ours (${e.refused})`);
       return;
     }
     const events = this.options.events;
     if (e.t === 'closed') events.onClosed(e.id, e.reason);
     else if (e.t === 'revoked') for (const token of e.tokens) events.onTokenRevoked(e.id, token.mode, token.hash);
-    else if (e.t === 'attached') this.onAttached?.({ tunnelId: e.id, mode: e.mode, holder: { node: e.node, url: e.url, channel: e.channel, gen: e.gen } });
+    else this.onAttached?.({ tunnelId: e.id, mode: e.mode, holder: e.holder });
   }
 
-  /** Runs a script by its SHA-1, loading it if Redis does not know it (first use, or after a restart). */
-  private async script(name: 'COMMIT' | 'HOLD' | 'RELEASE' | 'RENEW' | 'SWEEP', args: Array<string | number>): Promise<unknown> {
-    const lua = this.scripts.get(name)!;
+  /** A record as stored; throws StateFileError (one line) when it is not one the relay would write. */
+  private decode(json: string, tunnelId: string): TunnelRecord {
+    const where = `tunnel store ${this.where} tunnel ${tunnelId}`;
+    let value: unknown;
     try {
-      return await this.call(() => this.redis.evalsha(sha1(lua), 0, ...args));
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return this.call(() => this.redis.eval(lua, 0, ...args));
+      value = JSON.parse(json);
+    } catch {
+      throw new StateFileError(`${where}: not JSON`);
     }
-  }
-
-  /** A command; a connection problem becomes StoreUnavailableError (the API answers 503). */
-  private async call<T>(run: () => Promise<T>): Promise<T> {
-    if (this.redis.status !== 'ready') throw new StoreUnavailableError(`tunnel store ${this.where} unreachable`);
-    try {
-      return await run();
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (/^(NOSCRIPT|ERR|WRONGTYPE)/.test(message)) throw err;
-      throw new StoreUnavailableError(`tunnel store ${this.where}: ${message}`);
-    }
+    return checkRecord(value, where);
   }
 
   private async read(tunnelId: string): Promise<Stored | undefined> {
-    const [json, version] = await this.call(() => this.redis.hmget(`${PREFIX}t:${tunnelId}`, 'r', 'v'));
+    const [json, version] = await this.link.call((redis) => redis.hmget(`${PREFIX}t:${tunnelId}`, 'r', 'v'));
     if (!json || !version) return undefined;
-    return { record: checkRecord(JSON.parse(json), `tunnel store ${this.where} tunnel ${tunnelId}`), version };
+    return { record: this.decode(json, tunnelId), version };
   }
 
   /** Writes a change as one compare-and-set; false when another node changed the tunnel first. */
   private async commit(tunnelId: string, version: string, record: TunnelRecord | null, event?: object): Promise<boolean> {
     const stored = record ? JSON.stringify({ ...record, source: { ...record.source, connected: false }, destination: { ...record.destination, connected: false } }) : '';
-    const reply = await this.script('COMMIT', [
+    const reply = await this.link.script(COMMIT, [
       PREFIX, tunnelId, version, stored, this.options.limits.maxOpenTunnels, this.options.limits.maxClosedTunnels,
       event ? JSON.stringify(event) : '', record?.createdAt ?? 0, record ? expiresAt(record) : 0, record?.lastUpdatedAt ?? 0,
     ]) as string[];
@@ -243,7 +169,8 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
       if (out.record === undefined) return out.result;
       if (await this.commit(tunnelId, stored.version, out.record, out.event)) return out.result;
     }
-    throw new StoreUnavailableError(`tunnel ${tunnelId} is being changed by too many requests at once`);
+    const busy = `tunnel ${tunnelId} is being changed by too many requests at once`;
+    throw new StoreUnavailableError(busy, busy);
   }
 
   async open(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel> {
@@ -253,13 +180,13 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
       accountId: this.options.accountId ?? DEFAULT_ACCOUNT_ID,
       maxServices: this.options.limits.maxServicesPerTunnel,
     });
-    if (!(await this.commit(tunnel.tunnelId, '0', tunnel))) throw new StoreUnavailableError(`tunnel id ${tunnel.tunnelId} already taken`);
+    if (!(await this.commit(tunnel.tunnelId, '0', tunnel))) throw new StoreUnavailableError(`tunnel id ${tunnel.tunnelId} already taken`, 'a new tunnel id was taken already');
     this.openCount++;
     return opened;
   }
 
   async get(tunnelId: string): Promise<TunnelRecord> {
-    const results = await this.call(() => this.redis.pipeline()
+    const results = await this.link.call((redis) => redis.pipeline()
       .hmget(`${PREFIX}t:${tunnelId}`, 'r', 'cs', 'cd')
       .get(`${PREFIX}h:${tunnelId}:source`)
       .get(`${PREFIX}h:${tunnelId}:destination`)
@@ -268,7 +195,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     for (const [err] of results) if (err) throw new StoreUnavailableError(`tunnel store ${this.where}: ${err.message}`);
     const [json, cs, cd] = results[0][1] as Array<string | null>;
     if (!json) throw notFound(tunnelId);
-    const record = checkRecord(JSON.parse(json), `tunnel store ${this.where} tunnel ${tunnelId}`);
+    const record = this.decode(json, tunnelId);
     // Connection states: a peer is connected while a node holds its lease.
     const holders = [results[1][1], results[2][1]] as Array<string | null>;
     (['source', 'destination'] as const).forEach((mode, i) => {
@@ -291,7 +218,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
 
   async list(filter: { thingName?: string; after?: ListPosition; max: number }): Promise<TunnelPage> {
     const key = filter.thingName !== undefined ? `${PREFIX}thing:${filter.thingName}` : `${PREFIX}all`;
-    const flat = await this.call(() => this.redis.zrange(key, '0', '-1', 'WITHSCORES'));
+    const flat = await this.link.call((redis) => redis.zrange(key, '0', '-1', 'WITHSCORES'));
     const all: ListPosition[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2) all.push({ tunnelId: flat[i], createdAt: Number(flat[i + 1]) });
     all.sort((a, b) => b.createdAt - a.createdAt || (a.tunnelId < b.tunnelId ? -1 : a.tunnelId > b.tunnelId ? 1 : 0));
@@ -304,13 +231,20 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     const page = all.slice(start, start + filter.max);
     const tunnels: TunnelRecord[] = [];
     if (page.length > 0) {
-      const pipeline = this.redis.pipeline();
+      const pipeline = this.link.redis.pipeline();
       for (const p of page) pipeline.hget(`${PREFIX}t:${p.tunnelId}`, 'r');
-      const results = await this.call(() => pipeline.exec());
+      const results = await this.link.call(() => pipeline.exec());
       for (const [i, [err, json]] of (results ?? []).entries()) {
         if (err) throw new StoreUnavailableError(`tunnel store ${this.where}: ${err.message}`);
         // Forgotten between the two reads: left out.
-        if (typeof json === 'string') tunnels.push(checkRecord(JSON.parse(json), `tunnel store ${this.where} tunnel ${page[i].tunnelId}`));
+        if (typeof json !== 'string') continue;
+        try {
+          tunnels.push(this.decode(json, page[i].tunnelId));
+        } catch (err) {
+          // One record nobody can use must not take the listing of every other tunnel with it.
+          if (!(err instanceof StateFileError)) throw err;
+          this.log.limited(LogLevel.ERROR, 'store-bad-record', `${err.message}; left out of ListTunnels`);
+        }
       }
     }
     const last = page[page.length - 1];
@@ -361,7 +295,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
 
   async authorize(accessToken: string, mode: PeerMode, clientToken: string | undefined): Promise<Authorized | Refusal> {
     const tokenHash = hashToken(accessToken);
-    const owner = await this.call(() => this.redis.get(`${PREFIX}k:${tokenHash}`));
+    const owner = await this.link.call((redis) => redis.get(`${PREFIX}k:${tokenHash}`));
     const [tunnelId, ownerMode] = (owner ?? '').split(' ');
     const stored = owner ? await this.read(tunnelId) : undefined;
     if (!stored || stored.record.status !== 'OPEN' || stored.record[ownerMode as PeerMode]?.tokenHash !== tokenHash) return { status: 403, reason: 'Invalid access token' };
@@ -393,33 +327,31 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
   async dispose(): Promise<void> {
     this.disposed = true;
     clearInterval(this.sweeper);
-    await Promise.allSettled([this.redis.quit(), this.sub.quit()]);
-    this.redis.disconnect();
-    this.sub.disconnect();
+    await this.link.dispose();
   }
 
   // PeerStore -------------------------------------------------------------------------------
 
-  async hold(tunnelId: string, mode: PeerMode, channel: string, tokenHash: string): Promise<HoldResult> {
-    const reply = await this.script('HOLD', [PREFIX, tunnelId, mode, tokenHash, this.nodeId, this.nodeUrl, channel, this.leaseMs, this.options.clock.now()]) as string[];
+  async hold(tunnelId: string, mode: PeerMode, channel: string, tokenHash: string, sig: string): Promise<HoldResult> {
+    const reply = await this.link.script(HOLD, [PREFIX, tunnelId, mode, tokenHash, this.nodeId, this.nodeUrl, channel, sig, this.leaseMs, this.options.clock.now()]) as string[];
     if (reply[0] !== 'ok') return { kind: reply[0] as 'closed' | 'revoked' | 'unknown' };
     return { kind: 'held', gen: Number(reply[1]), previous: parseHolder(reply[2]), other: parseHolder(reply[3]) };
   }
 
   async release(tunnelId: string, mode: PeerMode, channel: string): Promise<void> {
-    await this.script('RELEASE', [PREFIX, tunnelId, mode, channel, this.options.clock.now()]);
+    await this.link.script(RELEASE, [PREFIX, tunnelId, mode, channel, this.options.clock.now()]);
   }
 
   async holder(tunnelId: string, mode: PeerMode): Promise<Holder | undefined> {
-    return parseHolder(await this.call(() => this.redis.get(`${PREFIX}h:${tunnelId}:${mode}`)));
+    return parseHolder(await this.link.call((redis) => redis.get(`${PREFIX}h:${tunnelId}:${mode}`)));
   }
 
   async renew(peers: HeldPeer[]): Promise<RenewAnswer[]> {
     const out: RenewAnswer[] = [];
     for (let i = 0; i < peers.length; i += RENEW_BATCH) {
       const args: Array<string | number> = [PREFIX, this.leaseMs];
-      for (const p of peers.slice(i, i + RENEW_BATCH)) args.push(p.tunnelId, p.mode, p.channel, p.tokenHash, this.nodeId, this.nodeUrl, String(p.gen));
-      const reply = await this.script('RENEW', args) as string[];
+      for (const p of peers.slice(i, i + RENEW_BATCH)) args.push(p.tunnelId, p.mode, p.channel, p.tokenHash, this.nodeId, this.nodeUrl, String(p.gen), p.sig);
+      const reply = await this.link.script(RENEW, args) as string[];
       for (let j = 0; j + 2 < reply.length; j += 3) out.push({ verdict: reply[j] as LeaseVerdict, other: parseHolder(reply[j + 1]), ...(reply[j + 2] ? { gen: Number(reply[j + 2]) } : {}) });
     }
     return out;
@@ -429,14 +361,16 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
 
   /** Closes the tunnels whose lifetime ended; each is claimed by one node, so it is closed once. */
   private async sweep(): Promise<void> {
-    if (this.disposed || this.redis.status !== 'ready') return;
+    if (this.disposed || this.link.redis.status !== 'ready') return;
     try {
-      const due = await this.script('SWEEP', [PREFIX, this.options.clock.now(), SWEEP_CLAIM_MS, SWEEP_BATCH]) as string[];
+      const due = await this.link.script(SWEEP, [PREFIX, this.options.clock.now(), SWEEP_CLAIM_MS, SWEEP_BATCH]) as string[];
       for (const id of due) {
         await this.close(id, {}, 'tunnel lifetime expired').catch(async (err: unknown) => {
+          // A record nobody can use is left for its owner to look at; the rest of the batch goes on.
+          if (err instanceof StateFileError) return this.log.limited(LogLevel.ERROR, 'store-bad-record', `${err.message}; its lifetime cannot be enforced`);
           if (!(err instanceof RegistryError)) throw err;
           // Forgotten meanwhile: nothing left to close, and nothing to sweep again.
-          await this.call(() => this.redis.zrem(`${PREFIX}expiry`, id));
+          await this.link.call((redis) => redis.zrem(`${PREFIX}expiry`, id));
         });
       }
       await this.refreshCount();
@@ -447,7 +381,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
 
   private async refreshCount(): Promise<void> {
     try {
-      this.openCount = await this.call(() => this.redis.scard(`${PREFIX}open`));
+      this.openCount = await this.link.call((redis) => redis.scard(`${PREFIX}open`));
     } catch {
       // Unreachable: the last count stands.
     }

@@ -6,7 +6,8 @@
  * Keys, under the prefix P (`localproxy:`):
  *   P t:<id>               hash: r (the record, JSON), v (its version), cs/cd (when the source/
  *                          destination last connected or left, ms), gs/gd (holder generations)
- *   P h:<id>:<mode>        the node holding that peer: JSON {node, url, channel, gen}, with a lease (PX)
+ *   P h:<id>:<mode>        the node holding that peer: JSON {node, url, channel, gen, sig}, with a
+ *                          lease (PX); sig: the node's signature (cluster/auth.ts)
  *   P k:<token sha256>     "<id> <mode>": an open tunnel's token
  *   P open                 set of open tunnel ids (the maxOpenTunnels count)
  *   P expiry               zset id → when its lifetime ends (ms); swept by any node
@@ -85,7 +86,7 @@ return {'ok', tostring(version)}
 /**
  * This node now holds a peer (its handshake was accepted): the holder key with a lease, a new
  * generation, the connection time, and an 'attached' event.
- * ARGV: prefix, id, mode, tokenHash, node, url, channel, leaseMs, now.
+ * ARGV: prefix, id, mode, tokenHash, node, url, channel, sig, leaseMs, now.
  * Returns {'ok', gen, previous holder JSON or '', other mode's holder JSON or ''} | {'closed'|'revoked'|'unknown'}.
  */
 export const HOLD = `
@@ -100,11 +101,11 @@ local short = 'd'
 local other = 'source'
 if mode == 'source' then short = 's'; other = 'destination' end
 local gen = redis.call('HINCRBY', tkey, 'g' .. short, 1)
-local value = cjson.encode({node = ARGV[5], url = ARGV[6], channel = ARGV[7], gen = gen})
-local prev = redis.call('SET', P .. 'h:' .. id .. ':' .. mode, value, 'PX', ARGV[8], 'GET')
-redis.call('HSET', tkey, 'c' .. short, ARGV[9])
+local value = cjson.encode({node = ARGV[5], url = ARGV[6], channel = ARGV[7], gen = gen, sig = ARGV[8]})
+local prev = redis.call('SET', P .. 'h:' .. id .. ':' .. mode, value, 'PX', ARGV[9], 'GET')
+redis.call('HSET', tkey, 'c' .. short, ARGV[10])
 local otherHolder = redis.call('GET', P .. 'h:' .. id .. ':' .. other)
-redis.call('PUBLISH', P .. 'events', cjson.encode({t = 'attached', id = id, mode = mode, node = ARGV[5], url = ARGV[6], channel = ARGV[7], gen = gen}))
+redis.call('PUBLISH', P .. 'events', cjson.encode({t = 'attached', id = id, mode = mode, node = ARGV[5], url = ARGV[6], channel = ARGV[7], gen = gen, sig = ARGV[8]}))
 return {'ok', tostring(gen), prev or '', otherHolder or ''}
 `;
 
@@ -133,7 +134,7 @@ return 1
  * with nobody else holding the peer (or lost by a Redis restart, or never recorded because Redis
  * was away at the connect) is taken again, as a new holder: a new generation and an 'attached'
  * event, so the node of the other peer learns where it is.
- * ARGV: prefix, leaseMs, then per peer 7 values: id, mode, channel, tokenHash, node, url, gen.
+ * ARGV: prefix, leaseMs, then per peer 8 values: id, mode, channel, tokenHash, node, url, gen, sig.
  * Returns per peer {verdict, other mode's holder JSON or '', new generation or ''}: verdict
  * ok | replaced | revoked | closed | unknown.
  */
@@ -141,7 +142,7 @@ export const RENEW = `
 local P, lease = ARGV[1], ARGV[2]
 local out = {}
 local i = 3
-while i + 6 <= #ARGV do
+while i + 7 <= #ARGV do
   local id, mode, channel, tokenHash = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local hkey = P .. 'h:' .. id .. ':' .. mode
   local other = 'source'
@@ -165,8 +166,8 @@ while i + 6 <= #ARGV do
         local short = 'd'
         if mode == 'source' then short = 's' end
         local gen = redis.call('HINCRBY', P .. 't:' .. id, 'g' .. short, 1)
-        redis.call('SET', hkey, cjson.encode({node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = gen}), 'PX', lease)
-        redis.call('PUBLISH', P .. 'events', cjson.encode({t = 'attached', id = id, mode = mode, node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = gen}))
+        redis.call('SET', hkey, cjson.encode({node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = gen, sig = ARGV[i + 7]}), 'PX', lease)
+        redis.call('PUBLISH', P .. 'events', cjson.encode({t = 'attached', id = id, mode = mode, node = ARGV[i + 4], url = ARGV[i + 5], channel = channel, gen = gen, sig = ARGV[i + 7]}))
         taken = tostring(gen)
       end
     end
@@ -174,7 +175,7 @@ while i + 6 <= #ARGV do
   table.insert(out, verdict)
   table.insert(out, redis.call('GET', P .. 'h:' .. id .. ':' .. other) or '')
   table.insert(out, taken)
-  i = i + 7
+  i = i + 8
 end
 return out
 `;
