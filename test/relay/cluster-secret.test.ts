@@ -1,6 +1,7 @@
 /**
  * Two relays of a cluster started with different cluster secrets: the node that would bridge
- * to the other says that the secrets differ, not only that the other node refused it.
+ * to the other names the cluster secret as the reason it cannot reach the destination (it finds
+ * the other node's record in the store not signed with its own secret).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';

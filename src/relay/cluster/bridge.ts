@@ -45,9 +45,7 @@ export function dialBridge(url: string, headers: Record<string, string>, ca: str
   };
   ws.once('unexpected-response', (_req, res) => {
     res.resume();
-    // A node answers 403 only to a bridge request it cannot verify with its own secret.
-    const hint = res.statusCode === 403 ? ": that node does not accept this node's cluster secret (do all relays of the cluster have the same one, and clocks within a minute?)" : '';
-    fail(`HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim() + hint);
+    fail(`HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim());
   });
   // Kept for the life of the socket: an error after the open must not go unhandled (RemotePeer logs its own).
   ws.on('error', (err: Error) => fail(err.message));
