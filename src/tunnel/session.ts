@@ -439,7 +439,7 @@ export class Session implements Producer {
       return;
     }
     this.log.debug(`Stream reset received for service ${svc.label} stream ${msg.streamId}`);
-    if (this.mode === 'source') for (const conn of svc.connections.values()) noteResetBeforeReply(conn);
+    if (this.mode === 'source') for (const conn of svc.connections.values()) conn.noteResetBeforeReply();
     // Reading goes on (fixes reference bug 9.3#21); the next connection starts a new stream.
     svc.closeAll('stream reset by the peer');
   }
@@ -450,7 +450,7 @@ export class Session implements Producer {
       this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.label}`);
       return;
     }
-    if (this.mode === 'source') noteResetBeforeReply(conn);
+    if (this.mode === 'source') conn.noteResetBeforeReply();
     conn.closeFromPeer('connection reset by the peer');
   }
 
@@ -548,12 +548,3 @@ function creditWanted(init: SessionInit): boolean {
   return mode === 'on' || (init.extensions ?? []).includes(CREDIT_EXTENSION);
 }
 
-/**
- * Source: a reset before the peer sent a byte is how the service refuses a connection while no
- * destination is connected (or the destination's application refused it): said at the default
- * level, since the app only sees its connection close.
- */
-function noteResetBeforeReply(conn: Connection): void {
-  if (conn.bytesIn > 0 || conn.state === 'closing' || conn.state === 'closed') return;
-  conn.log.limited(LogLevel.INFO, 'reset-before-reply', 'reset by the service before any reply — is the destination connected? (or did its application refuse the connection?)');
-}
