@@ -37,8 +37,11 @@ export interface CliContext {
 
 export type CliPlan =
   | { action: 'exit'; exitCode: number }
-  /** `secretInArgv`: an access or client token was given on the command line (hide it from `ps`). */
-  | { action: 'run'; options: ProxyOptions; tokenFromArgv: boolean; secretInArgv: boolean };
+  /**
+   * `secretInArgv`: an access or client token was given on the command line (hide it from `ps`).
+   * `stdio`: `-s` names stdio, one connection over stdin/stdout (ssh's ProxyCommand).
+   */
+  | { action: 'run'; options: ProxyOptions; tokenFromArgv: boolean; secretInArgv: boolean; stdio: boolean };
 
 const ENV_OPTIONS: ReadonlyArray<[string, string]> = [
   ['AWSIOT_TUNNEL_ACCESS_TOKEN', 'access-token'],
@@ -63,6 +66,20 @@ function str(args: RawArgs, name: string): string | undefined {
 function parseVerbose(text: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw usageError(`the argument ('${shownValue(text)}') for option '--verbose' is invalid`);
   return Math.min(Number(text), LogLevel.TRACE);
+}
+
+/**
+ * `-s` carries one connection over stdin/stdout. Decided before anything is logged: that run's
+ * stderr is the terminal of an ssh prompt, so by default it shows nothing but fatal lines.
+ */
+function namesStdio(list: string | undefined): boolean {
+  if (list === undefined) return false;
+  try {
+    return [...parseMappings(list, 'source').services.values()].some((target) => target.kind === 'stdio');
+  } catch {
+    // The error is reported where the mappings are read.
+    return false;
+  }
 }
 
 function parseMode(text: string): Mode {
@@ -151,7 +168,8 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
 
   // Unlike the reference, `verbose` from the --config file works (9.5#49).
   const verbose = str(merged, 'verbose');
-  const log = new Logger({ level: verbose === undefined ? LogLevel.INFO : parseVerbose(verbose), sink: ctx.logSink });
+  const stdio = namesStdio(str(merged, 'source-listen-port'));
+  const log = new Logger({ level: verbose !== undefined ? parseVerbose(verbose) : stdio ? LogLevel.FATAL : LogLevel.INFO, sink: ctx.logSink });
 
   const tokenFromArgv = cli.has('access-token');
   for (const [variable, option] of ENV_OPTIONS) {
@@ -292,5 +310,5 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (clientType) options.clientType = clientType;
   if (webProxy) options.webProxy = webProxy;
   if (noProxy !== undefined) options.noProxy = noProxy;
-  return { action: 'run', options, tokenFromArgv, secretInArgv: tokenFromArgv || cli.has('client-token') };
+  return { action: 'run', options, tokenFromArgv, secretInArgv: tokenFromArgv || cli.has('client-token'), stdio };
 }

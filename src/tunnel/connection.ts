@@ -122,7 +122,7 @@ export class Connection implements Producer, Throttled {
     this.socket = socket;
     socket.setNoDelay(true);
     (socket as OwnedSocket)[kConnection] = this;
-    this.remote = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
+    this.remote = !socket.remoteAddress ? 'unix socket' : socket.remotePort === undefined ? socket.remoteAddress : `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('data', socketOnData);
     socket.on('end', socketOnEnd);
     socket.on('error', socketOnError);

@@ -39,6 +39,8 @@ export interface SessionHooks {
   onStarted(session: Session): void;
   /** Destination: connect a new connection's local socket. */
   connect(conn: Connection, target: DestinationTarget): void;
+  /** A connection is over: its socket closed and its last frames handed to the WebSocket. */
+  connectionClosed?(conn: Connection): void;
 }
 
 export interface SessionInit {
@@ -102,6 +104,7 @@ export class Session implements Producer {
       maxPayloadBytes: this.settings.maxPayloadSize,
       source: this.mode === 'source',
       log: this.log,
+      closed: (conn) => this.hooks.connectionClosed?.(conn),
     };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
     this.validation = { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize };
@@ -457,7 +460,8 @@ export class Session implements Producer {
   /** Source: an accepted local socket starts a stream or a connection in it. */
   accept(serviceId: string, socket: Socket): void {
     const svc = this.services.get(serviceId);
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    // stdin/stdout (stdio.ts) has an address and no port.
+    const from = socket.remotePort === undefined ? String(socket.remoteAddress) : `${socket.remoteAddress}:${socket.remotePort}`;
     if (!svc || this.ended) {
       socket.destroy();
       return;
@@ -490,7 +494,7 @@ export class Session implements Producer {
       type = MessageType.STREAM_START;
     }
     const conn = svc.open(svc.streamId, id);
-    this.log.info(`Accepted tcp connection on port ${socket.localPort} from ${from}`);
+    this.log.info(socket.localPort === undefined ? `Accepted the connection on ${from}` : `Accepted tcp connection on port ${socket.localPort} from ${from}`);
     if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.label}`);
     else this.log.debug(`sending connection start for service id: ${svc.label} connection id: ${id}`);
     svc.sendStart(conn, type);

@@ -142,7 +142,8 @@ cli('tunnel CLI usage errors exit 2 with one line', async () => {
     [['describe', '--endpoint', 'https://127.0.0.1:1'], /--tunnel-id is required/, {}],
     [['rotate', '--tunnel-id', 'x', '--client-mode', 'both'], /invalid --client-mode 'both'/, {}],
     [['open', '--lifetime', '900'], /invalid --lifetime/, {}],
-    [['list'], /set AWS_ACCESS_KEY_ID/, { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '' }],
+    // No credentials anywhere (no shared files, no instance metadata service to ask).
+    [['list'], /set AWS_ACCESS_KEY_ID/, { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_PROFILE: '', AWS_CONFIG_FILE: '/nonexistent/config', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials', AWS_EC2_METADATA_DISABLED: 'true' }],
   ] as Array<[string[], RegExp, Record<string, string>]>) {
     const r = await inProcess(runTunnelCli, args, { ...env, ...extra });
     assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
