@@ -45,7 +45,7 @@ export interface ProxyOptions {
   configDirMappings?: Map<string, ServiceTarget>;
   /** `-b`: listen host in source mode; default host for port-only targets in destination mode. */
   bindAddress?: string;
-  /** `-c`: extra CA directory (hashed or plain .pem/.crt files). */
+  /** `-c`: extra CA certificates: a file, or a directory (hashed or plain .pem/.crt files). */
   caPath?: string;
   /** Extra trusted CA certificates in PEM (library users and tests). */
   ca?: string[];

@@ -47,7 +47,7 @@ export const OPTIONS: readonly ProxyOptionSpec[] = [
   { name: 'source-listen-port', short: 's', value: true, arg: 'MAPPINGS', description: 'Source mode: listen ports per service id (PORT, ID=PORT or ID=HOST:PORT, comma separated), or stdio alone (-s stdio, -s ID=stdio): one connection over stdin/stdout, for ssh\'s ProxyCommand', example: '-s SSH1=5555,HTTP1=8080' },
   { name: 'destination-app', short: 'd', value: true, arg: 'MAPPINGS', description: 'Destination mode: where each service id connects (PORT, HOST:PORT, [IPv6]:PORT or a Unix socket path)', example: '-d SSH1=22,HTTP1=10.0.0.5:80' },
   { name: 'local-bind-address', short: 'b', value: true, arg: 'ADDRESS', description: 'Source: address to listen on (default localhost). Destination: default host for port-only targets', example: '-b 0.0.0.0' },
-  { name: 'capath', short: 'c', value: true, arg: 'DIR', description: 'Directory of extra CA certificates for verifying the service', example: '-c /etc/localproxy/certs' },
+  { name: 'capath', short: 'c', value: true, arg: 'FILE|DIR', description: 'Also trust the CA certificates in FILE (PEM or DER, e.g. a relay\'s cert.pem) or in the files of DIR for verifying the service', example: '-c /etc/localproxy/relay-ca.pem' },
   { name: 'no-ssl-host-verify', short: 'k', value: false, description: '[INSECURE - DEV/TEST ONLY] Turn off TLS certificate verification', example: '-k' },
   { name: 'export-default-settings', value: true, arg: 'FILE', description: 'Write every fine-grained setting with its default value as JSON and exit', example: '--export-default-settings lpsettings.json' },
   { name: 'settings-json', value: true, arg: 'FILE', description: 'Fine-grained settings merged over the defaults', example: '--settings-json lpsettings.json' },

@@ -10,7 +10,7 @@ import { Logger, LogLevel, type LogSink } from '../log';
 import type { Mode, ProxyOptions, ServiceTarget, WebProxy } from '../options';
 import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import { defaultSettings, exportSettings, mergeSettingsJson, SettingsError, type Settings } from '../settings';
-import { caDirectoryProblem, warnCaProblems } from '../transport/ca';
+import { caPathProblem, warnCaProblems } from '../transport/ca';
 import { deriveClientToken } from '../transport/client-token';
 import { noProxyFromEnv, parseProxyUrl, proxyFromEnv, shouldBypassProxy } from '../transport/web-proxy';
 import { PRODUCT, VERSION } from '../version';
@@ -18,7 +18,7 @@ import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
 import { checkConfigDir, defaultConfigDir, readConfigDir } from './config-dir';
 import { parseEndpoint, regionEndpoint } from './endpoint';
-import { readSmallTextFile } from './read-file';
+import { fileProblem, readSmallTextFile } from './read-file';
 import { helpText } from './help';
 import { checkListenPorts, formatTarget, parseMappings } from './service-spec';
 import { validateAccessToken, validateBindAddress, validateClientToken, validateEndpoint, validatePath, validateRegion } from './validate';
@@ -98,7 +98,7 @@ export function readSettings(path: string, cwd: string, log: Logger): Settings {
   try {
     text = readSmallTextFile(resolve(cwd, path));
   } catch (err) {
-    throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw usageError(`can not read settings file '${path}': ${fileProblem(err)}`);
   }
   let merged: ReturnType<typeof mergeSettingsJson>;
   try {
@@ -149,7 +149,9 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     try {
       writeFileSync(resolve(ctx.cwd, exportPath), exportSettings(defaultSettings()));
     } catch (err) {
-      throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      // Writing, ENOENT means the directory the file would go in is missing.
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'its directory does not exist' : fileProblem(err);
+      throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${why}`);
     }
     return { action: 'exit', exitCode: ExitCode.OK };
   }
@@ -280,7 +282,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     // A warning, not an error: the reference accepts any path here and the seed README's
     // example (`capath = /opt/rootca`) must keep working where that directory is absent.
     // Said once: the connect attempts do not repeat it.
-    const problem = caDirectoryProblem(caPath);
+    const problem = caPathProblem(caPath);
     if (problem) warnCaProblems(log, [problem]);
   }
   if (mode === 'source' && services.size === 0 && (configDirMappings?.size ?? 0) === 0) {

@@ -111,8 +111,9 @@ export async function runProxyCli(argv: string[], ctx: ProxyCliContext = default
   if (plan.action === 'exit') return plan.exitCode;
   const { options } = plan;
   // A token given with -t or -i is visible in `ps` through the original argv; the process
-  // title overwrites that memory on Linux, so the token does not stay listed.
-  if (plan.secretInArgv) process.title = PRODUCT;
+  // title overwrites that memory on Linux, so the token does not stay listed. The rest of
+  // the command line stays, so `ps` still tells one proxy from another.
+  if (plan.secretInArgv) process.title = [PRODUCT, ...argv.map((arg) => options.log.scrub(arg))].join(' ');
   let proxy: LocalProxy;
   options.log.info(`Starting proxy in ${options.mode} mode`);
   try {

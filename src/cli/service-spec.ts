@@ -14,9 +14,14 @@ import { usageError } from '../exit';
 import type { Mode, ServiceTarget } from '../options';
 import { parsePort, validateBindAddress, validatePath, validateServiceId } from './validate';
 
-/** One endpoint value of a mapping, validated for the mode it is used in. */
+/**
+ * One endpoint value of a mapping, validated for the mode it is used in. A source's value is
+ * where it listens, so its messages say "listen address" (the endpoint is -e, the service).
+ */
 export function parseTarget(value: string, mode: Mode): ServiceTarget {
-  if (value === '') throw usageError('Endpoint cannot be empty');
+  const what = mode === 'source' ? 'Listen address' : 'Endpoint';
+  const form = mode === 'source' ? 'PORT or ADDRESS:PORT (ID=PORT for a service id)' : 'PORT or HOST:PORT';
+  if (value === '') throw usageError(`${what} cannot be empty`);
   if (value === 'stdio' && mode === 'source') return { kind: 'stdio' };
   if (/^\d+$/.test(value)) return { kind: 'tcp', port: parsePort(value) };
   if (value.includes('/')) {
@@ -34,15 +39,15 @@ export function parseTarget(value: string, mode: Mode): ServiceTarget {
     portText = bracketed[2];
   } else {
     const colons = value.split(':').length - 1;
-    if (colons === 0 || value.startsWith('[')) throw usageError(`Endpoint must be PORT or HOST:PORT: ${value}`);
-    if (colons > 1) throw usageError(`Endpoint has an IPv6 address without brackets; write [address]:port: ${value}`);
+    if (colons === 0 || value.startsWith('[')) throw usageError(`${what} must be ${form}: ${value}`);
+    if (colons > 1) throw usageError(`${what} has an IPv6 address without brackets; write [address]:port: ${value}`);
     const colon = value.indexOf(':');
     host = value.slice(0, colon);
     portText = value.slice(colon + 1);
   }
-  if (host === '') throw usageError(`Endpoint has an empty host: ${value}`);
+  if (host === '') throw usageError(`${what} has an empty host: ${value}`);
   // `host:` passes the reference's validation and then fails to resolve (2.9).
-  if (portText === '') throw usageError(`Endpoint has no port after ':': ${value}`);
+  if (portText === '') throw usageError(`${what} has no port after ':': ${value}`);
   return { kind: 'tcp', host, port: parsePort(portText) };
 }
 

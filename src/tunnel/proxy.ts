@@ -156,7 +156,8 @@ class Runner implements LocalProxy {
         completeMapping: (ids) => {
           const result = completeMapping(options, ids);
           if (result instanceof Map) return result;
-          this.end(result, result.message);
+          // The outcome's message is logged as the run ends; the close line only says why.
+          this.end(result, result.kind === 'refused' ? "the tunnel's service ids do not match this proxy's" : 'no port mapping for the tunnel');
           return undefined;
         },
         onStarted: () => {

@@ -442,6 +442,7 @@ export class Session implements Producer {
       return;
     }
     this.log.debug(`Stream reset received for service ${svc.label} stream ${msg.streamId}`);
+    if (this.mode === 'source') for (const conn of svc.connections.values()) conn.noteResetBeforeReply();
     // Reading goes on (fixes reference bug 9.3#21); the next connection starts a new stream.
     svc.closeAll('stream reset by the peer');
   }
@@ -452,6 +453,7 @@ export class Session implements Producer {
       this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.label}`);
       return;
     }
+    if (this.mode === 'source') conn.noteResetBeforeReply();
     conn.closeFromPeer('connection reset by the peer');
   }
 
@@ -549,3 +551,4 @@ function creditWanted(init: SessionInit): boolean {
   if (mode === 'off' || init.version < 2 || init.options.clientType === 'V1') return false;
   return mode === 'on' || (init.extensions ?? []).includes(CREDIT_EXTENSION);
 }
+
