@@ -18,6 +18,8 @@ export interface CutLink {
   port: number;
   /** Connections accepted so far. */
   readonly connections: number;
+  /** Resolves when the link next sees a side of a connection close (it then tells the other side, unless the link is a black hole). */
+  sideClosed(): Promise<void>;
   /** Resets every connection through the link now. */
   cut(): void;
   /** Nothing crosses, and no close is passed on, until `restore()`. */
@@ -37,6 +39,7 @@ export async function cutLink(upstreamPort: number, upstreamHost = '127.0.0.1'):
   const pairs = new Set<Pair>();
   let holed = false;
   let accepted = 0;
+  const closeWaiters: Array<() => void> = [];
 
   const reset = (pair: Pair): void => {
     if (!pairs.delete(pair)) return;
@@ -45,8 +48,10 @@ export async function cutLink(upstreamPort: number, upstreamHost = '127.0.0.1'):
   };
   /** One side is gone: the other learns it at once, unless the link is a black hole. */
   const sideGone = (pair: Pair): void => {
+    if (!pairs.has(pair)) return;
     if (holed) pair.broken = true;
     else reset(pair);
+    for (const resolve of closeWaiters.splice(0)) resolve();
   };
   const pause = (pair: Pair): void => {
     pair.client.pause();
@@ -85,6 +90,9 @@ export async function cutLink(upstreamPort: number, upstreamHost = '127.0.0.1'):
     port,
     get connections() {
       return accepted;
+    },
+    sideClosed() {
+      return new Promise((resolve) => closeWaiters.push(resolve));
     },
     cut() {
       for (const pair of [...pairs]) reset(pair);
