@@ -23,7 +23,8 @@ import { BRIDGE_PATH } from './cluster/auth';
 import type { ClusterNode, ClusterOptions } from './cluster/node';
 import type { PeerStore } from './cluster/types';
 import { RelayConfigError } from './errors';
-import { CLOSE_POLICY, fitCloseReason, Peer, TunnelLink, type LinkEnd, type PeerEvent } from './forward';
+import { CLOSE_POLICY, fitCloseReason, TunnelLink, type LinkEnd, type PeerEvent } from './link';
+import { Peer } from './peer';
 import { ConnectionGuard, endGracefully } from './guard';
 import { checkHandshake, isRefusal, type Accepted } from './handshake';
 import type { TunnelNotifier } from './notify';
@@ -74,7 +75,7 @@ export interface RelayOptions {
   pace?: boolean;
 }
 
-export type { PeerEvent } from './forward';
+export type { PeerEvent } from './link';
 
 export interface RelayFaults {
   /** Answer the next `count` upgrades with `status` instead of accepting them. */
@@ -168,6 +169,7 @@ class RelayServer implements Relay {
   private readonly bandwidth?: number;
   private readonly pace: boolean;
   private faults: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
+  private readonly peerFaults = { rejectUpgrade: () => undefined, answerPings: () => this.faults.answerPings };
 
   constructor(options: RelayOptions, shared?: SharedStore) {
     this.log = options.log ?? new Logger();
@@ -325,12 +327,7 @@ class RelayServer implements Relay {
 
   setFaults(faults: RelayFaults): void {
     if (faults.rejectHandshakes) this.faults.reject = { ...faults.rejectHandshakes };
-    if (faults.answerPings !== undefined) {
-      this.faults.answerPings = faults.answerPings;
-      for (const link of this.links.values()) {
-        for (const peer of [link.peers.source, link.peers.destination]) if (peer instanceof Peer) peer.answerPings = faults.answerPings;
-      }
-    }
+    if (faults.answerPings !== undefined) this.faults.answerPings = faults.answerPings;
   }
 
   flush(): Promise<void> {
@@ -512,8 +509,9 @@ class RelayServer implements Relay {
     const replacing = previous !== undefined;
     log.info(`${replacing ? 'reconnected, replacing the previous connection' : 'connected'} (channel ${channelId}, ${accepted.subprotocol}, from ${socket.remoteAddress})`);
     if (previous instanceof Peer) this.cluster?.peerReplaced(previous);
-    const peer = link.attach({ ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions, onEvent: this.onEvent, bandwidth: this.bandwidth, pace: this.pace });
-    peer.answerPings = this.faults.answerPings;
+    const peer = new Peer(link, { ws, socket, mode, version: accepted.version, channelId, log, extensions: accepted.extensions, onEvent: this.onEvent, bandwidth: this.bandwidth, pace: this.pace, faults: this.peerFaults });
+    link.install(peer, `channel ${channelId}`);
+    peer.start();
     this.peerTokens.set(peer, auth.tokenHash);
     ws.resume();
     this.cluster?.peerConnected(link, peer, auth.tokenHash);
@@ -552,7 +550,7 @@ class RelayServer implements Relay {
       }, () => {});
     }
     const peer = link?.peers[mode];
-    if (!(peer instanceof Peer) || peer.closing) return;
+    if (!(peer instanceof Peer) || peer.life !== 'open') return;
     if (oldTokenHash !== undefined && this.peerTokens.get(peer) !== oldTokenHash) return;
     peer.log.info('access token rotated: disconnecting');
     peer.close(CLOSE_NORMAL, 'access token rotated');

@@ -16,7 +16,7 @@ import * as assert from 'uvu/assert';
 import { Logger } from '../../src/log';
 import { connectBroker, type BrokerLink } from '../../src/mqtt/link';
 import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
-import type { PeerEvent } from '../../src/relay/forward';
+import type { PeerEvent } from '../../src/relay/link';
 import { startRelay } from '../../src/relay/server';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer, sendPattern, type AppServer } from '../helpers/apps';

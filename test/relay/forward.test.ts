@@ -4,7 +4,7 @@ import { SUBPROTOCOL_V1, SUBPROTOCOL_V2 } from '../../src/protocol/constants';
 import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
 import { silentLogger } from '../../src/log';
-import { fitCloseReason } from '../../src/relay/forward';
+import { fitCloseReason } from '../../src/relay/link';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { EventLog } from './events';
 import { connectPeer, connectReady, type TestPeer } from './peer';
