@@ -10,7 +10,7 @@ import { reportError } from '../cli/report';
 import { closest } from '../cli/suggest';
 import { printable } from '../printable';
 import { ExitCode, ExitError } from '../exit';
-import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/record';
+import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from './model';
 import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
 
 const HELP = `Usage: localproxy tunnel COMMAND [options]

@@ -12,7 +12,7 @@ import { Logger } from '../log';
 import type { Credentials } from './sigv4';
 import { MIN_SECRET_BYTES } from './cluster/auth';
 import { RelayConfigError } from './errors';
-import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './record';
+import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './store/record';
 import { checkStoreUrl, describeStoreUrl } from './store/url';
 import { startRelay, type RelayOptions } from './server';
 

@@ -12,7 +12,7 @@ import { MessageType, typeName, type Message, type MessageInit } from '../protoc
 import { validateMessage, type ValidateOptions } from '../protocol/validate';
 import type { LinkEnd, TunnelLink } from './link';
 import { laneKey } from './paced';
-import type { PeerMode } from './record';
+import type { PeerMode } from './store/record';
 
 /**
  * What one WebSocket message brings for a receiver: each frame as it came where the receiver

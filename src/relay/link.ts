@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../log';
 import { MessageType, type Message, type MessageInit } from '../protocol/message';
-import type { PeerMode, TunnelRecord } from './record';
+import type { PeerMode, TunnelRecord } from './store/record';
 
 export const CLOSE_POLICY = 1008;
 export const REPLACED_REASON = 'connection is replaced by another connection';

@@ -26,7 +26,7 @@ import { CLOSE_POLICY, fitCloseReason, REPLACED_REASON, type LinkEnd, type PeerE
 import { HIGH_WATER_BYTES, Outlet } from './outlet';
 import { PeerPings } from './pings';
 import { ReadingPause } from './reading';
-import type { PeerMode } from './record';
+import type { PeerMode } from './store/record';
 
 /** How long a socket may stay half-closed after our close frame before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;

@@ -21,7 +21,6 @@ import { checkKeyPair, generateSelfSigned, loadOrCreateSelfSigned } from './cert
 import type { Clock } from './clock';
 import { BRIDGE_PATH } from './cluster/auth';
 import type { ClusterNode, ClusterOptions } from './cluster/node';
-import type { PeerStore } from './cluster/types';
 import { RelayConfigError } from './errors';
 import { CLOSE_POLICY, fitCloseReason, TunnelLink, type LinkEnd, type PeerEvent } from './link';
 import { Peer } from './peer';
@@ -30,8 +29,11 @@ import { checkHandshake, isRefusal, type Accepted } from './handshake';
 import type { TunnelNotifier } from './notify';
 import { resolveLimits, type RelayLimits } from './limits';
 import { StoreUnavailableError, type DirectoryEvents, type TunnelDirectory } from './store/directory';
+import type { LeaseStore } from './store/leases';
 import { GONE_MEANWHILE, LocalDirectory } from './store/local';
-import { TunnelRegistry, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens } from './tunnels';
+import type { PeerMode } from './store/record';
+import type { OpenTunnelRequest } from './store/rules';
+import type { ClientMode, DestinationConfig, OpenedTunnel, RotatedTokens } from '../api/model';
 
 export interface RelayOptions {
   host?: string;
@@ -107,14 +109,18 @@ export interface Relay {
   readonly tunnels: TunnelDirectory;
   /** This node's id in a cluster (with `store`). */
   readonly nodeId?: string;
-  /** In-process shortcuts of the local store (tests, embedding); with a shared store use `tunnels`. */
-  openTunnel(req?: OpenTunnelRequest): OpenedTunnel;
-  closeTunnel(tunnelId: string, options?: { delete?: boolean }): void;
+  /**
+   * OpenTunnel, CloseTunnel and RotateTunnelAccessToken in process (tests, embedding), as the
+   * management API runs them, whichever the store: each resolves once the store has the change.
+   * Opening logs the tunnel and notifies its thing.
+   */
+  openTunnel(req?: OpenTunnelRequest): Promise<OpenedTunnel>;
+  closeTunnel(tunnelId: string, options?: { delete?: boolean }): Promise<void>;
   /**
    * `destination` (not with SOURCE): RotateTunnelAccessToken's destinationConfig, which replaces
    * the tunnel's services and thing name; the thing is notified of the new destination token.
    */
-  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens;
+  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfig): Promise<RotatedTokens>;
   setFaults(faults: RelayFaults): void;
   stats(): RelayStats;
   /** Resolves once every change so far is in the state file (at once without one); rejects if that write failed. */
@@ -148,8 +154,6 @@ class RelayServer implements Relay {
   readonly server: Server;
   private readonly secure: boolean;
   private readonly wss: WebSocketServer;
-  /** The local store's registry (undefined with a shared store). */
-  private readonly registry?: TunnelRegistry;
   readonly tunnels: TunnelDirectory;
   private readonly cluster?: ClusterNode;
   readonly nodeId?: string;
@@ -210,17 +214,15 @@ class RelayServer implements Relay {
       this.nodeId = shared.peers.nodeId;
       this.cluster = shared.cluster(this, events);
     } else {
-      this.registry = new TunnelRegistry({
+      this.tunnels = new LocalDirectory({
         statePath: options.statePath,
         clock: options.clock,
         limits,
         region: options.region,
         accountId: options.accountId,
+        events,
         onSaveProblem: (message, ok) => (ok ? this.log.info(message) : this.log.error(message)),
-        onClosed: (tunnel, reason) => events.onClosed(tunnel.tunnelId, reason),
-        onTokenRevoked: (tunnel, mode) => events.onTokenRevoked(tunnel.tunnelId, mode),
       });
-      this.tunnels = new LocalDirectory(this.registry);
     }
     this.guard = new ConnectionGuard({
       maxPendingPerAddress: limits.maxPendingPerAddress,
@@ -279,50 +281,26 @@ class RelayServer implements Relay {
     this.url = `${this.secure ? 'wss' : 'ws'}://${hostForUrl(this.host)}:${this.port}`;
   }
 
-  private localRegistry(what: string): TunnelRegistry {
-    if (!this.registry) throw new Error(`${what}() works on a relay with the local store; with --store use relay.tunnels`);
-    return this.registry;
-  }
-
-  openTunnel(req?: OpenTunnelRequest, region?: string): OpenedTunnel {
-    const opened = this.localRegistry('openTunnel').open(req, region);
-    this.opened(opened, req);
-    return opened;
-  }
-
-  /** The management API's OpenTunnel: answered once the store has it. */
-  async openTunnelNow(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel> {
+  /** Also the management API's OpenTunnel (`region`: the request's): answered once the store has it. */
+  async openTunnel(req: OpenTunnelRequest = {}, region?: string): Promise<OpenedTunnel> {
     const opened = await this.tunnels.open(req, region);
-    this.opened(opened, req);
+    this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req.services ?? []).join(',') || 'none'})`);
+    if (req.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? [], opened.tunnelId);
     return opened;
   }
 
-  private opened(opened: OpenedTunnel, req: OpenTunnelRequest | undefined): void {
-    this.log.info(`tunnel ${opened.tunnelId} opened (services: ${(req?.services ?? []).join(',') || 'none'})`);
-    if (req?.thingName) this.notifier?.notify(req.thingName, opened.destinationAccessToken, req.services ?? [], opened.tunnelId);
+  closeTunnel(tunnelId: string, options?: { delete?: boolean }): Promise<void> {
+    return this.tunnels.close(tunnelId, options);
   }
 
-  closeTunnel(tunnelId: string, options?: { delete?: boolean }): void {
-    this.localRegistry('closeTunnel').close(tunnelId, options);
-  }
-
-  rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): RotatedTokens {
-    const registry = this.localRegistry('rotateAccessToken');
-    const tokens = registry.rotate(tunnelId, mode, destination);
-    this.rotated(tokens, registry.get(tunnelId));
-    return tokens;
-  }
-
-  /** The management API's RotateTunnelAccessToken: answered once the store has it. */
-  async rotateNow(tunnelId: string, mode: ClientMode, destination?: { services: string[]; thingName?: string }): Promise<RotatedTokens> {
+  /** Also the management API's RotateTunnelAccessToken: answered once the store has it; the thing (as the destination config left it) learns the new destination token. */
+  async rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfig): Promise<RotatedTokens> {
     const tokens = await this.tunnels.rotate(tunnelId, mode, destination);
-    if (tokens.destinationAccessToken) this.rotated(tokens, await this.tunnels.get(tunnelId));
+    if (tokens.destinationAccessToken) {
+      const tunnel = await this.tunnels.get(tunnelId);
+      if (tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services, tunnel.tunnelId);
+    }
     return tokens;
-  }
-
-  /** The thing (as the destination config left it) learns the new destination token. */
-  private rotated(tokens: RotatedTokens, tunnel: { tunnelId: string; thingName?: string; services: string[] }): void {
-    if (tokens.destinationAccessToken && tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services, tunnel.tunnelId);
   }
 
   setFaults(faults: RelayFaults): void {
@@ -544,7 +522,7 @@ class RelayServer implements Relay {
     const link = this.links.get(tunnelId);
     // A rotation may replace the services: the peer staying here checks its messages against the new ones,
     // as with the local store, where the link holds the registry's own record.
-    if (link && !this.registry) {
+    if (link && this.cluster) {
       this.tunnels.get(tunnelId).then((fresh) => {
         link.tunnel.services = fresh.services;
       }, () => {});
@@ -572,7 +550,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
 /** A shared store and the cluster node built on it, for RelayServer. */
 interface SharedStore {
   directory: TunnelDirectory;
-  peers: PeerStore;
+  peers: LeaseStore;
   cluster(relay: RelayServer, events: DirectoryEvents): ClusterNode;
 }
 

@@ -127,7 +127,7 @@ test(`${FLOOD} notifications: fds, RSS and log lines stay bounded; the legitimat
     // Every notification was handled (and acknowledged) by the agent.
     await ctx.broker.waitForCount(`Received PUBACK from ${THING}`, FLOOD, 120_000, 'the agent acknowledged the whole flood', mark);
 
-    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    const tunnel = await ctx.relay.openTunnel({ services: ['SSH'] });
     const destination = new Promise<void>((resolve) => {
       const onPeer = (event: PeerEvent) => {
         if (event.type === 'connected' && event.tunnelId === tunnel.tunnelId && event.mode === 'destination') {

@@ -70,18 +70,18 @@ outcomes('a missing -c directory is said once, not again before every attempt', 
 });
 
 outcomes('service ids that do not match -d: exit 3', async () => {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'HTTP1=80'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   assert.is(await exitOf(cli), 3, cli.stderr());
   assert.match(cli.stderr(), /SSH1/);
 });
 
 outcomes('the service closes the tunnel: exit 0', async () => {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'SSH1=22'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   running.add(cli);
   await cli.waitFor(/Successfully established websocket connection/);
-  relay.closeTunnel(tunnel.tunnelId);
+  await relay.closeTunnel(tunnel.tunnelId);
   assert.is(await exitOf(cli), 0, cli.stderr());
 });
 

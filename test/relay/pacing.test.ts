@@ -31,7 +31,7 @@ pacing.after.each(async (ctx) => {
 const ours: PeerOptions = { headers: { 'localproxy-extensions': CREDIT_EXTENSION } };
 
 async function pair(ctx: Ctx, source: PeerOptions, destination: PeerOptions): Promise<{ src: TestPeer; dst: TestPeer }> {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken, { ...source, mode: 'source' });
   const dst = await connectReady(ctx.relay, t.destinationAccessToken, { ...destination, mode: 'destination' });
   ctx.peers.push(src, dst);

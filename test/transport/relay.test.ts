@@ -26,7 +26,7 @@ async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
 }
 
 test('the relay accepts our handshake: channel id, V3, and V2 when configured', async () => {
-  const opened = relay.openTunnel({ services: ['SSH'] });
+  const opened = await relay.openTunnel({ services: ['SSH'] });
   const { log, text } = captureLog();
   const conn = await within(connectToService(optionsFor(relay.port, log, { accessToken: opened.sourceAccessToken, ca: [relay.caPem!], endpoint: { host: 'localhost', port: relay.port } })), 10_000, 'connect');
   assert.ok(conn.channelId.length > 0, 'the relay sends a channel-id');
@@ -42,7 +42,7 @@ test('the relay accepts our handshake: channel id, V3, and V2 when configured', 
 });
 
 test('refusals from the relay carry its reason and the matching hint', async () => {
-  const opened = relay.openTunnel({ services: ['SSH'] });
+  const opened = await relay.openTunnel({ services: ['SSH'] });
   const { log } = captureLog();
   const unknown = await refusal(connectToService(optionsFor(relay.port, log, { accessToken: 'not-a-token-of-this-relay', ca: [relay.caPem!] })));
   assert.is(unknown.code, ConnectErrorCode.REFUSED);
@@ -61,7 +61,7 @@ test('refusals from the relay carry its reason and the matching hint', async () 
 });
 
 test('relay.setFaults 503 twice: connectWithRetry connects on the third attempt; too few retries exit 1', async () => {
-  const opened = relay.openTunnel({ services: ['SSH'] });
+  const opened = await relay.openTunnel({ services: ['SSH'] });
   relay.setFaults({ rejectHandshakes: { status: 503, count: 2 } });
   const { log, count } = captureLog();
   const options = optionsFor(relay.port, log, { accessToken: opened.sourceAccessToken, ca: [relay.caPem!] });

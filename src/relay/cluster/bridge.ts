@@ -20,7 +20,7 @@ import { Relayed } from '../forwarding';
 import { CLOSE_POLICY, fitCloseReason, REPLACED_REASON, type LinkEnd, type TunnelLink } from '../link';
 import { HIGH_WATER_BYTES, Outlet } from '../outlet';
 import { Peer } from '../peer';
-import type { PeerMode } from '../record';
+import type { PeerMode } from '../store/record';
 
 /** The far peer left its node (or was closed there): the bridge is not to be dialed again for it. */
 export const CLOSE_PEER_LEFT = 4100;

@@ -23,11 +23,11 @@ import { LogLevel, type Logger } from '../../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
 import { CLOSE_POLICY, type TunnelLink } from '../link';
 import { Peer } from '../peer';
-import type { PeerMode } from '../record';
+import type { PeerMode } from '../store/record';
 import { bridgeRequest, signHolder, verifyBridge } from './auth';
 import { CLOSE_NODE_STOPPING, CLOSE_PEER_LEFT, dialBridge, RemotePeer } from './bridge';
 import { KnownHolders } from './holders';
-import type { AttachedEvent, Holder, HeldPeer, LeaseVerdict, PeerStore } from './types';
+import type { AttachedEvent, Holder, HeldPeer, LeaseStore, LeaseVerdict } from '../store/leases';
 
 export { BRIDGE_PATH } from './auth';
 
@@ -75,7 +75,7 @@ function otherMode(mode: PeerMode): PeerMode {
 }
 
 export class ClusterNode {
-  private readonly store: PeerStore;
+  private readonly store: LeaseStore;
   private readonly host: ClusterHost;
   private readonly options: ClusterOptions;
   private readonly log: Logger;
@@ -91,7 +91,7 @@ export class ClusterNode {
   private renewAgain?: string;
   private stopped = false;
 
-  constructor(store: PeerStore, host: ClusterHost, options: ClusterOptions) {
+  constructor(store: LeaseStore, host: ClusterHost, options: ClusterOptions) {
     this.store = store;
     this.host = host;
     this.options = options;
