@@ -79,6 +79,28 @@ function findLlvmStrip() {
   return undefined;
 }
 
+/**
+ * postject's LIEF adds the blob to an ELF file as a new note, and warns that the section-name
+ * table has no ".note" string for the section it creates; the section stays unnamed. Nothing
+ * reads that name: Node finds the blob through the PT_NOTE program header (the smoke tests run
+ * every ELF executable). The warning would only teach users to ignore build warnings, so this
+ * one line is dropped; postject binds console.warn when `inject` loads its module.
+ */
+const LIEF_NOTE_WARNING = /^warning: Can't find string offset for section name '\.note'$/;
+
+async function withoutLiefNoteWarning(run) {
+  const warn = console.warn;
+  console.warn = (...args) => {
+    if (args.length === 1 && LIEF_NOTE_WARNING.test(String(args[0]).trim())) return;
+    warn.apply(console, args);
+  };
+  try {
+    return await run();
+  } finally {
+    console.warn = warn;
+  }
+}
+
 async function buildTarget(target, code, strip, binDir) {
   const { inject } = require('postject');
   const base = fetchNode(target);
@@ -96,10 +118,10 @@ async function buildTarget(target, code, strip, binDir) {
   chmodSync(partial, 0o755);
   // Strip before injection, never after: stripping would drop the injected note.
   if (target.format === 'elf' && strip) execFileSync(strip, [partial], { stdio: 'inherit' });
-  await inject(partial, 'NODE_SEA_BLOB', blob, {
+  await withoutLiefNoteWarning(() => inject(partial, 'NODE_SEA_BLOB', blob, {
     sentinelFuse: SEA_FUSE,
     ...(target.format === 'macho' ? { machoSegmentName: 'NODE_SEA' } : {}),
-  });
+  }));
   if (target.format === 'macho') writeFileSync(partial, adhocSign(readFileSync(partial), { identifier: 'localproxy' }));
   renameSync(partial, out);
   return out;

@@ -1,15 +1,31 @@
-/** Process entry: `relay`, `tunnel`, `agent`, or the proxy command line (src/cli). */
+/** Process entry: `relay`, `tunnel`, `agent`, `connect`, or the proxy command line (src/cli). */
 // First, before the other modules load: the relay's heap settings (see the module).
 import './relay/young';
 import { runTunnelCli } from './api/cli';
+import { SUBCOMMANDS } from './cli/args';
 import { reportError } from './cli/report';
+import { runConnectCli } from './connect/cli';
 import { runProxyCli } from './cli/run';
+import { ensureStdio } from './cli/stdio';
 import { runRelayCli } from './relay/cli';
+import { PRODUCT, VERSION } from './version';
 
-// A word close to `relay`, `tunnel` or `agent` is answered with "did you mean" by the proxy's parser.
+/** `--version` or `-V` among a subcommand's options (before any `--`): a value never starts with "-". */
+function asksVersion(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === '--version' || arg === '-V');
+}
+
+// A word close to `relay`, `tunnel`, `agent` or `connect` is answered with "did you mean" by the proxy's parser.
 async function dispatch(argv: string[]): Promise<number> {
+  // Every command answers --version with the same line, whatever else it was given.
+  if (SUBCOMMANDS.includes(argv[0] ?? '') && asksVersion(argv.slice(1))) {
+    process.stdout.write(`${PRODUCT} ${VERSION}\n`);
+    return 0;
+  }
   if (argv[0] === 'relay') return runRelayCli(argv.slice(1));
   if (argv[0] === 'tunnel') return runTunnelCli(argv.slice(1));
+  if (argv[0] === 'connect') return runConnectCli(argv.slice(1));
   // Loaded on demand: MQTT.js is as large as the rest of the bundle, and only the agent uses it.
   if (argv[0] === 'agent') return (await import('./agent/cli')).runAgentCli(argv.slice(1));
   return runProxyCli(argv);
@@ -31,6 +47,7 @@ function onStdioError(err: NodeJS.ErrnoException): void {
   onEscapedError(err);
 }
 
+ensureStdio();
 process.stdout.on('error', onStdioError);
 process.stderr.on('error', onStdioError);
 process.on('uncaughtException', onEscapedError);

@@ -4,15 +4,15 @@
  */
 import type { Logger } from './log';
 import type { Settings } from './settings';
+import type { StdioStreams } from './tunnel/stdio';
 
 export type Mode = 'source' | 'destination';
 
-/** Where a source listens: a port (0 = any free port) and an optional bind host. */
-export interface SourceTarget {
-  kind: 'tcp';
-  host?: string;
-  port: number;
-}
+/**
+ * Where a source listens: a port (0 = any free port) and an optional bind host; or `stdio`: one
+ * connection over the process's stdin and stdout (ssh's ProxyCommand), after which the run ends.
+ */
+export type SourceTarget = { kind: 'tcp'; host?: string; port: number } | { kind: 'stdio' };
 
 /** Where a destination connects: TCP host (default 127.0.0.1, or -b) and port, or a Unix socket. */
 export type DestinationTarget = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string };
@@ -45,7 +45,7 @@ export interface ProxyOptions {
   configDirMappings?: Map<string, ServiceTarget>;
   /** `-b`: listen host in source mode; default host for port-only targets in destination mode. */
   bindAddress?: string;
-  /** `-c`: extra CA directory (hashed or plain .pem/.crt files). */
+  /** `-c`: extra CA certificates: a file, or a directory (hashed or plain .pem/.crt files). */
   caPath?: string;
   /** Extra trusted CA certificates in PEM (library users and tests). */
   ca?: string[];
@@ -58,5 +58,7 @@ export interface ProxyOptions {
   webProxy?: WebProxy;
   /** NO_PROXY / no_proxy value, applied to the service host. */
   noProxy?: string;
+  /** The streams of a `stdio` source service; default the process's stdin and stdout (library users and tests). */
+  stdio?: StdioStreams;
   log: Logger;
 }

@@ -1,17 +1,17 @@
 /**
  * `localproxy tunnel COMMAND`: a client for the management API of the cloud service or a
- * relay, one command per operation. Prints the JSON response on stdout, timestamps as
- * ISO 8601 (as the AWS CLI shows them).
- * Exit codes: 0 ok, 1 the call failed (network or API error), 2 usage.
+ * relay, one command per operation. Prints the response as the AWS CLI does (output.ts), with
+ * AWS credentials found as the AWS CLI finds them (credentials.ts).
+ * Exit codes: 0 ok, 1 the call failed (network or API error), 2 usage or credentials.
  */
-import { readFileSync } from 'node:fs';
 import { parseCommandLine, usageError, type OptionSpec } from '../cli/args';
 import { reportError } from '../cli/report';
 import { closest } from '../cli/suggest';
-import { printable } from '../printable';
 import { ExitCode, ExitError } from '../exit';
 import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from './model';
-import { ApiError, defaultEndpoint, TunnelApiClient, type Operation } from './client';
+import type { Operation } from './client';
+import { apiFailure, commonHelp, COMMON_OPTIONS, connectApi, type ApiSetup } from './setup';
+import { formatOutput, outputChoice, type OutputChoice } from './output';
 
 const HELP = `Usage: localproxy tunnel COMMAND [options]
 
@@ -28,14 +28,12 @@ Commands (the operations of the IoTSecuredTunneling API):
   tags        ListTagsForResource       --resource-arn ARN | --tunnel-id ID
 
 Common options:
-  --endpoint URL      API endpoint, e.g. https://127.0.0.1:8443 for a relay
-                      (default https://api.tunneling.iot.REGION.amazonaws.com)
-  --region R          Signing region (default AWS_REGION, AWS_DEFAULT_REGION or us-east-1)
-  --ca FILE           Also trust the PEM certificate(s) in FILE (e.g. a relay's cert.pem)
+${commonHelp(22)}  --output FORMAT     json (default), text or table, as the AWS CLI prints them
+                      (default: the profile's output setting or AWS_DEFAULT_OUTPUT)
+  --query EXPR        JMESPath expression applied to the response, as the AWS CLI's --query
   -h, --help          Show this help and exit
 
-Credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN.
-For a relay, use the values it was started with (LOCALPROXY_RELAY_ACCESS_KEY_ID/...SECRET_ACCESS_KEY).
+Operations that return nothing (close, tag, untag) print nothing.
 `;
 
 const COMMANDS: Record<string, Operation> = {
@@ -50,9 +48,9 @@ const COMMANDS: Record<string, Operation> = {
 };
 
 const OPTIONS: readonly OptionSpec[] = [
-  { name: 'endpoint', value: true },
-  { name: 'region', value: true },
-  { name: 'ca', value: true },
+  ...COMMON_OPTIONS,
+  { name: 'output', value: true },
+  { name: 'query', value: true },
   { name: 'services', value: true },
   { name: 'lifetime', value: true },
   { name: 'description', value: true },
@@ -79,7 +77,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   untag: ['resource-arn', 'tunnel-id', 'tag-keys'],
   tags: ['resource-arn', 'tunnel-id'],
 };
-const COMMON = ['endpoint', 'region', 'ca', 'help'];
+const COMMON = [...COMMON_OPTIONS.map((o) => o.name), 'output', 'query', 'help'];
 
 type Values = Record<string, string | true | undefined>;
 
@@ -179,54 +177,12 @@ function buildInput(command: string, v: Values): { input: Record<string, unknown
   }
 }
 
-/** Epoch-second timestamps (AWS JSON 1.1) as ISO 8601, as the AWS CLI prints them. */
-export function isoTimestamps(value: unknown, key = ''): unknown {
-  if (Array.isArray(value)) return value.map((item) => isoTimestamps(item));
-  if (typeof value === 'object' && value !== null) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, isoTimestamps(v, k)]));
-  }
-  if (typeof value === 'number' && (key === 'createdAt' || key === 'lastUpdatedAt') && Number.isFinite(value)) {
-    return new Date(value * 1000).toISOString();
-  }
-  return value;
-}
-
-/** The endpoint as a URL, with a hint when the scheme is missing. */
-function endpointUrl(endpoint: string): string {
-  const hint = `invalid --endpoint '${endpoint}': expected a URL such as https://${endpoint.replace(/^[a-z]+:\/\//i, '')}`;
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) throw usageError(`${hint} (the scheme https:// is missing)`);
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw usageError(`invalid --endpoint '${endpoint}': not a URL`);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw usageError(`${hint} (https:// or http://, not ${url.protocol}//)`);
-  return endpoint;
-}
-
-const UNTRUSTED = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'CERT_UNTRUSTED']);
-
-/** One line for a failed call, with what to do about the usual causes. */
-function failureText(err: unknown, endpoint: string): string {
-  if (err instanceof ApiError) return `${printable(err.type)}: ${printable(err.message)}`;
-  const e = err as NodeJS.ErrnoException;
-  const text = printable(e.message ?? String(err));
-  if (e.code && UNTRUSTED.has(e.code)) {
-    return `${text}: the endpoint's certificate is not trusted; give its CA with --ca FILE (a relay started with --tls-self-signed DIR: --ca DIR/cert.pem)`;
-  }
-  if (e.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `${text}: use the host name the certificate names in --endpoint`;
-  if (e.code === 'ECONNREFUSED') return `${text}: nothing listens at ${printable(endpoint)}`;
-  if (e.code === 'EPROTO' && /wrong version number|packet length too long/.test(e.message)) return `${text}: the endpoint does not speak TLS; a relay started with --plain needs http://`;
-  return text;
-}
-
 export async function runTunnelCli(argv: string[]): Promise<number> {
-  let client: TunnelApiClient;
+  let api: ApiSetup;
   let operation: Operation;
   let input: Record<string, unknown>;
   let resource: { arn?: string; tunnelId?: string } | undefined;
-  let endpoint: string;
+  let output: OutputChoice;
   try {
     const parsed = parseCommandLine(argv, OPTIONS, 1);
     const v: Values = Object.fromEntries(parsed.options);
@@ -238,35 +194,33 @@ export async function runTunnelCli(argv: string[]): Promise<number> {
     if (command === undefined) throw usageError(`missing command (${Object.keys(COMMANDS).join(', ')})`);
     ({ input, resource } = buildInput(command, v));
     operation = COMMANDS[command];
-    const region = (typeof v.region === 'string' && v.region) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
-    endpoint = typeof v.endpoint === 'string' ? endpointUrl(v.endpoint) : defaultEndpoint(region);
-    const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
-    const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
-    if (!accessKeyId || !secretAccessKey) throw usageError('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)');
-    let ca: string | undefined;
-    if (typeof v.ca === 'string') {
-      try {
-        ca = readFileSync(v.ca, 'utf8');
-      } catch (err) {
-        throw usageError(`cannot read --ca '${v.ca}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-      }
-    }
-    client = new TunnelApiClient({ endpoint, region, credentials: { accessKeyId, secretAccessKey, sessionToken: process.env.AWS_SESSION_TOKEN || undefined }, ca });
+    const query = typeof v.query === 'string' ? v.query : undefined;
+    output = outputChoice(typeof v.output === 'string' ? v.output : undefined, query);
+    api = await connectApi(v);
+    if (v.output === undefined) output = outputChoice(undefined, query, process.env.AWS_DEFAULT_OUTPUT || api.aws.output);
   } catch (err) {
     if (!(err instanceof ExitError)) throw err;
     return reportError(err, { command: 'tunnel' });
   }
+  const { client } = api;
+  let response: unknown;
   try {
     if (resource) {
       // The tag operations name a resource by ARN; a tunnel id is looked up first.
       const arn = resource.arn ?? String((await client.call<{ tunnel: { tunnelArn: string } }>('DescribeTunnel', { tunnelId: resource.tunnelId })).tunnel.tunnelArn);
       input = { resourceArn: arn, ...input };
     }
-    const output = await client.call(operation, input);
-    process.stdout.write(`${JSON.stringify(isoTimestamps(output), null, 2)}\n`);
-    return ExitCode.OK;
+    response = await client.call(operation, input);
   } catch (err) {
+    if (err instanceof ExitError) return reportError(err, { command: 'tunnel' });
     // The service's words: escaped and cut where they are printed.
-    return reportError(new ExitError(ExitCode.FAILURE, `${operation} failed: ${failureText(err, endpoint)}`), { command: 'tunnel' });
+    return reportError(new ExitError(ExitCode.FAILURE, `${operation} failed: ${apiFailure(err, api)}`), { command: 'tunnel' });
   }
+  try {
+    process.stdout.write(formatOutput(operation, response, output, process.stdout.isTTY ? process.stdout.columns : undefined));
+  } catch (err) {
+    if (!(err instanceof ExitError)) throw err;
+    return reportError(err, { command: 'tunnel' });
+  }
+  return ExitCode.OK;
 }

@@ -24,7 +24,8 @@ export interface TunnelApiOptions {
   /** e.g. https://127.0.0.1:8443 or https://api.tunneling.iot.us-east-1.amazonaws.com */
   endpoint: string;
   region: string;
-  credentials: ApiCredentials;
+  /** The credentials, or a function that resolves them (refreshed temporary credentials). */
+  credentials: ApiCredentials | (() => Promise<ApiCredentials>);
   /** Extra trusted CA certificates (PEM). */
   ca?: string;
 }

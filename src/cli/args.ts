@@ -44,15 +44,15 @@ export const OPTIONS: readonly ProxyOptionSpec[] = [
   { name: 'client-token', short: 'i', value: true, arg: 'TOKEN', description: 'Client token, 32-128 letters, digits or hyphens (default: derived from the access token and host name)', example: '-i 3f1c6e0e-7f5b-4f4b-9a44-7b2c5f0f0a11' },
   { name: 'proxy-endpoint', short: 'e', value: true, arg: 'HOST[:PORT]', description: 'Service endpoint, port 443 if omitted; IPv6 in brackets. Excludes --region', example: '-e data.tunneling.iot.us-east-1.amazonaws.com:443' },
   { name: 'region', short: 'r', value: true, arg: 'REGION', description: 'Region of the tunnel; the endpoint is derived from it. Excludes --proxy-endpoint', example: '-r us-east-1' },
-  { name: 'source-listen-port', short: 's', value: true, arg: 'MAPPINGS', description: 'Source mode: listen ports per service id (PORT, ID=PORT or ID=HOST:PORT, comma separated)', example: '-s SSH1=5555,HTTP1=8080' },
+  { name: 'source-listen-port', short: 's', value: true, arg: 'MAPPINGS', description: 'Source mode: listen ports per service id (PORT, ID=PORT or ID=HOST:PORT, comma separated), or stdio alone (-s stdio, -s ID=stdio): one connection over stdin/stdout, for ssh\'s ProxyCommand', example: '-s SSH1=5555,HTTP1=8080' },
   { name: 'destination-app', short: 'd', value: true, arg: 'MAPPINGS', description: 'Destination mode: where each service id connects (PORT, HOST:PORT, [IPv6]:PORT or a Unix socket path)', example: '-d SSH1=22,HTTP1=10.0.0.5:80' },
   { name: 'local-bind-address', short: 'b', value: true, arg: 'ADDRESS', description: 'Source: address to listen on (default localhost). Destination: default host for port-only targets', example: '-b 0.0.0.0' },
-  { name: 'capath', short: 'c', value: true, arg: 'DIR', description: 'Directory of extra CA certificates for verifying the service', example: '-c /etc/localproxy/certs' },
+  { name: 'capath', short: 'c', value: true, arg: 'FILE|DIR', description: 'Also trust the CA certificates in FILE (PEM or DER, e.g. a relay\'s cert.pem) or in the files of DIR for verifying the service', example: '-c /etc/localproxy/relay-ca.pem' },
   { name: 'no-ssl-host-verify', short: 'k', value: false, description: '[INSECURE - DEV/TEST ONLY] Turn off TLS certificate verification', example: '-k' },
   { name: 'export-default-settings', value: true, arg: 'FILE', description: 'Write every fine-grained setting with its default value as JSON and exit', example: '--export-default-settings lpsettings.json' },
   { name: 'settings-json', value: true, arg: 'FILE', description: 'Fine-grained settings merged over the defaults', example: '--settings-json lpsettings.json' },
   { name: 'config', value: true, arg: 'FILE', description: 'File of "long-option = value" lines; command-line options override it', example: '--config config.ini' },
-  { name: 'verbose', short: 'v', value: true, arg: 'LEVEL', description: 'Log level on stderr: 0 off, 1 fatal, 2 error, 3 warning, 4 info (default), 5 debug, 6 trace (up to 65535 accepted, read as 6)', example: '-v 5' },
+  { name: 'verbose', short: 'v', value: true, arg: 'LEVEL', description: 'Log level on stderr: 0 off, 1 fatal, 2 error, 3 warning, 4 info (default; 1 with -s stdio), 5 debug, 6 trace (up to 65535 accepted, read as 6)', example: '-v 5' },
   { name: 'mode', short: 'm', value: true, arg: 'MODE', description: 'src, source, dst or destination; without -s/-d mappings come from --config-dir', example: '-m dst' },
   { name: 'destination-client-type', short: 'y', value: true, arg: 'V1|V2', description: 'Speak the message format of an older peer', example: '-y V1' },
   { name: 'config-dir', value: true, arg: 'DIR', description: 'Directory of "ID = port" / "ID = host:port" files (default ./config, else config/ beside the executable)', example: '--config-dir /etc/localproxy/services' },
@@ -160,7 +160,7 @@ export function parseCommandLine(argv: readonly string[], table: readonly Option
 }
 
 /** The words after `localproxy` that start another command line (src/main.ts). */
-export const SUBCOMMANDS: readonly string[] = ['relay', 'tunnel', 'agent'];
+export const SUBCOMMANDS: readonly string[] = ['relay', 'tunnel', 'agent', 'connect'];
 
 /** The proxy's command line: options only, no positional arguments. */
 export function parseArgs(argv: readonly string[]): RawArgs {

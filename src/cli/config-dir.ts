@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { usageError } from '../exit';
 import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import type { Mode, ServiceTarget } from '../options';
-import { readSmallTextFile } from './read-file';
+import { fileProblem, readSmallTextFile } from './read-file';
 import { formatTarget, parseTarget } from './service-spec';
 import { validateServiceId } from './validate';
 
@@ -28,9 +28,6 @@ export interface ConfigDirResult {
   warnings: string[];
 }
 
-function errorCode(err: unknown): string {
-  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-}
 
 /**
  * Regular files under `dir`, recursively. A directory reached twice (a symlink back to a
@@ -45,7 +42,7 @@ function listFiles(dir: string, out: string[], visited = new Set<string>()): voi
     visited.add(real);
     names = readdirSync(dir).sort();
   } catch (err) {
-    throw usageError(`Cannot read configuration directory ${dir}: ${errorCode(err)}`);
+    throw usageError(`Cannot read configuration directory ${dir}: ${fileProblem(err)}`);
   }
   for (const name of names) {
     const path = join(dir, name);
@@ -53,7 +50,7 @@ function listFiles(dir: string, out: string[], visited = new Set<string>()): voi
     try {
       st = statSync(path, { throwIfNoEntry: false });
     } catch (err) {
-      throw usageError(`Cannot read configuration file ${path}: ${errorCode(err)}`);
+      throw usageError(`Cannot read configuration file ${path}: ${fileProblem(err)}`);
     }
     if (!st) continue;
     if (st.isDirectory()) listFiles(path, out, visited);
@@ -93,7 +90,7 @@ export function readConfigDir(dir: string, mode: Mode): ConfigDirResult {
     try {
       text = readSmallTextFile(file);
     } catch (err) {
-      throw usageError(`Cannot read configuration file ${file}: ${errorCode(err)}`);
+      throw usageError(`Cannot read configuration file ${file}: ${fileProblem(err)}`);
     }
     const { entries, notIni } = parseFile(text);
     if (notIni) {
@@ -127,7 +124,7 @@ export function checkConfigDir(dir: string): void {
   try {
     st = statSync(dir, { throwIfNoEntry: false });
   } catch (err) {
-    throw usageError(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
+    throw usageError(`Invalid configuration directory: ${dir} (${fileProblem(err)})`);
   }
   if (!st) throw usageError(`Invalid configuration directory: ${dir} (does not exist)`);
   if (!st.isDirectory()) throw usageError(`Invalid configuration directory: ${dir} (not a directory)`);
@@ -135,7 +132,7 @@ export function checkConfigDir(dir: string): void {
   try {
     names = readdirSync(dir);
   } catch (err) {
-    throw usageError(`Invalid configuration directory: ${dir} (${errorCode(err)})`);
+    throw usageError(`Invalid configuration directory: ${dir} (${fileProblem(err)})`);
   }
   if (names.length === 0) throw usageError(`Invalid configuration directory: ${dir} (empty)`);
 }

@@ -14,10 +14,15 @@ Usage:
   localproxy relay [options]      run a self-hosted tunneling service (see: localproxy relay --help)
   localproxy tunnel COMMAND ...   open, list, describe, rotate or close tunnels (see: localproxy tunnel --help)
   localproxy agent [options]      run on a device: start the destination for tunnels notified over MQTT (see: localproxy agent --help)
+  localproxy connect THING SERVICE
+                                  open a tunnel to a thing, wait for its agent, carry stdin/stdout (ssh's ProxyCommand)
+                                  or a port, close the tunnel (see: localproxy connect --help)
 
 Examples:
   AWSIOT_TUNNEL_ACCESS_TOKEN=... localproxy -r us-east-1 -s 5555
   AWSIOT_TUNNEL_ACCESS_TOKEN=... localproxy -r us-east-1 -d SSH1=22,HTTP1=10.0.0.5:80
+  ssh -o ProxyCommand='localproxy -r us-east-1 -s SSH=stdio' pi@device    (the token in the environment)
+  ssh -o ProxyCommand='localproxy connect %h SSH' pi@pi1
 
 Options (long options may be abbreviated when unambiguous; --name=value also works):
 ${rows.join('\n')}

@@ -10,7 +10,7 @@ import { Logger, LogLevel, type LogSink } from '../log';
 import type { Mode, ProxyOptions, ServiceTarget, WebProxy } from '../options';
 import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
 import { defaultSettings, exportSettings, mergeSettingsJson, SettingsError, type Settings } from '../settings';
-import { caDirectoryProblem, warnCaProblems } from '../transport/ca';
+import { caPathProblem, warnCaProblems } from '../transport/ca';
 import { deriveClientToken } from '../transport/client-token';
 import { noProxyFromEnv, parseProxyUrl, proxyFromEnv, shouldBypassProxy } from '../transport/web-proxy';
 import { PRODUCT, VERSION } from '../version';
@@ -18,7 +18,7 @@ import { parseArgs, shownValue, usageError, type RawArgs } from './args';
 import { readConfigFile } from './config-file';
 import { checkConfigDir, defaultConfigDir, readConfigDir } from './config-dir';
 import { parseEndpoint, regionEndpoint } from './endpoint';
-import { readSmallTextFile } from './read-file';
+import { fileProblem, readSmallTextFile } from './read-file';
 import { helpText } from './help';
 import { checkListenPorts, formatTarget, parseMappings } from './service-spec';
 import { validateAccessToken, validateBindAddress, validateClientToken, validateEndpoint, validatePath, validateRegion } from './validate';
@@ -37,8 +37,11 @@ export interface CliContext {
 
 export type CliPlan =
   | { action: 'exit'; exitCode: number }
-  /** `secretInArgv`: an access or client token was given on the command line (hide it from `ps`). */
-  | { action: 'run'; options: ProxyOptions; tokenFromArgv: boolean; secretInArgv: boolean };
+  /**
+   * `secretInArgv`: an access or client token was given on the command line (hide it from `ps`).
+   * `stdio`: `-s` names stdio, one connection over stdin/stdout (ssh's ProxyCommand).
+   */
+  | { action: 'run'; options: ProxyOptions; tokenFromArgv: boolean; secretInArgv: boolean; stdio: boolean };
 
 const ENV_OPTIONS: ReadonlyArray<[string, string]> = [
   ['AWSIOT_TUNNEL_ACCESS_TOKEN', 'access-token'],
@@ -65,6 +68,20 @@ function parseVerbose(text: string): number {
   return Math.min(Number(text), LogLevel.TRACE);
 }
 
+/**
+ * `-s` carries one connection over stdin/stdout. Decided before anything is logged: that run's
+ * stderr is the terminal of an ssh prompt, so by default it shows nothing but fatal lines.
+ */
+function namesStdio(list: string | undefined): boolean {
+  if (list === undefined) return false;
+  try {
+    return [...parseMappings(list, 'source').services.values()].some((target) => target.kind === 'stdio');
+  } catch {
+    // The error is reported where the mappings are read.
+    return false;
+  }
+}
+
 function parseMode(text: string): Mode {
   if (text === 'src' || text === 'source') return 'source';
   if (text === 'dst' || text === 'destination') return 'destination';
@@ -81,7 +98,7 @@ export function readSettings(path: string, cwd: string, log: Logger): Settings {
   try {
     text = readSmallTextFile(resolve(cwd, path));
   } catch (err) {
-    throw usageError(`can not read settings file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw usageError(`can not read settings file '${path}': ${fileProblem(err)}`);
   }
   let merged: ReturnType<typeof mergeSettingsJson>;
   try {
@@ -132,7 +149,9 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     try {
       writeFileSync(resolve(ctx.cwd, exportPath), exportSettings(defaultSettings()));
     } catch (err) {
-      throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      // Writing, ENOENT means the directory the file would go in is missing.
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'its directory does not exist' : fileProblem(err);
+      throw new ExitError(ExitCode.USAGE, `${exportPath}: cannot open file: ${why}`);
     }
     return { action: 'exit', exitCode: ExitCode.OK };
   }
@@ -149,7 +168,8 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
 
   // Unlike the reference, `verbose` from the --config file works (9.5#49).
   const verbose = str(merged, 'verbose');
-  const log = new Logger({ level: verbose === undefined ? LogLevel.INFO : parseVerbose(verbose), sink: ctx.logSink });
+  const stdio = namesStdio(str(merged, 'source-listen-port'));
+  const log = new Logger({ level: verbose !== undefined ? parseVerbose(verbose) : stdio ? LogLevel.FATAL : LogLevel.INFO, sink: ctx.logSink });
 
   const tokenFromArgv = cli.has('access-token');
   for (const [variable, option] of ENV_OPTIONS) {
@@ -262,7 +282,7 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
     // A warning, not an error: the reference accepts any path here and the seed README's
     // example (`capath = /opt/rootca`) must keep working where that directory is absent.
     // Said once: the connect attempts do not repeat it.
-    const problem = caDirectoryProblem(caPath);
+    const problem = caPathProblem(caPath);
     if (problem) warnCaProblems(log, [problem]);
   }
   if (mode === 'source' && services.size === 0 && (configDirMappings?.size ?? 0) === 0) {
@@ -290,5 +310,5 @@ export function buildProxyOptions(argv: readonly string[], ctx: CliContext): Cli
   if (clientType) options.clientType = clientType;
   if (webProxy) options.webProxy = webProxy;
   if (noProxy !== undefined) options.noProxy = noProxy;
-  return { action: 'run', options, tokenFromArgv, secretInArgv: tokenFromArgv || cli.has('client-token') };
+  return { action: 'run', options, tokenFromArgv, secretInArgv: tokenFromArgv || cli.has('client-token'), stdio };
 }

@@ -4,6 +4,7 @@
  * would otherwise be read until memory runs out.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
+import { printable } from '../printable';
 
 export const MAX_INPUT_FILE_BYTES = 1024 * 1024;
 
@@ -28,5 +29,26 @@ export function readSmallTextFile(path: string, maxBytes = MAX_INPUT_FILE_BYTES)
     return buffer.toString('utf8', 0, length);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Why a file could not be read or written, in words: "it does not exist" rather than the
+ * bare ENOENT, which means nothing to most users. Unknown errors keep Node's own message.
+ */
+export function fileProblem(err: unknown): string {
+  if (err instanceof FileTooLargeError) return err.message;
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'ENOENT': return 'it does not exist';
+    case 'EISDIR': return 'it is a directory, not a file';
+    case 'ENOTDIR': return 'a part of the path is a file, not a directory';
+    case 'EACCES':
+    case 'EPERM': return 'permission denied';
+    case 'ELOOP': return 'too many symbolic links (a loop?)';
+    case 'ENAMETOOLONG': return 'the path is too long';
+    case 'EROFS': return 'the file system is read-only';
+    case 'ENOSPC': return 'no space left on the device';
+    case 'EEXIST': return 'it already exists';
+    default: return printable((err as Error)?.message ?? String(err));
   }
 }

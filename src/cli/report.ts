@@ -11,7 +11,7 @@ import { PRODUCT } from '../version';
 const MAX_MESSAGE_CHARS = 2000;
 
 /** '' for the proxy, or the subcommand whose error this is. */
-export type Command = '' | 'relay' | 'tunnel' | 'agent';
+export type Command = '' | 'relay' | 'tunnel' | 'agent' | 'connect';
 
 export interface ErrorReport {
   command?: Command;

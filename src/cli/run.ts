@@ -6,7 +6,8 @@ import { realpathSync } from 'node:fs';
 import { ExitCode, exitCodeOf } from '../exit';
 import { Logger, LogLevel } from '../log';
 import type { ProxyOptions } from '../options';
-import { startProxy, type LocalProxy } from '../tunnel/proxy';
+import { printable } from '../printable';
+import { startProxy, type LocalProxy, type ProxyOutcome } from '../tunnel/proxy';
 import { PRODUCT } from '../version';
 import { buildProxyOptions, type CliContext } from './proxy-options';
 import { reportError } from './report';
@@ -62,7 +63,11 @@ function tokenScrubber(argv: readonly string[], env: NodeJS.ProcessEnv): (text: 
   return (text) => redactor.scrub(text);
 }
 
-function stopOnSignals(proxy: LocalProxy, log: Logger): () => void {
+/**
+ * `signals`: SIGTERM and SIGINT, and for a stdio run SIGHUP too: ssh sends it to its
+ * ProxyCommand as it exits.
+ */
+export function stopOnSignals(proxy: LocalProxy, log: Logger, signals: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT']): () => void {
   let stopping = false;
   function onSignal(signal: NodeJS.Signals): void {
     if (stopping) {
@@ -81,12 +86,19 @@ function stopOnSignals(proxy: LocalProxy, log: Logger): () => void {
   function onCloseError(err: unknown): void {
     log.error(`Error while closing: ${err instanceof Error ? err.message : String(err)}`);
   }
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  for (const signal of signals) process.on(signal, onSignal);
   return () => {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+    for (const signal of signals) process.off(signal, onSignal);
   };
+}
+
+/** The signals that end a stdio run (ssh's ProxyCommand) gracefully. */
+export const STDIO_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+
+/** One line on stderr when a stdio run did not end with its connection, unless the log said it already. */
+export function reportStdioOutcome(outcome: ProxyOutcome, log: Logger, write: (text: string) => void, prefix = PRODUCT): void {
+  if (outcome.kind === 'closed' || log.enabled(outcome.kind === 'tunnel-closed' ? LogLevel.INFO : LogLevel.ERROR)) return;
+  write(`${prefix}: ${printable(outcome.message)}\n`);
 }
 
 export async function runProxyCli(argv: string[], ctx: ProxyCliContext = defaultContext()): Promise<number> {
@@ -99,8 +111,9 @@ export async function runProxyCli(argv: string[], ctx: ProxyCliContext = default
   if (plan.action === 'exit') return plan.exitCode;
   const { options } = plan;
   // A token given with -t or -i is visible in `ps` through the original argv; the process
-  // title overwrites that memory on Linux, so the token does not stay listed.
-  if (plan.secretInArgv) process.title = PRODUCT;
+  // title overwrites that memory on Linux, so the token does not stay listed. The rest of
+  // the command line stays, so `ps` still tells one proxy from another.
+  if (plan.secretInArgv) process.title = [PRODUCT, ...argv.map((arg) => options.log.scrub(arg))].join(' ');
   let proxy: LocalProxy;
   options.log.info(`Starting proxy in ${options.mode} mode`);
   try {
@@ -108,9 +121,11 @@ export async function runProxyCli(argv: string[], ctx: ProxyCliContext = default
   } catch (err) {
     return reportError(err, { write: ctx.stderr, scrub: (t) => options.log.scrub(t) });
   }
-  const detach = stopOnSignals(proxy, options.log);
-  // The proxy logs how it ended; only the exit code is left to report.
+  const detach = stopOnSignals(proxy, options.log, plan.stdio ? STDIO_SIGNALS : undefined);
+  // The proxy logs how it ended; only the exit code is left to report, and for a stdio run,
+  // which logs nothing by default, the one line that says why it did not end well.
   const outcome = await proxy.done;
   detach();
+  if (plan.stdio) reportStdioOutcome(outcome, options.log, ctx.stderr);
   return exitCodeOf(outcome);
 }

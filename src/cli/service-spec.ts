@@ -4,6 +4,7 @@
  *   -s 5555                     "" → listen on 5555 (V1 form)
  *   -s SSH1=5555,HTTP1=8080     SSH1 → 5555, HTTP1 → 8080
  *   -s SSH1=0.0.0.0:5555        SSH1 → listen on 0.0.0.0 port 5555 (Decisions 10)
+ *   -s stdio, -s SSH=stdio      one connection over stdin/stdout (ssh's ProxyCommand)
  *   -d 22                       "" → 127.0.0.1:22 (or -b host)
  *   -d SSH1=22,WEB=10.0.0.5:80  SSH1 → port 22, WEB → 10.0.0.5:80
  *   -d SSH1=[::1]:22            IPv6 in brackets
@@ -13,9 +14,15 @@ import { usageError } from '../exit';
 import type { Mode, ServiceTarget } from '../options';
 import { parsePort, validateBindAddress, validatePath, validateServiceId } from './validate';
 
-/** One endpoint value of a mapping, validated for the mode it is used in. */
+/**
+ * One endpoint value of a mapping, validated for the mode it is used in. A source's value is
+ * where it listens, so its messages say "listen address" (the endpoint is -e, the service).
+ */
 export function parseTarget(value: string, mode: Mode): ServiceTarget {
-  if (value === '') throw usageError('Endpoint cannot be empty');
+  const what = mode === 'source' ? 'Listen address' : 'Endpoint';
+  const form = mode === 'source' ? 'PORT or ADDRESS:PORT (ID=PORT for a service id)' : 'PORT or HOST:PORT';
+  if (value === '') throw usageError(`${what} cannot be empty`);
+  if (value === 'stdio' && mode === 'source') return { kind: 'stdio' };
   if (/^\d+$/.test(value)) return { kind: 'tcp', port: parsePort(value) };
   if (value.includes('/')) {
     validatePath(value, 'Unix socket');
@@ -32,21 +39,22 @@ export function parseTarget(value: string, mode: Mode): ServiceTarget {
     portText = bracketed[2];
   } else {
     const colons = value.split(':').length - 1;
-    if (colons === 0 || value.startsWith('[')) throw usageError(`Endpoint must be PORT or HOST:PORT: ${value}`);
-    if (colons > 1) throw usageError(`Endpoint has an IPv6 address without brackets; write [address]:port: ${value}`);
+    if (colons === 0 || value.startsWith('[')) throw usageError(`${what} must be ${form}: ${value}`);
+    if (colons > 1) throw usageError(`${what} has an IPv6 address without brackets; write [address]:port: ${value}`);
     const colon = value.indexOf(':');
     host = value.slice(0, colon);
     portText = value.slice(colon + 1);
   }
-  if (host === '') throw usageError(`Endpoint has an empty host: ${value}`);
+  if (host === '') throw usageError(`${what} has an empty host: ${value}`);
   // `host:` passes the reference's validation and then fails to resolve (2.9).
-  if (portText === '') throw usageError(`Endpoint has no port after ':': ${value}`);
+  if (portText === '') throw usageError(`${what} has no port after ':': ${value}`);
   return { kind: 'tcp', host, port: parsePort(portText) };
 }
 
 /** How a target is shown in logs and messages. */
 export function formatTarget(target: ServiceTarget): string {
   if (target.kind === 'unix') return target.path;
+  if (target.kind === 'stdio') return 'stdio';
   if (target.host === undefined) return String(target.port);
   return target.host.includes(':') ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
 }
@@ -90,9 +98,14 @@ export function parseMappings(list: string, mode: Mode): ParsedMappings {
 
 /**
  * Source mode: two services given the same listen address and port would fail only when
- * the second one binds, after the bind retries (exit 1); say so at start instead.
+ * the second one binds, after the bind retries (exit 1); say so at start instead. A stdio
+ * mapping carries one connection and the run ends with it, so it stands alone.
  */
 export function checkListenPorts(services: ReadonlyMap<string, ServiceTarget>, where: string): void {
+  const stdio = [...services].find(([, target]) => target.kind === 'stdio');
+  if (stdio && services.size > 1) {
+    throw usageError(`stdio carries one connection and cannot be mapped with other services: give it alone, e.g. -s ${stdio[0] === '' ? 'stdio' : `${stdio[0]}=stdio`} (${where})`);
+  }
   const byAddress = new Map<string, string>();
   for (const [id, target] of services) {
     if (target.kind !== 'tcp') continue;

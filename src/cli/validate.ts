@@ -34,6 +34,12 @@ export function validateClientToken(token: string): void {
 export function validateEndpoint(endpoint: string): void {
   if (endpoint === '') throw usageError('Proxy endpoint cannot be empty');
   if (endpoint.length > MAX_HOST_CHARS) throw usageError('Proxy endpoint exceeds maximum allowed length');
+  // A URL is the most common mistake: the scheme is always wss://, so only HOST[:PORT] is asked for.
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(endpoint);
+  if (scheme) {
+    const rest = endpoint.slice(scheme[0].length).replace(/\/.*$/, '');
+    throw usageError(`Proxy endpoint is HOST[:PORT] without a scheme: drop "${scheme[0]}"${rest && /^[a-zA-Z0-9.:[\]-]+$/.test(rest) ? ` (-e ${rest})` : ''}`);
+  }
   if (!/^[a-zA-Z0-9.:[\]-]+$/.test(endpoint)) throw usageError(`Proxy endpoint contains invalid characters: ${endpoint}`);
 }
 

@@ -2,11 +2,16 @@
  * A self-signed certificate for the relay, written in pure JS: an EC P-256 key from
  * node:crypto and an X.509 v3 certificate assembled as DER by hand (Node has no
  * certificate writer). The certificate is its own CA (basicConstraints CA:TRUE), so
- * OpenSSL and Node accept it as a trust anchor, and it names localhost, 127.0.0.1 and ::1.
+ * OpenSSL and Node accept it as a trust anchor. It names localhost, 127.0.0.1 and ::1,
+ * plus the DNS names and IP addresses given with --tls-name (the names proxies use in -e).
  */
-import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
+import type { Logger } from '../log';
+import { namesInSubjectAltName } from '../transport/ca';
+import { fileProblem } from '../cli/read-file';
 import { RelayConfigError } from './errors';
 
 export interface SelfSignedCert {
@@ -100,9 +105,61 @@ export function opensslSubjectHash(commonName: string): string {
   return digest.readUInt32LE(0).toString(16).padStart(8, '0');
 }
 
-/** Generates a fresh key and self-signed certificate for localhost, 127.0.0.1 and ::1. */
-export function generateSelfSigned(now = new Date()): SelfSignedCert {
-  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+/** What every certificate names: the relay reached on this host. */
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
+
+const DNS_NAME = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** Why `name` cannot go in the certificate, or undefined: a DNS name (a leading "*." allowed) or an IP address. */
+export function tlsNameProblem(name: string): string | undefined {
+  if (isIP(name)) return undefined;
+  if (name.length <= 253 && DNS_NAME.test(name)) return undefined;
+  return 'expected a DNS name (letters, digits, hyphens and dots, e.g. relay.example.com) or an IP address (192.0.2.10, 2001:db8::1)';
+}
+
+/** The 16 bytes of an IPv6 address that isIP() accepted (with "::" and a dotted IPv4 tail). */
+function ipv6Bytes(address: string): Buffer {
+  let text = address;
+  const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (tail) text = `${text.slice(0, tail.index)}0:0`;
+  const [head, rest] = text.split('::');
+  const first = head ? head.split(':') : [];
+  const last = rest ? rest.split(':') : [];
+  const groups = rest === undefined ? first : [...first, ...Array<string>(8 - first.length - last.length).fill('0'), ...last];
+  const bytes = Buffer.alloc(16);
+  groups.forEach((group, i) => bytes.writeUInt16BE(parseInt(group, 16), i * 2));
+  if (tail) for (let i = 0; i < 4; i++) bytes[12 + i] = Number(tail[i + 1]);
+  return bytes;
+}
+
+/** One subjectAltName entry: iPAddress [7] for an address, dNSName [2] for a name. */
+function altName(name: string): Buffer {
+  const family = isIP(name);
+  if (family === 4) return tlv(0x87, Buffer.from(name.split('.').map(Number)));
+  if (family === 6) return tlv(0x87, ipv6Bytes(name));
+  return tlv(0x82, Buffer.from(name.toLowerCase(), 'ascii'));
+}
+
+/** The names of a certificate: localhost, 127.0.0.1, ::1, then `names` (without repeats, in order). */
+function certificateNames(names: readonly string[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const name of [...LOOPBACK_NAMES, ...names]) {
+    const key = isIP(name) === 6 ? ipv6Bytes(name).toString('hex') : name.toLowerCase();
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(name);
+  }
+  return out;
+}
+
+/**
+ * Generates a self-signed certificate for localhost, 127.0.0.1, ::1 and `names`, with a fresh
+ * key, or with `key` (a re-issued certificate keeps its key, so a pin of the public key holds).
+ */
+export function generateSelfSigned(now = new Date(), names: readonly string[] = [], key?: KeyObject): SelfSignedCert {
+  const privateKey = key ?? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  const publicKey = createPublicKey(privateKey);
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   // The subjectPublicKey BIT STRING is the last 65 bytes of a P-256 SPKI (uncompressed point).
   const keyId = createHash('sha1').update(spki.subarray(spki.length - 65)).digest();
@@ -113,11 +170,7 @@ export function generateSelfSigned(now = new Date()): SelfSignedCert {
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + VALIDITY_YEARS);
   const sigAlg = seq(oid(OID_ECDSA_SHA256));
   const subject = name(SUBJECT_CN);
-  const sans = seq(
-    tlv(0x82, Buffer.from('localhost', 'ascii')),          // dNSName
-    tlv(0x87, Buffer.of(127, 0, 0, 1)),                     // iPAddress
-    tlv(0x87, Buffer.concat([Buffer.alloc(15), Buffer.of(1)])), // iPAddress ::1
-  );
+  const sans = seq(...certificateNames(names).map(altName));
   const extensions = tlv(0xa3, seq(
     extension(OID_BASIC_CONSTRAINTS, true, seq(tlv(T_BOOLEAN, Buffer.of(0xff)))),
     // digitalSignature (bit 0) and keyCertSign (bit 5): 1000 0100, 2 unused bits.
@@ -150,20 +203,33 @@ function writeAtomic(path: string, data: string, mode: number): void {
   renameSync(tmp, path);
 }
 
+/** The names `certPem` is valid for (its subjectAltName), IPv6 in its short form. */
+export function namesOf(certPem: string): string[] {
+  return namesInSubjectAltName(new X509Certificate(certPem).subjectAltName);
+}
+
+/** The names of `wanted` that `certPem` does not cover (as a client would check them). */
+function uncovered(certPem: string, wanted: readonly string[]): string[] {
+  const cert = new X509Certificate(certPem);
+  return wanted.filter((name) => (isIP(name) ? !cert.checkIP(name) : !cert.checkHost(name)));
+}
+
 /**
- * `--tls-self-signed DIR`: reuses DIR/cert.pem and DIR/key.pem when both exist, else creates
- * them; always (re)writes DIR/<hash>.0 so DIR works as an OpenSSL hashed CA directory (`-c DIR`).
- * The hash file is a copy rather than a symlink so it also works on file systems without links.
+ * `--tls-self-signed DIR [--tls-name NAMES]`: reuses DIR/cert.pem and DIR/key.pem when both
+ * exist, else creates them; always (re)writes DIR/<hash>.0 so DIR works as an OpenSSL hashed
+ * CA directory (`-c DIR`). When the kept certificate lacks one of `names`, it is re-issued with
+ * the same key for its old names and the new ones (said on `log`). The hash file is a copy
+ * rather than a symlink so it also works on file systems without links.
  * Throws RelayConfigError (one line naming the directory or file) when DIR cannot be used.
  */
-export function loadOrCreateSelfSigned(dir: string): SelfSignedCert {
-  const problem = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+export function loadOrCreateSelfSigned(dir: string, options: { names?: readonly string[]; log?: Logger } = {}): SelfSignedCert {
+  const names = options.names ?? [];
   try {
     if (existsSync(dir) && !statSync(dir).isDirectory()) throw new RelayConfigError(`certificate directory ${dir} is not a directory`);
     mkdirSync(dir, { recursive: true });
   } catch (err) {
     if (err instanceof RelayConfigError) throw err;
-    throw new RelayConfigError(`cannot create certificate directory ${dir}: ${problem(err)}`);
+    throw new RelayConfigError(`cannot create certificate directory ${dir}: ${fileProblem(err)}`);
   }
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
@@ -173,28 +239,41 @@ export function loadOrCreateSelfSigned(dir: string): SelfSignedCert {
     const keyPem = readPem(keyPath);
     checkKeyPair(certPem, keyPem, certPath, keyPath);
     cert = { certPem, keyPem, subjectHash: opensslSubjectHash(SUBJECT_CN) };
+    const missing = uncovered(certPem, names);
+    if (missing.length > 0) {
+      const x509 = new X509Certificate(certPem);
+      if (x509.subject !== `CN=${SUBJECT_CN}` || x509.issuer !== x509.subject) {
+        throw new RelayConfigError(`${certPath} does not name ${missing.join(', ')} (--tls-name), and it is not a certificate this relay made: remove it to have one made, or use --tls-cert/--tls-key`);
+      }
+      const wanted = [...namesOf(certPem), ...names];
+      cert = { ...generateSelfSigned(new Date(), wanted, createPrivateKey(keyPem)), keyPem };
+      writeCert(dir, () => writeAtomic(certPath, cert.certPem, 0o644));
+      options.log?.warn(`${certPath} did not name ${missing.join(', ')}: re-issued for ${namesOf(cert.certPem).join(', ')} (same key); proxies given a copy of the previous cert.pem need this one (those using -c ${dir} read it again)`);
+    }
   } else {
-    cert = generateSelfSigned();
-    try {
+    cert = generateSelfSigned(new Date(), names);
+    writeCert(dir, () => {
       writeAtomic(keyPath, cert.keyPem, 0o600);
       writeAtomic(certPath, cert.certPem, 0o644);
-    } catch (err) {
-      throw new RelayConfigError(`cannot write the certificate to ${dir}: ${problem(err)}`);
-    }
+    });
   }
-  try {
-    writeAtomic(join(dir, `${cert.subjectHash}.0`), cert.certPem, 0o644);
-  } catch (err) {
-    throw new RelayConfigError(`cannot write the certificate to ${dir}: ${problem(err)}`);
-  }
+  writeCert(dir, () => writeAtomic(join(dir, `${cert.subjectHash}.0`), cert.certPem, 0o644));
   return cert;
+}
+
+function writeCert(dir: string, write: () => void): void {
+  try {
+    write();
+  } catch (err) {
+    throw new RelayConfigError(`cannot write the certificate to ${dir}: ${fileProblem(err)}`);
+  }
 }
 
 function readPem(path: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw new RelayConfigError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new RelayConfigError(`cannot read ${path}: ${fileProblem(err)}`);
   }
 }
 

@@ -2,16 +2,21 @@
  * `localproxy relay [options]`: runs the relay until SIGINT/SIGTERM (then resolves 0).
  * Bad flags: one line on stderr, exit 2. Runtime failures (port in use): one line, exit 1.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { BROKER_OPTIONS, brokerFromArgs } from '../mqtt/flags';
-import { parseCommandLine, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
+import { parseCommandLine, shownValue, stringOption, usageError, type OptionSpec, type RawArgs } from '../cli/args';
+import { fileProblem } from '../cli/read-file';
 import { reportError } from '../cli/report';
 import { ExitCode, ExitError } from '../exit';
 import { Logger } from '../log';
+import { PRODUCT, VERSION } from '../version';
 import type { Credentials } from './sigv4';
 import { MIN_SECRET_BYTES } from './cluster/auth';
+import { namesOf, tlsNameProblem } from './certs';
 import { RelayConfigError } from './errors';
+import { healthCheck, healthUrl } from './health-check';
 import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './store/record';
 import { checkStoreUrl, describeStoreUrl } from './store/url';
 import { startRelay, type RelayOptions } from './server';
@@ -25,7 +30,10 @@ Options:
   --listen HOST:PORT        Address to serve on (default 127.0.0.1:8443; IPv6 as [::1]:8443)
   --tls-self-signed DIR     Use DIR/cert.pem and DIR/key.pem, creating a self-signed certificate
                             for localhost, 127.0.0.1 and ::1 if missing, plus the OpenSSL hash
-                            link, so proxies can use "-c DIR"
+                            link, so proxies can use "-c DIR" (or "-c DIR/cert.pem")
+  --tls-name NAME[,NAME...] DNS names and IP addresses the self-signed certificate names too:
+                            the names proxies give with -e (e.g. relay.example.com,192.0.2.10);
+                            a kept certificate lacking one is re-issued (copy it again)
   --tls-cert FILE           PEM certificate (chain) to serve, with --tls-key
   --tls-key FILE            PEM private key for --tls-cert
   --plain                   Serve ws:// without TLS (local experiments only)
@@ -70,6 +78,10 @@ Options:
   --mqtt-ca FILE            PEM CA certificate(s) for the broker instead of the system ones
   --mqtt-client-id ID       MQTT client id (default localproxy-relay-<random>)
   -v, --verbose LEVEL       Log level on stderr, 0-6 (default 4, info)
+  --health-check URL        Ask the relay at URL (https://127.0.0.1:8443) for GET /health and
+                            exit 0 if it answers 200, else 1: for container health checks (the
+                            certificate is not verified; nothing secret is sent)
+  -V, --version             Print the version and exit
   -h, --help                Show this help and exit
 
 Without a TLS option the relay serves a self-signed certificate generated at start (clients
@@ -79,6 +91,8 @@ then need -k); --tls-self-signed DIR is the convenient choice for tests and labs
 const OPTIONS: readonly OptionSpec[] = [
   { name: 'listen', value: true },
   { name: 'tls-self-signed', value: true },
+  { name: 'tls-name', value: true },
+  { name: 'health-check', value: true },
   { name: 'tls-cert', value: true },
   { name: 'tls-key', value: true },
   { name: 'plain', value: false },
@@ -111,7 +125,7 @@ function readText(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw usageError(`cannot read ${what} '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw usageError(`cannot read ${what} '${path}': ${fileProblem(err)}`);
   }
 }
 
@@ -175,9 +189,33 @@ function clusterFromArgs(args: RawArgs, options: RelayOptions, log: Logger): voi
 /** Warnings found while parsing, printed once the relay started (so that a start-up error stands alone). */
 const pendingWarnings = new WeakMap<Logger, string>();
 
-function buildOptions(argv: string[], log: Logger): { options: RelayOptions; help: boolean; mqtt?: ReturnType<typeof brokerFromArgs> } {
+/** `--tls-name a,b`: each a DNS name or an IP address (an IPv6 one may be in brackets). */
+function parseTlsNames(value: string): string[] {
+  const names = value.split(',').map((n) => n.trim().replace(/^\[(.*)\]$/, '$1')).filter((n) => n !== '');
+  if (names.length === 0) throw usageError("invalid --tls-name '': expected NAME[,NAME...], e.g. relay.example.com,192.0.2.10");
+  for (const name of names) {
+    const problem = tlsNameProblem(name);
+    if (problem) throw usageError(`invalid --tls-name '${shownValue(name)}': ${problem}`);
+  }
+  return names;
+}
+
+interface Built {
+  options: RelayOptions;
+  help: boolean;
+  healthCheck?: URL;
+  mqtt?: ReturnType<typeof brokerFromArgs>;
+}
+
+function buildOptions(argv: string[], log: Logger): Built {
   const args = parseCommandLine(argv, OPTIONS).options;
   if (args.has('help')) return { options: {}, help: true };
+  const probe = stringOption(args, 'health-check');
+  if (probe !== undefined) {
+    const url = healthUrl(probe);
+    if (!url) throw usageError(`invalid --health-check '${shownValue(probe)}': expected https://HOST:PORT (http:// for a relay started with --plain)`);
+    return { options: {}, help: false, healthCheck: url };
+  }
   const mqtt = brokerFromArgs(args, `localproxy-relay-${randomBytes(4).toString('hex')}`);
   const options: RelayOptions = { log };
   const verbose = stringOption(args, 'verbose');
@@ -194,6 +232,11 @@ function buildOptions(argv: string[], log: Logger): { options: RelayOptions; hel
   const keyFile = stringOption(args, 'tls-key');
   const tlsChoices = [plain && '--plain', selfSignedDir !== undefined && '--tls-self-signed', (certFile !== undefined || keyFile !== undefined) && '--tls-cert/--tls-key'].filter(Boolean);
   if (tlsChoices.length > 1) throw usageError(`${tlsChoices.join(' and ')} cannot be combined`);
+  const tlsNames = stringOption(args, 'tls-name');
+  if (tlsNames !== undefined) {
+    if (plain || certFile !== undefined || keyFile !== undefined) throw usageError(`--tls-name names the relay's self-signed certificate; ${plain ? '--plain serves no certificate' : 'the names of --tls-cert are in that certificate'}`);
+    options.tlsNames = parseTlsNames(tlsNames);
+  }
   if (plain) {
     options.tls = 'plain';
   } else if (selfSignedDir !== undefined) {
@@ -253,7 +296,15 @@ export async function runRelayCli(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return ExitCode.OK;
   }
+  if (built.healthCheck) {
+    const { healthy, line } = await healthCheck(built.healthCheck);
+    if (healthy) process.stdout.write(`${line}\n`);
+    else process.stderr.write(`localproxy relay: unhealthy: ${line}\n`);
+    return healthy ? ExitCode.OK : ExitCode.FAILURE;
+  }
   const { options } = built;
+  // First, so that any report of a problem says which release it came from.
+  log.info(`${PRODUCT} ${VERSION} relay (Node ${process.versions.node}, ${process.platform} ${process.arch})`);
   // Loaded on demand, as in main.ts: MQTT.js is as large as the rest of the bundle.
   if (built.mqtt) options.notifier = (await import('./notify')).mqttNotifier({ ...built.mqtt.broker, log: log.fork('mqtt') });
 
@@ -273,6 +324,11 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   // Warnings once the relay could start, so that a start-up error stands alone.
   if (options.tls === 'plain') log.warn('--plain: serving ws:// without TLS; tokens cross the network in clear text. Use only for local experiments.');
   if (options.tls === 'self-signed' && !options.selfSignedDir) log.warn('no TLS option given: serving a certificate generated at start that no client trusts (clients need -k); use --tls-self-signed DIR to keep one');
+  // The certificate generated at start needs -k anyway: its names matter only when kept or given.
+  const served = options.selfSignedDir !== undefined ? relay.caPem : typeof options.tls === 'object' ? options.tls.cert : undefined;
+  const coverage = served ? certificateCoverage(options.host ?? '', served, options.selfSignedDir !== undefined) : undefined;
+  if (coverage?.warn) log.warn(coverage.line);
+  else if (coverage) log.info(coverage.line);
   if (!options.credentials) log.warn('no management API credentials (LOCALPROXY_RELAY_ACCESS_KEY_ID/LOCALPROXY_RELAY_SECRET_ACCESS_KEY or --credentials-file): the API refuses every request');
   const pending = pendingWarnings.get(log);
   if (pending) log.warn(pending);
@@ -295,4 +351,28 @@ export async function runRelayCli(argv: string[]): Promise<number> {
   await relay.close();
   await options.notifier?.close();
   return ExitCode.OK;
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|::1)$/i;
+
+/**
+ * What the served certificate covers, when it matters: on every address (0.0.0.0, ::) proxies
+ * on other hosts connect by a name or address the certificate must contain; on one address,
+ * that address. Undefined when there is nothing to say.
+ */
+export function certificateCoverage(host: string, certPem: string, selfSigned: boolean): { warn: boolean; line: string } | undefined {
+  const names = namesOf(certPem);
+  const shown = names.join(', ') || 'no name';
+  const fix = selfSigned ? 'add the names proxies use in -e with --tls-name NAME[,NAME...]' : 'serve a certificate that names it (--tls-cert)';
+  if (WILDCARDS.has(host)) {
+    if (names.every((n) => LOOPBACK.test(n))) {
+      return { warn: true, line: `listening on every address, but the certificate names only ${shown}: proxies on other hosts will fail to verify it; ${fix}` };
+    }
+    return { warn: false, line: `listening on every address; the certificate names ${shown}: proxies connect with -e one of these` };
+  }
+  if (LOOPBACK.test(host) || !isIP(host)) return undefined;
+  const cert = new X509Certificate(certPem);
+  if (cert.checkIP(host)) return undefined;
+  return { warn: true, line: `listening on ${host}, which the certificate does not name (it names ${shown}): proxies using -e ${host} will fail to verify it; ${selfSigned ? `add it with --tls-name ${host}` : fix}` };
 }

@@ -42,6 +42,8 @@ export interface RelayOptions {
   tls?: { cert: string; key: string; certFile?: string; keyFile?: string } | 'self-signed' | 'plain';
   /** `--tls-self-signed DIR`: load or create the certificate there (implies TLS). */
   selfSignedDir?: string;
+  /** `--tls-name`: DNS names and IP addresses the self-signed certificate names besides localhost. */
+  tlsNames?: string[];
   statePath?: string;
   /**
    * Instead of `statePath`: the tunnels in Redis, shared by the nodes of a cluster (`--store`);
@@ -195,7 +197,9 @@ class RelayServer implements Relay {
     let cert: string | undefined;
     let key: string | undefined;
     if (tls === 'self-signed') {
-      const generated = options.selfSignedDir ? loadOrCreateSelfSigned(options.selfSignedDir) : generateSelfSigned();
+      const generated = options.selfSignedDir
+        ? loadOrCreateSelfSigned(options.selfSignedDir, { names: options.tlsNames, log: this.log })
+        : generateSelfSigned(new Date(), options.tlsNames);
       cert = generated.certPem;
       key = generated.keyPem;
       this.caPem = cert;

@@ -1,15 +1,17 @@
 /**
  * Trusted certificates for the service (and an https:// web proxy): Node's default store,
- * the operating system's bundle where it is a file (Linux: what OpenSSL and the reference
- * trust, including corporate CAs added with update-ca-certificates), plus `options.ca`,
- * plus every certificate in the files of `-c DIR`. The directory may be
- * an `openssl rehash` directory (`<hash>.0` links) or hold plain `.pem`/`.crt`/`.cer` files;
- * both are read the same way, so a Windows path like `D:\certs` is just a directory.
+ * the operating system's own store (Linux: the bundle file OpenSSL and the reference trust,
+ * including corporate CAs added with update-ca-certificates; Windows and macOS: the
+ * certificate stores and keychains, read by Node itself), plus `options.ca`, plus what `-c`
+ * names: a PEM (or DER) file, or a directory of them. The directory may be an `openssl rehash`
+ * directory (`<hash>.0` links) or hold plain `.pem`/`.crt`/`.cer` files; both are read the
+ * same way, so a Windows path like `D:\certs` is just a directory.
  */
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import * as tls from 'node:tls';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import type { Logger } from '../log';
 import { MAX_PRINTED_PATH_CHARS, printable } from '../printable';
@@ -51,15 +53,26 @@ function unusableDirectory(dir: string, err: unknown): string {
   return `CA directory ${shownPath(dir)} ${why}; only the system CAs are used`;
 }
 
-/** Why `dir` cannot be used as a CA directory, checked without reading it; undefined if it is a directory. */
-export function caDirectoryProblem(dir: string): string | undefined {
+/** The line for a `-c` path that is neither a file nor a directory. */
+function unusablePath(path: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' || code === 'EPERM' ? 'cannot be read (permission denied)' : printable((err as Error).message);
+  return `CA file or directory ${shownPath(path)} ${why}; only the system CAs are used`;
+}
+
+/** Why `path` cannot be used with `-c`, checked without reading it; undefined for a file or a directory. */
+export function caPathProblem(path: string): string | undefined {
   try {
-    if (statSync(dir).isDirectory()) return undefined;
-    return unusableDirectory(dir, Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }));
+    const info = statSync(path);
+    if (info.isDirectory() || info.isFile()) return undefined;
+    return `CA file or directory ${shownPath(path)} is neither a file nor a directory; only the system CAs are used`;
   } catch (err) {
-    return unusableDirectory(dir, err);
+    return unusablePath(path, err);
   }
 }
+
+/** The former name of `caPathProblem`, from when `-c` took only a directory. */
+export const caDirectoryProblem = caPathProblem;
 
 const reportedProblems = new WeakMap<Logger, Set<string>>();
 
@@ -154,6 +167,33 @@ async function readCaDirectory(dir: string, signal?: AbortSignal): Promise<CaLoa
   return { certificates, problems };
 }
 
+/**
+ * `-c PATH`: every certificate of a file (a bundle such as a relay's cert.pem, PEM or DER), or
+ * of the files of a directory. Never throws, except `signal`'s reason once it aborts.
+ */
+export async function loadCaPath(path: string, signal?: AbortSignal): Promise<CaLoadResult> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (err) {
+    return { certificates: [], problems: [unusablePath(path, err)] };
+  }
+  if (info.isDirectory()) return loadCaDirectory(path, signal);
+  if (!info.isFile() || info.size > MAX_CA_FILE_BYTES) {
+    return { certificates: [], problems: [`CA file ${shownPath(path)} is ${info.isFile() ? 'too large for a certificate bundle' : 'neither a file nor a directory'}; only the system CAs are used`] };
+  }
+  const endTurn = await loadTurn(signal);
+  try {
+    const certificates = [...new Set(certificatesIn(await readFile(path, { signal }), path))];
+    return { certificates, problems: certificates.length === 0 ? [`no certificates found in CA file ${shownPath(path)}`] : [] };
+  } catch (err) {
+    signal?.throwIfAborted();
+    return { certificates: [], problems: [`cannot read CA file ${shownPath(path)}: ${printable((err as Error).message)}`] };
+  } finally {
+    endTurn();
+  }
+}
+
 /** Where Linux distributions keep the system bundle (OpenSSL's default file), in lookup order. */
 const SYSTEM_BUNDLES = [
   '/etc/ssl/certs/ca-certificates.crt', // Debian, Ubuntu, Raspberry Pi OS, Arch
@@ -189,18 +229,51 @@ export function systemCertificates(env: NodeJS.ProcessEnv = process.env): { cert
   return systemStore;
 }
 
+/** The part of the `tls` module that reads the operating system's own store (Node >= 22.15). */
+export interface SystemStoreReader {
+  getCACertificates?: (type: 'system') => string[];
+}
+
+let nativeStore: { certificates: string[]; unavailable?: string } | undefined;
+
+/**
+ * Windows' certificate stores or macOS' keychains, where a company's CA is installed (there is
+ * no bundle file to read there): Node reads them itself from 22.15 on, which the Windows and
+ * macOS executables embed. Elsewhere the bundle file is the store (systemCertificates), so
+ * nothing is read. Read once per process; `unavailable` says why it could not be.
+ */
+export function nativeStoreCertificates(platform: NodeJS.Platform = process.platform, reader: SystemStoreReader = tls as SystemStoreReader): { certificates: string[]; unavailable?: string } {
+  if (platform !== 'win32' && platform !== 'darwin') return { certificates: [] };
+  const cache = reader === (tls as SystemStoreReader) && platform === process.platform;
+  if (cache && nativeStore) return nativeStore;
+  let result: { certificates: string[]; unavailable?: string };
+  if (typeof reader.getCACertificates !== 'function') {
+    result = { certificates: [], unavailable: `Node ${process.versions.node} cannot read the ${platform === 'win32' ? 'Windows certificate store' : 'macOS keychain'} (Node 22.15 or later can): give the CA with -c FILE` };
+  } else {
+    try {
+      result = { certificates: reader.getCACertificates('system') };
+    } catch (err) {
+      result = { certificates: [], unavailable: `cannot read the system certificate store: ${printable((err as Error).message)}` };
+    }
+  }
+  if (cache) nativeStore = result;
+  return result;
+}
+
 /**
  * The `ca` option for tls.connect. Passing `ca` replaces Node's default store, so the
- * defaults are added back explicitly, with the system bundle and the extra certificates.
+ * defaults are added back explicitly, with the system's certificates and the extra ones.
  */
 export async function trustedCertificates(options: { ca?: string[]; caPath?: string }, signal?: AbortSignal): Promise<{ ca?: string[]; problems: string[] }> {
   const extra = [...(options.ca ?? [])];
   const problems: string[] = [];
   if (options.caPath) {
-    const loaded = await loadCaDirectory(options.caPath, signal);
+    const loaded = await loadCaPath(options.caPath, signal);
     extra.push(...loaded.certificates);
     problems.push(...loaded.problems);
   }
+  // Why the native store could not be read is said with a certificate error (connect.ts), not at every start.
+  extra.push(...nativeStoreCertificates().certificates);
   if (process.env.SSL_CERT_DIR) {
     for (const dir of process.env.SSL_CERT_DIR.split(process.platform === 'win32' ? ';' : ':')) {
       if (dir) extra.push(...(await loadCaDirectory(dir, signal)).certificates);
@@ -230,4 +303,26 @@ export function secureContextFor(ca: string[]): SecureContext {
     contexts.set(key, context);
   }
   return context;
+}
+
+/**
+ * The names a certificate is valid for, from its subjectAltName as Node prints it
+ * ("DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1"), IPv6 in its short form.
+ */
+export function namesInSubjectAltName(san: string | undefined): string[] {
+  const names: string[] = [];
+  for (const part of (san ?? '').split(/,\s*/)) {
+    const m = /^(DNS|IP Address):(.+)$/.exec(part.trim());
+    if (!m) continue;
+    let name = m[2];
+    if (m[1] === 'IP Address' && name.includes(':')) {
+      try {
+        name = new URL(`http://[${name}]/`).hostname.slice(1, -1);
+      } catch {
+        // Not an address URL can hold: shown as Node printed it.
+      }
+    }
+    names.push(printable(name, 253));
+  }
+  return names;
 }

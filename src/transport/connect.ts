@@ -6,14 +6,14 @@
  */
 import type { IncomingMessage, ClientRequest } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { printable } from '../printable';
 import { MAX_WS_MESSAGE_BYTES, subprotocolVersion, type ProtocolVersion } from '../protocol/constants';
 import { CREDIT_EXTENSION, EXTENSIONS_HEADER, parseExtensions } from '../protocol/extension';
 import type { Mode, ProxyOptions } from '../options';
 import { PRODUCT, VERSION } from '../version';
-import { trustedCertificates, warnCaProblems } from './ca';
+import { namesInSubjectAltName, nativeStoreCertificates, trustedCertificates, warnCaProblems } from './ca';
 import { deriveClientToken } from './client-token';
 import { ConnectError, ConnectErrorCode, describeError, oneLine } from './errors';
 import { openProxyTunnel } from './http-connect';
@@ -101,7 +101,7 @@ export async function connectToService(options: ProxyOptions, signal?: AbortSign
     stage = 'TLS handshake';
     const raw: Duplex = socket;
     socket = await tlsHandshake(raw, host, { ca, rejectUnauthorized: !options.insecure }, attempt.signal).catch((err) => {
-      throw attempt.signal.aborted ? attempt.signal.reason : tlsError(err);
+      throw attempt.signal.aborted ? attempt.signal.reason : tlsError(err, host);
     });
 
     stage = 'WebSocket upgrade';
@@ -128,11 +128,25 @@ function tcpError(err: unknown, host: string): ConnectError {
   return new ConnectError(ConnectErrorCode.TCP, `Could not connect to proxy server: ${describeError(err)}`, { cause: err });
 }
 
-function tlsError(err: unknown): ConnectError {
-  if (isCertificateError(err)) {
+function tlsError(err: unknown, host: string): ConnectError {
+  if ((err as NodeJS.ErrnoException).code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    // The CA is trusted: only the name differs. Trusting another CA would not help.
+    const cert = (err as { cert?: PeerCertificate }).cert;
+    const names = namesInSubjectAltName(cert?.subjectaltname);
+    if (names.length === 0 && typeof cert?.subject?.CN === 'string') names.push(printable(cert.subject.CN, 253));
+    const asked = printable(host, 253);
     return new ConnectError(
       ConnectErrorCode.CERTIFICATE,
-      `Could not perform SSL handshake with proxy server: certificate verify failed: ${describeError(err)}; trust its CA with -c DIR, or check the endpoint`,
+      `Could not perform SSL handshake with proxy server: its certificate is for ${names.join(', ') || 'no name'}, not for ${asked}: `
+        + `give -e one of those names, or give the service a certificate naming ${asked} (localproxy relay --tls-name ${asked})`,
+      { cause: err },
+    );
+  }
+  if (isCertificateError(err)) {
+    const native = nativeStoreCertificates().unavailable;
+    return new ConnectError(
+      ConnectErrorCode.CERTIFICATE,
+      `Could not perform SSL handshake with proxy server: certificate verify failed: ${describeError(err)}; trust its CA with -c FILE (or a directory of CA files), or check the endpoint${native ? ` (${native})` : ''}`,
       { cause: err },
     );
   }

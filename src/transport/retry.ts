@@ -50,6 +50,8 @@ export interface RetryOptions {
   delayFirst?: boolean;
   /** Passed to each attempt (tests shorten the attempt bound). */
   connect?: ConnectOptions;
+  /** Each failed attempt that will be retried, with the line logged for it. */
+  onRetry?: (message: string) => void;
 }
 
 /** How connectWithRetry ended. `message` is one line, scrubbed of secrets. */
@@ -92,6 +94,7 @@ export async function connectWithRetry(options: ProxyOptions, retry: RetryOption
     // A refusal is logged once, with its hint, by whoever ends the run with this outcome.
     if (error.refused) return { kind: 'refused', message: log.scrub(`${error.message}; ${error.hint ?? 'check the access token'}`), error };
     log.error(message);
+    retry.onRetry?.(message);
     if (allowed !== -1 && retries >= allowed) {
       const tries = allowed === 0 ? 'retries are disabled (websocket.connect_retry_count is 0)' : `gave up after ${allowed} ${allowed === 1 ? 'retry' : 'retries'}`;
       return { kind: 'gave-up', message: `Could not connect to ${endpoint}: ${message} (${tries})`, error };

@@ -23,7 +23,7 @@
  * credit is held (at most one read) until the next grant.
  */
 import type { Socket } from 'node:net';
-import type { Logger } from '../log';
+import { LogLevel, type Logger } from '../log';
 import { AppWriter, type InboundBudget } from './inbound';
 import type { Producer, Throttled } from './outbound';
 
@@ -122,7 +122,7 @@ export class Connection implements Producer, Throttled {
     this.socket = socket;
     socket.setNoDelay(true);
     (socket as OwnedSocket)[kConnection] = this;
-    this.remote = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
+    this.remote = !socket.remoteAddress ? 'unix socket' : socket.remotePort === undefined ? socket.remoteAddress : `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('data', socketOnData);
     socket.on('end', socketOnEnd);
     socket.on('error', socketOnError);
@@ -217,6 +217,16 @@ export class Connection implements Producer, Throttled {
     if (this.state === 'closed') return;
     this.log.debug(`closing: ${reason}`);
     this.close({ tellPeer: false, deliverEarly: true });
+  }
+
+  /**
+   * Source, before the peer's reset is applied: a reset before the peer sent a byte is how the
+   * service refuses a connection while no destination is connected (or the destination's
+   * application refused it). Said at the default level: the app only sees its connection close.
+   */
+  noteResetBeforeReply(): void {
+    if (this.bytesIn > 0 || this.state === 'closing' || this.state === 'closed') return;
+    this.log.limited(LogLevel.INFO, 'reset-before-reply', 'reset by the service before any reply — is the destination connected? (or did its application refuse the connection?)');
   }
 
   /** The session is over (its WebSocket is gone): nothing more is sent, a connect in progress is given up. */

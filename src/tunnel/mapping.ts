@@ -49,6 +49,12 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
     }
     return new Map(configured);
   }
+  const stdio = keys.length === 1 ? configured.get(keys[0]) : undefined;
+  if (stdio?.kind === 'stdio' && ids.includes(keys[0])) {
+    // One connection, to one service: the tunnel's other services are not served.
+    if (ids.length > 1) log.debug(`stdio carries service ${printable(keys[0])}; not serving ${printableList(ids.filter((id) => id !== keys[0]))}`);
+    return new Map([[keys[0], stdio]]);
+  }
   if (configured.size > 0) {
     const missing = ids.filter((id) => !configured.has(id));
     const extra = keys.filter((id) => !ids.includes(id));
@@ -84,5 +90,6 @@ export function completeMapping(options: ProxyOptions, ids: string[] | undefined
 
 function describe(target: ServiceTarget): string {
   if (target.kind === 'unix') return target.path;
+  if (target.kind === 'stdio') return 'stdio';
   return target.host ? `${target.host}:${target.port}` : String(target.port);
 }

@@ -11,6 +11,10 @@
  * Source listeners outlive sessions; connections never do (every one is reset when its
  * session ends, 3.7). Every close of the service connection by our side is logged with its
  * reason (issue 21).
+ *
+ * A stdio source (`-s stdio`) carries one connection: the run ends when it does, when the service
+ * connection is lost (nothing is left to reconnect for), or when no session started within
+ * PENDING_ACCEPT_TIMEOUT_MS, as long as any accepted connection waits for one.
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../log';
@@ -21,7 +25,7 @@ import { Backoff, connectWithRetry, startKeepalive, type ServiceConnection } fro
 import { connectDestination } from './destination';
 import { completeMapping } from './mapping';
 import { Session } from './session';
-import { Listeners } from './source';
+import { Listeners, PENDING_ACCEPT_TIMEOUT_MS } from './source';
 
 /** A session that lived longer than this resets the reconnect backoff. */
 export const STABLE_SESSION_MS = 30_000;
@@ -85,6 +89,11 @@ class Runner implements LocalProxy {
   private readonly backoff: Backoff;
   private readonly listeners: Listeners;
   private isReady = false;
+  /** A stdio source service: one connection, and the run ends with it. */
+  private readonly stdio: boolean;
+  private startDeadline?: NodeJS.Timeout;
+  /** The last failed connect attempt, for the line that ends a stdio run that never connected. */
+  private lastConnectError?: string;
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
   private resolveDone!: (outcome: ProxyOutcome) => void;
@@ -93,7 +102,10 @@ class Runner implements LocalProxy {
     this.options = options;
     this.log = options.log;
     this.backoff = new Backoff(options.settings.retryDelayMs, options.settings.retryMaxDelayMs);
-    this.listeners = new Listeners({ accept: (serviceId, socket) => this.accept(serviceId, socket) }, options.settings, options.bindAddress, this.log);
+    this.listeners = new Listeners({ accept: (serviceId, socket) => this.accept(serviceId, socket) }, options.settings, options.bindAddress, this.log, options.stdio);
+    const mappings = options.services.size > 0 ? options.services : options.configDirMappings ?? new Map();
+    this.stdio = options.mode === 'source' && [...mappings.values()].some((target) => target.kind === 'stdio');
+    if (this.stdio) this.startDeadline = setTimeout(() => this.startTimedOut(), PENDING_ACCEPT_TIMEOUT_MS);
     this.ready = new Promise<void>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -114,7 +126,7 @@ class Runner implements LocalProxy {
   /** connecting: one connectWithRetry, then a session or the end. */
   connect(delayFirst: boolean): void {
     this.state = { name: 'connecting' };
-    connectWithRetry(this.options, { signal: this.abort.signal, backoff: this.backoff, delayFirst })
+    connectWithRetry(this.options, { signal: this.abort.signal, backoff: this.backoff, delayFirst, onRetry: (message) => { this.lastConnectError = message; } })
       .then((result) => {
         const state = this.state;
         if (result.kind === 'connected') {
@@ -144,7 +156,8 @@ class Runner implements LocalProxy {
         completeMapping: (ids) => {
           const result = completeMapping(options, ids);
           if (result instanceof Map) return result;
-          this.end(result, result.message);
+          // The outcome's message is logged as the run ends; the close line only says why.
+          this.end(result, result.kind === 'refused' ? "the tunnel's service ids do not match this proxy's" : 'no port mapping for the tunnel');
           return undefined;
         },
         onStarted: () => {
@@ -152,6 +165,9 @@ class Runner implements LocalProxy {
           else this.markReady();
         },
         connect: (c, target) => connectDestination(c, target, options.settings, options.bindAddress),
+        connectionClosed: () => {
+          if (this.stdio) this.stdioEnded(link);
+        },
       },
     });
     ws.on('close', (code: number, reason: Buffer) => this.onServiceClose(link, code, reason.toString()));
@@ -177,7 +193,8 @@ class Runner implements LocalProxy {
     const state = this.state;
     if (state.name === 'closing') return this.finish(state.outcome);
     if (state.name !== 'session' || state.link !== link) return;
-    if (code !== CLOSE_ABNORMAL && link.session.creditRejectedBy(code) && !/replaced/i.test(reason)) {
+    // A stdio run's connection went with the session: there is nothing to reconnect for.
+    if (!this.stdio && code !== CLOSE_ABNORMAL && link.session.creditRejectedBy(code) && !/replaced/i.test(reason)) {
       // The service may not take messages of unknown types: once, the run goes on without them.
       this.log.warn(`The service closed the connection (code ${code}${reason ? `: ${printable(reason)}` : ''}) soon after our per-connection credit announcement: reconnecting with tunneling.proxy.extensions.credit off`);
       this.options = { ...this.options, settings: { ...this.options.settings, creditExtension: 'off' } };
@@ -189,7 +206,7 @@ class Runner implements LocalProxy {
     }
     const channel = link.conn.channelId ? ` (web socket session ID: ${link.conn.channelId})` : '';
     const lost = `the service connection was lost: ${link.lostReason ?? 'it ended without a close frame'}${channel}`;
-    if (!this.options.settings.reconnectOnDataError) return this.finish({ kind: 'failed', message: lost });
+    if (!this.options.settings.reconnectOnDataError || this.stdio) return this.finish({ kind: 'failed', message: lost });
     const lived = Date.now() - link.startedAt;
     if (lived > STABLE_SESSION_MS) this.backoff.reset();
     this.log.error(`${lost}; reconnecting`);
@@ -229,8 +246,28 @@ class Runner implements LocalProxy {
     ws.once('close', () => clearTimeout(timer));
   }
 
+  /** stdio: the one connection is over, and with it the run. */
+  private stdioEnded(link: Link): void {
+    const state = this.state;
+    if (state.name !== 'session' || state.link !== link) return;
+    const socket = this.listeners.stdioSocket();
+    // Closed by the far end before it sent a byte: its application refused the connection.
+    if (socket && !socket.inputEnded && socket.bytesWritten === 0) {
+      this.end({ kind: 'failed', message: 'the destination closed the connection before sending anything: is its application running?' }, 'the stdin/stdout connection was refused');
+      return;
+    }
+    this.end(CLOSED, 'the stdin/stdout connection ended');
+  }
+
+  /** stdio: the application on stdin/stdout waits for us, as long as any connection waits for a session. */
+  private startTimedOut(): void {
+    const last = this.lastConnectError ? `: ${this.lastConnectError}` : '';
+    this.end({ kind: 'failed', message: `no connection to the service within ${PENDING_ACCEPT_TIMEOUT_MS / 1000} s${last}` }, 'the service connection did not start in time');
+  }
+
   private finish(outcome: ProxyOutcome): void {
     if (this.state.name === 'done') return;
+    clearTimeout(this.startDeadline);
     this.state = { name: 'done', outcome };
     this.abort.abort(new Error('done'));
     this.listeners.close();
@@ -270,6 +307,7 @@ class Runner implements LocalProxy {
   private markReady(): void {
     if (this.isReady) return;
     this.isReady = true;
+    clearTimeout(this.startDeadline);
     this.resolveReady();
   }
 }

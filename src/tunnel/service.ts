@@ -33,6 +33,8 @@ export interface ServiceFlow {
   /** Source side: a stream may be ended with STREAM_RESET while the peer's format is unsure. */
   source: boolean;
   log: Logger;
+  /** A connection of the service is over (its socket closed, its last frames on the wire). */
+  closed?: (conn: Connection) => void;
 }
 
 export class ServiceState implements ConnectionOwner {
@@ -216,6 +218,7 @@ export class ServiceState implements ConnectionOwner {
   closed(conn: Connection): void {
     this.flow.credit?.close(conn);
     if (this.connections.get(conn.id) === conn) this.connections.delete(conn.id);
+    this.flow.closed?.(conn);
   }
 
   /** The connection id on the wire: none for V1/V2 peers. */

@@ -39,6 +39,8 @@ export interface SessionHooks {
   onStarted(session: Session): void;
   /** Destination: connect a new connection's local socket. */
   connect(conn: Connection, target: DestinationTarget): void;
+  /** A connection is over: its socket closed and its last frames handed to the WebSocket. */
+  connectionClosed?(conn: Connection): void;
 }
 
 export interface SessionInit {
@@ -102,6 +104,7 @@ export class Session implements Producer {
       maxPayloadBytes: this.settings.maxPayloadSize,
       source: this.mode === 'source',
       log: this.log,
+      closed: (conn) => this.hooks.connectionClosed?.(conn),
     };
     this.decoder = new FrameDecoder({ maxMessageBytes: this.settings.maxSize });
     this.validation = { version: this.version, from: 'service', maxPayloadBytes: this.settings.maxPayloadSize };
@@ -439,6 +442,7 @@ export class Session implements Producer {
       return;
     }
     this.log.debug(`Stream reset received for service ${svc.label} stream ${msg.streamId}`);
+    if (this.mode === 'source') for (const conn of svc.connections.values()) conn.noteResetBeforeReply();
     // Reading goes on (fixes reference bug 9.3#21); the next connection starts a new stream.
     svc.closeAll('stream reset by the peer');
   }
@@ -449,13 +453,15 @@ export class Session implements Producer {
       this.log.debug(`Dropping CONNECTION_RESET for unknown connection ${msg.connectionId} of service ${svc.label}`);
       return;
     }
+    if (this.mode === 'source') conn.noteResetBeforeReply();
     conn.closeFromPeer('connection reset by the peer');
   }
 
   /** Source: an accepted local socket starts a stream or a connection in it. */
   accept(serviceId: string, socket: Socket): void {
     const svc = this.services.get(serviceId);
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    // stdin/stdout (stdio.ts) has an address and no port.
+    const from = socket.remotePort === undefined ? String(socket.remoteAddress) : `${socket.remoteAddress}:${socket.remotePort}`;
     if (!svc || this.ended) {
       socket.destroy();
       return;
@@ -488,7 +494,7 @@ export class Session implements Producer {
       type = MessageType.STREAM_START;
     }
     const conn = svc.open(svc.streamId, id);
-    this.log.info(`Accepted tcp connection on port ${socket.localPort} from ${from}`);
+    this.log.info(socket.localPort === undefined ? `Accepted the connection on ${from}` : `Accepted tcp connection on port ${socket.localPort} from ${from}`);
     if (type === MessageType.STREAM_START) this.log.debug(`Sending stream start, setting new stream ID to: ${svc.streamId}, service id: ${svc.label}`);
     else this.log.debug(`sending connection start for service id: ${svc.label} connection id: ${id}`);
     svc.sendStart(conn, type);
@@ -545,3 +551,4 @@ function creditWanted(init: SessionInit): boolean {
   if (mode === 'off' || init.version < 2 || init.options.clientType === 'V1') return false;
   return mode === 'on' || (init.extensions ?? []).includes(CREDIT_EXTENSION);
 }
+

@@ -1,13 +1,15 @@
 /**
  * Source side: one listener per service. Listeners are bound at the first SERVICE_IDS and stay
  * bound across reconnects (the reference closes them, 3.7); a connection accepted while there
- * is no session waits, bounded in number and time, for the next one.
+ * is no session waits, bounded in number and time, for the next one. A `stdio` service has no
+ * listener: its one connection, stdin/stdout (stdio.ts), is accepted when it is "bound".
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log';
 import type { SourceTarget } from '../options';
 import { printable } from '../printable';
 import type { Settings } from '../settings';
+import { StdioSocket, type StdioStreams } from './stdio';
 
 /** Connections accepted while there is no session wait this long for the next one. */
 export const PENDING_ACCEPT_TIMEOUT_MS = 30_000;
@@ -32,12 +34,16 @@ export class Listeners {
   private readonly binding = new Map<string, Promise<number>>();
   private readonly waiting: Waiting[] = [];
   private closed = false;
+  /** The stdio service and its connection, once bound. */
+  private stdio?: { serviceId: string; socket: StdioSocket };
 
   constructor(
     private readonly host: ListenerHost,
     private readonly settings: Settings,
     private readonly bindAddress: string | undefined,
     private readonly log: Logger,
+    /** Where a stdio service's connection is read and written; default the process's stdin and stdout. */
+    private readonly stdioStreams?: StdioStreams,
   ) {}
 
   ports(): Map<string, number> {
@@ -45,7 +51,12 @@ export class Listeners {
   }
 
   has(serviceId: string): boolean {
-    return this.servers.has(serviceId);
+    return this.servers.has(serviceId) || this.stdio?.serviceId === serviceId;
+  }
+
+  /** The stdio connection, once its service is bound. */
+  stdioSocket(): StdioSocket | undefined {
+    return this.stdio?.socket;
   }
 
   /**
@@ -53,6 +64,7 @@ export class Listeners {
    * Rejects with a one-line message when every attempt failed.
    */
   bind(serviceId: string, target: SourceTarget): Promise<number> {
+    if (target.kind === 'stdio') return Promise.resolve(this.startStdio(serviceId));
     // A reconnect may ask again while the first bind is still retrying: share it.
     let pending = this.binding.get(serviceId);
     if (!pending) {
@@ -62,7 +74,19 @@ export class Listeners {
     return pending;
   }
 
-  private async bindWithRetries(serviceId: string, target: SourceTarget): Promise<number> {
+  /** The one connection of a stdio service starts at once: there is nothing to listen for. */
+  private startStdio(serviceId: string): number {
+    if (!this.stdio && !this.closed) {
+      const streams = this.stdioStreams ?? { input: process.stdin, output: process.stdout };
+      const socket = new StdioSocket(streams.input, streams.output);
+      this.stdio = { serviceId, socket };
+      this.log.info(`Carrying one connection for service id ${printable(serviceId)} over stdin and stdout`);
+      this.onConnection(serviceId, socket.asSocket());
+    }
+    return 0;
+  }
+
+  private async bindWithRetries(serviceId: string, target: Extract<SourceTarget, { kind: 'tcp' }>): Promise<number> {
     const host = target.host ?? this.bindAddress ?? this.settings.defaultBindAddress;
     const retries = this.settings.tcpConnectionRetryCount;
     for (let attempt = 1; ; attempt++) {
@@ -154,6 +178,7 @@ export class Listeners {
 
   close(): void {
     this.closed = true;
+    this.stdio?.socket.destroy();
     for (const entry of this.waiting.splice(0)) {
       clearTimeout(entry.timer);
       entry.socket.destroy();

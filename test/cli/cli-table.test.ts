@@ -72,6 +72,7 @@ const cfgBom = file('bom.ini', `\uFEFFregion = us-east-1\r\naccess-token = ${TOK
 const cfgUnknown = file('unknown.ini', 'bogus-key = 1\n');
 const cfgInvalidLine = file('invalid.ini', 'region\n');
 const cfgDuplicate = file('dup.ini', 'region = us-east-1\nregion = us-west-2\n');
+const cfgBadThirdLine = file('third.ini', '# a comment\nregion = us-east-1\nsource-listen-port 5555\n');
 const cfgSection = file('section.ini', '[sec]\nregion = us-east-1\n');
 const cfgVerbose = file('verbose.ini', `verbose = 5\nregion = us-east-1\naccess-token = ${TOKEN}\nsource-listen-port = 5555\n`);
 const cfgInsecure = file('insecure.ini', 'no-ssl-host-verify = true\n');
@@ -204,7 +205,7 @@ const cases: Record<string, Case> = {
   'fixes reference bug 9.5#56: client token character class enforced': { args: [...t, ...src, '-i', 'a_b'.repeat(12)], code: 2, out: 'Client token must contain only letters, digits and hyphens' },
   'Decisions 12: a token given without -t is not echoed in the error': { args: [...src, TOKEN], code: 2, out: "unexpected argument 'AQGA…(46 characters not shown)'", absent: [TOKEN], process: true },
   'Decisions 12: a short -t token pasted twice is not echoed in the error': { args: ['-t', 'secret-token-1', ...src, 'secret-token-1'], code: 2, out: "unexpected argument '***'", absent: ['secret-token-1'] },
-  'Decisions 12: an environment token in the wrong option is not echoed': { args: ['-r', 'us-east-1', '-s', 'tok-3n'], env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'tok-3n' }, code: 2, out: 'Endpoint must be PORT or HOST:PORT: ***', absent: ['tok-3n'] },
+  'Decisions 12: an environment token in the wrong option is not echoed': { args: ['-r', 'us-east-1', '-s', 'tok-3n'], env: { AWSIOT_TUNNEL_ACCESS_TOKEN: 'tok-3n' }, code: 2, out: 'Listen address must be PORT or ADDRESS:PORT (ID=PORT for a service id): ***', absent: ['tok-3n'] },
   'Decisions 12: a --config line "access-token: TOKEN" is not echoed': { args: ['--config', cfgTokenLine], code: 2, out: "contains an invalid line 'access-token: AQGA…", absent: [TOKEN] },
   'client token from the environment is validated': { args: [...t, ...src], env: { AWSIOT_TUNNEL_CLIENT_TOKEN: 'short-client-token' }, code: 2, out: 'Client token must be between 32 and 128 characters', absent: ['short-client-token'] },
   'CLI client token overrides the environment one': { args: [...t, ...src, '-i', CLIENT_TOKEN], env: { AWSIOT_TUNNEL_CLIENT_TOKEN: 'short-client-token' }, code: ACCEPTED, out: 'source mode', absent: [CLIENT_TOKEN] },
@@ -228,7 +229,7 @@ const cases: Record<string, Case> = {
   'source port 0': { args: [...t, '-r', 'us-east-1', '-s', '0'], code: 2, out: 'Port must be between 1 and 65535' },
   'source port above 65535': { args: [...t, '-r', 'us-east-1', '-s', '70000'], code: 2, out: 'Port must be between 1 and 65535' },
   'source port too large': { args: [...t, '-r', 'us-east-1', '-s', '99999999999'], code: 2, out: 'Port value is too large' },
-  'source port not a number': { args: [...t, '-r', 'us-east-1', '-s', 'abc'], code: 2, out: 'Endpoint must be PORT or HOST:PORT: abc' },
+  'source port not a number: called a listen address, not an endpoint (-e is the endpoint)': { args: [...t, '-r', 'us-east-1', '-s', 'abc'], code: 2, out: 'Listen address must be PORT or ADDRESS:PORT (ID=PORT for a service id): abc', absent: ['Endpoint'] },
   'trailing comma': { args: [...t, '-r', 'us-east-1', '-s', '5555,'], code: 2, out: 'Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.' },
   'empty service id': { args: [...t, '-r', 'us-east-1', '-s', '=5'], code: 2, out: 'Wrong format for the port mappings: =5 .Example: SSH1=5555' },
   'two equals signs': { args: [...t, '-r', 'us-east-1', '-s', 'a=b=c'], code: 2, out: 'Wrong format for the port mappings! Example' },
@@ -247,7 +248,8 @@ const cases: Record<string, Case> = {
   'destination host with an underscore': { args: [...t, '-r', 'us-east-1', '-d', 'my_host:22'], code: 2, out: 'Bind address contains invalid characters' },
   'bind address with an underscore': { args: [...t, ...src, '-b', 'my_host'], code: 2, out: 'Bind address contains invalid characters' },
   'bind address IPv6 in brackets': { args: [...t, ...src, '-b', '[::1]'], code: ACCEPTED, out: ACCEPTED_LINE() },
-  'missing CA directory is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: `CA directory ${join(dir, 'nope')} does not exist; only the system CAs are used` },
+  'missing CA path is a warning': { args: [...t, ...src, '-c', join(dir, 'nope')], code: ACCEPTED, out: `CA file or directory ${join(dir, 'nope')} does not exist; only the system CAs are used` },
+  '-c FILE is accepted without a warning': { args: [...t, ...src, '-c', seedConfig1], code: ACCEPTED, out: ACCEPTED_LINE(), absent: ['[warning] CA'] },
   '-y V1': { args: [...t, ...src, '-y', 'V1'], code: ACCEPTED, out: 'setting source protocol to V1' },
   '-y in lower case falls back to V3': { args: [...t, ...src, '-y', 'v2'], code: ACCEPTED, out: 'unknown value for destination-client-type, assuming default protocol V3.' },
   '-k prints the five-line banner': { args: [...t, ...src, '-k'], code: ACCEPTED, out: ['*' + '*'.repeat(69), '* SECURITY WARNING: SSL host verification is DISABLED (-k flag)     *', '* to potential man-in-the-middle attacks. DO NOT use in production! *'] },
@@ -273,7 +275,16 @@ const cases: Record<string, Case> = {
   'config: unknown key': { args: ['--config', cfgUnknown], code: 2, out: ["unrecognised option 'bogus-key'", 'unknown.ini', TRY] },
   'config: control characters in a line are escaped, never sent to the terminal': { args: ['--config', cfgControl], code: 2, out: "unrecognised option '\\x1b[31mred\\x1b]0;title\\x07'" },
   'config: a 70 KB key is cut in the message': { args: ['--config', cfgLongKey], code: 2, out: `unrecognised option '${'~'.repeat(200)}…(69800 more characters)'` },
-  'config: line without =': { args: ['--config', cfgInvalidLine], code: 2, out: "the options configuration file contains an invalid line 'region'" },
+  'config: line without =': { args: ['--config', cfgInvalidLine], code: 2, out: `the options configuration file contains an invalid line 'region' (${cfgInvalidLine}, line 1)` },
+  'config: a bad line names its line number': { args: ['--config', cfgBadThirdLine], code: 2, out: `the options configuration file contains an invalid line 'source-listen-port 5555' (${cfgBadThirdLine}, line 3)` },
+  'config: an unknown key names its line number': { args: ['--config', cfgUnknown], code: 2, out: `unrecognised option 'bogus-key' (${cfgUnknown}, line 1)` },
+  'config: the second of two keys names its line number': { args: ['--config', cfgDuplicate], code: 2, out: `option '--region' cannot be specified more than once (${cfgDuplicate}, line 2)` },
+  'config: a file that does not exist is said in words': { args: ['--config', join(dir, 'nope.ini')], code: 2, out: `can not read options configuration file '${join(dir, 'nope.ini')}': it does not exist`, absent: ['ENOENT'] },
+  'config: a directory is said in words': { args: ['--config', dir], code: 2, out: `can not read options configuration file '${dir}': it is a directory, not a file`, absent: ['EISDIR'] },
+  'settings: a file that does not exist is said in words': { args: [...t, ...src, '--settings-json', join(dir, 'nope.json')], code: 2, out: `can not read settings file '${join(dir, 'nope.json')}': it does not exist`, absent: ['ENOENT'] },
+  'settings: a directory is said in words': { args: [...t, ...src, '--settings-json', dir], code: 2, out: `can not read settings file '${dir}': it is a directory, not a file`, absent: ['EISDIR'] },
+  '-e with a URL: drop the scheme': { args: [...t, '-e', 'https://relay.example.com:8443/', '-s', '5555'], code: 2, out: 'Proxy endpoint is HOST[:PORT] without a scheme: drop "https://" (-e relay.example.com:8443)' },
+  '-e wss://[::1]: drop the scheme': { args: [...t, '-e', 'wss://[::1]:8443', '-s', '5555'], code: 2, out: 'Proxy endpoint is HOST[:PORT] without a scheme: drop "wss://" (-e [::1]:8443)' },
   'config: unreadable file': { args: ['--config', unreadable, ...t, ...src], code: 2, out: `can not read options configuration file '${unreadable}'` },
   'config: missing file': { args: ['--config', join(dir, 'nope.ini')], code: 2, out: 'can not read options configuration file' },
   'config: same key twice': { args: ['--config', cfgDuplicate], code: 2, out: "option '--region' cannot be specified more than once" },
@@ -294,7 +305,8 @@ const cases: Record<string, Case> = {
   'settings: a device that never ends is refused, not read forever': { args: [...t, ...src, '--settings-json', '/dev/zero'], code: 2, out: "can not read settings file '/dev/zero': larger than 1 MiB" },
   'config: a device that never ends is refused, not read forever': { args: ['--config', '/dev/zero'], code: 2, out: "can not read options configuration file '/dev/zero': larger than 1 MiB" },
   'settings: unknown key is a debug line': { args: [...t, ...src, '--settings-json', settingsUnknown, '-v', '5'], code: ACCEPTED, out: ['Using settings specified in file', 'Ignoring unknown setting tunneling.proxy.bogus_key'] },
-  'export to a directory that does not exist': { args: ['--export-default-settings', join(dir, 'no/such/dir.json')], code: 2, out: 'cannot open file' },
+  'export to a directory that does not exist': { args: ['--export-default-settings', join(dir, 'no/such/dir.json')], code: 2, out: `${join(dir, 'no/such/dir.json')}: cannot open file: its directory does not exist` },
+  'export onto a directory': { args: ['--export-default-settings', dir], code: 2, out: `${dir}: cannot open file: it is a directory, not a file`, absent: ['EISDIR'] },
   'export ignores everything else': { args: ['--export-default-settings', join(dir, 'export.json'), '-s', '0'], code: 0, out: '' },
 
   // --config-dir
@@ -304,8 +316,8 @@ const cases: Record<string, Case> = {
   'config-dir: unreadable file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdUnreadable], code: 2, out: `Cannot read configuration file ${join(cdUnreadable, 'mem.ini')}` },
   'config-dir: conflicting ids name both files': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdDup], code: 2, out: ['Service id SSH1 is defined twice', join(cdDup, 'a.ini'), join(cdDup, 'b.ini')] },
   'config-dir: same value twice is fine': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSame, '-v', '5'], code: ACCEPTED, out: 'SSH1 = 3333 (configuration files)' },
-  'config-dir: bad value names file and line': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBadValue], code: 2, out: `${join(cdBadValue, 'SSHSource.ini')}:1: Endpoint must be PORT or HOST:PORT: abc` },
-  'config-dir: a symlink loop is an error naming the file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSymlinkLoop], code: 2, out: `Cannot read configuration file ${join(cdSymlinkLoop, 'self.ini')}: ELOOP` },
+  'config-dir: bad value names file and line': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBadValue], code: 2, out: `${join(cdBadValue, 'SSHSource.ini')}:1: Listen address must be PORT or ADDRESS:PORT (ID=PORT for a service id): abc` },
+  'config-dir: a symlink loop is an error naming the file': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdSymlinkLoop], code: 2, out: `Cannot read configuration file ${join(cdSymlinkLoop, 'self.ini')}: too many symbolic links (a loop?)` },
   'config-dir: a symlink back to a parent directory is read once': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdCycle, '-v', '5'], code: ACCEPTED, out: ['SSH1 = 3333 (configuration files)', join(cdCycle, 'a/ports.ini')], absent: ['a/up/a'] },
   'config-dir: a file over 1 MiB is refused': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdBig], code: 2, out: `Cannot read configuration file ${join(cdBig, 'big.ini')}: larger than 1 MiB` },
   'config-dir: a file name and a line with control characters are escaped': { args: [...t, '-r', 'us-east-1', '-m', 'src', '--config-dir', cdControl, '-v', '5'], code: ACCEPTED, out: [join(cdControl, '\\x1b]0;title\\x07.ini'), 'is not "ID = value": not \\x1b[2J an ini line', 'SSH1 = 3333 (configuration files)'] },

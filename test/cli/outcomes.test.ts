@@ -3,7 +3,9 @@
  * retries exhausted → 1, token refused → 3, service ids that do not match → 3,
  * tunnel closed by the service → 0.
  */
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -66,7 +68,7 @@ outcomes('a missing -c directory is said once, not again before every attempt', 
   assert.is(await exitOf(cli), 1, cli.stderr());
   const count = (text: string): number => cli.stderr().split(text).length - 1;
   assert.is(count('Attempting to establish web socket connection'), 3, cli.stderr());
-  assert.is(count(`CA directory ${missing} does not exist; only the system CAs are used`), 1, cli.stderr());
+  assert.is(count(`CA file or directory ${missing} does not exist; only the system CAs are used`), 1, cli.stderr());
 });
 
 outcomes('service ids that do not match -d: exit 3', async () => {
@@ -74,6 +76,29 @@ outcomes('service ids that do not match -d: exit 3', async () => {
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'HTTP1=80'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   assert.is(await exitOf(cli), 3, cli.stderr());
   assert.match(cli.stderr(), /SSH1/);
+  // The long explanation once, as the error that ends the run; the close line is short.
+  const explained = cli.stderr().split('\n').filter((line) => line.includes('Wrong configurations detected'));
+  assert.is(explained.length, 1, cli.stderr());
+  assert.match(explained[0], '[error]');
+  assert.match(cli.stderr(), "Closing the service connection: the tunnel's service ids do not match this proxy's\n");
+});
+
+outcomes('a source whose destination is not connected says so at the default level when a connection is reset', async () => {
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
+  const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.sourceAccessToken }, cwd: work });
+  running.add(cli);
+  try {
+    const port = Number((await cli.waitFor(/Listening for new connection on port (\d+)/))[1]);
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.on('error', () => {});
+    socket.write('hello?');
+    await within(once(socket, 'close'), 10_000, 'the connection closed by the reset');
+    const line = (await cli.waitFor(/\[info\] SSH1 stream#1 conn#1: reset by the service before any reply — is the destination connected\?[^\n]*/))[0];
+    assert.ok(line.length > 0);
+  } finally {
+    cli.kill();
+    running.delete(cli);
+  }
 });
 
 outcomes('the service closes the tunnel: exit 0', async () => {

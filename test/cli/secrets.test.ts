@@ -69,10 +69,13 @@ async function session(via: Via, clientToken?: string): Promise<{ outputs: strin
       // The process title overwrote argv: the token is not in /proc/<pid>/cmdline any more.
       const cmdline = readFileSync(`/proc/${source.child.pid}/cmdline`, 'latin1');
       assert.not.ok(cmdline.includes(tunnel.sourceAccessToken), 'token still in the process list');
+      // Only the token is masked: the rest of the command line still tells this proxy apart.
+      assert.is(cmdline.replace(/\0+$/, ''), `localproxy -t *** ${common.join(' ')} -m src`);
     }
     if (clientToken) {
       const cmdline = readFileSync(`/proc/${destination.child.pid}/cmdline`, 'latin1');
       assert.not.ok(cmdline.includes(clientToken), 'client token given with -i still in the process list');
+      assert.match(cmdline, `-d SSH1=127.0.0.1:${app.port} -i ***`);
     }
     const socket = await connectTo(port);
     socket.write('ping through the tunnel');

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { cacheRoot } from '../../scripts/fetch-node.mjs';
 import { adhocSign } from '../../scripts/macho-sign.mjs';
 import { bundle, executable, platforms, root } from './harness';
 
@@ -154,7 +155,8 @@ test('the verifier catches a changed byte: one flipped byte in the SEA blob give
 
 test('the signer hashes pages exactly as Apple does: re-signing the official Node binary matches its Developer ID page hashes on every page but the header', () => {
   const target = JSON.parse(readFileSync(join(root, 'targets', 'darwin-arm64.json'), 'utf8')) as { package: string; version: string; bin: string };
-  const official = readFileSync(join(root, '.cache', 'node', `${target.package}-${target.version}`, target.bin));
+  // Where the build cached it (LOCALPROXY_CACHE_DIR moves the cache).
+  const official = readFileSync(join(cacheRoot, 'node', `${target.package}-${target.version}`, target.bin));
   const apple = verifyMachO(official);
   assert.equal(apple.badPages, [], 'the verifier accepts Apple\'s own signature');
   const ours = verifyMachO(adhocSign(official, { identifier: 'node' }));

@@ -29,7 +29,7 @@ export interface Platform {
   hostPath(path: string): string;
 }
 
-const WINE = '/usr/lib/wine/wine64';
+export const WINE = '/usr/lib/wine/wine64';
 
 export const platforms: Record<string, Platform> = {
   'linux-x64': { name: 'linux-x64', file: 'localproxy-linux-x64', launcher: [], outputToFile: false, env: {}, hostPath: (p) => p },

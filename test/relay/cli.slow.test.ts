@@ -23,7 +23,7 @@ for (const [args, pattern] of [
   [['--listen', '127.0.0.1:99999'], /invalid --listen/],
   [['--plain', '--tls-self-signed', '/tmp/x'], /cannot be combined/],
   [['--tls-cert', 'a.pem'], /--tls-cert and --tls-key must be given together/],
-  [['--tls-cert', '/nonexistent/a.pem', '--tls-key', '/nonexistent/k.pem'], /cannot read certificate '\/nonexistent\/a.pem': ENOENT/],
+  [['--tls-cert', '/nonexistent/a.pem', '--tls-key', '/nonexistent/k.pem'], /cannot read certificate '\/nonexistent\/a.pem': it does not exist \(try/],
   [['-v', '9'], /invalid --verbose/],
   [['--bandwidth', 'fast'], /invalid --bandwidth 'fast': expected bytes per second, at least 1024/],
   [['--bandwidth', '100'], /invalid --bandwidth '100'/],
@@ -127,7 +127,7 @@ cli('--tls-cert/--tls-key from a private CA and --credentials-file (~/.aws/crede
     assert.match(broken.stderr, /^localproxy relay: credentials file '.*leaf\.pem' needs aws_access_key_id and aws_secret_access_key/);
     const noState = await runCli('relay', ['--listen', '127.0.0.1:0', '--plain', '--state', join(dir, 'missing', 'state.json')]);
     assert.is(noState.code, 2);
-    assert.match(noState.stderr, /^localproxy relay: cannot write state file .*state\.json: ENOENT[^\n]*\n$/);
+    assert.match(noState.stderr, /^\[[^\n]+\[info\] localproxy \S+ relay \(Node [^\n]+\)\nlocalproxy relay: cannot write state file .*state\.json: ENOENT[^\n]*\n$/);
   } finally {
     pki.remove();
     rmSync(dir, { recursive: true, force: true });
@@ -142,7 +142,8 @@ cli('tunnel CLI usage errors exit 2 with one line', async () => {
     [['describe', '--endpoint', 'https://127.0.0.1:1'], /--tunnel-id is required/, {}],
     [['rotate', '--tunnel-id', 'x', '--client-mode', 'both'], /invalid --client-mode 'both'/, {}],
     [['open', '--lifetime', '900'], /invalid --lifetime/, {}],
-    [['list'], /set AWS_ACCESS_KEY_ID/, { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '' }],
+    // No credentials anywhere (no shared files, no instance metadata service to ask).
+    [['list'], /set AWS_ACCESS_KEY_ID/, { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_PROFILE: '', AWS_CONFIG_FILE: '/nonexistent/config', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials', AWS_EC2_METADATA_DISABLED: 'true' }],
   ] as Array<[string[], RegExp, Record<string, string>]>) {
     const r = await inProcess(runTunnelCli, args, { ...env, ...extra });
     assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
@@ -169,7 +170,10 @@ cli('start-up file errors are usage errors: exit 2, one line naming the file and
       // No credentials: the warning about them used to come first.
       const r = await inProcess(runRelayCli, ['--listen', '127.0.0.1:0', ...args], { LOCALPROXY_RELAY_ACCESS_KEY_ID: '', LOCALPROXY_RELAY_SECRET_ACCESS_KEY: '' });
       assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.is(r.stderr, `localproxy relay: ${message} (try 'localproxy relay --help')\n`);
+      // Only the line naming the release comes first (it is not a warning).
+      const [first, ...rest] = r.stderr.split('\n');
+      assert.match(first, /\[info\] localproxy \S+ relay \(Node /);
+      assert.is(rest.join('\n'), `localproxy relay: ${message} (try 'localproxy relay --help')\n`);
       assert.is(r.stdout, '');
     }
   } finally {

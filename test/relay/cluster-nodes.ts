@@ -24,7 +24,7 @@ export interface TestNode {
 }
 
 /** `tls`: the node serves wss:// (a self-signed certificate) and is reached over it. */
-export async function startNode(redisUrl: string, name: string, options: { clock?: Clock; limits?: Partial<RelayLimits>; leaseMs?: number; waitReady?: boolean; tls?: boolean } = {}): Promise<TestNode> {
+export async function startNode(redisUrl: string, name: string, options: { clock?: Clock; limits?: Partial<RelayLimits>; leaseMs?: number; waitReady?: boolean; tls?: boolean; secret?: Buffer } = {}): Promise<TestNode> {
   const lines = new Lines();
   const events = new EventLog();
   const port = await freePort();
@@ -33,7 +33,7 @@ export async function startNode(redisUrl: string, name: string, options: { clock
     port,
     tls: options.tls ? 'self-signed' : 'plain',
     store: { url: redisUrl },
-    cluster: { nodeUrl: `${options.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`, secret: SECRET, nodeId: name, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
+    cluster: { nodeUrl: `${options.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`, secret: options.secret ?? SECRET, nodeId: name, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
     credentials: CREDENTIALS,
     log: new Logger({ level: 6, id: name, sink: lines.sink }),
     onEvent: events.onEvent,

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectToService, ConnectErrorCode, type ConnectError } from '../../src/transport/index';
-import { loadCaDirectory } from '../../src/transport/ca';
+import { loadCaDirectory, loadCaPath, namesInSubjectAltName, nativeStoreCertificates } from '../../src/transport/ca';
 import { within } from '../helpers/wait';
 import { captureLog, makePki, optionsFor, startFakeService, type FakeService, type Pki } from './fixtures';
 
@@ -87,6 +87,47 @@ test('-c with a DER .cer file', async () => {
   await connects(dir);
 });
 
+test('-c FILE: a PEM file (a relay\'s cert.pem, a bundle) is read like a directory of one file', async () => {
+  await connects(pki.caFile);
+  const bundle = join(scratch, 'bundle.pem');
+  writeFileSync(bundle, `${otherCa.caPem}${pki.caPem}`);
+  const loaded = await loadCaPath(bundle);
+  assert.is(loaded.certificates.length, 2);
+  assert.equal(loaded.problems, []);
+  const out = await connects(bundle);
+  assert.not.match(out, 'not a directory');
+});
+
+test('-c FILE in DER form, and a file without certificates is named as such', async () => {
+  const der = join(scratch, 'service.der');
+  writeFileSync(der, new X509Certificate(pki.caPem).raw);
+  await connects(der);
+  const empty = join(scratch, 'notes.txt');
+  writeFileSync(empty, 'no certificate here');
+  assert.equal(await loadCaPath(empty), { certificates: [], problems: [`no certificates found in CA file ${empty}`] });
+});
+
+test('IPv6 and DNS names of a subjectAltName as Node prints it are listed in their usual form', () => {
+  assert.equal(namesInSubjectAltName('DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:2001:DB8:0:0:0:0:0:2, DNS:relay.example.com'),
+    ['localhost', '127.0.0.1', '::1', '2001:db8::2', 'relay.example.com']);
+  assert.equal(namesInSubjectAltName(undefined), []);
+});
+
+test('the operating system store is read on Windows and macOS only, through Node\'s reader, once; without it the reason is kept', () => {
+  const pems = [pki.caPem];
+  let calls = 0;
+  const reader = { getCACertificates: (type: 'system') => { calls++; assert.is(type, 'system'); return pems; } };
+  assert.equal(nativeStoreCertificates('linux', reader), { certificates: [] });
+  assert.is(calls, 0, 'Linux: the bundle file is the store; Node\'s reader is not asked');
+  assert.equal(nativeStoreCertificates('win32', reader), { certificates: pems });
+  assert.equal(nativeStoreCertificates('darwin', reader), { certificates: pems });
+  assert.is(calls, 2);
+  const old = nativeStoreCertificates('win32', {});
+  assert.equal(old.certificates, []);
+  assert.match(old.unavailable ?? '', `Node ${process.versions.node} cannot read the Windows certificate store (Node 22.15 or later can): give the CA with -c FILE`);
+  assert.match(nativeStoreCertificates('darwin', {}).unavailable ?? '', 'macOS keychain');
+});
+
 test('-c given as a Windows-style path such as D:\\certs is just a directory path', async () => {
   const dir = join(scratch, 'D:\\certs');
   mkdirSync(dir);
@@ -102,7 +143,7 @@ test('a wrong CA fails with a clear certificate error that is retryable', async 
   assert.is(err.code, ConnectErrorCode.CERTIFICATE);
   assert.is(err.refused, false);
   assert.match(err.message, 'Could not perform SSL handshake with proxy server: certificate verify failed:');
-  assert.match(err.message, 'trust its CA with -c DIR');
+  assert.match(err.message, 'trust its CA with -c FILE (or a directory of CA files)');
   assert.not.match(err.message, '\n');
 });
 
@@ -119,7 +160,9 @@ test('a certificate for another name fails with a certificate error', async () =
     const { log } = captureLog();
     const err = await expectFailure(connectToService(optionsFor(other.port, log, { ca: [named.caPem] })));
     assert.is(err.code, ConnectErrorCode.CERTIFICATE);
-    assert.match(err.message, '127.0.0.1');
+    // The CA is trusted: the hint names what the certificate covers and what was asked for.
+    assert.match(err.message, 'its certificate is for other.example, not for 127.0.0.1: give -e one of those names, or give the service a certificate naming 127.0.0.1 (localproxy relay --tls-name 127.0.0.1)');
+    assert.not.match(err.message, 'trust its CA');
   } finally {
     await other.close();
     named.remove();
@@ -130,7 +173,7 @@ test('a missing -c directory is logged and then fails verification (not silently
   const { log, text } = captureLog();
   const err = await expectFailure(connectToService(optionsFor(service.port, log, { caPath: join(scratch, 'nope') })));
   assert.is(err.code, ConnectErrorCode.CERTIFICATE);
-  assert.match(text(), `[warning] CA directory ${join(scratch, 'nope')} does not exist`);
+  assert.match(text(), `[warning] CA file or directory ${join(scratch, 'nope')} does not exist`);
 });
 
 test('the system bundle is trusted (SSL_CERT_FILE names it here) without -c', async () => {
