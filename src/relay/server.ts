@@ -20,7 +20,7 @@ import type { Clock } from './clock';
 import { BRIDGE_PATH } from './cluster/auth';
 import type { ClusterNode, ClusterOptions } from './cluster/node';
 import type { SharedStore } from './cluster/shared';
-import type { RelayFaults } from './faults';
+import { NO_FAULTS, type RelayFaults } from './faults';
 import type { ConnectionGuard } from './guard';
 import { connectionGuard, httpServer, refuse, tlsMaterial } from './http';
 import { resolveLimits, type RelayLimits } from './limits';
@@ -71,19 +71,15 @@ export interface RelayOptions {
   /**
    * Pace what is sent to each peer that declared a localproxy extension, and let its
    * connections' frames pass one another by the scheduler's rule (src/relay/paced.ts).
-   * Default true; `--no-pacing` turns it off.
+   * Default true; false (`--no-pacing`) keeps a slow link full for bulk-only tunnels, at the cost
+   * of seconds of delay for anything interactive behind the bulk.
    */
   pace?: boolean;
+  /** Faults to inject, for tests of how proxies live through a failing service (faults.ts); none by default. */
+  faults?: RelayFaults;
 }
 
 export type { PeerEvent } from './link';
-
-export interface RelayFaultSettings {
-  /** Answer the next `count` upgrades with `status` instead of accepting them. */
-  rejectHandshakes?: { status: number; count: number };
-  /** false: stop answering WebSocket pings (simulates a dead service). */
-  answerPings?: boolean;
-}
 
 /** What the relay holds now (for monitoring and tests). */
 export interface RelayStats {
@@ -120,7 +116,6 @@ export interface Relay {
    * the tunnel's services and thing name; the thing is notified of the new destination token.
    */
   rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfig): Promise<RotatedTokens>;
-  setFaults(faults: RelayFaultSettings): void;
   stats(): RelayStats;
   /** Resolves once every change so far is in the state file (at once without one); rejects if that write failed. */
   flush(): Promise<void>;
@@ -151,7 +146,6 @@ class RelayServer implements Relay {
   private readonly log: Logger;
   private readonly credentials?: Credentials;
   private readonly notifier?: TunnelNotifier;
-  private readonly faultSettings: { reject?: { status: number; count: number }; answerPings: boolean } = { answerPings: true };
 
   constructor(options: RelayOptions, shared?: SharedStore) {
     this.log = options.log ?? new Logger();
@@ -162,15 +156,7 @@ class RelayServer implements Relay {
       throw new RangeError(`bandwidth must be a whole number of bytes per second, got ${options.bandwidth}`);
     }
     this.limits = resolveLimits(options.limits);
-    const faults: RelayFaults = {
-      rejectUpgrade: () => {
-        const reject = this.faultSettings.reject;
-        if (!reject || reject.count <= 0) return undefined;
-        reject.count--;
-        return reject.status;
-      },
-      answerPings: () => this.faultSettings.answerPings,
-    };
+    const faults = options.faults ?? NO_FAULTS;
     // Certificates before the state file: a bad certificate must not leave a rewritten state behind.
     const tls = tlsMaterial(options, this.log);
     this.secure = tls.secure;
@@ -247,11 +233,6 @@ class RelayServer implements Relay {
       if (tunnel.thingName) this.notifier?.notify(tunnel.thingName, tokens.destinationAccessToken, tunnel.services, tunnel.tunnelId);
     }
     return tokens;
-  }
-
-  setFaults(faults: RelayFaultSettings): void {
-    if (faults.rejectHandshakes) this.faultSettings.reject = { ...faults.rejectHandshakes };
-    if (faults.answerPings !== undefined) this.faultSettings.answerPings = faults.answerPings;
   }
 
   flush(): Promise<void> {

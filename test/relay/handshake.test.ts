@@ -5,14 +5,16 @@ import WebSocket from 'ws';
 import { silentLogger } from '../../src/log';
 import { SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3 } from '../../src/protocol/constants';
 import { startRelay, type Relay } from '../../src/relay/server';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { connectPeer, TestPeer, tunnelUrl } from './peer';
 
-interface Ctx { relay: Relay; peers: TestPeer[] }
+interface Ctx { relay: Relay; peers: TestPeer[]; faults: TestFaults }
 const handshake = suite<Ctx>('relay data plane: handshake');
 
 handshake.before.each(async (ctx) => {
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger() });
+  ctx.faults = new TestFaults();
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger(), faults: ctx.faults });
   ctx.peers = [];
 });
 handshake.after.each(async (ctx) => {
@@ -152,9 +154,9 @@ handshake('with a client token the access token may reconnect any number of time
   await refused(connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: 'short' }), 400, /Invalid client token/);
 });
 
-handshake('setFaults rejectHandshakes answers the next N upgrades with the given status, then accepts', async (ctx) => {
+handshake('an injected fault rejectHandshakes answers the next N upgrades with the given status, then accepts', async (ctx) => {
   const t = await ctx.relay.openTunnel();
-  ctx.relay.setFaults({ rejectHandshakes: { status: 503, count: 3 } });
+  ctx.faults.set({ rejectHandshakes: { status: 503, count: 3 } });
   for (let i = 0; i < 3; i++) await refused(connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN }), 503);
   const peer = await connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
   ctx.peers.push(peer);

@@ -9,6 +9,7 @@ import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
 import { ManualClock } from '../../src/relay/clock';
 import { startRelay, type Relay } from '../../src/relay/server';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { EventLog } from './events';
 import { connectPeer, connectReady, type TestPeer } from './peer';
@@ -16,7 +17,7 @@ import { connectPeer, connectReady, type TestPeer } from './peer';
 const { DATA, STREAM_START, STREAM_RESET, CONNECTION_START } = MessageType;
 const CLIENT_TOKEN = 'c'.repeat(32);
 
-interface Ctx { relay: Relay; peers: TestPeer[]; lines: string[]; onLine?: (line: string) => void; events: EventLog }
+interface Ctx { relay: Relay; peers: TestPeer[]; lines: string[]; onLine?: (line: string) => void; events: EventLog; faults: TestFaults }
 const lifecycle = suite<Ctx>('relay data plane: lifecycle');
 
 lifecycle.before.each(async (ctx) => {
@@ -24,7 +25,8 @@ lifecycle.before.each(async (ctx) => {
   ctx.onLine = undefined;
   const log = new Logger({ level: LogLevel.DEBUG, sink: (line) => { ctx.lines.push(line); ctx.onLine?.(line); } });
   ctx.events = new EventLog();
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log, onEvent: ctx.events.onEvent });
+  ctx.faults = new TestFaults();
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log, onEvent: ctx.events.onEvent, faults: ctx.faults });
   ctx.peers = [];
 });
 lifecycle.after.each(async (ctx) => {
@@ -133,7 +135,7 @@ lifecycle('RotateTunnelAccessToken: the old token stops working and its connecte
   assert.is(dst.closeCode, undefined);
 });
 
-lifecycle('answers pings with the same payload, never sends unsolicited pongs, and stops answering under setFaults', async (ctx) => {
+lifecycle('answers pings with the same payload, never sends unsolicited pongs, and stops answering under injected faults', async (ctx) => {
   const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken);
   ctx.peers.push(src);
@@ -145,12 +147,12 @@ lifecycle('answers pings with the same payload, never sends unsolicited pongs, a
   src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' });
   await src.next();
   assert.equal(pongs, ['1795607781717']);
-  ctx.relay.setFaults({ answerPings: false });
+  ctx.faults.set({ answerPings: false });
   src.ws.ping('42');
   src.send({ type: STREAM_START, streamId: 2, serviceId: 'SSH' });
   await src.next();
   assert.equal(pongs, ['1795607781717']);
-  ctx.relay.setFaults({ answerPings: true });
+  ctx.faults.set({ answerPings: true });
   src.ws.ping('43');
   src.send({ type: STREAM_START, streamId: 3, serviceId: 'SSH' });
   await src.next();

@@ -15,6 +15,7 @@ import { defaultSettings, exitCodeOf, type ProxyOptions, type Settings } from '.
 import { startRelay, type Relay } from '../../src/relay/server';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import { connectTo, echoServer, type AppServer } from '../helpers/apps';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { ACCESS_TOKEN, captureLog, makePki, startFakeService, type CapturedLog, type Pki } from './fixtures';
 
@@ -53,8 +54,8 @@ function start(relay: Relay, mode: 'source' | 'destination', accessToken: string
   return { proxy, logs, options };
 }
 
-async function relayAt(port = 0, statePath?: string): Promise<Relay> {
-  const relay = await startRelay({ port, tls: { cert: pki.certPem, key: pki.keyPem }, statePath, log: captureLog(0, 'relay').log });
+async function relayAt(port = 0, statePath?: string, faults?: TestFaults): Promise<Relay> {
+  const relay = await startRelay({ port, tls: { cert: pki.certPem, key: pki.keyPem }, statePath, log: captureLog(0, 'relay').log, faults });
   cleanups.push(() => relay.close());
   return relay;
 }
@@ -137,9 +138,10 @@ faults('relay stopped and restarted mid-transfer: connections reset, proxies rec
 });
 
 faults('relay answering 503 three times, then accepting: the proxy retries and connects', async () => {
-  const relay = await relayAt();
+  const injected = new TestFaults();
+  const relay = await relayAt(0, undefined, injected);
   const opened = await relay.openTunnel({ services: ['ECHO'] });
-  relay.setFaults({ rejectHandshakes: { status: 503, count: 3 } });
+  injected.set({ rejectHandshakes: { status: 503, count: 3 } });
   const destination = start(relay, 'destination', opened.destinationAccessToken);
   await within(destination.proxy.ready, 10_000, 'destination ready');
   assert.is(destination.logs.count('(HTTP/1.1 503 Service Unavailable) "Injected fault: handshake rejected"'), 3);
@@ -150,14 +152,15 @@ faults('relay answering 503 three times, then accepting: the proxy retries and c
 });
 
 faults('relay accepting but never answering pings: the dead peer is detected within the bound and the proxy reconnects', async () => {
-  const relay = await relayAt();
+  const injected = new TestFaults();
+  const relay = await relayAt(0, undefined, injected);
   const periodMs = 150;
   const { source, destination, port } = await pair(relay, { pingPeriodMs: periodMs, maxMissedPings: 3 });
-  relay.setFaults({ answerPings: false });
+  injected.set({ answerPings: false });
   const silentSince = Date.now();
   await source.logs.waitFor('No pong for 3 pings', 10_000);
   const detectedAfter = Date.now() - silentSince;
-  relay.setFaults({ answerPings: true });
+  injected.set({ answerPings: true });
   // 3 missed pings take 3 periods, plus up to one period for the ping already in flight.
   assert.ok(detectedAfter <= 4 * periodMs + 1000, `dead peer detected after ${detectedAfter} ms`);
   // Both proxies lost the silent relay; the echo needs both back (either may return first).
