@@ -24,6 +24,7 @@ import { deriveClientToken } from '../transport/client-token';
 import { StateFile, type KeptTunnel } from './state';
 import { TunnelLog } from './tunnel-log';
 import { Tunnels } from './tunnels';
+import { PRODUCT, VERSION } from '../version';
 
 /** As the AWS IoT Device Client: one tunnel at a time unless told otherwise. */
 export const DEFAULT_MAX_TUNNELS = 1;
@@ -82,7 +83,7 @@ class DeviceAgent implements Agent {
       log: this.tunnelLog, onChange: () => this.save(),
     });
     const where = this.state ? `state in ${printable(this.state.path)}` : 'no state directory: tunnels are not resumed after a restart';
-    this.log.info(`agent for thing ${options.thingName}: services ${describeServices(options.services)}; at most ${maxTunnels} tunnel${maxTunnels === 1 ? '' : 's'} at once; ${where}`);
+    this.log.info(`${PRODUCT} ${VERSION} agent for thing ${options.thingName}: services ${describeServices(options.services)}; at most ${maxTunnels} tunnel${maxTunnels === 1 ? '' : 's'} at once; ${where}`);
     this.resume();
     this.broker = connectBroker({ ...options.broker, persistentSession: options.broker.persistentSession ?? true, log: this.log.fork('mqtt') }, {
       subscribe: [notificationTopic(options.thingName)],

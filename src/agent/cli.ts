@@ -15,6 +15,7 @@ import { parseCommandLine, stringOption, type OptionSpec } from '../cli/args';
 import { reportError } from '../cli/report';
 import { ExitCode, usageError } from '../exit';
 import { Logger, type LoggerOptions } from '../log';
+import { caPathProblem } from '../transport/ca';
 import type { DestinationTarget } from '../options';
 import { startAgent, DEFAULT_MAX_TUNNELS, type AgentOptions } from './agent';
 import { defaultStateDir } from './state';
@@ -162,7 +163,8 @@ export function buildAgentOptions(argv: string[], logging: LoggerOptions): Agent
   const caPath = flag('capath');
   if (caPath !== undefined) {
     validatePath(caPath, '--capath');
-    if (!statSync(caPath, { throwIfNoEntry: false })?.isDirectory()) log.warn(`CA directory ${caPath} does not exist or is not a directory; only the system CAs are used`);
+    const problem = caPathProblem(caPath);
+    if (problem) log.warn(problem);
     options.caPath = caPath;
   }
   if (args.has('no-ssl-host-verify')) options.insecure = true;

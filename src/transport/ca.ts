@@ -71,9 +71,6 @@ export function caPathProblem(path: string): string | undefined {
   }
 }
 
-/** The former name of `caPathProblem`, from when `-c` took only a directory. */
-export const caDirectoryProblem = caPathProblem;
-
 const reportedProblems = new WeakMap<Logger, Set<string>>();
 
 /**

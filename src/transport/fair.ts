@@ -159,7 +159,7 @@ export class FairReader {
         return;
       }
       this.endMerge();
-      const merged = Buffer.allocUnsafe(MERGE_FIRST_BYTES);
+      const merged = Buffer.allocUnsafe(Math.max(MERGE_FIRST_BYTES, data.length));
       merged.set(data, 0);
       this.queue.push(merged);
       this.kinds.push(BINARY);

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -32,6 +32,8 @@ interface Ctx {
 }
 
 const test = suite<Ctx>('agent: the `localproxy agent` command');
+/** The version the built CLI carries (build.mjs takes it from package.json). */
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 function run(args: string[], ms = 15_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -184,6 +186,22 @@ test('a --config-dir mapping serves a notified tunnel; SIGTERM closes it and exi
     } finally {
       await source.close();
     }
+  } finally {
+    await agent.stop('SIGKILL');
+  }
+});
+
+test('-c takes the relay\'s CA file as well as a directory (no warning), and the first line names the version', async (ctx) => {
+  const args = deviceArgs(ctx, ['--mqtt-client-id', 'pi1-ca-file']).map((a) => (a === ctx.relayCa.dir ? ctx.relayCa.file : a));
+  const agent = new AgentProcess(args);
+  try {
+    await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
+    assert.match(agent.output.split('\n')[0], new RegExp(`localproxy ${PACKAGE_VERSION.replace(/\./g, '\\.')} agent for thing pi1`));
+    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'], tunnelId: tunnel.tunnelId }));
+    await agent.waitFor(/Successfully established websocket connection/, 15_000, 'the tunnel connected with the CA file');
+    assert.not.match(agent.output, /CA (file or )?directory|only the system CAs/);
+    assert.is(await agent.stop('SIGTERM'), 0, agent.output);
   } finally {
     await agent.stop('SIGKILL');
   }

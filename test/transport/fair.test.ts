@@ -111,6 +111,34 @@ fair('a flood of small messages: no turn delivers more than its budget, and ever
   assert.not.ok((server as unknown as { _socket: Socket })._socket.isPaused(), 'the socket is read again once nothing waits');
 });
 
+fair('messages of 513 to 1023 bytes held back are merged without overflowing the first merge buffer', async (ctx) => {
+  // The first message of a merge run used to be copied into a 512-byte buffer whatever its
+  // size: a held-back 600-byte message threw a RangeError out of ws's message event.
+  const { server, client } = await pair(ctx);
+  const received: Buffer[] = [];
+  let bytes = 0;
+  let done: () => void;
+  const all = new Promise<void>((resolve) => { done = resolve; });
+  const parts: Buffer[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const part = Buffer.alloc(513 + ((i * 37) % 511), i & 0xff);
+    parts.push(part);
+  }
+  const expected = Buffer.concat(parts);
+  const reader = new FairReader(server, {
+    message: (data) => {
+      received.push(Buffer.from(data));
+      bytes += data.length;
+      if (bytes >= expected.length) done();
+    },
+  });
+  reader.start();
+  for (const part of parts) client.send(part);
+  await within(all, 20_000, `all ${expected.length} bytes (got ${bytes})`);
+  assert.ok(reader.deferredTurns > 0, 'some of them were held back');
+  assert.ok(Buffer.concat(received).equals(expected), 'every byte, in order');
+});
+
 fair('the owner\'s own pause outlasts a held-back read: nothing more is read until the owner resumes', async (ctx) => {
   const { server, client } = await pair(ctx);
   let bytes = 0;
