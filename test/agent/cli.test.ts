@@ -197,7 +197,7 @@ test('-c takes the relay\'s CA file as well as a directory (no warning), and the
   try {
     await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
     assert.match(agent.output.split('\n')[0], new RegExp(`localproxy ${PACKAGE_VERSION.replace(/\./g, '\\.')} agent for thing pi1`));
-    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    const tunnel = await ctx.relay.openTunnel({ services: ['SSH'] });
     await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'], tunnelId: tunnel.tunnelId }));
     await agent.waitFor(/Successfully established websocket connection/, 15_000, 'the tunnel connected with the CA file');
     assert.not.match(agent.output, /CA (file or )?directory|only the system CAs/);
