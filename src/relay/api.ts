@@ -5,11 +5,11 @@
  * AWS SDKs expect.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientMode, DestinationConfig, OpenedTunnel, RotatedTokens, Tag } from '../api/model';
 import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
 import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type OpenTunnelInput, type Operation } from './shapes';
 import { verifySigV4, type Credentials } from './sigv4';
-import type { ClientMode, DestinationConfig, OpenedTunnel, RotatedTokens, Tag } from '../api/model';
 import { StoreUnavailableError, type ListPosition, type TunnelDirectory } from './store/directory';
 import { StateWriteError } from './store/journal';
 import type { TunnelRecord } from './store/record';

@@ -23,11 +23,11 @@ import { LogLevel, type Logger } from '../../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
 import { CLOSE_POLICY, type TunnelLink } from '../link';
 import { Peer } from '../peer';
+import type { AttachedEvent, Holder, HeldPeer, LeaseStore, LeaseVerdict } from '../store/leases';
 import type { PeerMode } from '../store/record';
 import { bridgeRequest, signHolder, verifyBridge } from './auth';
 import { CLOSE_NODE_STOPPING, CLOSE_PEER_LEFT, dialBridge, RemotePeer } from './bridge';
 import { KnownHolders } from './holders';
-import type { AttachedEvent, Holder, HeldPeer, LeaseStore, LeaseVerdict } from '../store/leases';
 
 export { BRIDGE_PATH } from './auth';
 
