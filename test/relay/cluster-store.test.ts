@@ -99,6 +99,18 @@ test('a tunnel opened on one node is described, listed, tagged and closed throug
   await checkIndexes();
 });
 
+test('in process, openTunnel, rotateAccessToken and closeTunnel work on a node as the API does, the change seen by every node', async () => {
+  const [a, b] = nodes;
+  const opened = await a.relay.openTunnel({ services: ['SSH'] });
+  assert.is(await status(b, opened.tunnelId), 'OPEN');
+  const rotated = await b.relay.rotateAccessToken(opened.tunnelId, 'DESTINATION');
+  assert.ok(await tokenWorks(a, rotated.destinationAccessToken!, 'destination'), 'the new token works on another node');
+  assert.not.ok(await tokenWorks(a, opened.destinationAccessToken, 'destination'), 'the old one does not');
+  await a.relay.closeTunnel(opened.tunnelId);
+  assert.is(await status(b, opened.tunnelId), 'CLOSED');
+  await checkIndexes();
+});
+
 test('OpenTunnel on three nodes at once never goes past maxOpenTunnels', async () => {
   const before = Number(await inspect.scard('localproxy:open'));
   const room = 40 - before;
