@@ -3,6 +3,7 @@
  * WebSocket client with our codec and no proxy behind it, so the figures are the relay's.
  */
 import WebSocket from 'ws';
+import { socketOf } from '../src/flow/writer';
 import { SUBPROTOCOL_V3 } from '../src/protocol/constants';
 import { encodeFrame, FrameDecoder } from '../src/protocol/framing';
 import { MessageType } from '../src/protocol/message';
@@ -44,7 +45,7 @@ export function connectPeer(url: string, mode: 'source' | 'destination', token: 
       peer.onData?.(msg.payload);
     }, (err) => { throw err; }));
     ws.once('open', () => {
-      (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
+      socketOf(ws)!.setNoDelay(true);
       resolve(peer);
     });
     ws.once('error', reject);

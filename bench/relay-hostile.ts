@@ -29,6 +29,7 @@ import { connect as netConnect, createServer, type AddressInfo, type Socket } fr
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import WebSocket from 'ws';
+import { socketOf } from '../src/flow/writer';
 import { SUBPROTOCOL_V3 } from '../src/protocol/constants';
 import { encodeFrame, FrameDecoder } from '../src/protocol/framing';
 import { MessageType } from '../src/protocol/message';
@@ -257,7 +258,7 @@ async function oneByteMessages(): Promise<void> {
     const frame = encodeFrame({ type: MessageType.DATA, streamId: 1, serviceId: 'BULK', connectionId: 1, payload });
     // A whole message: FIN + binary, masked, 16-bit length, an all-zero mask key.
     const wire = WHOLE ? Buffer.concat([Buffer.of(0x82, 0xfe, frame.length >> 8, frame.length & 0xff, 0, 0, 0, 0), frame]) : oneBytePerMessage(frame, true);
-    flood = new Flood((attacker as unknown as { _socket: import('node:net').Socket })._socket, wire);
+    flood = new Flood(socketOf(attacker)!, wire);
     const waitFrames = async (n: number, limitMs: number): Promise<boolean> => {
       const until = Date.now() + limitMs;
       while (frames < n && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));

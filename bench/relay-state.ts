@@ -46,7 +46,7 @@ async function main(): Promise<void> {
       return Number(process.hrtime.bigint() - t0) / 1e6 / CALLS;
     };
     const empty = await sequential();
-    for (let i = 0; i < TUNNELS; i++) relay.openTunnel({ services: ['SSH'], description });
+    await Promise.all(Array.from({ length: TUNNELS }, () => relay.openTunnel({ services: ['SSH'], description })));
     await relay.flush();
     const full = await sequential();
     const together = await concurrent();

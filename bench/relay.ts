@@ -27,6 +27,7 @@ import tls from 'node:tls';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { TunnelApiClient } from '../src/api/client';
+import { socketOf } from '../src/flow/writer';
 import { encodeFrame } from '../src/protocol/framing';
 import { MessageType } from '../src/protocol/message';
 import { cpuSeconds, peakRssMiB, profileChildren, resetPeakRss, rssMiB, spawnChild, type Child } from './procs';
@@ -68,7 +69,7 @@ async function bulk(child: Child, url: string, tokens: { source: string; destina
     await Promise.all([pump(src, 'bulk', bytes, fragmentBytes), waitReceived(dst, bytes)]);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     if (dst.received !== bytes) throw new Error(`received ${dst.received} of ${bytes} bytes`);
-    const cipher = (src.ws as unknown as { _socket: tls.TLSSocket })._socket.getCipher().standardName;
+    const cipher = (socketOf(src.ws) as tls.TLSSocket).getCipher().standardName;
     return { seconds, cpu: cpuSeconds(child.pid) - cpu0, cipher };
   } finally {
     src.ws.terminate();
@@ -162,7 +163,7 @@ async function main(): Promise<void> {
       const src = await connectPeer(url, 'source', tokens.source, ca);
       const dst = await connectPeer(url, 'destination', tokens.destination, ca);
       src.ws.send(encodeFrame({ type: MessageType.STREAM_START, streamId: 1, serviceId: 'bulk', connectionId: 1 }));
-      const socket = (dst.ws as unknown as { _socket: import('node:net').Socket })._socket;
+      const socket = socketOf(dst.ws)!;
       resetPeakRss(relay.pid);
       socket.pause();
       const offered = 256 * MiB;

@@ -341,7 +341,7 @@ export function renderBehind(report: Report): string[] {
       `carries ${kB(setup.linkBytesPerS)} towards it (test/helpers/link.ts, with the socket buffers of a real link in front of it),`,
       'timed like the capped rows: the queue builds between the relay and the destination, where the',
       'source cannot see it. Our relay paces what it sends to our proxies (src/relay/paced.ts); the',
-      '`--no-pacing` row is the same relay handing everything to its socket as before, and the C++',
+      '`--no-pacing` row is the same relay handing everything to its socket at once, and the C++',
       'reference, which declares no extension, is never paced.',
     ] : []),
     ...referenceNote(report),

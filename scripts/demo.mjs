@@ -155,7 +155,7 @@ async function startWithLibrary(dir, servicePort) {
   const log = (id) => new lib.Logger({ level: verbose ? 4 : 2, id });
   const relay = await startRelay({ port: 0, selfSignedDir: join(dir, 'relay'), log: log('relay') });
   cleanups.push(() => relay.close());
-  const tunnel = relay.openTunnel({ services: ['HTTP'] });
+  const tunnel = await relay.openTunnel({ services: ['HTTP'] });
   const start = async (mode, accessToken, target) => {
     const proxy = startProxy({
       mode, accessToken,

@@ -8,7 +8,7 @@ export { Logger, LogLevel, silentLogger } from './log';
 export { defaultSettings, mergeSettingsJson, exportSettings, type Settings } from './settings';
 export { ExitCode, ExitError, exitCodeOf } from './exit';
 export type * from './options';
-export { startRelay, type Relay, type RelayOptions, type RelayFaults, type RelayStats, type PeerEvent } from './relay/server';
+export { startRelay, type Relay, type RelayOptions, type RelayStats, type PeerEvent } from './relay/server';
 export { ManualClock, systemClock, type Clock } from './relay/clock';
 export { defaultLimits, type RelayLimits } from './relay/limits';
 export { RelayConfigError } from './relay/errors';

@@ -8,7 +8,7 @@ import { parseCommandLine, usageError, type OptionSpec } from '../cli/args';
 import { reportError } from '../cli/report';
 import { closest } from '../cli/suggest';
 import { ExitCode, ExitError } from '../exit';
-import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/record';
+import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from './model';
 import type { Operation } from './client';
 import { apiFailure, commonHelp, COMMON_OPTIONS, connectApi, type ApiSetup } from './setup';
 import { formatOutput, outputChoice, type OutputChoice } from './output';

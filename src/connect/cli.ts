@@ -11,7 +11,7 @@ import { ExitCode, ExitError } from '../exit';
 import { LogLevel } from '../log';
 import type { SourceTarget } from '../options';
 import { printable } from '../printable';
-import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../relay/record';
+import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../api/model';
 import { commonHelp, COMMON_OPTIONS } from '../api/setup';
 import { connect } from './run';
 

@@ -5,13 +5,15 @@
  * AWS SDKs expect.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientMode, DestinationConfig, OpenedTunnel, RotatedTokens, Tag } from '../api/model';
 import { LogLevel, type Logger } from '../log';
 import { printable } from '../printable';
-import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type DestinationConfigInput, type OpenTunnelInput, type Operation, type TagInput } from './shapes';
+import { ConstraintError, isOperation, SerializationError, SHAPES, validateInput, type OpenTunnelInput, type Operation } from './shapes';
 import { verifySigV4, type Credentials } from './sigv4';
-import { StateWriteError } from './state';
 import { StoreUnavailableError, type ListPosition, type TunnelDirectory } from './store/directory';
-import { RegistryError, type ClientMode, type OpenedTunnel, type OpenTunnelRequest, type RotatedTokens, type TunnelRecord } from './tunnels';
+import { StateWriteError } from './store/journal';
+import type { TunnelRecord } from './store/record';
+import { OperationError, type OpenTunnelRequest } from './store/rules';
 
 export type { Credentials } from './sigv4';
 
@@ -25,9 +27,9 @@ export interface ApiContext {
   log: Logger;
   /** Opens tunnels through the relay so they are logged the same way as in-process ones. */
   relay: {
-    openTunnelNow(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel>;
+    openTunnel(req: OpenTunnelRequest, region?: string): Promise<OpenedTunnel>;
     /** Through the relay: the tunnel's thing is notified of a new destination token. */
-    rotateNow(tunnelId: string, mode: ClientMode, destination?: DestinationConfigInput): Promise<RotatedTokens>;
+    rotateAccessToken(tunnelId: string, mode: ClientMode, destination?: DestinationConfig): Promise<RotatedTokens>;
   };
   maxBodyBytes: number;
 }
@@ -130,7 +132,7 @@ async function runOperation(op: Operation, body: unknown, region: string, ctx: A
   switch (op) {
     case 'OpenTunnel': {
       const input = validateInput<OpenTunnelInput>(body, SHAPES.OpenTunnel);
-      return ctx.relay.openTunnelNow({
+      return ctx.relay.openTunnel({
         services: input.destinationConfig?.services,
         thingName: input.destinationConfig?.thingName,
         lifetimeMinutes: input.timeoutConfig?.maxLifetimeTimeoutMinutes,
@@ -157,12 +159,12 @@ async function runOperation(op: Operation, body: unknown, region: string, ctx: A
       };
     }
     case 'RotateTunnelAccessToken': {
-      const input = validateInput<{ tunnelId: string; clientMode: ClientMode; destinationConfig?: DestinationConfigInput }>(body, SHAPES.RotateTunnelAccessToken);
-      const tokens = await ctx.relay.rotateNow(input.tunnelId, input.clientMode, input.destinationConfig);
+      const input = validateInput<{ tunnelId: string; clientMode: ClientMode; destinationConfig?: DestinationConfig }>(body, SHAPES.RotateTunnelAccessToken);
+      const tokens = await ctx.relay.rotateAccessToken(input.tunnelId, input.clientMode, input.destinationConfig);
       return { tunnelArn: (await directory.get(input.tunnelId)).tunnelArn, ...tokens };
     }
     case 'TagResource': {
-      const input = validateInput<{ resourceArn: string; tags: TagInput[] }>(body, SHAPES.TagResource);
+      const input = validateInput<{ resourceArn: string; tags: Tag[] }>(body, SHAPES.TagResource);
       await directory.tag(input.resourceArn, input.tags);
       return {};
     }
@@ -214,7 +216,7 @@ export async function handleApiRequest(req: IncomingMessage, res: ServerResponse
     if (err instanceof ApiError) apiError = err;
     else if (err instanceof SerializationError) apiError = new ApiError(400, 'SerializationException', err.message);
     else if (err instanceof ConstraintError) apiError = new ApiError(400, 'ValidationException', err.message);
-    else if (err instanceof RegistryError) apiError = new ApiError(STATUS[err.type] ?? 400, err.type, err.message);
+    else if (err instanceof OperationError) apiError = new ApiError(STATUS[err.type] ?? 400, err.type, err.message);
     else if (err instanceof StateWriteError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.message}; ${op === 'OpenTunnel' ? 'no tunnel was opened' : 'the change applies until the relay restarts'}`);
     else if (err instanceof StoreUnavailableError) apiError = new ApiError(503, 'ServiceUnavailableException', `${err.publicMessage}; try again`);
     else apiError = new ApiError(500, 'InternalFailure', 'Internal error');

@@ -4,15 +4,17 @@
  * the relay stops reading that peer, so the excess waits in the peer's own socket buffers as it
  * does in front of the cloud (TCP backpressure), and nothing queues in the relay.
  *
- * Pure: the caller passes the time, and pauses and resumes the reader itself.
+ * TokenBucket is pure (the caller passes the time); BandwidthLimit pauses and resumes one
+ * peer's reading by it.
  */
+import type { ReadingPause } from './reading';
 
 /** Tokens saved up while a sender is idle, in time at the rate: a short burst passes at once. */
 export const BANDWIDTH_BURST_MS = 50;
 /**
  * With a rate, the relay's queue towards a peer (bytes forwarded but not yet written to its
  * socket) is bounded by time at that rate instead of a fixed byte count, so a slow receiver
- * holds back its sender after a few tens of ms of data, not after seconds of it.
+ * pauses its sender after a few tens of ms of data, not after seconds of it.
  */
 export const BANDWIDTH_QUEUE_MS = 100;
 /** The queue bound never goes below this (one DATA message and its framing fit). */
@@ -54,4 +56,47 @@ export class TokenBucket {
 export function queueBoundBytes(rate: number | undefined, fixed: number): number {
   if (!rate) return fixed;
   return Math.max(MIN_QUEUE_BYTES, Math.round((rate * BANDWIDTH_QUEUE_MS) / 1000));
+}
+
+/**
+ * One peer's `--bandwidth`: bytes read from it are charged to its bucket; while the bucket is
+ * in debt the peer is not read, so what it sends beyond the rate waits in its own socket
+ * buffers, in front of its pings, as in front of the cloud. The relay's ping answers are never
+ * paused: a ping is answered when it is read.
+ */
+export class BandwidthLimit {
+  private readonly bucket: TokenBucket;
+  private timer?: NodeJS.Timeout;
+
+  constructor(rate: number, private readonly reading: ReadingPause) {
+    this.bucket = new TokenBucket(rate, Date.now());
+  }
+
+  /** `bytes` were read from the peer: it is paused until the bucket is out of debt. */
+  charge(bytes: number): void {
+    const now = Date.now();
+    this.bucket.take(bytes, now);
+    if (this.reading.isPaused('bandwidth')) return;
+    const wait = this.bucket.waitMs(now);
+    if (wait <= 0) return;
+    this.reading.pause('bandwidth');
+    this.timer = setTimeout(this.onTimer, wait);
+  }
+
+  /** The peer is closing or gone: its reading is no longer paused by the rate. */
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.reading.resume('bandwidth');
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    const wait = this.bucket.waitMs(Date.now());
+    if (wait > 0) {
+      this.timer = setTimeout(this.onTimer, wait);
+      return;
+    }
+    this.stop();
+  };
 }

@@ -17,7 +17,7 @@ import { MIN_SECRET_BYTES } from './cluster/auth';
 import { namesOf, tlsNameProblem } from './certs';
 import { RelayConfigError } from './errors';
 import { healthCheck, healthUrl } from './health-check';
-import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './record';
+import { ACCOUNT_ID_PATTERN, isRegion, REGION_TEXT } from './store/record';
 import { checkStoreUrl, describeStoreUrl } from './store/url';
 import { startRelay, type RelayOptions } from './server';
 
@@ -42,10 +42,11 @@ Options:
                             every tunnel, as the cloud limits a tunnel (800000 is its class of
                             limit): a peer sending faster is not read until it is back within
                             the rate, so the excess waits in its own socket buffers
-  --no-pacing               Hand everything for a peer to its socket at once, as the relay did
-                            before: no delay probes to our proxies, no per-connection order
-                            (by default what waits for a slow peer waits in the relay, where a
-                            connection that sends little goes first)
+  --no-pacing               Hand everything for a peer to its socket at once: no delay probes
+                            to our proxies, no per-connection order. For tunnels that carry bulk
+                            transfers only, to destinations on slow links: the link stays full
+                            (about 5 % more of its rate), while anything interactive waits
+                            seconds behind the bulk (paced, by default: milliseconds)
   --store URL               Keep tunnels in Redis (or Valkey), shared by several relays (a
                             cluster): redis://HOST[:PORT][/DB] or rediss://... (TLS). The
                             password: in the URL, or LOCALPROXY_RELAY_REDIS_PASSWORD (better:

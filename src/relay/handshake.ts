@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import { CLIENT_TOKEN_PATTERN, SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3, type ProtocolVersion } from '../protocol/constants';
 import { CREDIT_EXTENSION, EXTENSIONS_HEADER, parseExtensions } from '../protocol/extension';
 import { isRefusal as isDirectoryRefusal, type Authorized, type Refusal } from './store/directory';
-import type { PeerMode } from './tunnels';
+import type { PeerMode } from './store/record';
 
 export type { Refusal } from './store/directory';
 

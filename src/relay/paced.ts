@@ -12,7 +12,7 @@
  * The queue policy: what may not go yet waits here, one lane per connection, and leaves in the
  * scheduler's order: a connection that sends little (a keystroke, an echo) goes before one that
  * streams, and passes even while the pacer holds bulk back. Beyond the relay's high-water mark
- * the sender is not read (forward.ts); before that, a ping from the sender is answered only once
+ * the sender is not read (outlet.ts); before that, a ping from the sender is answered only once
  * the messages it sent before it have left this queue (`whenHanded`), so its pacer sees the
  * queue and keeps the rest in its own per-connection queues.
  *
@@ -25,7 +25,7 @@
  * Only peers that declared a localproxy extension are paced: pings to them are answered by
  * ws while it goes on reading. Boost.Beast (the C++ reference) stops reading until its pong is
  * written, which deadlocks against a relay that is not reading it (see the heartbeat in
- * forward.ts). While the relay does not read a paced peer, or a probe is unanswered for long,
+ * pings.ts). While the relay does not read a paced peer, or a probe is unanswered for long,
  * the pacer steps aside and everything goes to ws at once.
  */
 import type { WebSocket } from 'ws';

@@ -7,7 +7,10 @@
  * 'timeoutConfig.maxLifetimeTimeoutMinutes' failed to satisfy constraint: ..."). Members the
  * model does not name are ignored, and `null` counts as absent, as in the cloud.
  */
-import { DESCRIPTION_PATTERN, MAX_LIFETIME_MINUTES, MAX_NAME_LENGTH, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH, MIN_LIFETIME_MINUTES, TAG_TEXT_PATTERN, TUNNEL_ID_PATTERN } from './record';
+import {
+  DESCRIPTION_PATTERN, MAX_LIFETIME_MINUTES, MAX_NAME_LENGTH, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH, MIN_LIFETIME_MINUTES, TAG_TEXT_PATTERN, TUNNEL_ID_PATTERN,
+  type DestinationConfig, type Tag,
+} from '../api/model';
 
 export type Shape =
   | { type: 'string'; min?: number; max?: number; pattern?: RegExp; patternText?: string; enum?: readonly string[] }
@@ -116,26 +119,24 @@ export function validateInput<T>(input: unknown, shape: Shape & { type: 'structu
 
 const str = (min: number | undefined, max: number | undefined, pattern?: RegExp, patternText?: string): Shape => ({ type: 'string', min, max, pattern, patternText });
 
-// The model's shapes, with the limits the stores load (record.ts). Pattern texts are the
+// The model's shapes, with the limits the stores load (store/record.ts). Pattern texts are the
 // model's, as AWS quotes them.
 const TunnelId = str(undefined, undefined, TUNNEL_ID_PATTERN, '[a-zA-Z0-9_\\-+=:]{1,128}');
 const Name = str(1, MAX_NAME_LENGTH, /^[a-zA-Z0-9:_-]+$/, '[a-zA-Z0-9:_-]+');
 const Description = str(undefined, undefined, DESCRIPTION_PATTERN, '[^\\p{C}]{1,2048}');
 const TagKey = str(1, MAX_TAG_KEY_LENGTH, TAG_TEXT_PATTERN, '^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$');
 const TagValue = str(0, MAX_TAG_VALUE_LENGTH, TAG_TEXT_PATTERN, '^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$');
-const Tag: Shape = { type: 'structure', members: { key: TagKey, value: TagValue }, required: ['key', 'value'] };
-const TagList: Shape = { type: 'list', member: Tag, min: 1, max: 200 };
+const TagShape: Shape = { type: 'structure', members: { key: TagKey, value: TagValue }, required: ['key', 'value'] };
+const TagList: Shape = { type: 'list', member: TagShape, min: 1, max: 200 };
 const ResourceArn = str(1, 1011);
-const DestinationConfig: Shape = { type: 'structure', members: { thingName: Name, services: { type: 'list', member: Name, min: 1 } }, required: ['services'] };
+const DestinationConfigShape: Shape = { type: 'structure', members: { thingName: Name, services: { type: 'list', member: Name, min: 1 } }, required: ['services'] };
 const ClientMode: Shape = { type: 'string', enum: ['SOURCE', 'DESTINATION', 'ALL'] };
 
-export interface DestinationConfigInput { thingName?: string; services: string[] }
-export interface TagInput { key: string; value: string }
-
+/** OpenTunnel's input, as the model shapes it. */
 export interface OpenTunnelInput {
   description?: string;
-  tags?: TagInput[];
-  destinationConfig?: DestinationConfigInput;
+  tags?: Tag[];
+  destinationConfig?: DestinationConfig;
   timeoutConfig?: { maxLifetimeTimeoutMinutes?: number };
 }
 
@@ -145,7 +146,7 @@ export const SHAPES = {
     members: {
       description: Description,
       tags: TagList,
-      destinationConfig: DestinationConfig,
+      destinationConfig: DestinationConfigShape,
       timeoutConfig: { type: 'structure', members: { maxLifetimeTimeoutMinutes: { type: 'integer', min: MIN_LIFETIME_MINUTES, max: MAX_LIFETIME_MINUTES } } },
     },
   },
@@ -155,7 +156,7 @@ export const SHAPES = {
     type: 'structure',
     members: { thingName: Name, maxResults: { type: 'integer', min: 1, max: 100 }, nextToken: str(undefined, undefined, /^[a-zA-Z0-9_=-]{1,4096}$/, '[a-zA-Z0-9_=-]{1,4096}') },
   },
-  RotateTunnelAccessToken: { type: 'structure', members: { tunnelId: TunnelId, clientMode: ClientMode, destinationConfig: DestinationConfig }, required: ['tunnelId', 'clientMode'] },
+  RotateTunnelAccessToken: { type: 'structure', members: { tunnelId: TunnelId, clientMode: ClientMode, destinationConfig: DestinationConfigShape }, required: ['tunnelId', 'clientMode'] },
   TagResource: { type: 'structure', members: { resourceArn: ResourceArn, tags: TagList }, required: ['resourceArn', 'tags'] },
   UntagResource: { type: 'structure', members: { resourceArn: ResourceArn, tagKeys: { type: 'list', member: TagKey, min: 0, max: 200 } }, required: ['resourceArn', 'tagKeys'] },
   ListTagsForResource: { type: 'structure', members: { resourceArn: ResourceArn }, required: ['resourceArn'] },

@@ -6,7 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
-import { isRegion, REGION_TEXT } from './record';
+import { isRegion, REGION_TEXT } from './store/record';
 
 export interface Credentials {
   accessKeyId: string;

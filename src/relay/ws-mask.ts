@@ -5,7 +5,7 @@
  * Every frame a client sends is masked (RFC 6455 5.3). Our proxies mask with the all-zero key,
  * which ws then skips, but the C++ reference and other clients use random keys: the relay
  * unmasks every byte they send, and the byte loop was its largest single cost on their bulk
- * data (issue 15: 1.6 s of CPU per GiB on the bench machine). XOR over a Uint32Array view of
+ * data (1.6 s of CPU per GiB on the bench machine). XOR over a Uint32Array view of
  * the 4-byte-aligned middle of the buffer does the same work in a quarter of the steps; the
  * bytes before and after it go through the byte loop. The key is rotated to the alignment and
  * built in the platform's byte order, so the result is the same on any endianness.

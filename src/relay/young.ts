@@ -1,5 +1,5 @@
 /**
- * The relay keeps V8's young generation at its initial size (issue 15).
+ * The relay keeps V8's young generation at its initial size.
  *
  * Bulk data through the relay allocates an ArrayBuffer per TLS read (16 KiB) and per WebSocket
  * message (64 KiB), a GiB of each per GiB forwarded, while its JavaScript heap stays small

@@ -16,6 +16,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
+import { socketOf } from '../flow/writer';
 
 /**
  * What one peer's input may cost per event-loop turn, in bytes of bulk DATA: forwarding them
@@ -74,7 +75,7 @@ export class FairReader {
   private mergeFill = 0;
 
   constructor(private readonly ws: WebSocket, private readonly sink: FairSink, options: FairOptions = {}) {
-    this.socket = options.socket ?? (ws as unknown as { _socket?: Duplex })._socket;
+    this.socket = options.socket ?? socketOf(ws);
     this.workPerTurn = options.workPerTurn ?? WORK_PER_TURN;
   }
 

@@ -1,12 +1,12 @@
 /**
- * Keepalive (behaviour spec 3.8, Decisions 8): a ping right away and then every period,
+ * Keepalive: a ping right away and then every period,
  * carrying the epoch milliseconds in decimal. Any pong counts as an answer (the
  * reference died on a non-numeric one), and so does any other frame from the service: it
  * proves the service is there. After `maxMissed` unanswered pings the peer is treated as
  * dead and `onDead` runs once. `maxMissed` 0 never declares it dead.
  *
  * Flow control must not look like death. Two states say nothing about the service:
- * - our reader is paused (slow local apps, Decisions 4): its pong sits unread in the socket;
+ * - our reader is paused (local applications read slowly): its pong sits unread in the socket;
  * - our ping is not written yet: it waits behind data the service is not reading, because
  *   the far side is slow and the service holds back (the relay pauses reading a sender
  *   whose receiver lags). The service cannot answer a ping it has not received.
@@ -33,32 +33,50 @@ export interface KeepaliveOptions {
 }
 
 /**
- * Answers the service's pings: one pong at a time, for the most recent ping (RFC 6455 5.5.3
- * allows that). The connection must be created with `autoPong: false`.
+ * Pongs one at a time: a ping read while the last pong is still being written is answered,
+ * once that write completes, by one pong for the most recent ping (RFC 6455 5.5.3 allows
+ * that), so a peer that pings but does not read us costs one pending pong, however long it
+ * does not read. `allowed` is asked before each pong (a relay peer that stopped answering).
+ */
+export class PongSender {
+  private inFlight = false;
+  private latest?: Buffer;
+
+  constructor(private readonly ws: WebSocket, private readonly allowed: () => boolean = () => true) {}
+
+  answer(data: Buffer): void {
+    if (this.ws.readyState !== this.ws.OPEN || !this.allowed()) return;
+    if (this.inFlight) this.latest = data;
+    else this.send(data);
+  }
+
+  private send(data: Buffer): void {
+    this.latest = undefined;
+    this.inFlight = true;
+    this.ws.pong(data, undefined, this.onWritten);
+  }
+
+  private readonly onWritten = (err?: Error): void => {
+    this.inFlight = false;
+    const next = this.latest;
+    this.latest = undefined;
+    if (!err && next && this.ws.readyState === this.ws.OPEN && this.allowed()) this.send(next);
+  };
+}
+
+/**
+ * Answers the service's pings, one pong at a time (PongSender). The connection must be created
+ * with `autoPong: false`.
  *
  * ws's automatic pongs are not used: each waits in our socket while the service does not read
  * us, and ws terminates the connection, silently, once 60 are waiting (`maxPendingAutoPongs`).
  * A service holding us back (flow control: its other side lags) while pinging us to show it is
- * alive - our relay did, twice per ping period of ours, before it sent pongs instead - then cut a healthy tunnel after
- * 30 s (issue 21). Here a paused tunnel costs one pending pong, however long the pause.
+ * alive then cut a healthy tunnel after 30 s. Here a paused tunnel costs one pending pong,
+ * however long the pause.
  */
 export function answerPings(ws: WebSocket): void {
-  let inFlight = false;
-  let latest: Buffer | undefined;
-  function send(data: Buffer): void {
-    latest = undefined;
-    inFlight = true;
-    ws.pong(data, undefined, onWritten);
-  }
-  function onWritten(err?: Error): void {
-    inFlight = false;
-    if (!err && latest && ws.readyState === ws.OPEN) send(latest);
-  }
-  ws.on('ping', (data: Buffer) => {
-    if (ws.readyState !== ws.OPEN) return;
-    if (inFlight) latest = data;
-    else send(data);
-  });
+  const pongs = new PongSender(ws);
+  ws.on('ping', (data: Buffer) => pongs.answer(data));
 }
 
 /** Starts pinging; returns stop(). Stops by itself when the socket closes. */

@@ -55,8 +55,8 @@ async function startSubscribed(ctx: Ctx, extra: Partial<AgentOptions> = {}): Pro
   return agent;
 }
 
-function openTunnel(ctx: Ctx, services = ['SSH']) {
-  const tunnel = ctx.relay.openTunnel({ services });
+async function openTunnel(ctx: Ctx, services = ['SSH']) {
+  const tunnel = await ctx.relay.openTunnel({ services });
   ctx.tokens.push(tunnel.destinationAccessToken, tunnel.sourceAccessToken);
   return tunnel;
 }
@@ -113,7 +113,7 @@ test.after(async (ctx) => {
 test('a notification starts a destination for its token: bytes go through the tunnel, and the broker saw a client-certificate login', async (ctx) => {
   await startSubscribed(ctx);
   assert.match(ctx.broker.log, /New client connected from 127\.0\.0\.1:\d+ as pi1-t\d+ \([^)]*u'pi1'\)/);
-  const tunnel = openTunnel(ctx);
+  const tunnel = await openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
   assert.match(ctx.lines.text, /tunnel #1: starting for SSH = 127\.0\.0\.1:\d+ through 127\.0\.0\.1:\d+/);
@@ -123,7 +123,7 @@ test('a notification starts a destination for its token: bytes go through the tu
 
 test('bad notifications (not JSON, wrong mode, unknown service, 1 MB) are each logged once and ignored; the next good one works', async (ctx) => {
   await startSubscribed(ctx);
-  const tunnel = openTunnel(ctx);
+  const tunnel = await openTunnel(ctx);
   const secretish = tunnel.destinationAccessToken;
   // Unquoted, so that JSON.parse's message would quote the start of the token.
   await ctx.publisher.publish(TOPIC, `{"clientAccessToken": ${secretish}, "clientMode": "destination"}`);
@@ -146,7 +146,7 @@ test('bad notifications (not JSON, wrong mode, unknown service, 1 MB) are each l
 test('a flood of bad notifications is rate-limited: 5 lines, and the agent keeps working', async (ctx) => {
   await startSubscribed(ctx);
   for (let i = 0; i < 20; i++) await ctx.publisher.publish(TOPIC, 'not json');
-  const tunnel = openTunnel(ctx);
+  const tunnel = await openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected after the flood');
   assert.is(ctx.lines.count('is not JSON'), 5);
@@ -155,12 +155,12 @@ test('a flood of bad notifications is rate-limited: 5 lines, and the agent keeps
 
 test('a repeated notification (QoS 1 redelivery) is ignored; a new one replaces the running tunnel at --max-tunnels 1', async (ctx) => {
   await startSubscribed(ctx);
-  const first = openTunnel(ctx);
+  const first = await openTunnel(ctx);
   await notify(ctx, first.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel 1 connected');
   await notify(ctx, first.destinationAccessToken);
   await ctx.lines.waitFor(/ignored a repeated notification for tunnel #1/, 10_000, 'repeat ignored');
-  const second = openTunnel(ctx);
+  const second = await openTunnel(ctx);
   await notify(ctx, second.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel #2: Successfully established websocket connection/, 15_000, 'tunnel 2 connected');
   await ctx.lines.waitFor(/tunnel #1: ended \(exit code 0/, 10_000, 'tunnel 1 ended');
@@ -171,8 +171,8 @@ test('a repeated notification (QoS 1 redelivery) is ignored; a new one replaces 
 
 test('--max-tunnels 2: two tunnels run at once', async (ctx) => {
   await startSubscribed(ctx, { maxTunnels: 2 });
-  const first = openTunnel(ctx);
-  const second = openTunnel(ctx);
+  const first = await openTunnel(ctx);
+  const second = await openTunnel(ctx);
   await notify(ctx, first.destinationAccessToken);
   await notify(ctx, second.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel #2: Successfully established websocket connection/, 15_000, 'tunnel 2 connected');
@@ -188,7 +188,7 @@ test('without --proxy-endpoint the region picks the endpoint, and a notification
   const { defaultSettings } = await import('../../src/settings');
   const settings = { ...defaultSettings(), regionEndpointOverrides: { local: `127.0.0.1:${ctx.relay.port}` } };
   await startSubscribed(ctx, { endpoint: undefined, settings });
-  const tunnel = openTunnel(ctx);
+  const tunnel = await openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken, { region: undefined });
   await ctx.lines.waitFor(/ignored a notification: region is missing or empty \(give --proxy-endpoint/, 10_000, 'missing region refused');
   await notify(ctx, tunnel.destinationAccessToken);
@@ -207,7 +207,7 @@ test('broker restart: the agent retries while it is down, subscribes again once 
   await ctx.broker.run();
   await ctx.broker.waitFor(/pi1-t\d+ 1 \$aws\/things\/pi1\/tunnels\/notify/, 30_000, 'agent subscribed again (broker side)', brokerMark);
   await ctx.lines.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 10_000, 'agent subscribed again', agentMark);
-  const tunnel = openTunnel(ctx);
+  const tunnel = await openTunnel(ctx);
   await notify(ctx, tunnel.destinationAccessToken);
   await ctx.lines.waitFor(/tunnel #1: Successfully established websocket connection/, 30_000, 'tunnel 1 connected after the restart');
   await echoThrough(ctx, tunnel.sourceAccessToken);

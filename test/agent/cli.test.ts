@@ -170,7 +170,7 @@ test('a --config-dir mapping serves a notified tunnel; SIGTERM closes it and exi
   const agent = new AgentProcess([...args, '--config-dir', services]);
   try {
     await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
-    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    const tunnel = await ctx.relay.openTunnel({ services: ['SSH'] });
     await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'] }));
     await agent.waitFor(/tunnel #1: Successfully established websocket connection/, 15_000, 'tunnel #1 connected');
     const source = startProxy(proxyOptions(ctx.relay, 'source', tunnel.sourceAccessToken, { SSH: { kind: 'tcp', port: 0 } }));
@@ -197,7 +197,7 @@ test('-c takes the relay\'s CA file as well as a directory (no warning), and the
   try {
     await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
     assert.match(agent.output.split('\n')[0], new RegExp(`localproxy ${PACKAGE_VERSION.replace(/\./g, '\\.')} agent for thing pi1`));
-    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    const tunnel = await ctx.relay.openTunnel({ services: ['SSH'] });
     await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'], tunnelId: tunnel.tunnelId }));
     await agent.waitFor(/Successfully established websocket connection/, 15_000, 'the tunnel connected with the CA file');
     assert.not.match(agent.output, /CA (file or )?directory|only the system CAs/);
@@ -250,7 +250,7 @@ test('a notification from our relay without -e: one line saying to give -e; the 
   const agent = new AgentProcess(args);
   try {
     await agent.waitFor(/subscribed to \$aws\/things\/pi1\/tunnels\/notify/, 15_000, 'agent subscribed');
-    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    const tunnel = await ctx.relay.openTunnel({ services: ['SSH'] });
     await ctx.publisher.publish(notificationTopic('pi1'), encodeNotification({ clientAccessToken: tunnel.destinationAccessToken, clientMode: 'destination', region: 'local', services: ['SSH'], tunnelId: tunnel.tunnelId }));
     await agent.waitFor(/refused a tunnel: its notification comes from a localproxy relay \(region "local"\), whose address only you know: give -e\/--proxy-endpoint HOST:PORT of that relay/, 15_000, 'the give -e line');
     assert.is(await agent.stop('SIGTERM'), 0, agent.output);

@@ -16,7 +16,7 @@ import * as assert from 'uvu/assert';
 import { Logger } from '../../src/log';
 import { connectBroker, type BrokerLink } from '../../src/mqtt/link';
 import { encodeNotification, notificationTopic } from '../../src/mqtt/notification';
-import type { PeerEvent } from '../../src/relay/forward';
+import type { PeerEvent } from '../../src/relay/link';
 import { startRelay } from '../../src/relay/server';
 import { startProxy } from '../../src/tunnel/proxy';
 import { echoServer, sendPattern, type AppServer } from '../helpers/apps';
@@ -127,7 +127,7 @@ test(`${FLOOD} notifications: fds, RSS and log lines stay bounded; the legitimat
     // Every notification was handled (and acknowledged) by the agent.
     await ctx.broker.waitForCount(`Received PUBACK from ${THING}`, FLOOD, 120_000, 'the agent acknowledged the whole flood', mark);
 
-    const tunnel = ctx.relay.openTunnel({ services: ['SSH'] });
+    const tunnel = await ctx.relay.openTunnel({ services: ['SSH'] });
     const destination = new Promise<void>((resolve) => {
       const onPeer = (event: PeerEvent) => {
         if (event.type === 'connected' && event.tunnelId === tunnel.tunnelId && event.mode === 'destination') {

@@ -137,9 +137,9 @@ test('a profile that does not exist, one without keys, and no credentials at all
 });
 
 test('the profile\'s output setting is the default format; AWS_DEFAULT_OUTPUT and --output win', async (ctx) => {
-  const text = await tunnel(ctx, ['tags', '--tunnel-id', ctx.relay.openTunnel({ services: ['SSH'], tags: [{ key: 'env', value: 'lab' }] }).tunnelId], { AWS_PROFILE: 'lab' });
+  const text = await tunnel(ctx, ['tags', '--tunnel-id', (await ctx.relay.openTunnel({ services: ['SSH'], tags: [{ key: 'env', value: 'lab' }] })).tunnelId], { AWS_PROFILE: 'lab' });
   assert.is(text.stdout, 'TAGS\tenv\tlab\n', text.stderr);
-  const id = ctx.relay.openTunnel({ services: ['SSH'], tags: [{ key: 'k', value: 'v' }] }).tunnelId;
+  const id = (await ctx.relay.openTunnel({ services: ['SSH'], tags: [{ key: 'k', value: 'v' }] })).tunnelId;
   const json = await tunnel(ctx, ['tags', '--tunnel-id', id], { AWS_PROFILE: 'lab', AWS_DEFAULT_OUTPUT: 'json' });
   assert.is(json.stdout, '{\n    "tags": [\n        {\n            "key": "k",\n            "value": "v"\n        }\n    ]\n}\n', json.stderr);
   const table = await tunnel(ctx, ['tags', '--tunnel-id', id, '--output', 'table', '--query', 'tags[0].key'], { AWS_PROFILE: 'lab', AWS_DEFAULT_OUTPUT: 'json' });

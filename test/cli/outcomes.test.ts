@@ -72,7 +72,7 @@ outcomes('a missing -c directory is said once, not again before every attempt', 
 });
 
 outcomes('service ids that do not match -d: exit 3', async () => {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'HTTP1=80'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   assert.is(await exitOf(cli), 3, cli.stderr());
   assert.match(cli.stderr(), /SSH1/);
@@ -84,7 +84,7 @@ outcomes('service ids that do not match -d: exit 3', async () => {
 });
 
 outcomes('a source whose destination is not connected says so at the default level when a connection is reset', async () => {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.sourceAccessToken }, cwd: work });
   running.add(cli);
   try {
@@ -102,11 +102,11 @@ outcomes('a source whose destination is not connected says so at the default lev
 });
 
 outcomes('the service closes the tunnel: exit 0', async () => {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const cli = startCli(['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-d', 'SSH1=22'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   running.add(cli);
   await cli.waitFor(/Successfully established websocket connection/);
-  relay.closeTunnel(tunnel.tunnelId);
+  await relay.closeTunnel(tunnel.tunnelId);
   assert.is(await exitOf(cli), 0, cli.stderr());
 });
 

@@ -53,7 +53,7 @@ function tokenVia(via: Via, token: string, name: string): { args: string[]; env:
 }
 
 async function session(via: Via, clientToken?: string): Promise<{ outputs: string[]; tokens: string[] }> {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const common = ['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-v', '6'];
   const clientArgs = clientToken ? ['-i', clientToken] : [];
   const d = tokenVia(via, tunnel.destinationAccessToken, `dst-${via}`);

@@ -53,7 +53,7 @@ signals.after(async () => {
 
 async function tunnelWithTransfer(): Promise<{ source: LiveCli; destination: LiveCli; socket: Socket; clientClosed: Promise<void>; stopPump: () => void }> {
   appClosed = [];
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const common = ['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-v', '4'];
   const destination = startCli([...common, '-d', `SSH1=127.0.0.1:${appPort}`], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   const source = startCli([...common, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.sourceAccessToken }, cwd: work });
@@ -139,7 +139,7 @@ signals('Decisions 13: a second signal exits at once while the close handshake s
   forwarder.listen(0, '127.0.0.1');
   await once(forwarder, 'listening');
   const port = (forwarder.address() as { port: number }).port;
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const cli = startCli(['-e', `127.0.0.1:${port}`, '-c', ca.dir, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.sourceAccessToken }, cwd: work });
   running.add(cli);
   try {

@@ -38,7 +38,7 @@ stdio.after(async () => {
 });
 
 stdio('a closed stderr pipe does not end the tunnel; SIGTERM still exits 0', async () => {
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const common = ['-e', `127.0.0.1:${relay.port}`, '-c', ca.dir, '-v', '6'];
   const destination = startCli([...common, '-d', `SSH1=127.0.0.1:${app.port}`], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.destinationAccessToken }, cwd: work });
   const source = startCli([...common, '-m', 'src'], { env: { AWSIOT_TUNNEL_ACCESS_TOKEN: tunnel.sourceAccessToken }, cwd: work });

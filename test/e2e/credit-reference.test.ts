@@ -25,7 +25,7 @@ const RECEIVED_TYPE = /message type:\s*(\d+)/;
 async function scenario(referenceMode: 'source' | 'destination'): Promise<void> {
   const relayLines: string[] = [];
   const relay = await startRelay({ port: 0, tls: 'self-signed', log: new Logger({ level: 5, id: 'relay', sink: (line) => relayLines.push(line) }) });
-  const tunnel = relay.openTunnel({ services: ['SINK', 'DOWN'] });
+  const tunnel = await relay.openTunnel({ services: ['SINK', 'DOWN'] });
   const ca = caDir(relay);
   const sink: SinkServer = await sinkServer();
   const down: AppServer = await blastServer(MiB, 12);

@@ -49,7 +49,7 @@ interop('fixes reference bug 9.3#28: destination -y V1: a download from the dest
 interop('source -y V1 with a tunnel of two services (as a process): exit 3 with one line naming -y V1 and the services, no stack trace', async () => {
   const relay = await startRelayForTests();
   const ca = caDir(relay);
-  const tunnel = relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
   const child = await spawnProxy({ relay, ca, mode: 'source', accessToken: tunnel.sourceAccessToken, services: { SSH1: 0, HTTP1: 0 }, clientType: 'V1' });
   try {
     const { code } = await within(child.exited, 15_000, 'source exits');

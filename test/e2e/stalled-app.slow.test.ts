@@ -173,7 +173,7 @@ interface Outcome {
 async function scenario(sourceKind: 'ours' | 'reference'): Promise<Outcome> {
   const relayLines: string[] = [];
   const relay = await startRelay({ port: 0, tls: 'self-signed', log: new Logger({ level: 5, id: 'relay', sink: (line) => relayLines.push(line) }) });
-  const tunnel = relay.openTunnel({ services: ['STALL', 'FAST'] });
+  const tunnel = await relay.openTunnel({ services: ['STALL', 'FAST'] });
   const ca = caDir(relay);
   const stall = await stalledApp();
   const echo: AppServer = await echoServer();

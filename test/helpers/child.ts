@@ -112,7 +112,7 @@ export async function spawnProxy(spec: ChildSpec): Promise<ChildProxy> {
 
 export interface ChildTunnel {
   relay: Relay;
-  tunnel: ReturnType<Relay['openTunnel']>;
+  tunnel: Awaited<ReturnType<Relay['openTunnel']>>;
   source: ChildProxy;
   destination: ChildProxy;
   /** Starts (again) the source or destination process with the same token and mapping. */
@@ -126,7 +126,7 @@ export interface ChildTunnel {
  */
 export async function startChildTunnel(destinationMap: Record<string, number>, options: { settings?: Partial<Settings> } = {}): Promise<ChildTunnel> {
   const relay = await startRelayForTests();
-  const tunnel = relay.openTunnel({ services: Object.keys(destinationMap) });
+  const tunnel = await relay.openTunnel({ services: Object.keys(destinationMap) });
   const ca = caDir(relay);
   const sourceMap = Object.fromEntries(Object.keys(destinationMap).map((id) => [id, 0]));
   const start = async (side: 'source' | 'destination') => {

@@ -36,7 +36,7 @@ export interface TunnelSpec {
 
 export interface Tunnel {
   relay: Relay;
-  tunnel: ReturnType<Relay['openTunnel']>;
+  tunnel: Awaited<ReturnType<Relay['openTunnel']>>;
   source: LocalProxy;
   destination: LocalProxy;
   /** The source's listening port for a service id ("" for the V1 form). */
@@ -75,7 +75,7 @@ export async function startTunnel(spec: TunnelSpec): Promise<Tunnel> {
   const relay = await startRelayForTests({ bandwidth: spec.bandwidth, pace: spec.pace });
   const destinationPort = spec.destinationVia ? await spec.destinationVia(relay.port) : relay.port;
   const services = spec.services ?? Object.keys(spec.destinationMap).filter((id) => id !== '');
-  const tunnel = relay.openTunnel({ services });
+  const tunnel = await relay.openTunnel({ services });
   const sourceMap = spec.sourceMap ?? Object.fromEntries((services.length > 0 ? services : ['']).map((id) => [id, { kind: 'tcp', port: 0 } as ServiceTarget]));
   const destinationOptions = proxyOptions(relay, 'destination', tunnel.destinationAccessToken, spec.destinationMap, spec.settings);
   destinationOptions.endpoint = { ...destinationOptions.endpoint, port: destinationPort };

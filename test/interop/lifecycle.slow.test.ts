@@ -63,7 +63,7 @@ lifecycle('CloseTunnel: the C++ proxy and ours both exit 0 (either mode), and an
         open.write('hello');
         const ended = hashUntilClose(open);
         await m.destination.log.waitFor(/Connected to/, { what: `${m.destination.kind} destination connected` });
-        m.relay.closeTunnel(m.tunnel.tunnelId);
+        await m.relay.closeTunnel(m.tunnel.tunnelId);
         for (const peer of [m.source, m.destination]) assert.is(await exitCode(peer, `${peer.kind} ${peer.mode} exits`), 0, `${peer.kind} ${peer.mode} exit code`);
         await within(ended, 10_000, 'the open connection is closed');
         assert.ok(m.source.kind !== 'cpp' || m.source.log.matches(/Web socket close received\. Code: 1000/).length === 1, 'the C++ source saw the close frame');
@@ -81,7 +81,7 @@ lifecycle('token rotation (ALL): both proxies exit 0 (either mode); restarted wi
     await withLogs(pairs.flatMap((m) => m.logs()), async () => {
       await Promise.all(pairs.map(async (m, i) => {
         await uploaded(m, 1 + i, 'before the rotation');
-        const tokens = m.relay.rotateAccessToken(m.tunnel.tunnelId, 'ALL');
+        const tokens = await m.relay.rotateAccessToken(m.tunnel.tunnelId, 'ALL');
         for (const peer of [m.source, m.destination]) assert.is(await exitCode(peer, `${peer.kind} ${peer.mode} exits`), 0, `${peer.kind} ${peer.mode} exit code`);
         await m.start('destination', { accessToken: tokens.destinationAccessToken });
         await m.start('source', { accessToken: tokens.sourceAccessToken });
@@ -126,7 +126,7 @@ lifecycle('relay restart with --state: the C++ proxy (with -i) and ours reconnec
 
 lifecycle('a V1-form mapping (-s PORT / -d PORT) against a tunnel of two services: ours exits 3 with one line naming the services (not 0 after the session breaks)', async () => {
   const relay = await startInteropRelay();
-  const tunnels = [relay.relay.openTunnel({ services: ['SSH1', 'HTTP1'] }), relay.relay.openTunnel({ services: ['SSH1', 'HTTP1'] })];
+  const tunnels = [await relay.relay.openTunnel({ services: ['SSH1', 'HTTP1'] }), await relay.relay.openTunnel({ services: ['SSH1', 'HTTP1'] })];
   const peers: Peer[] = [];
   try {
     // Each of ours faces a C++ peer with the full mapping on the other side of its tunnel.

@@ -57,7 +57,7 @@ export interface MixedSpec {
 
 export interface Mixed {
   relay: Relay;
-  tunnel: ReturnType<Relay['openTunnel']>;
+  tunnel: Awaited<ReturnType<Relay['openTunnel']>>;
   /** The relay's certificate directory, given to both proxies as `-c`. */
   certDir: string;
   source: Peer;
@@ -127,7 +127,7 @@ export async function spawnPeer(relay: InteropRelay, mode: Mode, spec: PeerSpec 
 
 export async function startMixed(spec: MixedSpec): Promise<Mixed> {
   const relay = await startInteropRelay({ state: spec.state });
-  const tunnel = relay.relay.openTunnel({ services: spec.services });
+  const tunnel = await relay.relay.openTunnel({ services: spec.services });
   const peers: Partial<Record<Mode, Peer>> = {};
   const oldLogs: LogWatch[] = [];
 

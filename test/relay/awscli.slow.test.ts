@@ -122,7 +122,7 @@ cli('all eight operations: open with thing name, services, description, timeout 
 cli('paging: --max-results gives a page and a nextToken, --next-token the rest, newest first', async (ctx) => {
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) {
-    ids.push(ctx.relay.openTunnel({ thingName: 'pager', services: ['SSH'] }).tunnelId);
+    ids.push((await ctx.relay.openTunnel({ thingName: 'pager', services: ['SSH'] })).tunnelId);
     ctx.clock.advance(1000);
   }
   const seen: string[] = [];
@@ -156,7 +156,7 @@ cli('validation errors come back as the CLI shows AWS errors (exit 254), and the
     assert.not.match(run.stderr, /reached max retries/);
   }
   // A rotation of SOURCE cannot carry a destination config, as in the cloud.
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const source = await aws(ctx, ['rotate-tunnel-access-token', '--tunnel-id', t.tunnelId, '--client-mode', 'SOURCE', '--destination-config', 'services=SSH']);
   assert.is(source.code, 254);
   assert.match(source.stderr, /\(ValidationException\).*destinationConfig cannot be used with clientMode SOURCE/);

@@ -70,7 +70,7 @@ relay.after.each(async (ctx) => {
 
 async function tunnel(ctx: Ctx, bandwidth?: number): Promise<{ src: TestPeer; dst: TestPeer }> {
   ctx.relay = await startRelay({ port: 0, tls: 'plain', log: silentLogger(), bandwidth });
-  const t = ctx.relay.openTunnel({ services: ['S'] });
+  const t = await ctx.relay.openTunnel({ services: ['S'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken, { mode: 'source' });
   const dst = await connectReady(ctx.relay, t.destinationAccessToken, { mode: 'destination' });
   ctx.peers.push(src, dst);

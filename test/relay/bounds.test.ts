@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { silentLogger } from '../../src/log';
-import { RegistryError } from '../../src/relay/record';
+import { OperationError } from '../../src/relay/store/rules';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { journalLines } from './journal-lines';
 import { signedPost } from './signed';
@@ -54,7 +54,7 @@ bounds('a SigV4 scope whose region is not a region (1,700 characters; 33; upper 
 });
 
 bounds('in process, every field is held to the loader\'s rules: a ValidationException, and the file is not touched', async (ctx) => {
-  ctx.relay.openTunnel({ services: ['SSH'], description: 'kept' });
+  await ctx.relay.openTunnel({ services: ['SSH'], description: 'kept' });
   await ctx.relay.flush();
   const before = readFileSync(ctx.statePath, 'utf8');
   for (const [what, request] of [
@@ -70,16 +70,16 @@ bounds('in process, every field is held to the loader\'s rules: a ValidationExce
     ['51 tags', { tags: Array.from({ length: 51 }, (_, i) => ({ key: `k${i}`, value: 'v' })) }],
   ] as Array<[string, Parameters<Relay['openTunnel']>[0]]>) {
     try {
-      ctx.relay.openTunnel(request);
+      await ctx.relay.openTunnel(request);
       assert.unreachable(`${what} was accepted`);
     } catch (err) {
-      assert.instance(err, RegistryError, `${what}: ${err}`);
-      assert.is((err as RegistryError).type, 'ValidationException', what);
+      assert.instance(err, OperationError, `${what}: ${err}`);
+      assert.is((err as OperationError).type, 'ValidationException', what);
     }
   }
-  const { tunnelArn, tunnelId } = ctx.relay.openTunnel({ services: ['SSH'] });
-  await ctx.relay.tunnels.tag(tunnelArn, [{ key: 'k', value: 'v'.repeat(257) }]).then(() => assert.unreachable('TagResource with a long value'), (err: RegistryError) => assert.is(err.type, 'ValidationException'));
-  await ctx.relay.tunnels.rotate(tunnelId, 'DESTINATION', { services: ['SSH'], thingName: 'x'.repeat(129) }).then(() => assert.unreachable('a rotation with a long thing name'), (err: RegistryError) => assert.is(err.type, 'ValidationException'));
+  const { tunnelArn, tunnelId } = await ctx.relay.openTunnel({ services: ['SSH'] });
+  await ctx.relay.tunnels.tag(tunnelArn, [{ key: 'k', value: 'v'.repeat(257) }]).then(() => assert.unreachable('TagResource with a long value'), (err: OperationError) => assert.is(err.type, 'ValidationException'));
+  await ctx.relay.tunnels.rotate(tunnelId, 'DESTINATION', { services: ['SSH'], thingName: 'x'.repeat(129) }).then(() => assert.unreachable('a rotation with a long thing name'), (err: OperationError) => assert.is(err.type, 'ValidationException'));
   await ctx.relay.flush();
   assert.is(journalLines(ctx.statePath).entries.length, 2, 'only the two good opens were written');
   assert.ok(readFileSync(ctx.statePath, 'utf8').startsWith(before));
@@ -95,10 +95,10 @@ bounds('a relay region or account that would not load is refused at OpenTunnel, 
   ] as Array<[{ region?: string; accountId?: string }, RegExp]>) {
     ctx.relay = await startRelay({ port: 0, tls: 'plain', statePath: ctx.statePath, credentials: CREDENTIALS, log: silentLogger(), ...options });
     try {
-      ctx.relay.openTunnel({ services: ['SSH'] });
+      await ctx.relay.openTunnel({ services: ['SSH'] });
       assert.unreachable('opened');
     } catch (err) {
-      assert.instance(err, RegistryError);
+      assert.instance(err, OperationError);
       assert.match((err as Error).message, pattern);
     }
     const answer = await signedPost(ctx.relay, CREDENTIALS, 'OpenTunnel', '{}');

@@ -8,6 +8,7 @@ import Redis from 'ioredis';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ApiError } from '../../src/api/client';
+import { socketOf } from '../../src/flow/writer';
 import { MessageType } from '../../src/protocol/message';
 import { ManualClock } from '../../src/relay/clock';
 import { isRefusal } from '../../src/relay/store/directory';
@@ -95,6 +96,18 @@ test('a tunnel opened on one node is described, listed, tagged and closed throug
   await c.api.call('CloseTunnel', { tunnelId: opened.tunnelId });
   assert.is(await status(a, opened.tunnelId), 'CLOSED');
   assert.not.ok(await tokenWorks(b, opened.sourceAccessToken, 'source'), 'a closed tunnel lets nobody in');
+  await checkIndexes();
+});
+
+test('in process, openTunnel, rotateAccessToken and closeTunnel work on a node as the API does, the change seen by every node', async () => {
+  const [a, b] = nodes;
+  const opened = await a.relay.openTunnel({ services: ['SSH'] });
+  assert.is(await status(b, opened.tunnelId), 'OPEN');
+  const rotated = await b.relay.rotateAccessToken(opened.tunnelId, 'DESTINATION');
+  assert.ok(await tokenWorks(a, rotated.destinationAccessToken!, 'destination'), 'the new token works on another node');
+  assert.not.ok(await tokenWorks(a, opened.destinationAccessToken, 'destination'), 'the old one does not');
+  await a.relay.closeTunnel(opened.tunnelId);
+  assert.is(await status(b, opened.tunnelId), 'CLOSED');
   await checkIndexes();
 });
 
@@ -199,7 +212,7 @@ test('peers on two nodes are bridged: data both ways, and a slow reader pauses t
   assert.is(back.type, MessageType.DATA);
   assert.is(Buffer.from(back.payload).toString(), 'hello from b');
   // The destination stops reading: node b stops reading the bridge, node a's bridge backlog grows, the source is paused.
-  (dest.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+  socketOf(dest.ws)!.pause();
   const chunk = Buffer.alloc(60_000, 7);
   let sent = 0;
   const paused = a.events.waitFor('paused', (e) => e.tunnelId === t.tunnelId && e.mode === 'source', 30_000);
@@ -217,7 +230,7 @@ test('peers on two nodes are bridged: data both ways, and a slow reader pauses t
   assert.is(event.receiver, 'destination');
   assert.ok(sent < 256 * 1024 * 1024, 'the source was paused before 256 MiB were sent');
   const resumed = a.events.waitFor('resumed', (e) => e.tunnelId === t.tunnelId && e.mode === 'source', 60_000);
-  (dest.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+  socketOf(dest.ws)!.resume();
   await resumed;
   const expected = Math.floor(sent / chunk.length);
   await dest.until(() => dest.messages.filter((m) => m.type === MessageType.DATA).length >= expected, 60_000, 'every DATA frame at the destination');

@@ -31,7 +31,7 @@ ext.after.each(async (ctx) => {
 interface Side { declare?: string; protocol?: string }
 
 async function pair(ctx: Ctx, source: Side, destination: Side) {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const headers = (s: Side): Record<string, string> => (s.declare ? { 'localproxy-extensions': s.declare } : {});
   const src = await connectPeer(ctx.relay, t.sourceAccessToken, { mode: 'source', headers: headers(source), protocols: source.protocol ? [source.protocol] : undefined });
   const dst = await connectPeer(ctx.relay, t.destinationAccessToken, { mode: 'destination', headers: headers(destination), protocols: destination.protocol ? [destination.protocol] : undefined });
@@ -51,7 +51,7 @@ ext('the response names credit/1 to a V2/V3 peer that declared it, among unknown
   const { src, dst } = await pair(ctx, { declare: 'other/7, Credit/1' }, {});
   assert.is(src.responseHeaders['localproxy-extensions'], CREDIT_EXTENSION);
   assert.is(dst.responseHeaders['localproxy-extensions'], undefined);
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const v1 = await connectPeer(ctx.relay, t.destinationAccessToken, { mode: 'destination', headers: { 'localproxy-extensions': CREDIT_EXTENSION }, protocols: [SUBPROTOCOL_V1] });
   ctx.peers.push(v1);
   assert.is(v1.responseHeaders['localproxy-extensions'], undefined);

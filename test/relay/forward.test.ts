@@ -4,7 +4,7 @@ import { SUBPROTOCOL_V1, SUBPROTOCOL_V2 } from '../../src/protocol/constants';
 import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
 import { silentLogger } from '../../src/log';
-import { fitCloseReason } from '../../src/relay/forward';
+import { fitCloseReason } from '../../src/relay/link';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { EventLog } from './events';
 import { connectPeer, connectReady, type TestPeer } from './peer';
@@ -32,7 +32,7 @@ forward.after.each(async (ctx) => {
 });
 
 async function pair(ctx: Ctx, services: string[], protocols?: { source?: string[]; destination?: string[] }) {
-  const t = ctx.relay.openTunnel({ services });
+  const t = await ctx.relay.openTunnel({ services });
   const src = await connectPeer(ctx.relay, t.sourceAccessToken, { mode: 'source', protocols: protocols?.source });
   const dst = await connectPeer(ctx.relay, t.destinationAccessToken, { mode: 'destination', protocols: protocols?.destination });
   ctx.peers.push(src, dst);
@@ -223,7 +223,7 @@ forward('delivers what arrived before a violation, then closes only the offender
 });
 
 forward('answers STREAM_START and CONNECTION_START with a reset while the other peer is absent, drops the rest', async (ctx) => {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken);
   ctx.peers.push(src);
   src.send({ type: DATA, streamId: 1, serviceId: 'SSH', payload: Buffer.from('dropped') }, { type: STREAM_START, streamId: 4, serviceId: 'SSH', connectionId: 1 });

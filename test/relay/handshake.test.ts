@@ -5,14 +5,16 @@ import WebSocket from 'ws';
 import { silentLogger } from '../../src/log';
 import { SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3 } from '../../src/protocol/constants';
 import { startRelay, type Relay } from '../../src/relay/server';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { connectPeer, TestPeer, tunnelUrl } from './peer';
 
-interface Ctx { relay: Relay; peers: TestPeer[] }
+interface Ctx { relay: Relay; peers: TestPeer[]; faults: TestFaults }
 const handshake = suite<Ctx>('relay data plane: handshake');
 
 handshake.before.each(async (ctx) => {
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger() });
+  ctx.faults = new TestFaults();
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger(), faults: ctx.faults });
   ctx.peers = [];
 });
 handshake.after.each(async (ctx) => {
@@ -52,7 +54,7 @@ handshake('GET /health answers 200', async (ctx) => {
 });
 
 handshake('accepts a source with the access-token header: 3.0 negotiated, channel-id is a UUID', async (ctx) => {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   let channelId = '';
   const ws = new WebSocket(tunnelUrl(ctx.relay, 'source'), [SUBPROTOCOL_V1, SUBPROTOCOL_V3, SUBPROTOCOL_V2], { headers: { 'access-token': t.sourceAccessToken }, ca: ctx.relay.caPem });
   ws.on('upgrade', (res) => { channelId = String(res.headers['channel-id']); });
@@ -64,7 +66,7 @@ handshake('accepts a source with the access-token header: 3.0 negotiated, channe
 });
 
 handshake('negotiates the highest offered version: 2.0 and 1.0', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   const src = await connectPeer(ctx.relay, t.sourceAccessToken, { protocols: [SUBPROTOCOL_V1, SUBPROTOCOL_V2], clientToken: CLIENT_TOKEN });
   ctx.peers.push(src);
   assert.is(src.ws.protocol, SUBPROTOCOL_V2);
@@ -74,36 +76,36 @@ handshake('negotiates the highest offered version: 2.0 and 1.0', async (ctx) => 
 });
 
 handshake('refuses with 400 when none of our subprotocols is offered', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   await refused(connectPeer(ctx.relay, t.sourceAccessToken, { protocols: ['aws.iot.securetunneling-4.0'] }), 400, /Sec-WebSocket-Protocol/);
 });
 
 handshake('accepts the awsiot-tunnel-token cookie instead of the header', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   const peer = await connectPeer(ctx.relay, undefined, { headers: { cookie: `foo=bar; awsiot-tunnel-token=${t.sourceAccessToken}` } });
   ctx.peers.push(peer);
   assert.is(peer.ws.protocol, SUBPROTOCOL_V3);
 });
 
 handshake('refuses both a header and a cookie (400), and no token at all (401)', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   await refused(connectPeer(ctx.relay, t.sourceAccessToken, { headers: { cookie: `awsiot-tunnel-token=${t.sourceAccessToken}` } }), 400, /not both/);
   await refused(connectPeer(ctx.relay, undefined), 401, 'Missing access token');
 });
 
 handshake('refuses an unknown token with 403 and a token of the other mode with 400', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   await refused(connectPeer(ctx.relay, 'AQGnot-a-token'), 403, 'Invalid access token');
   await refused(connectPeer(ctx.relay, t.destinationAccessToken, { mode: 'source' }), 400, /local-proxy-mode=destination, not source/);
 });
 
 handshake('refuses a handshake request over 4 KiB with 400', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   await refused(connectPeer(ctx.relay, t.sourceAccessToken, { headers: { 'x-padding': 'p'.repeat(4096) } }), 400, /exceeds 4096 bytes/);
 });
 
 handshake('upgrades only on /tunnel with local-proxy-mode=source|destination', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   const headers = { 'access-token': t.sourceAccessToken, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': SUBPROTOCOL_V3 };
   const wrongPath = await rawGet(ctx.relay, '/other?local-proxy-mode=source', headers);
   assert.is(wrongPath.status, 400);
@@ -117,7 +119,7 @@ handshake('upgrades only on /tunnel with local-proxy-mode=source|destination', a
 });
 
 handshake('an upgrade whose request target is not a valid URL is refused with 400; the relay keeps serving', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   const headers = { 'access-token': t.sourceAccessToken, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': SUBPROTOCOL_V3 };
   for (const target of ['http://[', 'http://x:99999/tunnel?local-proxy-mode=source']) {
     const res = await rawGet(ctx.relay, target, headers);
@@ -129,7 +131,7 @@ handshake('an upgrade whose request target is not a valid URL is refused with 40
 });
 
 handshake('a token used without a client token is consumed by its first handshake', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   const first = await connectPeer(ctx.relay, t.sourceAccessToken);
   ctx.peers.push(first);
   first.terminate();
@@ -139,7 +141,7 @@ handshake('a token used without a client token is consumed by its first handshak
 });
 
 handshake('with a client token the access token may reconnect any number of times, only with the same client token', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   for (let i = 0; i < 3; i++) {
     const peer = await connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
     ctx.peers.push(peer);
@@ -152,22 +154,22 @@ handshake('with a client token the access token may reconnect any number of time
   await refused(connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: 'short' }), 400, /Invalid client token/);
 });
 
-handshake('setFaults rejectHandshakes answers the next N upgrades with the given status, then accepts', async (ctx) => {
-  const t = ctx.relay.openTunnel();
-  ctx.relay.setFaults({ rejectHandshakes: { status: 503, count: 3 } });
+handshake('an injected fault rejectHandshakes answers the next N upgrades with the given status, then accepts', async (ctx) => {
+  const t = await ctx.relay.openTunnel();
+  ctx.faults.set({ rejectHandshakes: { status: 503, count: 3 } });
   for (let i = 0; i < 3; i++) await refused(connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN }), 503);
   const peer = await connectPeer(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
   ctx.peers.push(peer);
 });
 
 handshake('refuses tokens of a closed tunnel', async (ctx) => {
-  const t = ctx.relay.openTunnel();
-  ctx.relay.closeTunnel(t.tunnelId);
+  const t = await ctx.relay.openTunnel();
+  await ctx.relay.closeTunnel(t.tunnelId);
   await refused(connectPeer(ctx.relay, t.sourceAccessToken), 403, 'Invalid access token');
 });
 
 handshake('an upgrade without a valid Sec-WebSocket-Key, version 13 or Upgrade: websocket is refused with 400 by the relay itself', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   const base = { 'access-token': t.sourceAccessToken, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': SUBPROTOCOL_V3 };
   for (const [change, pattern] of [
     [{ 'sec-websocket-key': 'short' }, /Sec-WebSocket-Key/],

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { socketOf } from '../../src/flow/writer';
 import { FrameDecoder, encodeFrame } from '../../src/protocol/framing';
 import { MessageType, type MessageInit } from '../../src/protocol/message';
 import type { Relay } from '../../src/relay/server';
@@ -128,7 +129,7 @@ load('a peer that sends each byte as its own WebSocket message: another tunnel\'
   const received = sink(attackerDst.ws, payload);
   attacker.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH', connectionId: 1 });
   // 64,014 one-byte messages, 448,098 bytes on the wire, per 64 KB DATA frame.
-  const flood = new Flood((attacker.ws as unknown as { _socket: import('node:net').Socket })._socket, oneBytePerMessage(encodeFrame(data(payload)), true));
+  const flood = new Flood(socketOf(attacker.ws)!, oneBytePerMessage(encodeFrame(data(payload)), true));
 
   await echoes(src, dst, 20, PHASE_LIMIT_MS); // warm-up
   const unloaded: number[] = [];
@@ -196,7 +197,7 @@ load('a relay that sends each byte as its own WebSocket message: the source prox
   const payload = Buffer.alloc(64_000);
   for (let i = 0; i < payload.length; i++) payload[i] = i % 251;
   const frame = encodeFrame({ type: DATA, streamId: start.streamId, serviceId: 'SSH', connectionId: start.connectionId, payload });
-  const flood = new Flood((relay.ws as unknown as { _socket: Socket })._socket, oneBytePerMessage(frame, false));
+  const flood = new Flood(socketOf(relay.ws)!, oneBytePerMessage(frame, false));
   let received = 0;
   let corrupt = -1;
   let waiter: (() => void) | undefined;

@@ -157,7 +157,7 @@ hostile('refused upgrades are logged at most 5 times per window, then counted (i
 
 hostile('maxPendingPerAddress: a flood from one address is refused at once; other addresses and tunnel peers are not affected', async (ctx) => {
   const relay = await relayWith(ctx, { limits: { maxPendingPerAddress: 5, maxPendingConnections: 100 } });
-  const t = relay.openTunnel({ services: ['SSH'] });
+  const t = await relay.openTunnel({ services: ['SSH'] });
   // Tunnel peers from the address: accepted, and they do not count against it.
   const src = await connectReady(relay, t.sourceAccessToken, { localAddress: '127.0.0.2' });
   const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination', localAddress: '127.0.0.2' });
@@ -218,9 +218,10 @@ hostile('idleTimeoutMs: a client that sends requests but never reads the answers
 
 hostile('maxClosedTunnels: the oldest closed tunnels are forgotten; open ones never', async (ctx) => {
   const relay = await relayWith(ctx, { limits: { maxClosedTunnels: 2 } });
-  const ids = Array.from({ length: 4 }, () => relay.openTunnel().tunnelId);
-  const open = relay.openTunnel().tunnelId;
-  for (const id of ids) relay.closeTunnel(id);
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) ids.push((await relay.openTunnel()).tunnelId);
+  const open = (await relay.openTunnel()).tunnelId;
+  for (const id of ids) await relay.closeTunnel(id);
   const describe = async (tunnelId: string) => (await signedPost(relay, CREDENTIALS, 'DescribeTunnel', JSON.stringify({ tunnelId }))).json;
   assert.is((await describe(ids[0])).__type, 'ResourceNotFoundException');
   assert.is((await describe(ids[1])).__type, 'ResourceNotFoundException');
@@ -242,7 +243,7 @@ hostile('maxOpenTunnels: OpenTunnel past it is a LimitExceededException; closing
 
 hostile('a tunnel keeps moving data, byte for byte, while idle, slowloris and refused clients come and go', async (ctx) => {
   const relay = await relayWith(ctx, { limits: { tlsHandshakeTimeoutMs: 1000, headersTimeoutMs: 1000, lingerMs: 200 } });
-  const t = relay.openTunnel({ services: ['SSH'] });
+  const t = await relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(relay, t.sourceAccessToken);
   const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination' });
   ctx.peers.push(src, dst);
@@ -285,7 +286,7 @@ hostile('a tunnel keeps moving data, byte for byte, while idle, slowloris and re
 
 hostile('a peer that cuts its frames anywhere, even right after a length prefix: the other peer gets every frame intact', async (ctx) => {
   const relay = await relayWith(ctx);
-  const t = relay.openTunnel({ services: ['SSH'] });
+  const t = await relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(relay, t.sourceAccessToken);
   const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination' });
   ctx.peers.push(src, dst);

@@ -9,6 +9,7 @@ import { encodeFrame } from '../../src/protocol/framing';
 import { MessageType } from '../../src/protocol/message';
 import { ManualClock } from '../../src/relay/clock';
 import { startRelay, type Relay } from '../../src/relay/server';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { EventLog } from './events';
 import { connectPeer, connectReady, type TestPeer } from './peer';
@@ -16,7 +17,7 @@ import { connectPeer, connectReady, type TestPeer } from './peer';
 const { DATA, STREAM_START, STREAM_RESET, CONNECTION_START } = MessageType;
 const CLIENT_TOKEN = 'c'.repeat(32);
 
-interface Ctx { relay: Relay; peers: TestPeer[]; lines: string[]; onLine?: (line: string) => void; events: EventLog }
+interface Ctx { relay: Relay; peers: TestPeer[]; lines: string[]; onLine?: (line: string) => void; events: EventLog; faults: TestFaults }
 const lifecycle = suite<Ctx>('relay data plane: lifecycle');
 
 lifecycle.before.each(async (ctx) => {
@@ -24,7 +25,8 @@ lifecycle.before.each(async (ctx) => {
   ctx.onLine = undefined;
   const log = new Logger({ level: LogLevel.DEBUG, sink: (line) => { ctx.lines.push(line); ctx.onLine?.(line); } });
   ctx.events = new EventLog();
-  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log, onEvent: ctx.events.onEvent });
+  ctx.faults = new TestFaults();
+  ctx.relay = await startRelay({ port: 0, tls: 'self-signed', log, onEvent: ctx.events.onEvent, faults: ctx.faults });
   ctx.peers = [];
 });
 lifecycle.after.each(async (ctx) => {
@@ -41,7 +43,7 @@ function waitLine(ctx: Ctx, pattern: RegExp, ms = 5000): Promise<string> {
 }
 
 async function readyPair(ctx: Ctx, services = ['SSH']) {
-  const t = ctx.relay.openTunnel({ services });
+  const t = await ctx.relay.openTunnel({ services });
   const src = await connectReady(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
   const dst = await connectReady(ctx.relay, t.destinationAccessToken, { mode: 'destination', clientToken: CLIENT_TOKEN });
   ctx.peers.push(src, dst);
@@ -83,7 +85,7 @@ lifecycle('when a peer disconnects the other gets STREAM_RESET for each active s
 
 lifecycle('CloseTunnel closes both peers with a close frame (1000) and ends the sockets', async (ctx) => {
   const { t, src, dst } = await readyPair(ctx);
-  ctx.relay.closeTunnel(t.tunnelId);
+  await ctx.relay.closeTunnel(t.tunnelId);
   const [a, b] = await Promise.all([src.waitClosed(), dst.waitClosed()]);
   assert.is(a.code, 1000);
   assert.is(b.code, 1000);
@@ -91,7 +93,7 @@ lifecycle('CloseTunnel closes both peers with a close frame (1000) and ends the 
 });
 
 lifecycle('CloseTunnel ends the socket even when the peer never answers the close frame', async (ctx) => {
-  const t = ctx.relay.openTunnel();
+  const t = await ctx.relay.openTunnel();
   // A raw client that completes the upgrade and then never writes again (like the reference,
   // which never replies to a close frame).
   const socket = connect({ host: '127.0.0.1', port: ctx.relay.port, ca: ctx.relay.caPem });
@@ -101,7 +103,7 @@ lifecycle('CloseTunnel ends the socket even when the peer never answers the clos
   await within(new Promise((resolve) => socket.once('secureConnect', resolve)), 5000, 'TLS');
   socket.write(`GET /tunnel?local-proxy-mode=source HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: aws.iot.securetunneling-3.0\r\naccess-token: ${t.sourceAccessToken}\r\n\r\n`);
   await ctx.events.waitFor('connected', (e) => e.tunnelId === t.tunnelId);
-  ctx.relay.closeTunnel(t.tunnelId);
+  await ctx.relay.closeTunnel(t.tunnelId);
   await within(ended, 1500, 'FIN from the relay');
   socket.destroy();
   const bytes = Buffer.concat(chunks);
@@ -115,7 +117,7 @@ lifecycle('CloseTunnel ends the socket even when the peer never answers the clos
 
 lifecycle('RotateTunnelAccessToken: the old token stops working and its connected peer is disconnected', async (ctx) => {
   const { t, src, dst } = await readyPair(ctx);
-  const rotated = ctx.relay.rotateAccessToken(t.tunnelId, 'SOURCE');
+  const rotated = await ctx.relay.rotateAccessToken(t.tunnelId, 'SOURCE');
   assert.type(rotated.sourceAccessToken, 'string');
   assert.is(rotated.destinationAccessToken, undefined);
   const closed = await src.waitClosed();
@@ -133,8 +135,8 @@ lifecycle('RotateTunnelAccessToken: the old token stops working and its connecte
   assert.is(dst.closeCode, undefined);
 });
 
-lifecycle('answers pings with the same payload, never sends unsolicited pongs, and stops answering under setFaults', async (ctx) => {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+lifecycle('answers pings with the same payload, never sends unsolicited pongs, and stops answering under injected faults', async (ctx) => {
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken);
   ctx.peers.push(src);
   const pongs: string[] = [];
@@ -145,12 +147,12 @@ lifecycle('answers pings with the same payload, never sends unsolicited pongs, a
   src.send({ type: STREAM_START, streamId: 1, serviceId: 'SSH' });
   await src.next();
   assert.equal(pongs, ['1795607781717']);
-  ctx.relay.setFaults({ answerPings: false });
+  ctx.faults.set({ answerPings: false });
   src.ws.ping('42');
   src.send({ type: STREAM_START, streamId: 2, serviceId: 'SSH' });
   await src.next();
   assert.equal(pongs, ['1795607781717']);
-  ctx.relay.setFaults({ answerPings: true });
+  ctx.faults.set({ answerPings: true });
   src.ws.ping('43');
   src.send({ type: STREAM_START, streamId: 3, serviceId: 'SSH' });
   await src.next();
@@ -256,7 +258,7 @@ lifecycle('a sender held back for a slow reader gets a heartbeat while paused, s
 });
 
 lifecycle('a peer that floods starts but never reads its resets is paused, not queued for', async (ctx) => {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken);
   ctx.peers.push(src);
   src.ws.pause();
@@ -281,7 +283,7 @@ lifecycle('log lines name connect, replace and close with byte counts, never tok
   const again = await connectReady(ctx.relay, t.sourceAccessToken, { clientToken: CLIENT_TOKEN });
   ctx.peers.push(again);
   await src.waitClosed();
-  ctx.relay.closeTunnel(t.tunnelId);
+  await ctx.relay.closeTunnel(t.tunnelId);
   await again.waitClosed();
   await waitLine(ctx, /source: disconnected .*received \d+ bytes, sent \d+ bytes/);
   const text = ctx.lines.join('');
@@ -297,13 +299,13 @@ lifecycle('--state: open tunnels survive a restart, tokens stored only as hashes
   try {
     const quiet = new Logger({ level: 0 });
     const first = await startRelay({ port: 0, tls: 'plain', statePath, log: quiet });
-    const kept = first.openTunnel({ services: ['SSH'] });
-    const expiring = first.openTunnel({ services: ['SSH'], lifetimeMinutes: 1 });
-    const closed = first.openTunnel();
-    first.closeTunnel(closed.tunnelId);
+    const kept = await first.openTunnel({ services: ['SSH'] });
+    const expiring = await first.openTunnel({ services: ['SSH'], lifetimeMinutes: 1 });
+    const closed = await first.openTunnel();
+    await first.closeTunnel(closed.tunnelId);
     // The source uses a client token, so its access token stays usable after the restart.
     const before = await connectReady(first, kept.sourceAccessToken, { clientToken: CLIENT_TOKEN });
-    const rotated = first.rotateAccessToken(kept.tunnelId, 'DESTINATION');
+    const rotated = await first.rotateAccessToken(kept.tunnelId, 'DESTINATION');
     await first.close();
     await before.waitClosed();
     const text = readFileSync(statePath, 'utf8');

@@ -15,7 +15,7 @@ many('100 tunnels with connected peers exchange data at once, each stream intact
     const TUNNELS = 100;
     const MESSAGES = 32; // 32 x 8 KiB each way per tunnel
     const tunnels = await Promise.all(Array.from({ length: TUNNELS }, async (_, i) => {
-      const t = relay.openTunnel({ services: [`svc${i}`] });
+      const t = await relay.openTunnel({ services: [`svc${i}`] });
       const src = await connectReady(relay, t.sourceAccessToken);
       const dst = await connectReady(relay, t.destinationAccessToken, { mode: 'destination' });
       peers.push(src, dst);

@@ -31,7 +31,7 @@ pacing.after.each(async (ctx) => {
 const ours: PeerOptions = { headers: { 'localproxy-extensions': CREDIT_EXTENSION } };
 
 async function pair(ctx: Ctx, source: PeerOptions, destination: PeerOptions): Promise<{ src: TestPeer; dst: TestPeer }> {
-  const t = ctx.relay.openTunnel({ services: ['SSH'] });
+  const t = await ctx.relay.openTunnel({ services: ['SSH'] });
   const src = await connectReady(ctx.relay, t.sourceAccessToken, { ...source, mode: 'source' });
   const dst = await connectReady(ctx.relay, t.destinationAccessToken, { ...destination, mode: 'destination' });
   ctx.peers.push(src, dst);
@@ -99,8 +99,12 @@ pacing('bytes queued for a paced peer hold its sender back past the high-water m
     for (let i = 0; i < 12; i++) src.send(data(1, 60_000));
     await dst.until(() => dst.bytesReceived >= round * BURST, 10_000, `burst ${round}`);
   }
-  const held = events.events.filter((e) => e.type === 'paused' && e.mode === 'source').length;
-  const released = events.events.filter((e) => e.type === 'resumed' && e.mode === 'source').length;
+  const count = (type: 'paused' | 'resumed') => events.events.filter((e) => e.type === type && e.mode === 'source').length;
+  // The destination can read the last bytes before the relay has run the write callbacks for
+  // them, one of which resumes the source: wait for that resume (bounded), then count.
+  await events.waitFor('resumed', () => count('resumed') === count('paused')).catch(() => {});
+  const held = count('paused');
+  const released = count('resumed');
   assert.is(released, held, `${held} holds, ${released} releases`);
 });
 

@@ -38,7 +38,7 @@ proxies('in-process proxies tunnel through the relay; CloseTunnel ends both with
   const tunnel = await startTunnel({ destinationMap: { SSH: app.port } });
   try {
     assert.is(await echoRoundTrip(tunnel.port('SSH'), 'hello through the relay'), 'hello through the relay');
-    tunnel.relay.closeTunnel(tunnel.tunnel.tunnelId);
+    await tunnel.relay.closeTunnel(tunnel.tunnel.tunnelId);
     const [src, dst] = await within(Promise.all([tunnel.source.done, tunnel.destination.done]), 10_000, 'both proxies done');
     assert.is(exitCodeOf(src), 0);
     assert.is(exitCodeOf(dst), 0);

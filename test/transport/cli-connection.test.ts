@@ -77,7 +77,7 @@ test.after(async () => {
 });
 
 test('https_proxy from the environment: the CLI connects through tinyproxy, -c DIR trusts the relay, SIGTERM exits 0', async () => {
-  const opened = relay.openTunnel({ services: ['ECHO'] });
+  const opened = await relay.openTunnel({ services: ['ECHO'] });
   const cli = run(['-e', `localhost:${relay.port}`, '-c', caDir, '-d', `ECHO=${echo.port}`, '-v', '5'], {
     AWSIOT_TUNNEL_ACCESS_TOKEN: opened.destinationAccessToken,
     HTTPS_PROXY: 'http://127.0.0.1:1',
@@ -92,7 +92,7 @@ test('https_proxy from the environment: the CLI connects through tinyproxy, -c D
 });
 
 test('NO_PROXY naming the endpoint: the CLI goes direct although https_proxy is unusable', async () => {
-  const opened = relay.openTunnel({ services: ['ECHO'] });
+  const opened = await relay.openTunnel({ services: ['ECHO'] });
   const dead = await freePort();
   const cli = run(['-e', `localhost:${relay.port}`, '-c', caDir, '-d', `ECHO=${echo.port}`, '-v', '5'], {
     AWSIOT_TUNNEL_ACCESS_TOKEN: opened.destinationAccessToken,

@@ -1,5 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { socketOf } from '../../src/flow/writer';
 import { connectToService, ConnectErrorCode, deriveClientToken, USER_AGENT, type ConnectError } from '../../src/transport/index';
 import { VERSION } from '../../src/version';
 import { within } from '../helpers/wait';
@@ -37,8 +38,8 @@ test('masks client frames with an all-zero key (masking is a no-op for ws on bot
   const accepted = service.nextConnection();
   const conn = await within(connectToService(optionsFor(service.port, log, { ca: [pki.caPem] })), 10_000, 'connect');
   try {
-    const serverSide = (await within(accepted, 10_000, 'server side')) as unknown as { _socket: import('node:net').Socket };
-    const raw = new Promise<Buffer>((resolve) => serverSide._socket.once('data', resolve));
+    const serverSide = socketOf(await within(accepted, 10_000, 'server side'))!;
+    const raw = new Promise<Buffer>((resolve) => serverSide.once('data', resolve));
     conn.ws.send(Buffer.from('abcdef'));
     const frame = await within(raw, 10_000, 'raw frame');
     // FIN + binary opcode, MASK bit with length 6, then the 4-byte masking key.

@@ -4,10 +4,10 @@
  */
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { Socket } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket, { WebSocketServer } from 'ws';
+import { socketOf } from '../../src/flow/writer';
 import { FairReader, MESSAGE_COST, WORK_PER_TURN } from '../../src/transport/fair';
 import { within } from '../helpers/wait';
 
@@ -108,7 +108,7 @@ fair('a flood of small messages: no turn delivers more than its budget, and ever
   assert.ok(worst <= WORK_PER_TURN + 1500 + MESSAGE_COST, `a turn delivered ${worst} of work (budget ${WORK_PER_TURN})`);
   assert.ok(reader.deferredTurns > 0, 'the flood was held back at least once');
   assert.is(reader.waiting, 0);
-  assert.not.ok((server as unknown as { _socket: Socket })._socket.isPaused(), 'the socket is read again once nothing waits');
+  assert.not.ok(socketOf(server)!.isPaused(), 'the socket is read again once nothing waits');
 });
 
 fair('messages of 513 to 1023 bytes held back are merged without overflowing the first merge buffer', async (ctx) => {
@@ -170,7 +170,7 @@ fair('the owner\'s own pause outlasts a held-back read: nothing more is read unt
   reader.start();
   for (let i = 0; i < 20_000; i++) client.send(Buffer.of(1, 2));
   await within(drained, 10_000, 'the held-back messages delivered');
-  const socket = (server as unknown as { _socket: Socket })._socket;
+  const socket = socketOf(server)!;
   assert.ok(server.isPaused && socket.isPaused(), 'the socket stays paused for the owner');
   assert.ok(bytesWhenDrained < sentBytes, 'not everything had arrived before the owner paused');
   server.resume();

@@ -22,7 +22,7 @@ test('a tunnel that reaches its lifetime: both proxies exit 0 and local connecti
   const clock = new ManualClock();
   const relay = await startRelay({ port: 0, tls: { cert: pki.certPem, key: pki.keyPem }, log: captureLog(0, 'relay').log, clock });
   try {
-    const opened = relay.openTunnel({ services: ['ECHO'], lifetimeMinutes: 1 });
+    const opened = await relay.openTunnel({ services: ['ECHO'], lifetimeMinutes: 1 });
     const options = (mode: 'source' | 'destination', token: string): ProxyOptions => ({
       mode,
       accessToken: token,

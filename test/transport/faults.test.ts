@@ -15,6 +15,7 @@ import { defaultSettings, exitCodeOf, type ProxyOptions, type Settings } from '.
 import { startRelay, type Relay } from '../../src/relay/server';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import { connectTo, echoServer, type AppServer } from '../helpers/apps';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { ACCESS_TOKEN, captureLog, makePki, startFakeService, type CapturedLog, type Pki } from './fixtures';
 
@@ -53,14 +54,14 @@ function start(relay: Relay, mode: 'source' | 'destination', accessToken: string
   return { proxy, logs, options };
 }
 
-async function relayAt(port = 0, statePath?: string): Promise<Relay> {
-  const relay = await startRelay({ port, tls: { cert: pki.certPem, key: pki.keyPem }, statePath, log: captureLog(0, 'relay').log });
+async function relayAt(port = 0, statePath?: string, faults?: TestFaults): Promise<Relay> {
+  const relay = await startRelay({ port, tls: { cert: pki.certPem, key: pki.keyPem }, statePath, log: captureLog(0, 'relay').log, faults });
   cleanups.push(() => relay.close());
   return relay;
 }
 
 async function pair(relay: Relay, settings: Partial<Settings> = {}): Promise<{ source: Side; destination: Side; tunnelId: string; port: number }> {
-  const opened = relay.openTunnel({ services: ['ECHO'] });
+  const opened = await relay.openTunnel({ services: ['ECHO'] });
   const destination = start(relay, 'destination', opened.destinationAccessToken, settings);
   const source = start(relay, 'source', opened.sourceAccessToken, settings);
   await within(Promise.all([source.proxy.ready, destination.proxy.ready]), 10_000, 'both proxies ready');
@@ -137,9 +138,10 @@ faults('relay stopped and restarted mid-transfer: connections reset, proxies rec
 });
 
 faults('relay answering 503 three times, then accepting: the proxy retries and connects', async () => {
-  const relay = await relayAt();
-  const opened = relay.openTunnel({ services: ['ECHO'] });
-  relay.setFaults({ rejectHandshakes: { status: 503, count: 3 } });
+  const injected = new TestFaults();
+  const relay = await relayAt(0, undefined, injected);
+  const opened = await relay.openTunnel({ services: ['ECHO'] });
+  injected.set({ rejectHandshakes: { status: 503, count: 3 } });
   const destination = start(relay, 'destination', opened.destinationAccessToken);
   await within(destination.proxy.ready, 10_000, 'destination ready');
   assert.is(destination.logs.count('(HTTP/1.1 503 Service Unavailable) "Injected fault: handshake rejected"'), 3);
@@ -150,14 +152,15 @@ faults('relay answering 503 three times, then accepting: the proxy retries and c
 });
 
 faults('relay accepting but never answering pings: the dead peer is detected within the bound and the proxy reconnects', async () => {
-  const relay = await relayAt();
+  const injected = new TestFaults();
+  const relay = await relayAt(0, undefined, injected);
   const periodMs = 150;
   const { source, destination, port } = await pair(relay, { pingPeriodMs: periodMs, maxMissedPings: 3 });
-  relay.setFaults({ answerPings: false });
+  injected.set({ answerPings: false });
   const silentSince = Date.now();
   await source.logs.waitFor('No pong for 3 pings', 10_000);
   const detectedAfter = Date.now() - silentSince;
-  relay.setFaults({ answerPings: true });
+  injected.set({ answerPings: true });
   // 3 missed pings take 3 periods, plus up to one period for the ping already in flight.
   assert.ok(detectedAfter <= 4 * periodMs + 1000, `dead peer detected after ${detectedAfter} ms`);
   // Both proxies lost the silent relay; the echo needs both back (either may return first).
@@ -228,7 +231,7 @@ faults('a sender the relay holds back for a stalled reader keeps its session pas
   // Without per-connection credit (issue 14), as with a peer that lacks it: the held bytes then
   // reach the relay, which holds the sender back.
   const settings: Partial<Settings> = { pingPeriodMs: 300, maxMissedPings: 3, creditExtension: 'off' };
-  const opened = relay.openTunnel({ services: ['HOLD'] });
+  const opened = await relay.openTunnel({ services: ['HOLD'] });
   const destination = start(relay, 'destination', opened.destinationAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: appPort }]]) }, 6);
   const source = start(relay, 'source', opened.sourceAccessToken, settings, { services: new Map([['HOLD', { kind: 'tcp', host: '127.0.0.1', port: 0 }]]) });
   await within(Promise.all([source.proxy.ready, destination.proxy.ready]), 10_000, 'both proxies ready');
@@ -264,7 +267,7 @@ faults('CloseTunnel: both proxies end with exit 0, local connections are reset',
   socket.write('x');
   await within(once(socket, 'data'), 10_000, 'echo');
   const gone = closed(socket);
-  relay.closeTunnel(tunnelId);
+  await relay.closeTunnel(tunnelId);
   const [s, d] = await within(Promise.all([source.proxy.done, destination.proxy.done]), 10_000, 'both proxies done');
   assert.is(exitCodeOf(s), 0, s.message);
   assert.is(exitCodeOf(d), 0, d.message);
@@ -281,7 +284,7 @@ faults('a rotated token: the connected proxy is closed (exit 0), a restart with 
   const relay = await relayAt();
   const { source, tunnelId } = await pair(relay);
   const oldToken = source.options.accessToken;
-  relay.rotateAccessToken(tunnelId, 'SOURCE');
+  await relay.rotateAccessToken(tunnelId, 'SOURCE');
   const ended = await within(source.proxy.done, 10_000, 'source done after rotation');
   assert.is(exitCodeOf(ended), 0, ended.message);
   const again = start(relay, 'source', oldToken);
@@ -295,7 +298,7 @@ faults('a rotated token: the connected proxy is closed (exit 0), a restart with 
 
 faults('a consumed token (used before without a client token) exits 3 with the reason and a hint', async () => {
   const relay = await relayAt();
-  const opened = relay.openTunnel({ services: ['ECHO'] });
+  const opened = await relay.openTunnel({ services: ['ECHO'] });
   // A client like the reference without -i: no client token, so the service spends the token.
   const first = new WebSocket(`wss://localhost:${relay.port}/tunnel?local-proxy-mode=destination`, ['aws.iot.securetunneling-3.0'], {
     headers: { 'access-token': opened.destinationAccessToken },

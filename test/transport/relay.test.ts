@@ -3,14 +3,16 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRelay, type Relay } from '../../src/relay/server';
 import { connectToService, connectWithRetry, ConnectErrorCode, type ConnectError } from '../../src/transport/index';
+import { TestFaults } from '../helpers/faults';
 import { within } from '../helpers/wait';
 import { captureLog, optionsFor } from './fixtures';
 
 const test = suite('transport against the relay');
 let relay: Relay;
+const faults = new TestFaults();
 
 test.before(async () => {
-  relay = await startRelay({ port: 0, tls: 'self-signed', log: captureLog(0, 'relay').log });
+  relay = await startRelay({ port: 0, tls: 'self-signed', log: captureLog(0, 'relay').log, faults });
 });
 test.after(async () => {
   await relay.close();
@@ -26,7 +28,7 @@ async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
 }
 
 test('the relay accepts our handshake: channel id, V3, and V2 when configured', async () => {
-  const opened = relay.openTunnel({ services: ['SSH'] });
+  const opened = await relay.openTunnel({ services: ['SSH'] });
   const { log, text } = captureLog();
   const conn = await within(connectToService(optionsFor(relay.port, log, { accessToken: opened.sourceAccessToken, ca: [relay.caPem!], endpoint: { host: 'localhost', port: relay.port } })), 10_000, 'connect');
   assert.ok(conn.channelId.length > 0, 'the relay sends a channel-id');
@@ -42,7 +44,7 @@ test('the relay accepts our handshake: channel id, V3, and V2 when configured', 
 });
 
 test('refusals from the relay carry its reason and the matching hint', async () => {
-  const opened = relay.openTunnel({ services: ['SSH'] });
+  const opened = await relay.openTunnel({ services: ['SSH'] });
   const { log } = captureLog();
   const unknown = await refusal(connectToService(optionsFor(relay.port, log, { accessToken: 'not-a-token-of-this-relay', ca: [relay.caPem!] })));
   assert.is(unknown.code, ConnectErrorCode.REFUSED);
@@ -60,9 +62,9 @@ test('refusals from the relay carry its reason and the matching hint', async () 
   assert.match(badClientToken.hint ?? '', '32-128 characters');
 });
 
-test('relay.setFaults 503 twice: connectWithRetry connects on the third attempt; too few retries exit 1', async () => {
-  const opened = relay.openTunnel({ services: ['SSH'] });
-  relay.setFaults({ rejectHandshakes: { status: 503, count: 2 } });
+test('a relay refusing with 503 twice (injected fault): connectWithRetry connects on the third attempt; too few retries exit 1', async () => {
+  const opened = await relay.openTunnel({ services: ['SSH'] });
+  faults.set({ rejectHandshakes: { status: 503, count: 2 } });
   const { log, count } = captureLog();
   const options = optionsFor(relay.port, log, { accessToken: opened.sourceAccessToken, ca: [relay.caPem!] });
   const connected = await within(connectWithRetry(options), 10_000, 'connect after 503s');
@@ -70,12 +72,12 @@ test('relay.setFaults 503 twice: connectWithRetry connects on the third attempt;
   if (connected.kind === 'connected') connected.connection.ws.terminate();
   assert.is(count('[error] Proxy server rejected web socket upgrade request: (HTTP/1.1 503 Service Unavailable)'), 2);
 
-  relay.setFaults({ rejectHandshakes: { status: 503, count: 5 } });
+  faults.set({ rejectHandshakes: { status: 503, count: 5 } });
   const { log: log2, count: count2 } = captureLog();
   const exhausted = await within(connectWithRetry(optionsFor(relay.port, log2, { accessToken: opened.sourceAccessToken, ca: [relay.caPem!] }, { connectRetryCount: 1 })), 10_000, 'exhausted');
   assert.is(exhausted.kind, 'gave-up');
   assert.is(count2('Attempting to establish'), 2);
-  relay.setFaults({ rejectHandshakes: { status: 503, count: 0 } });
+  faults.set({ rejectHandshakes: { status: 503, count: 0 } });
 });
 
 test.run();

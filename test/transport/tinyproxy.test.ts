@@ -49,7 +49,7 @@ async function startTlsFront(pki: Pki, backendPort: number): Promise<{ port: num
 
 /** Source and destination on `relay`'s new tunnel, both going through `webProxy`. */
 async function tunnelVia(webProxy: WebProxy, extraCa: string[] = []): Promise<{ port: number; close(): Promise<void> }> {
-  const opened = relay.openTunnel({ services: ['ECHO'] });
+  const opened = await relay.openTunnel({ services: ['ECHO'] });
   const ca = [relay.caPem!, ...extraCa];
   const destination = startProxy({ ...proxyOptions(relay, 'destination', opened.destinationAccessToken, { ECHO: echo.port }), webProxy, ca });
   const source = startProxy({ ...proxyOptions(relay, 'source', opened.sourceAccessToken, { ECHO: { kind: 'tcp', port: 0 } }), webProxy, ca });
@@ -119,7 +119,7 @@ test('a whole tunnel through tinyproxy with Basic auth from a percent-encoded UR
 });
 
 test('missing or wrong credentials are reported with the proxy status line, and retried like other failures', async () => {
-  const tunnel = relay.openTunnel({ services: ['ECHO'] });
+  const tunnel = await relay.openTunnel({ services: ['ECHO'] });
   const { log, text } = captureLog();
   const base = optionsFor(relay.port, log, { accessToken: tunnel.sourceAccessToken, ca: [relay.caPem!] }, { connectRetryCount: 1 });
   const attempt = async (auth?: string): Promise<ConnectError> => {
@@ -151,7 +151,7 @@ test('missing or wrong credentials are reported with the proxy status line, and 
 
 test('NO_PROXY lists the service host: connects directly, not through the proxy', async () => {
   const deadPort = await freePort();
-  const tunnel = relay.openTunnel({ services: ['ECHO'] });
+  const tunnel = await relay.openTunnel({ services: ['ECHO'] });
   const { log, text } = captureLog();
   const options = optionsFor(relay.port, log, {
     accessToken: tunnel.sourceAccessToken,

@@ -42,7 +42,7 @@ async function upperCaseServer(): Promise<Server> {
 library('a source and a destination run in-process through the relay over TLS; close() ends both as closed', async () => {
   const app = await upperCaseServer();
   const relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger() });
-  const tunnel = relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
   const appPort = (app.address() as { port: number }).port;
   const destination: LocalProxy = startProxy(options(relay, 'destination', tunnel.destinationAccessToken, new Map<string, ServiceTarget>([
     ['SSH1', { kind: 'tcp', host: '127.0.0.1', port: appPort }],
@@ -83,7 +83,7 @@ library('a source and a destination run in-process through the relay over TLS; c
 
 library('ready rejects and done reports refused when the tunnel\'s services do not match the mapping', async () => {
   const relay = await startRelay({ port: 0, tls: 'self-signed', log: silentLogger() });
-  const tunnel = relay.openTunnel({ services: ['SSH1'] });
+  const tunnel = await relay.openTunnel({ services: ['SSH1'] });
   const source = startProxy(options(relay, 'source', tunnel.sourceAccessToken, new Map<string, ServiceTarget>([['RDP1', { kind: 'tcp', port: 0 }]])));
   try {
     const err = await bounded(source.ready.then(() => undefined, (e: Error) => e), 10_000, 'ready settles');

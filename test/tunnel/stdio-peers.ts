@@ -62,7 +62,7 @@ export function source(ctx: Ctx, token: string, mapping: string, endpoint = `127
 
 /** A tunnel with the services of `targets`, its destination in this process mapping each to its port. */
 export async function tunnelTo(ctx: Ctx, targets: Record<string, number>, settings?: Partial<Settings>): Promise<{ sourceAccessToken: string; tunnelId: string }> {
-  const tunnel = ctx.relay.openTunnel({ services: Object.keys(targets) });
+  const tunnel = await ctx.relay.openTunnel({ services: Object.keys(targets) });
   const destination: LocalProxy = startProxy(proxyOptions(ctx.relay, 'destination', tunnel.destinationAccessToken, targets, settings));
   ctx.cleanup.push(() => destination.close());
   await within(destination.ready, 10_000, 'destination ready');

@@ -60,7 +60,7 @@ for (const side of ['source', 'destination'] as const) {
     const a = await tagServer('A');
     const b = await tagServer('B');
     const relay = await startRelayForTests();
-    const tunnel = relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
+    const tunnel = await relay.openTunnel({ services: ['SSH1', 'HTTP1'] });
     const options = side === 'source'
       ? proxyOptions(relay, 'source', tunnel.sourceAccessToken, { SSH1: { kind: 'tcp', port: 0 }, HTTP1: { kind: 'tcp', port: 0 } })
       : proxyOptions(relay, 'destination', tunnel.destinationAccessToken, { SSH1: a.port, HTTP1: b.port });

@@ -10,7 +10,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { PeerMode } from '../record';
+import type { PeerMode } from '../store/record';
 
 export const BRIDGE_PATH = '/cluster/bridge';
 export const AUTH_HEADER = 'x-localproxy-cluster-auth';

@@ -16,8 +16,11 @@ import { MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
 import { socketOf } from '../../flow/writer';
 import { encodeFrame, FrameDecoder } from '../../protocol/framing';
 import type { Message, MessageInit } from '../../protocol/message';
-import { fitCloseReason, HIGH_WATER_BYTES, Outlet, Peer, Relayed, type LinkEnd, type TunnelLink } from '../forward';
-import type { PeerMode } from '../record';
+import { Relayed } from '../forwarding';
+import { CLOSE_POLICY, fitCloseReason, REPLACED_REASON, type LinkEnd, type TunnelLink } from '../link';
+import { HIGH_WATER_BYTES, Outlet } from '../outlet';
+import { Peer } from '../peer';
+import type { PeerMode } from '../store/record';
 
 /** The far peer left its node (or was closed there): the bridge is not to be dialed again for it. */
 export const CLOSE_PEER_LEFT = 4100;
@@ -76,7 +79,6 @@ export class RemotePeer extends Outlet implements LinkEnd {
   readonly log: Logger;
   readonly link: TunnelLink;
   readonly ws: WebSocket;
-  detached = false;
   readonly highWater = HIGH_WATER_BYTES;
   bytesIn = 0;
   private readonly decoder = new FrameDecoder();
@@ -84,7 +86,6 @@ export class RemotePeer extends Outlet implements LinkEnd {
   private readonly pingMs: number;
   private lastHeard = Date.now();
   private pinger?: NodeJS.Timeout;
-  private closed = false;
 
   constructor(init: RemotePeerInit) {
     super();
@@ -144,8 +145,21 @@ export class RemotePeer extends Outlet implements LinkEnd {
   }
 
   close(code: number, reason: string): void {
-    if (this.closing) return;
-    this.closing = true;
+    if (this.moveTo('closing')) this.shut(code, reason);
+  }
+
+  replace(): void {
+    const open = this.life === 'open';
+    if (this.moveTo('replaced') && open) this.shut(CLOSE_POLICY, REPLACED_REASON);
+  }
+
+  /** Drops the connection without a close frame (the relay is stopping). */
+  terminate(): void {
+    this.moveTo('closing');
+    this.ws.terminate();
+  }
+
+  private shut(code: number, reason: string): void {
     this.resumeReading();
     try {
       this.ws.close(code, fitCloseReason(reason));
@@ -155,18 +169,12 @@ export class RemotePeer extends Outlet implements LinkEnd {
     setTimeout(() => this.ws.terminate(), CLOSE_LINGER_MS).unref();
   }
 
-  /** Drops the connection without a close frame (the relay is stopping). */
-  terminate(): void {
-    this.closing = true;
-    this.ws.terminate();
-  }
-
   /** Frames from the far peer, for the local peer of the other mode. */
   private onMessage(chunk: Buffer, isBinary: boolean): void {
-    if (this.closing || !isBinary) return;
+    if (this.life !== 'open' || !isBinary) return;
     this.bytesIn += chunk.length;
-    const local = this.detached ? undefined : this.link.other(this.mode);
-    const receiver = local instanceof Peer && !local.closing ? local : undefined;
+    const local = this.link.other(this.mode);
+    const receiver = local instanceof Peer && local.life === 'open' ? local : undefined;
     const error = this.relayed.pass(this.decoder, chunk, receiver, this.onFrame, this.onDecodeError);
     if (error) {
       this.log.error(error);
@@ -175,7 +183,7 @@ export class RemotePeer extends Outlet implements LinkEnd {
     }
     if (receiver && receiver.unsent > receiver.highWater && !this.ws.isPaused) {
       this.ws.pause();
-      receiver.holdBack(this);
+      receiver.resumeWhenDrained(this);
     }
   }
 
@@ -198,14 +206,13 @@ export class RemotePeer extends Outlet implements LinkEnd {
     this.relayed.fail(`undecodable frame from node ${this.node}: ${err.message}`);
   };
 
+  /** ws emits 'close' once. */
   private onClose(code: number): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.closing = true;
+    this.moveTo('closed');
     clearInterval(this.pinger);
     this.decoder.reset();
     // A local sender paused because of this end must not stay paused.
-    this.releaseSenders();
+    this.resumeSenders();
     this.link.peerClosed(this);
     this.onClosedHook(this, code);
   }

@@ -7,9 +7,9 @@
  */
 import { LogLevel, type Logger } from '../../log';
 import { printable } from '../../printable';
-import type { PeerMode } from '../record';
+import type { PeerMode } from '../store/record';
 import { isSignedHolder } from './auth';
-import type { Holder } from './types';
+import type { Holder } from '../store/leases';
 
 export class KnownHolders {
   private readonly newest = new Map<string, { source?: Holder; destination?: Holder }>();

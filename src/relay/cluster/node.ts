@@ -21,12 +21,13 @@ import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { LogLevel, type Logger } from '../../log';
 import { CLOSE_NORMAL, MAX_WS_MESSAGE_BYTES } from '../../protocol/constants';
-import { CLOSE_POLICY, Peer, REPLACED_REASON, type TunnelLink } from '../forward';
-import type { PeerMode } from '../record';
+import { CLOSE_POLICY, type TunnelLink } from '../link';
+import { Peer } from '../peer';
+import type { AttachedEvent, Holder, HeldPeer, LeaseStore, LeaseVerdict } from '../store/leases';
+import type { PeerMode } from '../store/record';
 import { bridgeRequest, signHolder, verifyBridge } from './auth';
 import { CLOSE_NODE_STOPPING, CLOSE_PEER_LEFT, dialBridge, RemotePeer } from './bridge';
 import { KnownHolders } from './holders';
-import type { AttachedEvent, Holder, HeldPeer, LeaseVerdict, PeerStore } from './types';
 
 export { BRIDGE_PATH } from './auth';
 
@@ -74,7 +75,7 @@ function otherMode(mode: PeerMode): PeerMode {
 }
 
 export class ClusterNode {
-  private readonly store: PeerStore;
+  private readonly store: LeaseStore;
   private readonly host: ClusterHost;
   private readonly options: ClusterOptions;
   private readonly log: Logger;
@@ -90,7 +91,7 @@ export class ClusterNode {
   private renewAgain?: string;
   private stopped = false;
 
-  constructor(store: PeerStore, host: ClusterHost, options: ClusterOptions) {
+  constructor(store: LeaseStore, host: ClusterHost, options: ClusterOptions) {
     this.store = store;
     this.host = host;
     this.options = options;
@@ -119,7 +120,7 @@ export class ClusterNode {
     const entry: Held = { tunnelId, mode: peer.mode, channel: peer.channelId, tokenHash, gen: 0, sig, link };
     this.held.set(peer, entry);
     this.store.hold(tunnelId, peer.mode, peer.channelId, tokenHash, sig).then((result) => {
-      if (this.held.get(peer) !== entry || peer.closing) return;
+      if (this.held.get(peer) !== entry || peer.life !== 'open') return;
       if (result.kind !== 'held') {
         this.closeLocal(peer, result.kind);
         return;
@@ -177,7 +178,7 @@ export class ClusterNode {
     const holdsDestination = (): TunnelLink | undefined => {
       const link = this.host.link(tunnelId);
       const dest = link?.peers.destination;
-      return link && dest instanceof Peer && !dest.closing ? link : undefined;
+      return link && dest instanceof Peer && dest.life === 'open' ? link : undefined;
     };
     if (!holdsDestination()) return this.host.refuse(socket, 409, `This node does not hold the destination of tunnel ${tunnelId}`);
     let source: Holder | undefined;
@@ -225,7 +226,7 @@ export class ClusterNode {
     if (!link || this.stopped || !this.known.vet(event.tunnelId, event.mode, event.holder)) return;
     this.learn(event.tunnelId, event.mode, event.holder);
     const local = link.peers[event.mode];
-    if (local instanceof Peer && !local.closing) {
+    if (local instanceof Peer && local.life === 'open') {
       const entry = this.held.get(local);
       // Recorded after ours: a newer connection of the same peer, here or on another node.
       if (entry && entry.gen > 0 && event.holder.gen > entry.gen && event.holder.channel !== entry.channel) this.closeLocal(local, 'replaced', event.holder);
@@ -239,12 +240,11 @@ export class ClusterNode {
   }
 
   private closeLocal(peer: Peer, why: LeaseVerdict | 'closed', by?: Holder): void {
-    if (peer.closing) return;
+    if (peer.life !== 'open') return;
     this.held.delete(peer);
     if (why === 'replaced') {
       peer.log.info(`replaced by a new connection (channel ${by?.channel ?? 'unknown'}${by && by.node !== this.nodeId ? ` on node ${by.node}` : ''})`);
-      peer.detached = true;
-      peer.close(CLOSE_POLICY, REPLACED_REASON);
+      peer.replace();
     } else if (why === 'revoked') {
       peer.log.info('access token rotated: disconnecting');
       peer.close(CLOSE_NORMAL, 'access token rotated');
@@ -259,12 +259,12 @@ export class ClusterNode {
     if (this.stopped) return;
     const tunnelId = link.tunnel.tunnelId;
     const source = link.peers.source;
-    if (!(source instanceof Peer) || source.closing || link.tunnel.status !== 'OPEN' || this.host.link(tunnelId) !== link) return;
+    if (!(source instanceof Peer) || source.life !== 'open' || link.tunnel.status !== 'OPEN' || this.host.link(tunnelId) !== link) return;
     const target = this.known.get(tunnelId, 'destination');
     const current = link.peers.destination;
-    if (current instanceof Peer && !current.closing) return;
+    if (current instanceof Peer && current.life === 'open') return;
     if (!target || target.node === this.nodeId) return;
-    if (current instanceof RemotePeer && !current.closing) {
+    if (current instanceof RemotePeer && current.life === 'open') {
       if (current.node === target.node) return;
       current.log.info(`the destination moved to node ${target.node}`);
       current.close(CLOSE_PEER_LEFT, 'the destination moved to another node');
@@ -291,7 +291,7 @@ export class ClusterNode {
       const source = link.peers.source;
       if (!wanted) {
         result.ws.close(CLOSE_PEER_LEFT, 'not needed any more');
-      } else if (!(source instanceof Peer) || source.closing || this.host.link(tunnelId) !== link || this.stopped) {
+      } else if (!(source instanceof Peer) || source.life !== 'open' || this.host.link(tunnelId) !== link || this.stopped) {
         result.ws.close(CLOSE_PEER_LEFT, 'the source left this node');
       } else {
         this.attempts.delete(tunnelId);
@@ -318,7 +318,7 @@ export class ClusterNode {
     this.bridges.delete(end);
     const link = end.link;
     const tunnelId = link.tunnel.tunnelId;
-    if (this.stopped || end.detached) return;
+    if (this.stopped || end.life === 'replaced') return;
     end.log.info(`bridge closed (code ${code}): received ${end.bytesIn} bytes, sent ${end.bytesOut} bytes`);
     // The far peer left, was replaced or closed, or its node stops: the next holder's event says where it went.
     if (code === CLOSE_PEER_LEFT || code === CLOSE_NODE_STOPPING || code === CLOSE_NORMAL || code === CLOSE_POLICY) {
@@ -371,7 +371,7 @@ export class ClusterNode {
       const verdicts = entries.length > 0 ? await this.store.renew(entries.map(([, e]) => e)) : [];
       entries.forEach(([peer, entry], i) => {
         const answer = verdicts[i];
-        if (!answer || this.held.get(peer) !== entry || peer.closing) return;
+        if (!answer || this.held.get(peer) !== entry || peer.life !== 'open') return;
         if (answer.verdict !== 'ok') return this.closeLocal(peer, answer.verdict);
         if (answer.gen !== undefined) {
           entry.gen = answer.gen;

@@ -5,7 +5,9 @@
  * in one transaction, so two nodes rotating, closing or spending a token at once cannot lose an
  * update or bring a closed tunnel back.
  */
-import type { ClientMode, DestinationConfig, OpenedTunnel, OpenTunnelRequest, PeerMode, RotatedTokens, Tag, TunnelRecord } from '../record';
+import type { ClientMode, DestinationConfig, OpenedTunnel, RotatedTokens, Tag } from '../../api/model';
+import type { PeerMode, TunnelRecord } from './record';
+import type { OpenTunnelRequest } from './rules';
 
 /** An upgrade the relay refuses: the HTTP status and a one-line reason for the client. */
 export interface Refusal {
@@ -72,7 +74,7 @@ export interface TunnelDirectory {
    * Resolves with the tunnel as it now is.
    */
   accept(auth: Authorized, clientToken: string | undefined): Promise<TunnelRecord | Refusal>;
-  /** A peer connected or left (the registry's connection state; a cluster keeps leases instead). */
+  /** A peer connected or left (the local store's connection state; a cluster keeps leases instead). */
   setConnected(tunnelId: string, mode: PeerMode, connected: boolean): void;
   /** Resolves once every change so far is durable; rejects if the write carrying the last one failed. */
   flush(): Promise<void>;

@@ -4,8 +4,9 @@
  * is checked for its shape before any of it is used: one of the wrong shape is refused with a
  * reason and dropped, never half-applied.
  */
-import { TUNNEL_ID_PATTERN, type PeerMode } from '../record';
-import { holderOf, type Holder } from '../cluster/types';
+import { TUNNEL_ID_PATTERN } from '../../api/model';
+import { holderOf, type Holder } from './leases';
+import type { PeerMode } from './record';
 
 /** Ours are a few hundred bytes: a longer message is not parsed at all. */
 export const MAX_EVENT_BYTES = 8 * 1024;

@@ -4,7 +4,7 @@
  * a compare-and-set of the tunnel's record (its version) together with its indexes and the event
  * that tells the other nodes, in one Lua script (scripts.ts): two nodes rotating, closing or
  * spending one token at once cannot lose an update or reopen a closed tunnel; the loser re-reads
- * and applies the same rules (record.ts) again.
+ * and applies the same rules (rules.ts) again.
  *
  * The connections (redis-link.ts) fail commands at once while Redis is away: the API answers
  * 503 instead of hanging. This module is loaded only for `--store`.
@@ -13,12 +13,14 @@ import { LogLevel, type Logger } from '../../log';
 import type { Clock } from '../clock';
 import { RelayConfigError } from '../errors';
 import type { RelayLimits } from '../limits';
-import {
-  checkRecord, clientTokenRefusal, StateFileError, createTunnel, expiresAt, hashToken, mergeTags, RegistryError, removeTags, rotatedModes, rotateTunnel, spendToken,
-  type ClientMode, type DestinationConfig, type OpenedTunnel, type OpenTunnelRequest, type PeerMode, type RotatedTokens, type Tag, type TunnelRecord,
-} from '../record';
-import { isHolderText, MAX_HOLDER_TEXT, parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseVerdict, type PeerStore, type RenewAnswer } from '../cluster/types';
+import type { ClientMode, DestinationConfig, OpenedTunnel, RotatedTokens, Tag } from '../../api/model';
 import { StoreUnavailableError, type Authorized, type DirectoryEvents, type ListPosition, type Refusal, type TunnelDirectory, type TunnelPage } from './directory';
+import { isHolderText, MAX_HOLDER_TEXT, parseHolder, type AttachedEvent, type HeldPeer, type Holder, type HoldResult, type LeaseStore, type LeaseVerdict, type RenewAnswer } from './leases';
+import { checkRecord, RecordError, type PeerMode, type TunnelRecord } from './record';
+import {
+  clientTokenRefusal, createTunnel, DEFAULT_ACCOUNT_ID, DEFAULT_REGION, expiresAt, hashToken, mergeTags, OperationError, removeTags, rotatedModes,
+  rotateTunnel, spendToken, type OpenTunnelRequest,
+} from './rules';
 import { parseEvent } from './events';
 import { RedisLink } from './redis-link';
 import { COMMIT, HOLD, RELEASE, RENEW, SWEEP } from './scripts';
@@ -33,8 +35,6 @@ const SWEEP_CLAIM_MS = 30_000;
 const SWEEP_BATCH = 100;
 /** Peers per lease-renewal script call. */
 const RENEW_BATCH = 200;
-const DEFAULT_ACCOUNT_ID = '000000000000';
-const DEFAULT_REGION = 'local';
 
 export interface RedisStoreOptions {
   /** redis://[[user]:password@]host[:port][/db] or rediss:// (TLS). */
@@ -66,8 +66,8 @@ interface Change<T> {
   result: T;
 }
 
-function notFound(tunnelId: string): RegistryError {
-  return new RegistryError('ResourceNotFoundException', `Tunnel ${tunnelId} not found`);
+function notFound(tunnelId: string): OperationError {
+  return new OperationError('ResourceNotFoundException', `Tunnel ${tunnelId} not found`);
 }
 
 /** A tunnel id in an ARN (`...:tunnel/<id>`). */
@@ -76,7 +76,7 @@ function idOfArn(arn: string): string | undefined {
   return at < 0 ? undefined : arn.slice(at + ':tunnel/'.length);
 }
 
-export class RedisDirectory implements TunnelDirectory, PeerStore {
+export class RedisDirectory implements TunnelDirectory, LeaseStore {
   readonly nodeId: string;
   readonly nodeUrl: string;
   readonly leaseMs: number;
@@ -131,14 +131,14 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     else this.onAttached?.({ tunnelId: e.id, mode: e.mode, holder: e.holder });
   }
 
-  /** A record as stored; throws StateFileError (one line) when it is not one the relay would write. */
+  /** A record as stored; throws RecordError (one line) when it is not one the relay would write. */
   private decode(json: string, tunnelId: string): TunnelRecord {
     const where = `tunnel store ${this.where} tunnel ${tunnelId}`;
     let value: unknown;
     try {
       value = JSON.parse(json);
     } catch {
-      throw new StateFileError(`${where}: not JSON`);
+      throw new RecordError(`${where}: not JSON`);
     }
     return checkRecord(value, where);
   }
@@ -156,7 +156,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
       PREFIX, tunnelId, version, stored, this.options.limits.maxOpenTunnels, this.options.limits.maxClosedTunnels,
       event ? JSON.stringify(event) : '', record?.createdAt ?? 0, record ? expiresAt(record) : 0, record?.lastUpdatedAt ?? 0,
     ]) as string[];
-    if (reply[0] === 'limit') throw new RegistryError('LimitExceededException', `At most ${this.options.limits.maxOpenTunnels} tunnels may be open at once`);
+    if (reply[0] === 'limit') throw new OperationError('LimitExceededException', `At most ${this.options.limits.maxOpenTunnels} tunnels may be open at once`);
     return reply[0] === 'ok';
   }
 
@@ -209,10 +209,10 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
   async getByArn(arn: string): Promise<TunnelRecord> {
     const id = idOfArn(arn);
     const tunnel = id ? await this.get(id).catch((err: unknown) => {
-      if (err instanceof RegistryError) return undefined;
+      if (err instanceof OperationError) return undefined;
       throw err;
     }) : undefined;
-    if (!tunnel || tunnel.tunnelArn !== arn) throw new RegistryError('ResourceNotFoundException', `Resource ${arn} not found`);
+    if (!tunnel || tunnel.tunnelArn !== arn) throw new OperationError('ResourceNotFoundException', `Resource ${arn} not found`);
     return tunnel;
   }
 
@@ -242,7 +242,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
           tunnels.push(this.decode(json, page[i].tunnelId));
         } catch (err) {
           // One record nobody can use must not take the listing of every other tunnel with it.
-          if (!(err instanceof StateFileError)) throw err;
+          if (!(err instanceof RecordError)) throw err;
           this.log.limited(LogLevel.ERROR, 'store-bad-record', `${err.message}; left out of ListTunnels`);
         }
       }
@@ -312,12 +312,12 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
       if (refused) return { result: { status: 400, reason: refused } };
       return { record: spendToken(tunnel[auth.mode], clientToken) ? tunnel : undefined, result: tunnel };
     }).catch((err: unknown) => {
-      if (err instanceof RegistryError) return { status: 410, reason: 'the tunnel closed or its token was rotated meanwhile' };
+      if (err instanceof OperationError) return { status: 410, reason: 'the tunnel closed or its token was rotated meanwhile' };
       throw err;
     });
   }
 
-  /** Connection states are the holders' leases (PeerStore.hold/release). */
+  /** Connection states are the holders' leases (LeaseStore.hold/release). */
   setConnected(): void {}
 
   flush(): Promise<void> {
@@ -330,7 +330,7 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
     await this.link.dispose();
   }
 
-  // PeerStore -------------------------------------------------------------------------------
+  // LeaseStore -------------------------------------------------------------------------------
 
   async hold(tunnelId: string, mode: PeerMode, channel: string, tokenHash: string, sig: string): Promise<HoldResult> {
     const reply = await this.link.script(HOLD, [PREFIX, tunnelId, mode, tokenHash, this.nodeId, this.nodeUrl, channel, sig, this.leaseMs, this.options.clock.now()]) as string[];
@@ -367,8 +367,8 @@ export class RedisDirectory implements TunnelDirectory, PeerStore {
       for (const id of due) {
         await this.close(id, {}, 'tunnel lifetime expired').catch(async (err: unknown) => {
           // A record nobody can use is left for its owner to look at; the rest of the batch goes on.
-          if (err instanceof StateFileError) return this.log.limited(LogLevel.ERROR, 'store-bad-record', `${err.message}; its lifetime cannot be enforced`);
-          if (!(err instanceof RegistryError)) throw err;
+          if (err instanceof RecordError) return this.log.limited(LogLevel.ERROR, 'store-bad-record', `${err.message}; its lifetime cannot be enforced`);
+          if (!(err instanceof OperationError)) throw err;
           // Forgotten meanwhile: nothing left to close, and nothing to sweep again.
           await this.link.call((redis) => redis.zrem(`${PREFIX}expiry`, id));
         });

@@ -1,5 +1,5 @@
 /**
- * The lines of the `--state` journal (state.ts), without I/O:
+ * The lines of the `--state` journal (journal.ts), without I/O:
  *
  *   {"format":3}                                  first line
  *   <sum> {"put":{...tunnel record...}}           a tunnel as it now is
@@ -12,7 +12,17 @@
  * cut short by a crash (never confirmed) and is left out.
  */
 import { createHash } from 'node:crypto';
-import { checkRecord, StateFileError, TUNNEL_ID_PATTERN, type TunnelRecord } from './record';
+import { TUNNEL_ID_PATTERN } from '../../api/model';
+import { RelayConfigError } from '../errors';
+import { checkRecord, RecordError, type TunnelRecord } from './record';
+
+/** A state file that cannot be used; the message is one line naming the file. */
+export class StateFileError extends RelayConfigError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StateFileError';
+  }
+}
 
 export const FORMAT = 3;
 export const HEADER = `{"format":${FORMAT}}`;
@@ -111,7 +121,7 @@ export function replayJournal(data: Buffer, name: string): Replayed {
       if ('put' in entry) records.set(entry.put.tunnelId, entry.put);
       else records.delete(entry.delete);
     } catch (err) {
-      damaged.push({ bytes, why: err instanceof StateFileError ? err.message : `line ${i + 1}: ${(err as Error).message}` });
+      damaged.push({ bytes, why: err instanceof RecordError ? err.message : `line ${i + 1}: ${(err as Error).message}` });
     }
   });
   if (first !== HEADER) {

@@ -1,6 +1,6 @@
 /**
  * `--state FILE`: the tunnel records, kept across restarts as an append-only journal of
- * checksummed lines (journal.ts has the format).
+ * checksummed lines (journal-format.ts has the format).
  *
  * A change costs one appended line and one fdatasync, whatever the number of tunnels; changes
  * queued while a write is under way share the next one (group commit). When the journal has
@@ -21,32 +21,14 @@
 import { closeSync, fsyncSync, ftruncateSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
-import { deleteLine, putLine, renderJournal, replayJournal } from './journal';
-import { StateFileError, type TunnelRecord } from './record';
-
-export { StateFileError } from './record';
+import { deleteLine, putLine, renderJournal, replayJournal, StateFileError } from './journal-format';
+import type { TunnelRecord } from './record';
 
 const COMPACT_SLACK_BYTES = 64 * 1024;
 /** Damaged lines named in the one log line about them. */
 const DAMAGED_SHOWN = 3;
 
-/**
- * Where tunnel records are kept. The registry keeps its own in-memory view and calls one
- * operation per atomic change.
- */
-export interface TunnelStore {
-  /** The records a previous run left (called once, before any change). */
-  load(): TunnelRecord[];
-  /** The tunnel as it now is; resolves once durable. */
-  put(record: TunnelRecord): Promise<void>;
-  /** The tunnel is forgotten; resolves once durable. */
-  delete(tunnelId: string): Promise<void>;
-  /** Resolves when every change so far is durable (or failed). */
-  flush(): Promise<void>;
-  close(): Promise<void>;
-}
-
-export interface StateFileOptions {
+export interface JournalOptions {
   /** Every live record, for a rewrite. */
   snapshot: () => TunnelRecord[];
   /**
@@ -90,11 +72,12 @@ function writeAllSync(fd: number, data: Buffer): void {
   }
 }
 
-export class StateFile implements TunnelStore {
+/** The journal of one state file: its records at load, then one appended line per change. */
+export class Journal {
   /** The file written: the state path, or what a symbolic link there points to (the link is kept). */
   readonly path: string;
   private readonly given: string;
-  private readonly options: StateFileOptions;
+  private readonly options: JournalOptions;
   private handle?: FileHandle;
   /** The file's length up to its last whole line: where a failed append is cut back to. */
   private fileBytes = 0;
@@ -114,10 +97,10 @@ export class StateFile implements TunnelStore {
   private closed = false;
 
   /** Throws StateFileError when the path is not a usable file. */
-  constructor(path: string, options: StateFileOptions) {
+  constructor(path: string, options: JournalOptions) {
     this.given = path;
     this.options = options;
-    this.path = StateFile.resolve(path);
+    this.path = Journal.resolve(path);
   }
 
   /**
@@ -149,6 +132,7 @@ export class StateFile implements TunnelStore {
     return `${this.path}.damaged`;
   }
 
+  /** The records a previous run left (called once, before any change). */
   load(): TunnelRecord[] {
     let data: Buffer;
     try {
@@ -211,14 +195,17 @@ export class StateFile implements TunnelStore {
     this.compactAt = 2 * this.liveBytes + COMPACT_SLACK_BYTES;
   }
 
+  /** The tunnel as it now is; resolves once durable. */
   put(record: TunnelRecord): Promise<void> {
     return this.enqueue(putLine(record));
   }
 
+  /** The tunnel is forgotten; resolves once durable. */
   delete(tunnelId: string): Promise<void> {
     return this.enqueue(deleteLine(tunnelId));
   }
 
+  /** Resolves when every change so far is durable (or failed). */
   flush(): Promise<void> {
     return this.draining ? this.running.then(() => this.flush()) : Promise.resolve();
   }

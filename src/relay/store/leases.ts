@@ -1,9 +1,9 @@
 /**
- * What a cluster node needs from the shared store about peers: who holds which peer (with a
- * lease the holder renews), and the 'attached' events that tell the other nodes. Implemented by
- * the Redis store (src/relay/store/redis.ts).
+ * What a cluster node needs from the shared store about peers: who holds which peer (a holder
+ * record, with a lease the holder renews), and the 'attached' events that tell the other nodes.
+ * Implemented by the Redis store (redis.ts).
  */
-import type { PeerMode } from '../record';
+import type { PeerMode } from './record';
 
 /** The node holding one peer of a tunnel, and which connection of it (channel id). */
 export interface Holder {
@@ -49,7 +49,7 @@ export type HoldResult =
   | { kind: 'held'; gen: number; previous?: Holder; other?: Holder }
   | { kind: 'closed' | 'revoked' | 'unknown' };
 
-export interface PeerStore {
+export interface LeaseStore {
   readonly nodeId: string;
   readonly nodeUrl: string;
   readonly leaseMs: number;
