@@ -13,7 +13,7 @@ import type { SourceTarget } from '../options';
 import { printable } from '../printable';
 import { MAX_LIFETIME_MINUTES, MIN_LIFETIME_MINUTES } from '../api/model';
 import { commonHelp, COMMON_OPTIONS } from '../api/setup';
-import { connect } from './run';
+import { connect, type ConnectRequest } from './run';
 
 const HELP = `Usage: localproxy connect THING SERVICE [options]
 
@@ -59,19 +59,6 @@ const DEFAULT_WAIT_SECONDS = 60;
 const MAX_WAIT_SECONDS = 3600;
 /** Where --listen listens when it names only a port: the command it prints is then unambiguous. */
 const DEFAULT_LISTEN_HOST = '127.0.0.1';
-
-export interface ConnectRequest {
-  thingName: string;
-  service: string;
-  /** stdio (ProxyCommand) or where to listen. */
-  target: SourceTarget;
-  waitSeconds: number;
-  lifetimeMinutes?: number;
-  keep: boolean;
-  logLevel: number;
-  /** The common API options, as parsed. */
-  api: Record<string, string | true | undefined>;
-}
 
 function integer(text: string, name: string, min: number, max: number, unit: string): number {
   const value = Number(text);

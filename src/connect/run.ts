@@ -15,7 +15,7 @@ import { printable } from '../printable';
 import { defaultSettings } from '../settings';
 import { startProxy, type LocalProxy, type ProxyOutcome } from '../tunnel/proxy';
 import { PRODUCT } from '../version';
-import type { ConnectRequest } from './cli';
+import type { SourceTarget } from '../options';
 import { waitForDestination } from './wait';
 
 const NAME = `${PRODUCT} connect`;
@@ -24,6 +24,20 @@ interface Opened {
   tunnelId: string;
   sourceAccessToken: string;
   destinationAccessToken: string;
+}
+
+/** What `localproxy connect` was asked to do (cli.ts parses it). */
+export interface ConnectRequest {
+  thingName: string;
+  service: string;
+  /** stdio (ProxyCommand) or where to listen. */
+  target: SourceTarget;
+  waitSeconds: number;
+  lifetimeMinutes?: number;
+  keep: boolean;
+  logLevel: number;
+  /** The common API options, as parsed. */
+  api: Record<string, string | true | undefined>;
 }
 
 /** Where the tunnel's data plane is: the relay's own port, or the region's cloud endpoint. */
