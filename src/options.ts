@@ -4,7 +4,13 @@
  */
 import type { Logger } from './log';
 import type { Settings } from './settings';
-import type { StdioStreams } from './tunnel/stdio';
+import type { Readable, Writable } from 'node:stream';
+
+/** The streams a `-s stdio` source carries its one connection over (the process's own by default). */
+export interface StdioStreams {
+  input: Readable;
+  output: Writable;
+}
 
 export type Mode = 'source' | 'destination';
 

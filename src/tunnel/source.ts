@@ -9,7 +9,8 @@ import type { Logger } from '../log';
 import type { SourceTarget } from '../options';
 import { printable } from '../printable';
 import type { Settings } from '../settings';
-import { StdioSocket, type StdioStreams } from './stdio';
+import type { StdioStreams } from '../options';
+import { StdioSocket } from './stdio';
 
 /** Connections accepted while there is no session wait this long for the next one. */
 export const PENDING_ACCEPT_TIMEOUT_MS = 30_000;

@@ -12,11 +12,6 @@
 import type { Socket } from 'node:net';
 import { Duplex, type Readable, type Writable } from 'node:stream';
 
-export interface StdioStreams {
-  input: Readable;
-  output: Writable;
-}
-
 export class StdioSocket extends Duplex {
   /** How log lines name the peer (Connection and Session show `address` alone when there is no port). */
   readonly remoteAddress = 'stdin/stdout';
