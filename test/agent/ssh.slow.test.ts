@@ -9,7 +9,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ import { defaultSettings } from '../../src/settings';
 import { startProxy, type LocalProxy } from '../../src/tunnel/proxy';
 import { CLI } from '../helpers/child';
 import { testLogger } from '../helpers/tunnel';
-import { freePort, waitUntil, within } from '../helpers/wait';
+import { freePort, within } from '../helpers/wait';
 import { Broker, TestPki, type Credential } from './broker';
 
 const CREDENTIALS = { accessKeyId: 'AKIDAGENTE2E', secretAccessKey: 'agent-e2e-secret-key-0123456789' };
@@ -320,9 +320,35 @@ test('CloseTunnel: the agent\'s tunnel ends and leaves the state file', async (c
   await within(waitKept(ctx, []), 10_000, 'nothing kept');
 });
 
-/** Resolves once the state file holds exactly `tokens` (it is written as the agent's tunnels change). */
+/**
+ * Resolves once the state file holds exactly `tokens`. Checked whenever the state directory
+ * changes (the agent renames a new file into place) or the agent prints: the agent may log a
+ * tunnel's end before it has written the file, and print nothing after it.
+ */
 async function waitKept(ctx: Ctx, tokens: string[]): Promise<void> {
-  await waitUntil(ctx.agent.child, 'output', () => JSON.stringify(keptTokens(ctx)) === JSON.stringify(tokens), 10_000, `kept ${tokens.length} token(s)`);
+  const same = (): boolean => {
+    try {
+      return JSON.stringify(keptTokens(ctx)) === JSON.stringify(tokens);
+    } catch {
+      return false;   // between the agent's write and its rename
+    }
+  };
+  const watcher = watch(ctx.stateDir);
+  const child = ctx.agent.child;
+  let check = (): void => {};
+  try {
+    await within(new Promise<void>((resolve) => {
+      check = () => {
+        if (same()) resolve();
+      };
+      watcher.on('change', check);
+      child.on('output', check);
+      check();
+    }), 10_000, `kept ${tokens.length} token(s)`);
+  } finally {
+    watcher.close();
+    child.off('output', check);
+  }
 }
 
 test.run();
